@@ -1,0 +1,69 @@
+"""orchestrion: durable orchestration for teams of AI agents."""
+
+from orchestrion.agent import Agent
+from orchestrion.context import RunContext
+from orchestrion.engine.events import (
+    Event,
+    InterruptRequested,
+    ModelDelta,
+    RunFinished,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
+from orchestrion.engine.interrupts import Approve, Interrupt, Reject
+from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
+from orchestrion.engine.result import RunResult
+from orchestrion.engine.runtime import Runtime, StepInfo
+from orchestrion.errors import (
+    AnswerError,
+    DeterminismError,
+    ModelError,
+    OrchestrionError,
+    RunError,
+    StoreError,
+    ToolError,
+    UserError,
+)
+from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
+from orchestrion.models.base import Model
+from orchestrion.tools.tool import ModelRetry, Tool, tool
+
+__all__ = [
+    "Agent",
+    "AnswerError",
+    "Approve",
+    "DeterminismError",
+    "Event",
+    "Interrupt",
+    "InterruptRequested",
+    "Model",
+    "ModelDelta",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelRetry",
+    "OrchestrionError",
+    "Reject",
+    "RunContext",
+    "RunError",
+    "RunFinished",
+    "RunRecord",
+    "RunResult",
+    "RunStarted",
+    "RunStatus",
+    "Runtime",
+    "StepCompleted",
+    "StepFailed",
+    "StepInfo",
+    "StepStarted",
+    "StepStatus",
+    "StoreError",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "Usage",
+    "UserError",
+    "tool",
+]

@@ -1,0 +1,110 @@
+"""`Agent`: instructions, a model, tools and a typed output.
+
+An agent is a frozen definition; running it is the engine's model/tool loop,
+each model request and tool call a journaled step. Everything that can be
+checked is checked here, at definition time, before any model call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from orchestrion.context import RunContext
+from orchestrion.errors import UserError
+from orchestrion.messages import ModelSettings, ToolDefinition
+from orchestrion.models.base import Model
+from orchestrion.tools.tool import Tool
+
+OutputT = TypeVar("OutputT")
+
+FINAL_RESULT_TOOL = "final_result"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+Instructions = str | Callable[[RunContext[Any]], str]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Agent(Generic[OutputT]):
+    """A specialised agent. Run it with `Runtime.run(agent, input)`."""
+
+    name: str
+    """Unique within a team; appears in every step key (`name/turn-2/model`)."""
+    instructions: Instructions = ""
+    """The system prompt, or a function of the run context returning it."""
+    model: Model | str | None = None
+    """A `Model`, a string like `openai:gpt-4.1-mini`, or None for the runtime's default."""
+    tools: Sequence[Tool | Callable[..., Any]] = ()
+    """The only tools this agent may call. Plain functions become `Tool`s."""
+    output_type: Any = str
+    """`str`, or a pydantic model or type the final answer is validated as."""
+    output_retries: int = 2
+    """How many invalid final answers are sent back to the model before the run fails."""
+    max_turns: int = 20
+    """Model requests allowed before the run fails with `MaxTurnsExceeded`."""
+    description: str = ""
+    """What the agent does, for the agents and people that delegate to it."""
+    model_settings: ModelSettings = field(default_factory=ModelSettings)
+
+    tool_map: dict[str, Tool] = field(init=False, repr=False)
+    tool_definitions: tuple[ToolDefinition, ...] = field(init=False, repr=False)
+    output_adapter: pydantic.TypeAdapter[Any] | None = field(init=False, repr=False)
+    output_wrapped: bool = field(init=False, repr=False)
+    """True when the output schema is not an object, so the model sends it under `result`."""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UserError(
+                f"Agent name {self.name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.'"
+                " (it becomes part of every step key)."
+            )
+        if self.max_turns < 1 or self.output_retries < 0:
+            raise UserError(
+                f"Agent {self.name!r}: max_turns must be >= 1 and output_retries >= 0 "
+                f"(got {self.max_turns} and {self.output_retries})."
+            )
+        tools = tuple(t if isinstance(t, Tool) else Tool(function=t) for t in self.tools)
+        tool_map: dict[str, Tool] = {}
+        for t in tools:
+            if t.name in tool_map:
+                raise UserError(f"Agent {self.name!r} has two tools named {t.name!r}; rename one.")
+            tool_map[t.name] = t
+        definitions = [t.definition() for t in tools]
+        adapter = None
+        wrapped = False
+        if self.output_type is not str:
+            if FINAL_RESULT_TOOL in tool_map:
+                raise UserError(
+                    f"Agent {self.name!r}: the tool name {FINAL_RESULT_TOOL!r} is reserved for typed output."
+                )
+            try:
+                adapter = pydantic.TypeAdapter(self.output_type)
+                schema = adapter.json_schema()
+            except pydantic.PydanticUserError as exc:
+                raise UserError(
+                    f"Agent {self.name!r}: output_type {self.output_type!r} cannot be validated: {exc}"
+                ) from exc
+            if schema.get("type") != "object":
+                wrapped = True
+                schema = {
+                    "type": "object",
+                    "properties": {"result": schema},
+                    "required": ["result"],
+                }
+            definitions.append(
+                ToolDefinition(
+                    FINAL_RESULT_TOOL,
+                    "Give the final answer. Call this once the task is done.",
+                    schema,
+                )
+            )
+        set_ = object.__setattr__
+        set_(self, "tools", tools)
+        set_(self, "tool_map", tool_map)
+        set_(self, "tool_definitions", tuple(definitions))
+        set_(self, "output_adapter", adapter)
+        set_(self, "output_wrapped", wrapped)

@@ -1,0 +1,56 @@
+"""`RunContext`: what orchestration code and tools see of the run they are in.
+
+This is a protocol so that definitions (tools, agents, patterns) depend on it
+without importing the engine, which provides the implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from orchestrion._json import JSON
+
+DepsT_co = TypeVar("DepsT_co", covariant=True)
+T = TypeVar("T")
+
+
+class RunContext(Protocol[DepsT_co]):
+    """Passed explicitly as the first parameter of a tool or a workflow."""
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run, stable across resumes."""
+        ...
+
+    @property
+    def key(self) -> str:
+        """The journal key of the step being executed, e.g. `bank/turn-2/tool/pay#call_1`."""
+        ...
+
+    @property
+    def deps(self) -> DepsT_co:
+        """The user's dependencies, given to `Runtime.run(..., deps=...)`."""
+        ...
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable for this run and step: pass it to downstream APIs so a step
+        re-executed after a crash has its effect only once."""
+        ...
+
+    async def interrupt(
+        self,
+        payload: JSON,
+        *,
+        name: str | None = None,
+        answer_type: Any = str,
+    ) -> Any:
+        """Ask a human. The run suspends with status `interrupted` until the answer
+        is given to `Runtime.resume`; then this returns the answer, validated as
+        `answer_type`. Nothing journaled before it runs again."""
+        ...
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` once per run: its JSON result is journaled and replayed."""
+        ...

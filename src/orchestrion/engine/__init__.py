@@ -1,0 +1,1 @@
+"""The engine: replaying orchestration code against a run's journal."""

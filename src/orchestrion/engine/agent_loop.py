@@ -1,0 +1,243 @@
+"""The agent loop: ask the model, run the tools it calls, repeat until a final answer.
+
+Each model request is the step `<scope>/turn-N/model`; each tool call is
+`<scope>/turn-N/tool/<name>#<call id>`. The conversation is rebuilt from the
+journaled responses and tool results on replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pydantic
+
+from orchestrion._json import JSON, dumps_str, loads, to_jsonable
+from orchestrion.agent import FINAL_RESULT_TOOL, Agent
+from orchestrion.engine.execution import Context, Execution, Suspended, _errors
+from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
+from orchestrion.engine.journal import StepStatus
+from orchestrion.errors import AnswerError, MaxTurnsExceeded, OutputValidationError, ToolError
+from orchestrion.messages import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+)
+from orchestrion.tools.tool import ModelRetry, Tool
+
+
+async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
+    model = ex.model_for(agent.model, agent.name)
+    ctx: Context[Any] = Context(ex, scope)
+    instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
+    messages: list[Message] = [UserMessage(input if isinstance(input, str) else dumps_str(input))]
+    retries_left = agent.output_retries
+    for turn in range(1, agent.max_turns + 1):
+        prefix = f"{scope}/turn-{turn}"
+        request = ModelRequest(
+            instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
+        )
+        response = await ex.model_step(f"{prefix}/model", model, request)
+        messages.append(response)
+        calls = response.tool_calls
+        if agent.output_adapter is not None:
+            ok, output, problem = _typed_output(agent, response)
+        elif not calls:
+            ok, output, problem = True, response.text or "", ""
+        else:
+            ok, output, problem = False, None, ""
+        if ok:
+            return output
+        if problem:
+            if retries_left == 0:
+                raise OutputValidationError(
+                    f"Agent {agent.name!r} gave an invalid final answer "
+                    f"{agent.output_retries + 1} times; last problem: {problem}. "
+                    "Raise output_retries, simplify output_type or improve the instructions."
+                )
+            retries_left -= 1
+        results = await _run_tool_calls(ex, agent, prefix, calls, problem)
+        messages.extend(results)
+        if not calls:
+            messages.append(UserMessage(problem))
+    raise MaxTurnsExceeded(
+        f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "
+        "Raise max_turns, or check its instructions and tools."
+    )
+
+
+def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any, str]:
+    """(ok, output, problem): the validated final answer, or why there is none yet."""
+    adapter = agent.output_adapter
+    assert adapter is not None
+    final = [c for c in response.tool_calls if c.name == FINAL_RESULT_TOOL]
+    if final:
+        raw: str = final[0].arguments
+    elif response.tool_calls:
+        return False, None, ""
+    else:
+        raw = (response.text or "").strip()
+        if not raw:
+            return False, None, f"Give your final answer by calling the {FINAL_RESULT_TOOL} tool."
+    try:
+        data = loads(raw)
+        if agent.output_wrapped:
+            if not isinstance(data, dict) or "result" not in data:
+                raise ValueError('the answer must be an object with a "result" field')
+            data = data["result"]
+        return True, adapter.validate_python(data), ""
+    except pydantic.ValidationError as exc:
+        reason = _errors(exc)
+    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+        reason = f"not valid JSON ({exc})"
+    return False, None, (
+        f"The final answer is invalid: {reason}. Call {FINAL_RESULT_TOOL} again with corrected arguments."
+    )
+
+
+async def _run_tool_calls(
+    ex: Execution, agent: Agent[Any], prefix: str, calls: tuple[ToolCall, ...], final_problem: str
+) -> list[ToolResult]:
+    if len(calls) == 1:
+        return [await _run_tool_call(ex, agent, prefix, calls[0], final_problem)]
+    outcomes = await asyncio.gather(
+        *(_run_tool_call(ex, agent, prefix, c, final_problem) for c in calls),
+        return_exceptions=True,
+    )
+    results: list[ToolResult] = []
+    waiting: list[Any] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Suspended):
+            waiting.extend(outcome.interrupts)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.append(outcome)
+    if waiting:
+        raise Suspended(waiting)
+    return results
+
+
+async def _run_tool_call(
+    ex: Execution, agent: Agent[Any], prefix: str, call: ToolCall, final_problem: str
+) -> ToolResult:
+    key = f"{prefix}/tool/{call.name}#{call.id}"
+    if call.name == FINAL_RESULT_TOOL and agent.output_adapter is not None:
+        # Deterministic from the recorded response: no step needed.
+        return ToolResult(call.id, call.name, final_problem or "Final answer received.", bool(final_problem))
+    done = ex.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
+    if done is not None:
+        ex.replayed(key, "tool", done.result)
+        return ToolResult(call.id, call.name, done.result["content"], done.result["is_error"])
+    tool = agent.tool_map.get(call.name)
+    if tool is None:
+        known = ", ".join(sorted(agent.tool_map)) or "none"
+        message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
+        return await _answer_error(ex, key, call, message)
+    try:
+        arguments = tool.parse_arguments(call.arguments)
+    except pydantic.ValidationError as exc:
+        return await _answer_error(ex, key, call, _argument_problem(tool, call, exc))
+    if tool.approval is not False and tool.needs_approval(arguments):
+        answer = await _approval(ex, agent, key, tool, call)
+        if not answer["approved"]:
+            reason = answer.get("reason") or "no reason given"
+            return await _answer_error(ex, key, call, f"The user rejected this call: {reason}")
+        if "arguments" in answer:
+            arguments = tool.parse_arguments(answer["arguments"])
+    return await _execute(ex, key, tool, call, arguments)
+
+
+async def _approval(
+    ex: Execution, agent: Agent[Any], key: str, tool: Tool, call: ToolCall
+) -> dict[str, Any]:
+    def validate(iid: str, answer: JSON) -> JSON:
+        checked = normalize_approval(iid, answer)
+        if "arguments" in checked:
+            try:
+                tool.parse_arguments(checked["arguments"])
+            except pydantic.ValidationError as exc:
+                raise AnswerError(
+                    f"Edited arguments {checked['arguments']!r} for tool {tool.name!r} "
+                    f"(approval {iid}) are invalid: {_errors(exc)}. Schema: {tool.parameters}"
+                ) from None
+        return checked
+
+    try:
+        shown: JSON = loads(call.arguments)
+    except ValueError:
+        shown = call.arguments
+    payload = {"agent": agent.name, "tool": tool.name, "arguments": shown, "call_id": call.id}
+    answer: dict[str, Any] = await ex.interrupt(
+        f"{key}/approval", "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
+    )
+    return answer
+
+
+async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:
+    """Answer the model with an error, journaled like any tool result."""
+    started = time.time()
+    await ex.completed(key, "tool", {"content": message, "is_error": True}, started)
+    return ToolResult(call.id, call.name, message, True)
+
+
+def _argument_problem(tool: Tool, call: ToolCall, exc: pydantic.ValidationError) -> str:
+    if any(e["type"] == "json_invalid" for e in exc.errors()):
+        return (
+            f"The arguments for {tool.name!r} are not valid JSON: {call.arguments[:200]!r}. "
+            "Send a JSON object matching the tool's schema."
+        )
+    return f"Invalid arguments for {tool.name!r}: {_errors(exc)}. Fix them and call again."
+
+
+async def _execute(
+    ex: Execution, key: str, tool: Tool, call: ToolCall, arguments: dict[str, Any]
+) -> ToolResult:
+    write = tool.effect == "write"
+    started = time.time()
+    if write:
+        await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
+    ex.started(key, "tool")
+    is_error = False
+    try:
+        if tool.timeout is None:
+            value = await _invoke(ex, key, tool, arguments)
+        else:
+            async with asyncio.timeout(tool.timeout):
+                value = await _invoke(ex, key, tool, arguments)
+    except ModelRetry as exc:
+        value, is_error = str(exc), True
+    except Suspended:
+        raise
+    except TimeoutError as exc:
+        if write:
+            # The effect may or may not have happened: fail the run so a resume
+            # re-executes with the same idempotency key instead of a new call.
+            raise await _tool_failed(ex, key, tool, exc, started, "timed out") from exc
+        value, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
+    except Exception as exc:
+        raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
+    content = value if isinstance(value, str) else dumps_str(to_jsonable(value))
+    await ex.completed(key, "tool", {"content": content, "is_error": is_error}, started, durable=write)
+    return ToolResult(call.id, call.name, content, is_error)
+
+
+async def _tool_failed(
+    ex: Execution, key: str, tool: Tool, exc: BaseException, started: float, how: str
+) -> ToolError:
+    error = ToolError(f"Tool {tool.name!r} {how}: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    await ex.failed(key, "tool", error, started, durable=tool.effect == "write")
+    return error
+
+
+async def _invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any]) -> Any:
+    args: tuple[Any, ...] = (Context(ex, key),) if tool.takes_context else ()
+    if tool.is_async:
+        return await tool.function(*args, **arguments)
+    # Synchronous tools may block: run them off the event loop.
+    return await asyncio.to_thread(tool.function, *args, **arguments)

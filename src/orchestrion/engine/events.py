@@ -1,0 +1,85 @@
+"""Events: one closed union of typed records, emitted as a run works.
+
+Sinks (the CLI's live view, `Runtime.stream`, later tracing and metrics)
+receive them in order. The engine builds events only when a sink listens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+from orchestrion._json import JSON
+
+if TYPE_CHECKING:
+    from orchestrion.engine.interrupts import Interrupt
+    from orchestrion.engine.result import RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run_id: str
+    name: str
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    run_id: str
+    key: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompleted:
+    run_id: str
+    key: str
+    kind: str
+    result: JSON
+    duration: float
+    """Seconds; 0.0 for a replayed step."""
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    run_id: str
+    key: str
+    kind: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDelta:
+    """A piece of text streamed by a model while step `key` runs."""
+
+    run_id: str
+    key: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptRequested:
+    run_id: str
+    interrupt: Interrupt
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    run_id: str
+    result: RunResult[object]
+
+
+Event: TypeAlias = (
+    RunStarted
+    | StepStarted
+    | StepCompleted
+    | StepFailed
+    | ModelDelta
+    | InterruptRequested
+    | RunFinished
+)
+
+Sink = Callable[[Event], None]
+"""A callable receiving each event; it must not block."""

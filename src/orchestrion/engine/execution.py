@@ -1,0 +1,295 @@
+"""One run while it works: replay against the journal, record new steps.
+
+Every step goes through `Execution`: it claims the step's key (a key used
+twice is a determinism bug), returns the recorded result if the journal has
+one, and otherwise executes and appends. This is hand-written rather than a
+library because it *is* the journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from orchestrion._json import JSON, to_jsonable
+from orchestrion.engine.events import (
+    ModelDelta,
+    Sink,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
+from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
+from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
+from orchestrion.engine.store import Store
+from orchestrion.errors import AnswerError, DeterminismError, ModelError, OrchestrionError, describe
+from orchestrion.messages import ModelRequest, ModelResponse, TextDelta, Usage
+from orchestrion.models.base import Model
+
+DepsT = TypeVar("DepsT")
+T = TypeVar("T")
+
+COMPLETED = StepStatus.COMPLETED
+
+
+class Suspended(Exception):  # noqa: N818 - control flow, never escapes the Runtime
+    """Raised inside a run that must wait for humans; the Runtime turns it into
+    an `interrupted` RunResult."""
+
+    def __init__(self, interrupts: list[Interrupt]) -> None:
+        super().__init__(f"waiting for {len(interrupts)} answer(s)")
+        self.interrupts = interrupts
+
+
+class Execution:
+    """The state of one run while it works."""
+
+    __slots__ = (
+        "answers",
+        "claimed",
+        "deps",
+        "model_for",
+        "replay",
+        "run_id",
+        "seq",
+        "sink",
+        "store",
+        "sync",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        store: Store,
+        entries: list[Entry],
+        sink: Sink | None,
+        sync: bool,
+        answers: dict[str, JSON],
+        deps: Any,
+        model_for: Callable[[Model | str | None, str], Model],
+    ) -> None:
+        self.run_id = run_id
+        self.store = store
+        self.replay = latest_by_key(entries)
+        self.seq = entries[-1].seq + 1 if entries else 0
+        self.sink = sink
+        self.sync = sync
+        self.answers = answers
+        self.deps = deps
+        self.model_for = model_for
+        self.claimed: dict[str, str] = {}
+        self.usage = Usage()
+
+    # -- primitives --------------------------------------------------------
+
+    def claim(self, key: str, site: str) -> Entry | None:
+        """Reserve `key` for this step; return its recorded completion, if any."""
+        first = self.claimed.get(key)
+        if first is not None:
+            raise DeterminismError(
+                f"Step key {key!r} was used twice in run {self.run_id}: first by {first}, "
+                f"then by {site}. Give the two steps distinct names, and keep orchestration "
+                "code deterministic (no random or time-dependent step names)."
+            )
+        self.claimed[key] = site
+        done = self.replay.get(key)
+        return done if done is not None and done.status is COMPLETED else None
+
+    async def record(
+        self,
+        key: str,
+        kind: str,
+        status: StepStatus,
+        result: JSON,
+        started_at: float,
+        *,
+        durable: bool = False,
+    ) -> None:
+        entry = Entry(self.seq, key, kind, status, result, started_at, time.time())
+        self.seq += 1
+        await self.store.append(self.run_id, (entry,), durable=durable or self.sync)
+
+    def replayed(self, key: str, kind: str, result: JSON) -> None:
+        if self.sink is not None:
+            self.sink(StepCompleted(self.run_id, key, kind, result, 0.0, True))
+
+    def started(self, key: str, kind: str) -> None:
+        if self.sink is not None:
+            self.sink(StepStarted(self.run_id, key, kind))
+
+    async def completed(
+        self, key: str, kind: str, result: JSON, started_at: float, *, durable: bool = False
+    ) -> None:
+        await self.record(key, kind, COMPLETED, result, started_at, durable=durable)
+        if self.sink is not None:
+            duration = time.time() - started_at
+            self.sink(StepCompleted(self.run_id, key, kind, result, duration, False))
+
+    async def failed(
+        self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
+    ) -> None:
+        await self.record(key, kind, StepStatus.FAILED, describe(exc), started_at, durable=durable)
+        if self.sink is not None:
+            self.sink(StepFailed(self.run_id, key, kind, f"{type(exc).__name__}: {exc}"))
+
+    # -- steps -------------------------------------------------------------
+
+    async def model_step(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
+        done = self.claim(key, f"a model request ({model.name})")
+        if done is not None:
+            response = ModelResponse.from_json(done.result)
+            self.replayed(key, "model", done.result)
+        else:
+            started = time.time()
+            self.started(key, "model")
+            try:
+                if self.sink is None:
+                    response = await model.request(request)
+                else:
+                    response = await self._stream(key, model, request)
+            except OrchestrionError as exc:
+                await self.failed(key, "model", exc, started)
+                raise
+            except Exception as exc:
+                error = ModelError(f"Model {model.name} failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                await self.failed(key, "model", error, started)
+                raise error from exc
+            await self.completed(key, "model", response.to_json(), started)
+        self.usage += response.usage
+        return response
+
+    async def _stream(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
+        sink = self.sink
+        assert sink is not None
+        async for item in model.stream(request):
+            if isinstance(item, ModelResponse):
+                return item
+            if isinstance(item, TextDelta):
+                sink(ModelDelta(self.run_id, key, item.text))
+        raise ModelError(f"Model {model.name} ended its stream without a final response.")
+
+    async def custom_step(self, key: str, fn: Callable[[], Awaitable[Any]], site: str) -> JSON:
+        done = self.claim(key, site)
+        if done is not None:
+            self.replayed(key, "step", done.result)
+            return done.result
+        started = time.time()
+        self.started(key, "step")
+        try:
+            value = to_jsonable(await fn())
+        except Suspended:
+            raise
+        except Exception as exc:
+            await self.failed(key, "step", exc, started)
+            raise
+        await self.completed(key, "step", value, started)
+        return value
+
+    async def interrupt(
+        self,
+        key: str,
+        kind: InterruptKind,
+        payload: JSON,
+        schema: JSON,
+        validate: Callable[[str, JSON], JSON],
+        site: str,
+    ) -> JSON:
+        """The answer to the interrupt at `key`; suspends the run while there is none.
+        `validate(id, answer)` raises `AnswerError` before anything is journaled."""
+        done = self.claim(key, site)
+        if done is not None:
+            self.replayed(key, "interrupt", done.result)
+            return done.result
+        iid = interrupt_id(key)
+        if iid in self.answers:
+            answer = validate(iid, self.answers.pop(iid))
+            await self.completed(key, "interrupt", answer, time.time(), durable=True)
+            return answer
+        if key not in self.replay:
+            await self.record(key, "interrupt", StepStatus.PENDING, payload, time.time())
+        raise Suspended([Interrupt(iid, key, kind, payload, schema)])
+
+
+class Context(Generic[DepsT]):
+    """The engine's `RunContext`: one per scope (a run, an agent, a tool call)."""
+
+    __slots__ = ("_count", "_ex", "key")
+
+    def __init__(self, ex: Execution, key: str) -> None:
+        self._ex = ex
+        self.key = key
+        self._count = 0
+
+    @property
+    def run_id(self) -> str:
+        return self._ex.run_id
+
+    @property
+    def deps(self) -> DepsT:
+        deps: DepsT = self._ex.deps
+        return deps
+
+    @property
+    def idempotency_key(self) -> str:
+        digest = hashlib.blake2b(f"{self._ex.run_id}\x00{self.key}".encode(), digest_size=16)
+        return digest.hexdigest()
+
+    def _name(self, name: str | None, stem: str) -> str:
+        if name is None:
+            self._count += 1
+            return f"{self.key}/{stem}-{self._count}"
+        return f"{self.key}/{name}"
+
+    async def interrupt(
+        self, payload: JSON, *, name: str | None = None, answer_type: Any = str
+    ) -> Any:
+        key = self._name(name, "interrupt")
+        adapter = _adapter(answer_type)
+        schema = adapter.json_schema()
+
+        def validate(iid: str, value: JSON) -> JSON:
+            try:
+                return to_jsonable(adapter.validate_python(value))
+            except pydantic.ValidationError as exc:
+                raise AnswerError(
+                    f"Answer {value!r} to interrupt {iid} ({key}) is invalid: "
+                    f"{_errors(exc)}. Expected JSON matching {schema}."
+                ) from None
+
+        answer = await self._ex.interrupt(
+            key, "input", to_jsonable(payload), schema, validate, _caller()
+        )
+        return adapter.validate_python(answer)
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
+        result: T = await self._ex.custom_step(self._name(name, "step"), fn, _caller())
+        return result
+
+
+_adapters: dict[Any, pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
+    adapter = _adapters.get(tp)
+    if adapter is None:
+        adapter = _adapters[tp] = pydantic.TypeAdapter(tp)
+    return adapter
+
+
+def _errors(exc: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _caller() -> str:
+    frame = sys._getframe(2)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"

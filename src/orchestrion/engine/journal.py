@@ -1,0 +1,158 @@
+"""Journal records: what a run persists, as versioned JSON data.
+
+A run is a `RunRecord` plus an append-only list of `Entry`s. An entry records
+one state of one step (`started`, `completed`, `failed`, `pending`); the
+latest entry for a key is that step's state. Compatibility policy: a reader
+accepts every schema version up to its own; fields are only ever added, with
+defaults, and `v` is bumped when one is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from orchestrion._json import JSON
+
+SCHEMA_VERSION = 1
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    STARTED = "started"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PENDING = "pending"
+    """Waiting for a human's answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One state of one step, appended to a run's journal."""
+
+    seq: int
+    """Position in the run's journal, from 0."""
+    key: str
+    kind: str
+    """`model`, `tool`, `interrupt` or `step`."""
+    status: StepStatus
+    result: JSON = None
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "v": self.v,
+            "seq": self.seq,
+            "key": self.key,
+            "kind": self.kind,
+            "status": self.status.value,
+            "result": self.result,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        version = data.get("v", 1)
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"journal entry has schema version {version}, newer than this orchestrion "
+                f"understands ({SCHEMA_VERSION}); upgrade orchestrion"
+            )
+        return cls(
+            seq=data["seq"],
+            key=data["key"],
+            kind=data["kind"],
+            status=StepStatus(data["status"]),
+            result=data.get("result"),
+            started_at=data.get("started_at", 0.0),
+            ended_at=data.get("ended_at", 0.0),
+            v=version,
+        )
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run's identity, input, status and outcome."""
+
+    id: str
+    name: str
+    """The name of the agent or pattern that runs."""
+    status: RunStatus
+    input: JSON = None
+    target: str | None = None
+    """An import string (`path.py:attr`, `module:attr`) to find the runnable again."""
+    output: JSON = None
+    error: JSON = None
+    """`{"type", "message", "cause_chain"}` for failed runs."""
+    pending: list[JSON] = field(default_factory=list)
+    """Interrupts waiting for an answer (`Interrupt.to_json()` each)."""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    parent_id: str | None = None
+    """For a fork, the run it was forked from."""
+    fork_at: str | None = None
+    idempotency_key: str | None = None
+    usage: list[int] = field(default_factory=lambda: [0, 0, 0])
+    """Input tokens, output tokens, model requests."""
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "v": self.v,
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "input": self.input,
+            "target": self.target,
+            "output": self.output,
+            "error": self.error,
+            "pending": self.pending,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "parent_id": self.parent_id,
+            "fork_at": self.fork_at,
+            "idempotency_key": self.idempotency_key,
+            "usage": self.usage,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        version = data.get("v", 1)
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"run record has schema version {version}, newer than this orchestrion "
+                f"understands ({SCHEMA_VERSION}); upgrade orchestrion"
+            )
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            status=RunStatus(data["status"]),
+            input=data.get("input"),
+            target=data.get("target"),
+            output=data.get("output"),
+            error=data.get("error"),
+            pending=list(data.get("pending") or []),
+            created_at=data.get("created_at", 0.0),
+            updated_at=data.get("updated_at", 0.0),
+            parent_id=data.get("parent_id"),
+            fork_at=data.get("fork_at"),
+            idempotency_key=data.get("idempotency_key"),
+            usage=list(data.get("usage") or [0, 0, 0]),
+            v=version,
+        )
+
+
+def latest_by_key(entries: list[Entry]) -> dict[str, Entry]:
+    """The current state of every step: the last entry appended for each key."""
+    return {e.key: e for e in entries}

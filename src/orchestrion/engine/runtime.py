@@ -1,0 +1,437 @@
+"""`Runtime`: runs, resumes, forks and inspects runs on a store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from orchestrion._json import JSON, to_jsonable
+from orchestrion.agent import Agent
+from orchestrion.engine.agent_loop import run_agent
+from orchestrion.engine.events import (
+    Event,
+    InterruptRequested,
+    RunFinished,
+    RunStarted,
+    Sink,
+)
+from orchestrion.engine.execution import Context, Execution, Suspended
+from orchestrion.engine.interrupts import Answer, Interrupt, answer_to_json, normalize_approval
+from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
+from orchestrion.engine.result import RunResult
+from orchestrion.engine.store import Store, open_store
+from orchestrion.engine.targets import is_runnable, load_target, normalize_target
+from orchestrion.errors import (
+    AnswerError,
+    OrchestrionError,
+    RunError,
+    RunNotFound,
+    RunNotResumable,
+    UserError,
+    describe,
+)
+from orchestrion.messages import ModelResponse
+from orchestrion.models.base import Model
+from orchestrion.models.registry import infer_model
+
+Durability = Literal["sync", "async"]
+_NO_EDIT: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One step of a run, as `Runtime.history` shows it."""
+
+    seq: int
+    key: str
+    kind: str
+    status: StepStatus
+    started_at: float
+    ended_at: float
+    result: JSON
+
+
+class Runtime:
+    """Owns a store, the default model and event sinks; runs things durably.
+
+    `durability="async"` (default) writes model and read-tool steps behind the
+    run (group-committed) and waits for the commit of write-tool steps,
+    answers and status changes; `"sync"` waits for every step's commit.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        model: Model | str | None = None,
+        durability: Durability = "async",
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        if durability not in ("sync", "async"):
+            raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
+        if store is None or isinstance(store, str):
+            store = open_store(store)
+        self.store: Store = store
+        self.default_model = model
+        self.durability = durability
+        self.sinks = list(sinks)
+        self._models: dict[str, Model] = {}
+        self._runnables: dict[str, Any] = {}
+        self._active: dict[str, asyncio.Task[Any]] = {}
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- running -------------------------------------------------------------
+
+    async def run(
+        self,
+        runnable: Any,
+        input: JSON = None,
+        *,
+        run_id: str | None = None,
+        deps: Any = None,
+        target: str | None = None,
+    ) -> RunResult[Any]:
+        """Run `runnable` (an Agent or pattern) on `input` until it completes,
+        fails, or waits for a human."""
+        record = await self._create(runnable, input, run_id, target)
+        return await self._execute(record, runnable, [], {}, deps, self._sink(None), False)
+
+    async def stream(
+        self, runnable: Any, input: JSON = None, *, run_id: str | None = None, deps: Any = None
+    ) -> AsyncIterator[Event]:
+        """Run like `run`, yielding events as they happen; the last is `RunFinished`."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        record = await self._create(runnable, input, run_id, None)
+        task = asyncio.create_task(
+            self._execute(record, runnable, [], {}, deps, self._sink(queue.put_nowait), False)
+        )
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    def run_sync(self, runnable: Any, input: JSON = None, **kwargs: Any) -> RunResult[Any]:
+        """`run` for code without an event loop."""
+        return asyncio.run(self.run(runnable, input, **kwargs))
+
+    async def resume(
+        self,
+        run_id: str,
+        answers: Mapping[str, Answer] | None = None,
+        *,
+        runnable: Any = None,
+        deps: Any = None,
+    ) -> RunResult[Any]:
+        """Continue a run that was interrupted, failed or crashed. `answers` maps
+        interrupt ids to `Approve()`, `Reject(reason)` or a free JSON answer."""
+        record = await self.get(run_id)
+        if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            raise RunNotResumable(
+                f"Run {run_id} is {record.status.value}; there is nothing to resume. "
+                f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
+            )
+        if run_id in self._active:
+            raise RunNotResumable(f"Run {run_id} is still working in this process.")
+        checked = _check_answers(record, answers or {})
+        runnable = runnable or self._find_runnable(record)
+        entries = await self.store.load(run_id)
+        return await self._execute(record, runnable, entries, checked, deps, self._sink(None), True)
+
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        at: str,
+        edit: Any = _NO_EDIT,
+        new_run_id: str | None = None,
+        runnable: Any = None,
+        deps: Any = None,
+    ) -> RunResult[Any]:
+        """A new run reusing the journal of `run_id` before step `at`, with `edit`
+        as that step's result if given, continuing live from there."""
+        record = await self.get(run_id)
+        entries = await self.store.load(run_id)
+        index = next((i for i, e in enumerate(entries) if e.key == at), None)
+        if index is None:
+            keys = list(dict.fromkeys(e.key for e in entries))
+            raise UserError(
+                f"Run {run_id} has no step {at!r}. Its steps: {keys[:20]}"
+                f"{' ...' if len(keys) > 20 else ''} (see `orchestrion show {run_id}`)."
+            )
+        prefix = [_renumber(e, i) for i, e in enumerate(entries[:index])]
+        if edit is not _NO_EDIT:
+            now = time.time()
+            kind = entries[index].kind
+            prefix.append(
+                Entry(index, at, kind, StepStatus.COMPLETED, _edited(kind, at, edit), now, now)
+            )
+        runnable = runnable or self._find_runnable(record)
+        now = time.time()
+        fork = RunRecord(
+            id=new_run_id or _new_id(),
+            name=record.name,
+            status=RunStatus.RUNNING,
+            input=record.input,
+            target=record.target,
+            created_at=now,
+            updated_at=now,
+            parent_id=run_id,
+            fork_at=at,
+        )
+        await self.store.create_run(fork, prefix)
+        return await self._execute(fork, runnable, prefix, {}, deps, self._sink(None), True)
+
+    async def cancel(self, run_id: str) -> None:
+        """Stop a run: its task if it works in this process; its status in any case."""
+        record = await self.get(run_id)
+        task = self._active.get(run_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif record.status is not RunStatus.COMPLETED:
+            await self.store.update_run(run_id, status=RunStatus.CANCELLED, usage=record.usage)
+
+    # -- inspecting ------------------------------------------------------------
+
+    async def get(self, run_id: str) -> RunRecord:
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id, self.store.url)
+        return record
+
+    async def list(self, *, status: RunStatus | None = None, limit: int = 50) -> list[RunRecord]:
+        return await self.store.list_runs(status=status, limit=limit)
+
+    async def history(self, run_id: str) -> list[StepInfo]:
+        """Every step of a run in journal order, each at its latest state."""
+        await self.get(run_id)
+        steps: dict[str, StepInfo] = {}
+        for e in await self.store.load(run_id):
+            first = steps.get(e.key)
+            seq, started = (first.seq, first.started_at) if first else (e.seq, e.started_at)
+            steps[e.key] = StepInfo(seq, e.key, e.kind, e.status, started, e.ended_at, e.result)
+        return sorted(steps.values(), key=lambda s: s.seq)
+
+    # -- internals -------------------------------------------------------------
+
+    async def _create(
+        self, runnable: Any, input: JSON, run_id: str | None, target: str | None
+    ) -> RunRecord:
+        if not is_runnable(runnable):
+            raise UserError(
+                f"Cannot run {runnable!r}: pass an Agent or a pattern (an object with a name "
+                "and an async invoke(ctx, input))."
+            )
+        try:
+            input = to_jsonable(input)
+        except TypeError as exc:
+            raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
+        self._runnables[runnable.name] = runnable
+        now = time.time()
+        record = RunRecord(
+            id=run_id or _new_id(),
+            name=runnable.name,
+            status=RunStatus.RUNNING,
+            input=input,
+            target=normalize_target(target) if target else None,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create_run(record)
+        return record
+
+    def _sink(self, extra: Sink | None) -> Sink | None:
+        sinks = [*self.sinks, extra] if extra is not None else self.sinks
+        if not sinks:
+            return None
+        if len(sinks) == 1:
+            return sinks[0]
+
+        def fan_out(event: Event) -> None:
+            for sink in sinks:
+                sink(event)
+
+        return fan_out
+
+    def _model_for(self, model: Model | str | None, agent: str) -> Model:
+        model = model or self.default_model or os.environ.get("ORCHESTRION_MODEL")
+        if model is None:
+            raise UserError(
+                f"Agent {agent!r} has no model, and the runtime has no default: pass model= to "
+                "the Agent or the Runtime, or set ORCHESTRION_MODEL (e.g. openai:gpt-4.1-mini)."
+            )
+        if not isinstance(model, str):
+            return model
+        cached = self._models.get(model)
+        if cached is None:
+            cached = self._models[model] = infer_model(model)
+        return cached
+
+    def _find_runnable(self, record: RunRecord) -> Any:
+        known = self._runnables.get(record.name)
+        if known is not None:
+            return known
+        if record.target:
+            runnable = load_target(record.target)
+            self._runnables[record.name] = runnable
+            return runnable
+        raise RunNotResumable(
+            f"Run {record.id} ({record.name!r}) was started from Python without a target, and "
+            "this runtime has not run it: pass runnable= to resume/fork, or start runs with "
+            "target='module:attr' (the CLI does)."
+        )
+
+    async def _execute(
+        self,
+        record: RunRecord,
+        runnable: Any,
+        entries: list[Entry],
+        answers: dict[str, JSON],
+        deps: Any,
+        sink: Sink | None,
+        resumed: bool,
+    ) -> RunResult[Any]:
+        ex = Execution(
+            run_id=record.id,
+            store=self.store,
+            entries=entries,
+            sink=sink,
+            sync=self.durability == "sync",
+            answers=answers,
+            deps=deps,
+            model_for=self._model_for,
+        )
+        if resumed:
+            await self.store.update_run(record.id, status=RunStatus.RUNNING, usage=record.usage)
+        if sink is not None:
+            sink(RunStarted(record.id, record.name, resumed))
+        task = asyncio.current_task()
+        if task is not None:
+            self._active[record.id] = task
+        try:
+            result = await self._work(ex, record, runnable)
+        finally:
+            self._active.pop(record.id, None)
+        if sink is not None:
+            for interrupt in result.interrupts:
+                sink(InterruptRequested(record.id, interrupt))
+            sink(RunFinished(record.id, result))
+        return result
+
+    async def _work(self, ex: Execution, record: RunRecord, runnable: Any) -> RunResult[Any]:
+        store, run_id = self.store, record.id
+        try:
+            if isinstance(runnable, Agent):
+                value = await run_agent(ex, runnable.name, runnable, record.input)
+            else:
+                value = await runnable.invoke(Context(ex, runnable.name), record.input)
+            output = to_jsonable(value)
+        except Suspended as suspended:
+            pending = [i.to_json() for i in suspended.interrupts]
+            await store.update_run(
+                run_id, status=RunStatus.INTERRUPTED, pending=pending, usage=_usage(ex)
+            )
+            return RunResult(
+                run_id, RunStatus.INTERRUPTED, interrupts=tuple(suspended.interrupts), usage=ex.usage
+            )
+        except AnswerError:
+            await store.update_run(
+                run_id, status=RunStatus.INTERRUPTED, pending=record.pending, usage=record.usage
+            )
+            raise
+        except RunError as exc:
+            error = describe(exc)
+            await store.update_run(run_id, status=RunStatus.FAILED, error=error, usage=_usage(ex))
+            return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.usage)
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                store.update_run(run_id, status=RunStatus.CANCELLED, usage=_usage(ex))
+            )
+            raise
+        except BaseException as exc:
+            # A bug or a configuration mistake: keep the store honest, then surface it.
+            if not isinstance(exc, OrchestrionError) or isinstance(exc, UserError | RunError):
+                await store.update_run(
+                    run_id, status=RunStatus.FAILED, error=describe(exc), usage=_usage(ex)
+                )
+            raise
+        await store.update_run(run_id, status=RunStatus.COMPLETED, output=output, usage=_usage(ex))
+        return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.usage)
+
+
+def _new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _usage(ex: Execution) -> list[int]:
+    u = ex.usage
+    return [u.input_tokens, u.output_tokens, u.requests]
+
+
+def _renumber(entry: Entry, seq: int) -> Entry:
+    return Entry(
+        seq, entry.key, entry.kind, entry.status, entry.result, entry.started_at, entry.ended_at
+    )
+
+
+def _edited(kind: str, key: str, edit: Any) -> JSON:
+    """The journaled form of an edited step result, checked for its kind."""
+    if kind == "model":
+        if isinstance(edit, ModelResponse):
+            return edit.to_json()
+        if isinstance(edit, str):
+            return ModelResponse(text=edit).to_json()
+        try:
+            return ModelResponse.from_json(edit).to_json()
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise UserError(
+                f"Edit for model step {key!r} must be a ModelResponse, a str or its JSON form: {exc}"
+            ) from None
+    if kind == "tool":
+        if isinstance(edit, str):
+            return {"content": edit, "is_error": False}
+        if isinstance(edit, dict) and isinstance(edit.get("content"), str):
+            return {"content": edit["content"], "is_error": bool(edit.get("is_error", False))}
+        raise UserError(
+            f"Edit for tool step {key!r} must be the text the model reads, or "
+            '{"content": str, "is_error": bool}.'
+        )
+    return to_jsonable(answer_to_json(edit))
+
+
+def _check_answers(record: RunRecord, answers: Mapping[str, Answer]) -> dict[str, JSON]:
+    """Check answers against the run's pending interrupts before anything runs."""
+    pending = {i["id"]: Interrupt.from_json(i) for i in record.pending}
+    by_key = {i.key: i for i in pending.values()}
+    checked: dict[str, JSON] = {}
+    for given, answer in answers.items():
+        interrupt = pending.get(given) or by_key.get(given)
+        if interrupt is None:
+            ids = sorted(pending) or "none"
+            raise AnswerError(
+                f"Run {record.id} has no pending interrupt {given!r}. Pending: {ids} "
+                f"(see `orchestrion show {record.id}`)."
+            )
+        if interrupt.kind == "approval":
+            checked[interrupt.id] = normalize_approval(interrupt.id, answer)
+        else:
+            checked[interrupt.id] = answer_to_json(answer)
+    return checked

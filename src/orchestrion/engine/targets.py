@@ -1,0 +1,91 @@
+"""Find a runnable from an import string: `path/to/file.py:attr` or `package.module:attr`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrion.agent import Agent
+from orchestrion.errors import TargetError
+
+
+def is_runnable(obj: object) -> bool:
+    """An `Agent`, or any object with a `name` and an async `invoke(ctx, input)`."""
+    return isinstance(obj, Agent) or (
+        isinstance(getattr(obj, "name", None), str) and callable(getattr(obj, "invoke", None))
+    )
+
+
+def normalize_target(target: str) -> str:
+    """Make a file target absolute, so a resume from another directory finds it."""
+    location, sep, attr = target.rpartition(":")
+    if sep and location.endswith(".py"):
+        return f"{Path(location).resolve()}:{attr}"
+    return target
+
+
+def load_target(target: str) -> Any:
+    location, sep, attr = target.rpartition(":")
+    if not sep or not location or not attr:
+        raise TargetError(
+            f"Target {target!r} is not of the form 'path/to/file.py:name' or 'package.module:name'."
+        )
+    module = _load_file(location, target) if location.endswith(".py") else _import(location, target)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            public = sorted(n for n in dir(module) if is_runnable(getattr(module, n, None)))
+            raise TargetError(
+                f"Target {target!r}: {location} has no attribute {attr!r}. "
+                f"Runnables defined there: {public or 'none'}."
+            ) from None
+    if not is_runnable(obj):
+        raise TargetError(
+            f"Target {target!r} is a {type(obj).__name__}, not something orchestrion can run: "
+            "point it at an Agent (or an object with a name and an async invoke(ctx, input))."
+        )
+    return obj
+
+
+def _load_file(location: str, target: str) -> Any:
+    path = Path(location).resolve()
+    if not path.is_file():
+        raise TargetError(f"Target {target!r}: file {location} does not exist.")
+    name = f"_orchestrion_target_{abs(hash(str(path)))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"Target {target!r}: {location} cannot be imported as Python.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise TargetError(
+            f"Target {target!r}: importing {location} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def _import(location: str, target: str) -> Any:
+    try:
+        return importlib.import_module(location)
+    except ModuleNotFoundError as exc:
+        raise TargetError(
+            f"Target {target!r}: no module named {exc.name!r}. Use 'path/to/file.py:name' "
+            "for a file, or install the package that holds the module."
+        ) from exc
+    except Exception as exc:
+        raise TargetError(
+            f"Target {target!r}: importing {location} raised {type(exc).__name__}: {exc}"
+        ) from exc

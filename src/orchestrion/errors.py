@@ -1,0 +1,121 @@
+"""Every error orchestrion raises, rooted at one class.
+
+    OrchestrionError
+    ├── UserError                 a definition or call is wrong; raised before any model call
+    │   ├── TargetError           `orchestrion run TARGET` cannot load TARGET
+    │   ├── ModelNotFound         a model string names no known provider
+    │   ├── RunNotFound           no run has that id
+    │   ├── RunNotResumable       the run is completed or cancelled
+    │   ├── AnswerError           an answer does not fit its interrupt
+    │   └── ModelRequestsBlocked  a real model request while tests forbid them
+    ├── DeterminismError          the same step key was used twice in one run
+    ├── StoreError                the store cannot be read or written
+    └── RunError                  a run failed while it worked
+        ├── ModelError            the model provider failed or answered nonsense
+        ├── ToolError             a tool raised
+        ├── OutputValidationError the model's final output kept failing validation
+        ├── MaxTurnsExceeded      the agent used all its turns
+        └── RunFailed             reading the output of a run that failed
+
+Errors are plain data: constructing one has no side effects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestrionError(Exception):
+    """Root of every error raised by orchestrion."""
+
+
+class UserError(OrchestrionError):
+    """A definition or API call is wrong; fix the code or the command."""
+
+
+class TargetError(UserError):
+    """A run target (`path.py:attr` or `module:attr`) cannot be loaded."""
+
+
+class ModelNotFound(UserError):
+    """A model string does not name a known provider."""
+
+
+class RunNotFound(UserError):
+    """No run with the given id exists in the store."""
+
+    def __init__(self, run_id: str, store: str = "") -> None:
+        where = f" in {store}" if store else ""
+        super().__init__(
+            f"No run with id {run_id!r}{where}. List runs with `orchestrion runs` "
+            "or check the --store URL."
+        )
+        self.run_id = run_id
+
+
+class RunNotResumable(UserError):
+    """The run cannot be resumed because it already ended for good."""
+
+
+class AnswerError(UserError):
+    """An answer to an interrupt does not fit what the interrupt expects."""
+
+
+class ModelRequestsBlocked(UserError):
+    """A real model request was attempted while `orchestrion.testing` forbids them."""
+
+
+class DeterminismError(OrchestrionError):
+    """The orchestration code used one step key twice in a run.
+
+    Step keys come from where a step sits in the code; a repeat means the code
+    is not deterministic (or two steps need distinct names).
+    """
+
+
+class StoreError(OrchestrionError):
+    """The store cannot be opened, read or written."""
+
+
+class RunError(OrchestrionError):
+    """A run failed while working. `to_json()` gives the journaled form."""
+
+    def to_json(self) -> dict[str, Any]:
+        chain: list[dict[str, str]] = []
+        cause: BaseException | None = self.__cause__
+        while cause is not None and len(chain) < 10:
+            chain.append({"type": type(cause).__name__, "message": str(cause)})
+            cause = cause.__cause__
+        return {"type": type(self).__name__, "message": str(self), "cause_chain": chain}
+
+
+class ModelError(RunError):
+    """The model provider failed, or its answer could not be understood."""
+
+
+class ToolError(RunError):
+    """A tool raised an exception the model was not meant to handle."""
+
+
+class OutputValidationError(RunError):
+    """The model's final output failed validation more often than allowed."""
+
+
+class MaxTurnsExceeded(RunError):
+    """An agent reached `max_turns` without a final answer."""
+
+
+class RunFailed(RunError):
+    """The output of a failed run was read; `error` is the journaled failure."""
+
+    def __init__(self, run_id: str, error: dict[str, Any]) -> None:
+        super().__init__(f"Run {run_id} failed: {error.get('type')}: {error.get('message')}")
+        self.run_id = run_id
+        self.error = error
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """The journaled form of any exception that ended a run."""
+    if isinstance(exc, RunError):
+        return exc.to_json()
+    return {"type": type(exc).__name__, "message": str(exc), "cause_chain": []}

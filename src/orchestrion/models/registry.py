@@ -1,0 +1,75 @@
+"""Resolve model strings (`provider:name`) to `Model` objects.
+
+Providers are imported lazily, so `openai` and `anthropic` stay optional
+extras. Third parties register through the `orchestrion.models` entry-point
+group: the entry's name is the provider prefix, its value a callable taking the
+part after the colon and returning a `Model`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from orchestrion.errors import ModelNotFound
+from orchestrion.models.base import Model
+
+ModelFactory = Callable[[str], Model]
+
+_BUILTIN: dict[str, str] = {
+    "openai": "orchestrion.models.openai:from_string",
+    "openai-compatible": "orchestrion.models.openai:compatible_from_string",
+    "anthropic": "orchestrion.models.anthropic:from_string",
+    "test": "orchestrion.testing.models:test_model_from_string",
+    "stand-in": "orchestrion.demos.stand_in:from_string",
+}
+_registered: dict[str, ModelFactory] = {}
+
+
+def register_provider(prefix: str, factory: ModelFactory) -> None:
+    """Make `prefix:<anything>` resolve through `factory(<anything>)`."""
+    _registered[prefix] = factory
+
+
+def _load(path: str) -> ModelFactory:
+    module, _, attr = path.partition(":")
+    try:
+        factory: ModelFactory = getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        extra = module.rsplit(".", 1)[-1]
+        raise ModelNotFound(
+            f"The {extra!r} provider needs its SDK: pip install 'orchestrion[{extra}]' ({exc})"
+        ) from exc
+    return factory
+
+
+def _factory(prefix: str) -> ModelFactory | None:
+    if prefix in _registered:
+        return _registered[prefix]
+    if prefix in _BUILTIN:
+        return _load(_BUILTIN[prefix])
+    for ep in entry_points(group="orchestrion.models"):
+        if ep.name == prefix:
+            factory: ModelFactory = ep.load()
+            _registered[prefix] = factory
+            return factory
+    return None
+
+
+def infer_model(model: Model | str) -> Model:
+    """Turn `openai:gpt-4.1-mini`, `anthropic:claude-sonnet-4-5` or
+    `openai-compatible:http://localhost:11434/v1#llama3.2` into a `Model`."""
+    if not isinstance(model, str):
+        return model
+    prefix, sep, rest = model.partition(":")
+    factory = _factory(prefix) if sep else None
+    if factory is None:
+        known = sorted({*_BUILTIN, *_registered})
+        raise ModelNotFound(
+            f"Unknown model {model!r}: expected '<provider>:<model>' with a provider among "
+            f"{known} or one registered under the 'orchestrion.models' entry point."
+        )
+    if not rest:
+        raise ModelNotFound(f"Model string {model!r} names no model after {prefix!r}:.")
+    return factory(rest)

@@ -1,0 +1,44 @@
+"""Public fakes for testing agents and teams without a real model.
+
+    from orchestrion.testing import ScriptedModel, call
+    model = ScriptedModel([call("get_balance", {"account": "savings"}), "All done."])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from orchestrion.models.base import GATE
+from orchestrion.testing.models import FunctionModel, ScriptedModel, TestModel, call, example
+
+__all__ = [
+    "FunctionModel",
+    "ScriptedModel",
+    "TestModel",
+    "allow_model_requests",
+    "call",
+    "example",
+    "forbid_model_requests",
+]
+
+
+@contextmanager
+def _gate(allowed: bool) -> Iterator[None]:
+    previous = GATE.allowed
+    GATE.allowed = allowed
+    try:
+        yield
+    finally:
+        GATE.allowed = previous
+
+
+def forbid_model_requests() -> None:
+    """Make every real (network) model request fail with `ModelRequestsBlocked`
+    from now on; call it in a conftest.py. Fakes are unaffected."""
+    GATE.allowed = False
+
+
+def allow_model_requests(allowed: bool = True) -> contextmanager:  # type: ignore[valid-type]
+    """A context manager re-allowing (or forbidding) real model requests inside it."""
+    return _gate(allowed)

@@ -1,0 +1,184 @@
+"""`Tool` and `@tool`: a typed Python function an agent can call.
+
+Arguments are validated by a pydantic model built once from the signature;
+the JSON schema the model sees comes from the same signature and the
+docstring (Google, NumPy or reST style).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_origin, get_type_hints, overload
+
+import docstring_parser
+import pydantic
+
+from orchestrion.context import RunContext
+from orchestrion.errors import UserError
+from orchestrion.messages import ToolDefinition
+
+Effect = Literal["read", "write"]
+Approval = bool | Callable[[dict[str, Any]], bool]
+
+
+class ModelRetry(Exception):  # noqa: N818 - named for what the tool asks of the model
+    """Raise inside a tool to send `message` to the model and let it try again."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Tool:
+    """A function exposed to a model. Build one with `@tool` or `Tool(function=...)`."""
+
+    function: Callable[..., Any]
+    name: str = ""
+    """Defaults to the function's name."""
+    description: str = ""
+    """Defaults to the function's docstring."""
+    effect: Effect = "read"
+    """`write` tools journal *started* before and *completed* after the call, so a
+    crash between the two re-executes them with the same idempotency key."""
+    approval: Approval = False
+    """`True`, or a predicate of the validated arguments: a human must approve first."""
+    timeout: float | None = None
+    """Seconds before the call is abandoned."""
+
+    parameters: dict[str, Any] = field(init=False, repr=False)
+    args_model: type[pydantic.BaseModel] = field(init=False, repr=False)
+    takes_context: bool = field(init=False, repr=False)
+    is_async: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fn = self.function
+        if not callable(fn):
+            raise UserError(f"Tool function must be callable, got {fn!r}.")
+        name = self.name or getattr(fn, "__name__", "")
+        if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
+            raise UserError(
+                f"Tool name {name!r} is invalid: use 1-64 letters, digits, '_' or '-'."
+            )
+        if self.effect not in ("read", "write"):
+            raise UserError(f"Tool {name!r}: effect must be 'read' or 'write', not {self.effect!r}.")
+        doc = docstring_parser.parse(inspect.getdoc(fn) or "")
+        takes_context, model = _args_model(fn, name, doc)
+        description = self.description or "\n\n".join(
+            part for part in (doc.short_description, doc.long_description) if part
+        )
+        schema = _clean_schema(model.model_json_schema())
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "description", description)
+        set_(self, "parameters", schema)
+        set_(self, "args_model", model)
+        set_(self, "takes_context", takes_context)
+        set_(self, "is_async", inspect.iscoroutinefunction(fn))
+
+    def definition(self) -> ToolDefinition:
+        return ToolDefinition(self.name, self.description, self.parameters)
+
+    def parse_arguments(self, raw: str | dict[str, Any]) -> dict[str, Any]:
+        """Parse and validate arguments; raises `pydantic.ValidationError`."""
+        if isinstance(raw, str):
+            args = self.args_model.model_validate_json(raw or "{}")
+        else:
+            args = self.args_model.model_validate(raw)
+        return dict(args.__dict__)
+
+    def needs_approval(self, arguments: dict[str, Any]) -> bool:
+        approval = self.approval
+        return approval if isinstance(approval, bool) else bool(approval(arguments))
+
+
+@overload
+def tool(function: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str = "",
+    description: str = "",
+    effect: Effect = "read",
+    approval: Approval = False,
+    timeout: float | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str = "",
+    description: str = "",
+    effect: Effect = "read",
+    approval: Approval = False,
+    timeout: float | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a function into a `Tool`: `@tool` or `@tool(effect="write", approval=True)`."""
+
+    def wrap(fn: Callable[..., Any]) -> Tool:
+        return Tool(
+            function=fn,
+            name=name,
+            description=description,
+            effect=effect,
+            approval=approval,
+            timeout=timeout,
+        )
+
+    return wrap(function) if function is not None else wrap
+
+
+def _is_context(annotation: Any, param: inspect.Parameter) -> bool:
+    if annotation is inspect.Parameter.empty:
+        return param.name in ("ctx", "context")
+    return annotation is RunContext or get_origin(annotation) is RunContext
+
+
+def _args_model(
+    fn: Callable[..., Any], name: str, doc: docstring_parser.Docstring
+) -> tuple[bool, type[pydantic.BaseModel]]:
+    try:
+        hints = get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise UserError(f"Tool {name!r}: cannot resolve its type hints: {exc}") from exc
+    params = list(inspect.signature(fn).parameters.values())
+    takes_context = bool(params) and _is_context(
+        hints.get(params[0].name, params[0].annotation), params[0]
+    )
+    if takes_context:
+        params = params[1:]
+    docs = {p.arg_name: p.description for p in doc.params}
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise UserError(f"Tool {name!r}: *args and **kwargs are not supported ({p.name}).")
+        if p.kind is p.POSITIONAL_ONLY:
+            raise UserError(f"Tool {name!r}: positional-only parameter {p.name!r} is not supported.")
+        if _is_context(hints.get(p.name, p.annotation), p) and p.annotation is not p.empty:
+            raise UserError(f"Tool {name!r}: the RunContext parameter must come first.")
+        annotation = hints.get(p.name, Any)
+        default = ... if p.default is p.empty else p.default
+        fields[p.name] = (annotation, pydantic.Field(default, description=docs.get(p.name)))
+    model = pydantic.create_model(  # type: ignore[call-overload]
+        f"{name}_arguments",
+        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+        **fields,
+    )
+    return takes_context, model
+
+
+def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop pydantic's generated titles: noise in every prompt."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items() if k != "title" or not isinstance(v, str)}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    cleaned: dict[str, Any] = walk(schema)
+    cleaned.setdefault("properties", {})
+    return cleaned
