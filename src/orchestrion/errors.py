@@ -22,6 +22,7 @@ Errors are plain data: constructing one has no side effects.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -84,13 +85,34 @@ class RunError(OrchestrionError):
         chain: list[dict[str, str]] = []
         cause: BaseException | None = self.__cause__
         while cause is not None and len(chain) < 10:
-            chain.append({"type": type(cause).__name__, "message": str(cause)})
+            chain.append({"type": type(cause).__name__, "message": redact(str(cause))})
             cause = cause.__cause__
-        return {"type": type(self).__name__, "message": str(self), "cause_chain": chain}
+        return {"type": type(self).__name__, "message": redact(str(self)), "cause_chain": chain}
 
 
 class ModelError(RunError):
     """The model provider failed, or its answer could not be understood."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        """The HTTP status; None when no HTTP answer came back."""
+        self.retry_after = retry_after
+        """Seconds the provider asked to wait (Retry-After), if it did."""
+        self.transient = transient
+        """Trying again later may succeed: 408/409/429/5xx, connection errors, timeouts."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(status_code=self.status_code, retry_after=self.retry_after, transient=self.transient)
+        return data
 
 
 class ToolError(RunError):
@@ -118,4 +140,16 @@ def describe(exc: BaseException) -> dict[str, Any]:
     """The journaled form of any exception that ended a run."""
     if isinstance(exc, RunError):
         return exc.to_json()
-    return {"type": type(exc).__name__, "message": str(exc), "cause_chain": []}
+    return {"type": type(exc).__name__, "message": redact(str(exc)), "cause_chain": []}
+
+
+_SECRET_NAMES = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def redact(text: str) -> str:
+    """Replace the values of secret-looking environment variables (`*_API_KEY`,
+    `*_TOKEN`, ...) found in `text`: journals and logs never hold secrets."""
+    for name, value in os.environ.items():
+        if len(value) >= 8 and value in text and any(s in name.upper() for s in _SECRET_NAMES):
+            text = text.replace(value, "<redacted>")
+    return text

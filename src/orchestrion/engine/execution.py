@@ -37,7 +37,7 @@ T = TypeVar("T")
 COMPLETED = StepStatus.COMPLETED
 
 
-class Suspended(Exception):  # noqa: N818 - control flow, never escapes the Runtime
+class Suspended(Exception):
     """Raised inside a run that must wait for humans; the Runtime turns it into
     an `interrupted` RunResult."""
 

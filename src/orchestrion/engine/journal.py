@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrion._json import JSON
 
@@ -34,9 +34,8 @@ class StepStatus(StrEnum):
     """Waiting for a human's answer."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One state of one step, appended to a run's journal."""
+class Entry(NamedTuple):
+    """One state of one step, appended to a run's journal (a tuple: cheap and immutable)."""
 
     seq: int
     """Position in the run's journal, from 0."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from orchestrion.engine.interrupts import Interrupt
@@ -23,7 +23,7 @@ class RunResult(Generic[T]):
     """`{"type", "message", "cause_chain"}` when the run failed."""
     interrupts: tuple[Interrupt, ...] = ()
     """The questions a human must answer before `Runtime.resume` can continue."""
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
 
     @property
     def output(self) -> T | None:

@@ -387,9 +387,7 @@ def _usage(ex: Execution) -> list[int]:
 
 
 def _renumber(entry: Entry, seq: int) -> Entry:
-    return Entry(
-        seq, entry.key, entry.kind, entry.status, entry.result, entry.started_at, entry.ended_at
-    )
+    return entry._replace(seq=seq)
 
 
 def _edited(kind: str, key: str, edit: Any) -> JSON:

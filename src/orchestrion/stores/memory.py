@@ -25,6 +25,9 @@ class MemoryStore:
     async def create_run(self, run: RunRecord, entries: Sequence[Entry] = ()) -> None:
         if run.id in self._runs:
             raise StoreError(f"A run with id {run.id!r} already exists; choose another id.")
+        key = run.idempotency_key
+        if key is not None and any(r.idempotency_key == key for r in self._runs.values()):
+            raise StoreError(f"A run with idempotency key {key!r} already exists.")
         self._runs[run.id] = dataclasses.replace(run, pending=list(run.pending))
         self._journals[run.id] = list(entries)
 
@@ -42,6 +45,7 @@ class MemoryStore:
         self, *, status: RunStatus | None = None, limit: int = 50
     ) -> list[RunRecord]:
         runs = [r for r in self._runs.values() if status is None or r.status == status]
+        runs.reverse()  # newest first, ties by insertion order like the SQL stores
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return [dataclasses.replace(r) for r in runs[:limit]]
 

@@ -30,7 +30,12 @@ def call(name: str, arguments: dict[str, JSON] | str | None = None, *, id: str =
 
 def _estimate(request: ModelRequest, text: str) -> Usage:
     """Rough token counts (4 characters a token) so budgets and usage have data."""
-    size = len(request.instructions or "") + sum(len(repr(m)) for m in request.messages)
+    size = len(request.instructions or "")
+    for m in request.messages:
+        if isinstance(m, ModelResponse):
+            size += len(m.text or "") + sum(len(c.arguments) + len(c.name) for c in m.tool_calls)
+        else:
+            size += len(m.content)
     return Usage(size // 4 + 1, len(text) // 4 + 1, 1)
 
 

@@ -23,7 +23,7 @@ Effect = Literal["read", "write"]
 Approval = bool | Callable[[dict[str, Any]], bool]
 
 
-class ModelRetry(Exception):  # noqa: N818 - named for what the tool asks of the model
+class ModelRetry(Exception):
     """Raise inside a tool to send `message` to the model and let it try again."""
 
 

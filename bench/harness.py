@@ -1,0 +1,63 @@
+"""Tiny stdlib-only timing harness for the side-by-side benchmark."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stats:
+    median_ms: float
+    p90_ms: float
+    n: int
+
+
+async def measure(fn: Callable[[int], Awaitable[object]], *, warmup: int, repeat: int) -> Stats:
+    """Await ``fn(i)`` ``warmup`` times untimed, then ``repeat`` times timed (i keeps counting)."""
+    for i in range(warmup):
+        await fn(i)
+    samples: list[float] = []
+    for i in range(warmup, warmup + repeat):
+        t0 = time.perf_counter_ns()
+        await fn(i)
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+    samples.sort()
+    p90 = samples[min(len(samples) - 1, max(0, round(0.9 * len(samples)) - 1))]
+    return Stats(median_ms=statistics.median(samples), p90_ms=p90, n=len(samples))
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    stats: Stats
+    steps: int
+
+
+def table(rows: Sequence[Row], *, baseline: str | None = None) -> None:
+    """Print name | median ms/run | p90 ms/run | ms/step | ratio vs ``baseline`` (default: first row)."""
+    if not rows:
+        return
+    base = next((r for r in rows if r.name == baseline), rows[0])
+    header = ("variant", "median ms/run", "p90 ms/run", "ms/step", f"x {base.name}")
+    body = [
+        (
+            r.name,
+            f"{r.stats.median_ms:.3f}",
+            f"{r.stats.p90_ms:.3f}",
+            f"{r.stats.median_ms / r.steps:.4f}",
+            f"{r.stats.median_ms / base.stats.median_ms:.2f}",
+        )
+        for r in rows
+    ]
+    widths = [max(len(c[k]) for c in (header, *body)) for k in range(len(header))]
+    fmt = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if k == 0 else c.rjust(w)
+        for k, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+    print(fmt(header))
+    print("  ".join("-" * w for w in widths))
+    for cells in body:
+        print(fmt(cells))

@@ -1,0 +1,373 @@
+"""`orchestrion` commands. Exit codes: 0 completed, 1 failed, 2 usage error, 3 waiting for a human."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+
+from orchestrion._json import JSON, dumps_str, loads
+from orchestrion.cli import prompts
+from orchestrion.cli.render import LiveView, console, pending_line, runs_table, summarize, timeline
+from orchestrion.engine.interrupts import Approve, Interrupt, Reject
+from orchestrion.engine.journal import RunStatus
+from orchestrion.engine.result import RunResult
+from orchestrion.engine.runtime import Runtime
+from orchestrion.engine.store import DEFAULT_STORE_URL
+from orchestrion.engine.targets import load_target
+from orchestrion.errors import OrchestrionError, UserError
+
+EXIT = {
+    RunStatus.COMPLETED: 0,
+    RunStatus.FAILED: 1,
+    RunStatus.CANCELLED: 1,
+    RunStatus.INTERRUPTED: 3,
+    RunStatus.RUNNING: 1,
+}
+USAGE_ERROR = 2
+
+app = typer.Typer(
+    name="orchestrion",
+    help="Run, inspect, resume and fork durable agent runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store", envvar="ORCHESTRION_STORE", help="Store URL (memory://, sqlite:///path.db)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def main() -> None:
+    app()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    console(stderr=True).print(
+        f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except UserError as exc:
+        _fail(str(exc), USAGE_ERROR)
+    except OrchestrionError as exc:
+        _fail(f"{type(exc).__name__}: {exc}", 1)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+class _Session:
+    """A runtime on one store; `follow` shows the live view while a run works."""
+
+    def __init__(self, store: str, live: bool) -> None:
+        self.live = live
+        self.view = LiveView()
+        self.runtime = Runtime(store, sinks=[self.view] if live else [])
+
+    async def follow(self, work: Callable[[Runtime], Awaitable[RunResult[Any]]]) -> RunResult[Any]:
+        if not self.live:
+            return await work(self.runtime)
+        with Live(self.view, console=console(), refresh_per_second=8):
+            return await work(self.runtime)
+
+
+def _go(store: str, script: Callable[[_Session], Awaitable[RunResult[Any]]], *, live: bool) -> RunResult[Any]:
+    async def main() -> RunResult[Any]:
+        session = _Session(store, live)
+        try:
+            return await script(session)
+        finally:
+            await session.runtime.close()
+
+    with _errors():
+        return asyncio.run(main())
+
+
+def _go_one(
+    store: str, work: Callable[[Runtime], Awaitable[RunResult[Any]]], *, live: bool
+) -> RunResult[Any]:
+    return _go(store, lambda session: session.follow(work), live=live)
+
+
+def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
+    if as_json:
+        print(dumps_str(_result_json(result)))
+        raise typer.Exit(EXIT[result.status])
+    out = console()
+    style = {"completed": "green", "failed": "red", "interrupted": "yellow"}.get(result.status, "")
+    out.print(f"run [bold]{result.run_id}[/bold] [{style}]{result.status.value}[/{style}]")
+    if result.status is RunStatus.COMPLETED:
+        out.print(summarize(result.value, 2000), markup=False)
+    elif result.error:
+        out.print(f"[red]{result.error['type']}[/red]: {result.error['message']}", highlight=False)
+    for interrupt in result.interrupts:
+        out.print(pending_line(interrupt))
+    if result.interrupts:
+        first = result.interrupts[0]
+        flag = "--approve" if first.kind == "approval" else "--answer"
+        value = "" if first.kind == "approval" else " JSON"
+        out.print(
+            f"Answer with: orchestrion resume {result.run_id} {flag} {first.id}{value}",
+            markup=False,
+        )
+    raise typer.Exit(EXIT[result.status])
+
+
+def _result_json(result: RunResult[Any]) -> dict[str, JSON]:
+    from orchestrion._json import to_jsonable
+
+    u = result.usage
+    return {
+        "run_id": result.run_id,
+        "status": result.status.value,
+        "output": to_jsonable(result.value),
+        "error": result.error,
+        "interrupts": [i.to_json() for i in result.interrupts],
+        "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "requests": u.requests},
+    }
+
+
+def _parse_input(text: str | None) -> JSON:
+    """Text stays text, unless it is a JSON object or array."""
+    if text is None:
+        return None
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            value: JSON = loads(stripped)
+        except ValueError as exc:
+            _fail(f"--input looks like JSON but does not parse: {exc}", USAGE_ERROR)
+        return value
+    return text
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="path/to/file.py:agent or package.module:agent")],
+    input: Annotated[str | None, typer.Option("--input", "-i", help="Text, or a JSON object.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
+    store: StoreOption = DEFAULT_STORE_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a run of TARGET and follow it until it completes, fails or waits for a human."""
+    with _errors():
+        runnable = load_target(target)
+    result = _go_one(
+        store,
+        lambda rt: rt.run(runnable, _parse_input(input), run_id=run_id, target=target),
+        live=_interactive() and not as_json,
+    )
+    _report(result, as_json)
+
+
+@app.command()
+def runs(
+    store: StoreOption = DEFAULT_STORE_URL,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs, newest first."""
+    with _errors():
+        wanted = _status(status)
+
+        async def fetch() -> list[Any]:
+            async with Runtime(store) as runtime:
+                return await runtime.list(status=wanted, limit=limit)
+
+        records = asyncio.run(fetch())
+    if as_json:
+        print(dumps_str([r.to_json() for r in records]))
+    else:
+        console().print(runs_table(records))
+
+
+def _status(status: str | None) -> RunStatus | None:
+    if status is None:
+        return None
+    try:
+        return RunStatus(status)
+    except ValueError:
+        raise UserError(
+            f"Unknown status {status!r}; use one of {[s.value for s in RunStatus]}."
+        ) from None
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run to show.")],
+    store: StoreOption = DEFAULT_STORE_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """The timeline of a run: every step with its status, timing and result."""
+
+    async def fetch() -> tuple[Any, Any]:
+        async with Runtime(store) as runtime:
+            return await runtime.get(run_id), await runtime.history(run_id)
+
+    with _errors():
+        record, steps = asyncio.run(fetch())
+    if as_json:
+        data = record.to_json()
+        data["steps"] = [
+            {
+                "seq": s.seq,
+                "key": s.key,
+                "kind": s.kind,
+                "status": s.status.value,
+                "started_at": s.started_at,
+                "ended_at": s.ended_at,
+                "result": s.result,
+            }
+            for s in steps
+        ]
+        print(dumps_str(data))
+    else:
+        console().print(timeline(record, steps))
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to resume.")],
+    approve: Annotated[list[str] | None, typer.Option("--approve", help="Approve interrupt ID.")] = None,
+    reject: Annotated[list[str] | None, typer.Option("--reject", help="Reject interrupt ID.")] = None,
+    reason: Annotated[
+        list[str] | None, typer.Option("--reason", help="Reason for each --reject, in order.")
+    ] = None,
+    answer: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--answer", help="Answer interrupt ID with a JSON value (or text).", metavar="ID JSON"),
+    ] = None,
+    answers_json: Annotated[
+        str | None,
+        typer.Option("--answers", help='Several answers as one JSON object: {"ID": answer, ...}.'),
+    ] = None,
+    store: StoreOption = DEFAULT_STORE_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Continue an interrupted, failed or crashed run, answering its interrupts.
+
+    With no answers on a terminal, asks for each pending interrupt."""
+    answers: dict[str, Any] = {i: Approve() for i in approve or []}
+    reasons = list(reason or [])
+    for i, interrupt_id in enumerate(reject or []):
+        answers[interrupt_id] = Reject(reasons[i] if i < len(reasons) else "")
+    if answer is not None:
+        answers[answer[0]] = _json_or_text(answer[1])
+    if answers_json is not None:
+        answers.update(_object(answers_json, "--answers"))
+    if not answers and _interactive():
+        answers = _ask(run_id, store)
+    result = _go_one(
+        store, lambda rt: rt.resume(run_id, answers), live=_interactive() and not as_json
+    )
+    _report(result, as_json)
+
+
+def _json_or_text(raw: str) -> JSON:
+    try:
+        value: JSON = loads(raw)
+    except ValueError:
+        return raw  # a bare word is a text answer
+    return value
+
+
+def _object(raw: str, flag: str) -> dict[str, JSON]:
+    try:
+        value = loads(raw)
+    except ValueError as exc:
+        _fail(f"{flag} must be a JSON object: {exc}", USAGE_ERROR)
+    if not isinstance(value, dict):
+        _fail(f"{flag} must be a JSON object mapping interrupt ids to answers.", USAGE_ERROR)
+    return value
+
+
+def _ask(run_id: str, store: str) -> dict[str, Any]:
+    async def fetch() -> Any:
+        async with Runtime(store) as runtime:
+            return await runtime.get(run_id)
+
+    with _errors():
+        record = asyncio.run(fetch())
+    return prompts.ask_all([Interrupt.from_json(i) for i in record.pending])
+
+
+@app.command()
+def fork(
+    run_id: Annotated[str, typer.Argument(help="The run to fork.")],
+    at: Annotated[str, typer.Option("--at", help="The step key to fork at (see `show`).")],
+    edit: Annotated[
+        str | None, typer.Option("--edit", help="New result for that step (JSON or text).")
+    ] = None,
+    new_run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
+    store: StoreOption = DEFAULT_STORE_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a new run from RUN_ID's journal before step AT (optionally edited) and continue it live."""
+    kwargs: dict[str, Any] = {"at": at, "new_run_id": new_run_id}
+    if edit is not None:
+        kwargs["edit"] = _json_or_text(edit)
+    result = _go_one(store, lambda rt: rt.fork(run_id, **kwargs), live=_interactive() and not as_json)
+    _report(result, as_json)
+
+
+@app.command()
+def demo(
+    name: Annotated[str, typer.Argument(help="The demo to run.")] = "loan-payoff",
+    store: StoreOption = DEFAULT_STORE_URL,
+) -> None:
+    """Run a demo offline on a deterministic stand-in model (or on ORCHESTRION_MODEL)."""
+    from orchestrion.demos import DEMOS
+
+    if name not in DEMOS:
+        _fail(f"Unknown demo {name!r}; demos: {sorted(DEMOS)}.", USAGE_ERROR)
+    target = f"{DEMOS[name]}:agent"
+    with _errors():
+        runnable = load_target(target)
+    task: str = importlib.import_module(DEMOS[name]).TASK
+    out = console()
+    model = os.environ.get("ORCHESTRION_MODEL")
+    out.print(f"demo [bold]{name}[/bold]: {task}")
+    out.print(
+        f"model: {model}" if model else
+        "model: deterministic stand-in (offline); set ORCHESTRION_MODEL and a key for a real one",
+        highlight=False,
+    )
+    interactive = _interactive()
+
+    async def script(session: _Session) -> RunResult[Any]:
+        result = await session.follow(lambda rt: rt.run(runnable, task, target=target))
+        while result.status is RunStatus.INTERRUPTED:
+            if interactive:
+                answers = prompts.ask_all(list(result.interrupts))
+            else:
+                out.print("Not on a terminal: auto-approving for the demo.")
+                answers = {i.id: Approve() for i in result.interrupts}
+            result = await session.follow(
+                lambda rt, run_id=result.run_id, answers=answers: rt.resume(run_id, answers)
+            )
+        return result
+
+    result = _go(store, script, live=interactive)
+    out.print(f"Inspect it with: orchestrion show {result.run_id} --store {store}", markup=False)
+    _report(result, False)

@@ -1,0 +1,41 @@
+"""Targets for CLI tests."""
+
+from orchestrion import Agent, RunContext, tool
+from orchestrion.testing import FunctionModel, call
+
+
+@tool(effect="write", approval=True)
+async def transfer(ctx: RunContext[None], amount: float) -> str:
+    """Move money."""
+    return f"moved {amount}"
+
+
+@tool
+async def ask_human(ctx: RunContext[None], question: str) -> str:
+    """Ask the operator a question."""
+    return str(await ctx.interrupt({"question": question}, name="question"))
+
+
+def _policy(request):  # type: ignore[no-untyped-def]
+    from orchestrion.messages import ToolResult
+
+    results = [m for m in request.messages if isinstance(m, ToolResult)]
+    if not results:
+        return call("transfer", {"amount": 10}, id="t1")
+    return f"result: {results[-1].content}"
+
+
+def _ask_policy(request):  # type: ignore[no-untyped-def]
+    from orchestrion.messages import ToolResult
+
+    results = [m for m in request.messages if isinstance(m, ToolResult)]
+    if not results:
+        return call("ask_human", {"question": "Which account?"}, id="q1")
+    return f"human said {results[-1].content}"
+
+
+echo = Agent(name="echo", model=FunctionModel(lambda r: f"echo: {r.messages[0].content}"))
+mover = Agent(name="mover", model=FunctionModel(_policy), tools=[transfer])
+asker = Agent(name="asker", model=FunctionModel(_ask_policy), tools=[ask_human])
+broken = Agent(name="broken", model=FunctionModel(lambda r: call("nope", "{}")), max_turns=2)
+not_runnable = 42

@@ -1,0 +1,153 @@
+"""The CLI: exit codes, JSON output, approvals, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrion.cli import app
+
+TARGETS = Path(__file__).parent / "targets.py"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_json(store: str, target: str, *extra: str) -> tuple[int, dict]:
+    code, out, err = invoke("run", f"{TARGETS}:{target}", "--store", store, "--json", *extra)
+    assert out, err
+    return code, json.loads(out)
+
+
+def test_run_completed_exits_0_with_json_output(store: str) -> None:
+    code, result = run_json(store, "echo", "--input", "hello", "--run-id", "r1")
+    assert code == 0
+    assert result["status"] == "completed"
+    assert result["output"] == "echo: hello"
+    assert result["run_id"] == "r1"
+
+
+def test_json_input_object_is_passed_as_json(store: str) -> None:
+    code, result = run_json(store, "echo", "--input", '{"a": 1}')
+    assert code == 0
+    assert result["output"] == 'echo: {"a":1}'
+
+
+def test_run_failed_exits_1(store: str) -> None:
+    code, result = run_json(store, "broken")
+    assert code == 1
+    assert result["status"] == "failed"
+    assert result["error"]["type"] == "MaxTurnsExceeded"
+
+
+def test_approval_exits_3_then_resume_approves(store: str) -> None:
+    code, result = run_json(store, "mover", "--run-id", "m1")
+    assert code == 3
+    [interrupt] = result["interrupts"]
+    assert interrupt["kind"] == "approval"
+    assert interrupt["payload"]["arguments"] == {"amount": 10}
+
+    code, out, err = invoke("resume", "m1", "--approve", interrupt["id"], "--store", store, "--json")
+    assert code == 0, err
+    assert json.loads(out)["output"] == "result: moved 10.0"
+
+
+def test_reject_with_reason_reaches_the_model(store: str) -> None:
+    _, result = run_json(store, "mover", "--run-id", "m2")
+    iid = result["interrupts"][0]["id"]
+    code, out, _ = invoke(
+        "resume", "m2", "--reject", iid, "--reason", "too risky", "--store", store, "--json"
+    )
+    assert code == 0
+    assert "too risky" in json.loads(out)["output"]
+
+
+def test_free_answer(store: str) -> None:
+    code, result = run_json(store, "asker", "--run-id", "a1")
+    assert code == 3
+    iid = result["interrupts"][0]["id"]
+    code, out, _ = invoke("resume", "a1", "--answer", iid, '"savings"', "--store", store, "--json")
+    assert code == 0
+    assert json.loads(out)["output"] == "human said savings"
+
+
+def test_wrong_answer_shape_is_a_usage_error_and_run_stays_waiting(store: str) -> None:
+    _, result = run_json(store, "mover", "--run-id", "m3")
+    iid = result["interrupts"][0]["id"]
+    code, _, err = invoke("resume", "m3", "--answer", iid, '{"approve": "yes"}', "--store", store)
+    assert code == 2
+    assert iid in err and "approved" in err
+    code, out, _ = invoke("show", "m3", "--store", store, "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "interrupted"
+    assert [p["id"] for p in shown["pending"]] == [iid]
+
+
+def test_runs_show_and_fork(store: str) -> None:
+    run_json(store, "echo", "--input", "one", "--run-id", "e1")
+    code, out, _ = invoke("runs", "--store", store, "--json")
+    assert code == 0
+    assert [r["id"] for r in json.loads(out)] == ["e1"]
+    code, out, _ = invoke("show", "e1", "--store", store)
+    assert code == 0
+    assert "echo/turn-1/model" in out and "completed" in out and "echo: one" in out
+    code, out, _ = invoke(
+        "fork", "e1", "--at", "echo/turn-1/model", "--edit", "edited", "--store", store, "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["output"] == "edited"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing.py:agent", "does not exist"),
+        (f"{TARGETS}:nothing", "has no attribute 'nothing'"),
+        (f"{TARGETS}:not_runnable", "not something orchestrion can run"),
+        ("no_such_module_xyz:agent", "no module named 'no_such_module_xyz'"),
+        ("agent-without-colon", "is not of the form"),
+    ],
+)
+def test_bad_target_is_a_usage_error(target: str, message: str, store: str) -> None:
+    code, _, err = invoke("run", target, "--store", store)
+    assert code == 2
+    assert message in err
+
+
+def test_unknown_run_id_is_a_usage_error(store: str) -> None:
+    for command in ("show", "resume"):
+        code, _, err = invoke(command, "nope", "--store", store)
+        assert code == 2
+        assert "'nope'" in err and "orchestrion runs" in err
+
+
+def test_resuming_a_completed_run_is_a_usage_error(store: str) -> None:
+    run_json(store, "echo", "--run-id", "done1")
+    code, _, err = invoke("resume", "done1", "--store", store)
+    assert code == 2
+    assert "completed" in err and "fork" in err
+
+
+def test_corrupted_database_names_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "bad.db"
+    db.write_bytes(b"this is not a database" * 100)
+    code, _, err = invoke("runs", "--store", f"sqlite:///{db}")
+    assert code == 1
+    assert str(db) in err.replace("\n", "")
+
+
+def test_demo_completes_offline_and_auto_approves(tmp_path: Path) -> None:
+    code, out, err = invoke("demo", "--store", f"sqlite:///{tmp_path / 'demo.db'}")
+    assert code == 0, err
+    assert "auto-approving" in out
+    assert "[stand-in model] Done: paid 4,812.50" in out.replace("\n", " ")

@@ -1,0 +1,295 @@
+"""The contract every `Store` honours, run against each backend.
+
+To add a backend, write an async factory taking pytest's `tmp_path` and add a
+`pytest.param` to `STORES` (with a skip mark if it needs a service that may be
+absent, e.g. a local PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
+from orchestrion.engine.store import Store, open_store
+from orchestrion.errors import StoreError
+from orchestrion.stores.memory import MemoryStore
+
+
+async def _memory(tmp_path: Path) -> Store:
+    return MemoryStore()
+
+
+async def _sqlite(tmp_path: Path) -> Store:
+    # Through the registry, as users open it.
+    return open_store(f"sqlite:///{tmp_path / 'conformance.db'}")
+
+
+StoreFactory = Callable[[Path], Awaitable[Store]]
+
+STORES = [
+    pytest.param(_memory, id="memory"),
+    pytest.param(_sqlite, id="sqlite"),
+]
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    factory: StoreFactory = request.param
+    s = await factory(tmp_path)
+    yield s
+    await s.close()
+
+
+T0 = 1_700_000_000.0
+
+
+def run(run_id: str, *, created_at: float = T0, **fields: object) -> RunRecord:
+    defaults: dict[str, object] = {"name": "agent", "status": RunStatus.RUNNING}
+    defaults.update(fields)
+    return RunRecord(id=run_id, created_at=created_at, updated_at=created_at, **defaults)  # type: ignore[arg-type]
+
+
+def entry(seq: int, key: str | None = None, result: object = None, **fields: object) -> Entry:
+    return Entry(
+        seq=seq,
+        key=key or f"agent/turn-{seq}/model",
+        kind=str(fields.pop("kind", "model")),
+        status=fields.pop("status", StepStatus.COMPLETED),  # type: ignore[arg-type]
+        result=result if result is not None else {"text": f"step {seq}"},
+        started_at=T0 + seq,
+        ended_at=T0 + seq + 0.5,
+    )
+
+
+# -- runs ------------------------------------------------------------------
+
+
+async def test_create_and_get_round_trips_every_field(store: Store) -> None:
+    record = RunRecord(
+        id="run-1",
+        name="supervisor",
+        status=RunStatus.RUNNING,
+        input={"question": "Pay off my car loan"},
+        target="examples/loan.py:team",
+        pending=[{"key": "approval/pay", "prompt": "Pay?"}],
+        created_at=T0,
+        updated_at=T0 + 1,
+        parent_id="run-0",
+        fork_at="supervisor/turn-2/model",
+        idempotency_key="idem-1",
+        usage=[10, 20, 3],
+    )
+    await store.create_run(record)
+    assert await store.get_run("run-1") == record
+    assert await store.get_run("nope") is None
+
+
+async def test_get_run_returns_a_copy(store: Store) -> None:
+    record = run("run-1")
+    await store.create_run(record)
+    record.status = RunStatus.FAILED
+    got = await store.get_run("run-1")
+    assert got is not None and got.status is RunStatus.RUNNING
+    got.status = RunStatus.CANCELLED
+    again = await store.get_run("run-1")
+    assert again is not None and again.status is RunStatus.RUNNING
+
+
+async def test_list_runs_newest_first_with_status_filter_and_limit(store: Store) -> None:
+    assert await store.list_runs() == []
+    statuses = [RunStatus.COMPLETED, RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.FAILED]
+    # Inserted out of time order: the order must come from created_at.
+    for i in (2, 0, 3, 1):
+        await store.create_run(run(f"run-{i}", created_at=T0 + i, status=statuses[i]))
+    assert [r.id for r in await store.list_runs()] == ["run-3", "run-2", "run-1", "run-0"]
+    completed = await store.list_runs(status=RunStatus.COMPLETED)
+    assert [r.id for r in completed] == ["run-2", "run-0"]
+    assert all(r.status is RunStatus.COMPLETED for r in completed)
+    assert [r.id for r in await store.list_runs(limit=2)] == ["run-3", "run-2"]
+    assert [r.id for r in await store.list_runs(status=RunStatus.COMPLETED, limit=1)] == ["run-2"]
+    assert await store.list_runs(status=RunStatus.INTERRUPTED) == []
+
+
+async def test_update_run_sets_status_and_outcome(store: Store) -> None:
+    await store.create_run(run("run-1", usage=[1, 2, 3]))
+    pending = [{"key": "approval/pay", "question": "Pay 100 EUR?"}]
+    await store.update_run("run-1", status=RunStatus.INTERRUPTED, pending=pending)
+    got = await store.get_run("run-1")
+    assert got is not None
+    assert got.status is RunStatus.INTERRUPTED
+    assert got.pending == pending
+    assert got.usage == [1, 2, 3], "usage=None keeps the recorded usage"
+    assert got.updated_at > T0
+
+    await store.update_run(
+        "run-1", status=RunStatus.COMPLETED, output={"paid": 100}, usage=[5, 6, 7]
+    )
+    got = await store.get_run("run-1")
+    assert got is not None
+    assert (got.status, got.output, got.pending, got.usage) == (
+        RunStatus.COMPLETED,
+        {"paid": 100},
+        [],
+        [5, 6, 7],
+    )
+    assert got.name == "agent" and got.created_at == T0, "other fields are kept"
+
+    error = {"type": "ToolError", "message": "boom", "cause_chain": []}
+    await store.update_run("run-1", status=RunStatus.FAILED, error=error)
+    got = await store.get_run("run-1")
+    assert got is not None
+    assert (got.status, got.error, got.output) == (RunStatus.FAILED, error, None)
+    assert [r.id for r in await store.list_runs(status=RunStatus.FAILED)] == ["run-1"]
+    assert await store.list_runs(status=RunStatus.RUNNING) == []
+
+
+async def test_update_unknown_run_raises(store: Store) -> None:
+    with pytest.raises(StoreError, match="ghost"):
+        await store.update_run("ghost", status=RunStatus.COMPLETED)
+
+
+async def test_find_run_by_idempotency_key(store: Store) -> None:
+    await store.create_run(run("run-1", idempotency_key="key-a"))
+    await store.create_run(run("run-2"))
+    found = await store.find_run(idempotency_key="key-a")
+    assert found is not None and found.id == "run-1"
+    assert await store.find_run(idempotency_key="key-b") is None
+
+
+async def test_duplicate_run_id_raises_and_keeps_the_original(store: Store) -> None:
+    await store.create_run(run("run-1", name="first"), [entry(0)])
+    with pytest.raises(StoreError, match="run-1"):
+        await store.create_run(run("run-1", name="second"), [entry(0), entry(1)])
+    got = await store.get_run("run-1")
+    assert got is not None and got.name == "first"
+    assert await store.load("run-1") == [entry(0)]
+    # The store still works after the failure.
+    await store.append("run-1", [entry(1)], durable=True)
+    assert [e.seq for e in await store.load("run-1")] == [0, 1]
+
+
+# -- journal ---------------------------------------------------------------
+
+
+async def test_append_durable_and_not_then_load_in_order(store: Store) -> None:
+    await store.create_run(run("run-1"))
+    assert await store.load("run-1") == []
+    await store.append("run-1", [entry(0)], durable=False)
+    await store.append("run-1", [entry(1), entry(2)], durable=True)
+    await store.append("run-1", [entry(3, status=StepStatus.STARTED, kind="tool")], durable=False)
+    await store.append("run-1", [entry(4)], durable=False)
+    # load sees entries appended without waiting.
+    loaded = await store.load("run-1")
+    assert loaded == [
+        entry(0),
+        entry(1),
+        entry(2),
+        entry(3, status=StepStatus.STARTED, kind="tool"),
+        entry(4),
+    ]
+    assert await store.load("unknown") == []
+
+
+async def test_journals_are_per_run(store: Store) -> None:
+    await store.create_run(run("a"))
+    await store.create_run(run("b", created_at=T0 + 1))
+    await store.append("a", [entry(0, "a0")], durable=False)
+    await store.append("b", [entry(0, "b0")], durable=False)
+    await store.append("a", [entry(1, "a1")], durable=False)
+    assert [e.key for e in await store.load("a")] == ["a0", "a1"]
+    assert [e.key for e in await store.load("b")] == ["b0"]
+
+
+async def test_create_run_with_initial_entries_for_a_fork(store: Store) -> None:
+    await store.create_run(run("parent"), [entry(i) for i in range(3)])
+    parent = await store.load("parent")
+    prefix = [*parent[:2], entry(2, result={"text": "edited"})]
+    await store.create_run(
+        run("fork", parent_id="parent", fork_at=parent[2].key, created_at=T0 + 1), prefix
+    )
+    await store.append("fork", [entry(3)], durable=False)
+    assert await store.load("fork") == [*prefix, entry(3)]
+    assert await store.load("parent") == parent, "the parent journal is untouched"
+    fork = await store.get_run("fork")
+    assert fork is not None and (fork.parent_id, fork.fork_at) == ("parent", parent[2].key)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_append_to_unknown_run_raises(store: Store, durable: bool) -> None:
+    with pytest.raises(StoreError, match="ghost"):
+        await store.append("ghost", [entry(0)], durable=durable)
+    assert await store.load("ghost") == []
+    # Nothing is left to surface later.
+    await store.create_run(run("real"))
+    await store.append("real", [entry(0)], durable=True)
+
+
+async def test_concurrent_appends_keep_per_run_order(store: Store) -> None:
+    runs, steps = 50, 20
+    for r in range(runs):
+        await store.create_run(run(f"run-{r}", created_at=T0 + r))
+
+    async def worker(r: int) -> None:
+        for i in range(steps):
+            await store.append(
+                f"run-{r}", [entry(i, f"run-{r}/step-{i}")], durable=(i + r) % 5 == 0
+            )
+            if i % 3 == 0:
+                await asyncio.sleep(0)
+
+    async with asyncio.TaskGroup() as tg:
+        for r in range(runs):
+            tg.create_task(worker(r))
+
+    for r in range(runs):
+        loaded = await store.load(f"run-{r}")
+        assert [e.seq for e in loaded] == list(range(steps))
+        assert [e.key for e in loaded] == [f"run-{r}/step-{i}" for i in range(steps)]
+
+
+NESTED = {
+    "text": 'Grüße, 世界! 🚀 «quotes» "escaped" \\ back\nslash\ttab \u2028',
+    "numbers": [0, -1, 2**53, 3.5, -0.25, 1e-300],
+    "flags": [True, False, None],
+    "deep": {"a": [{"b": [{"c": {"d": ["é", {"ü": "ß"}]}}]}]},
+    "empty": {"list": [], "dict": {}, "str": ""},
+    "clé ünïcode": "valeur",
+}
+
+
+async def test_json_round_trip_of_nested_unicode(store: Store) -> None:
+    record = run("run-ü", input=NESTED, idempotency_key="clé-🔑")
+    await store.create_run(record, [entry(0, "outil/é", result=NESTED)])
+    await store.append("run-ü", [entry(1, "模型/turn-1", result=[NESTED, "😀"])], durable=False)
+    await store.update_run("run-ü", status=RunStatus.COMPLETED, output=NESTED, pending=[NESTED])
+    got = await store.get_run("run-ü")
+    assert got is not None
+    assert (got.input, got.output, got.pending) == (NESTED, NESTED, [NESTED])
+    found = await store.find_run(idempotency_key="clé-🔑")
+    assert found is not None and found.id == "run-ü"
+    loaded = await store.load("run-ü")
+    assert loaded == [
+        entry(0, "outil/é", result=NESTED),
+        entry(1, "模型/turn-1", result=[NESTED, "😀"]),
+    ]
+    assert type(loaded[0].status) is StepStatus
+    assert type(got.status) is RunStatus
+
+
+async def test_close_twice_is_harmless(store: Store) -> None:
+    await store.create_run(run("run-1"))
+    await store.append("run-1", [entry(0)], durable=False)
+    await store.close()
+    await store.close()
+
+
+async def test_times_are_floats(store: Store) -> None:
+    now = time.time()
+    await store.create_run(run("run-1", created_at=now))
+    got = await store.get_run("run-1")
+    assert got is not None and got.created_at == now
