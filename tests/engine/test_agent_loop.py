@@ -379,13 +379,6 @@ async def test_write_tool_timeout_fails_the_run(runtime: Runtime) -> None:
     assert (step.kind, step.status) == ("tool", StepStatus.FAILED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: agent_loop._execute catches every TimeoutError as the tool's own timeout, so a "
-    "tool without a timeout that raises TimeoutError is told 'timed out after None s.' "
-    "instead of failing with ToolError",
-)
 async def test_tool_raising_timeout_error_itself_is_a_tool_error(runtime: Runtime) -> None:
     @tool
     async def upstream() -> str:
@@ -397,13 +390,6 @@ async def test_tool_raising_timeout_error_itself_is_a_tool_error(runtime: Runtim
     assert result.error is not None and result.error["type"] == "ToolError"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: agent_loop._execute converts the tool's return value to JSON outside its "
-    "try block, so an unserialisable return value escapes Runtime.run as a raw TypeError "
-    "instead of a failed run with ToolError",
-)
 async def test_tool_returning_unserialisable_value_fails_with_tool_error(runtime: Runtime) -> None:
     class Opaque:
         pass

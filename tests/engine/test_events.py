@@ -203,7 +203,7 @@ async def test_sinks_see_replayed_steps_on_resume(runtime: Runtime) -> None:
         ("bank/turn-1/model", "model", True),
         ("bank/turn-1/tool/get_balance#g", "tool", True),
         ("bank/turn-2/model", "model", True),
-        ("bank/turn-2/tool/pay#p/approval", "interrupt", False),
+        ("bank/turn-2/tool/pay#p/approval", "approval", False),
         ("bank/turn-2/tool/pay#p", "tool", False),
         ("bank/turn-3/model", "model", False),
     ]
@@ -211,7 +211,7 @@ async def test_sinks_see_replayed_steps_on_resume(runtime: Runtime) -> None:
     assert all(e.duration == 0.0 for e in replayed)
     assert replayed[1].result == {"content": "100.0", "is_error": False}
     # Replayed steps are not started again.
-    started = [e.key for e in events if isinstance(e, StepStarted) and e.kind != "interrupt"]
+    started = [e.key for e in events if isinstance(e, StepStarted) and e.kind != "approval"]
     assert started == ["bank/turn-2/tool/pay#p", "bank/turn-3/model"]
     finished = events[-1]
     assert isinstance(finished, RunFinished) and finished.result.output == "Paid."

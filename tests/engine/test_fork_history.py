@@ -221,13 +221,6 @@ async def test_fork_at_an_approval_with_another_answer(runtime: Runtime) -> None
     assert last_tool_result(model.requests[2]).content == "The user rejected this call: changed my mind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="BUG: Runtime.fork journals an edited interrupt answer without validating it "
-    "(runtime._edited), so a malformed approval is replayed into agent_loop and the fork "
-    "crashes with KeyError('approved') instead of raising AnswerError before creating a run",
-)
 async def test_fork_rejects_a_malformed_approval_edit(runtime: Runtime) -> None:
     _, run_id, key = await _approved_payment(runtime)
     runs_before = await runtime.list()

@@ -324,13 +324,6 @@ async def test_resume_without_answers_keeps_waiting(runtime: Runtime) -> None:
     assert len(model.requests) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: when one of several answers fails validation during resume, the valid ones "
-    "have already been journaled and their tools executed, but Runtime._work restores the "
-    "old pending list, so the record lists an interrupt that no longer waits",
-)
 async def test_a_bad_answer_among_several_leaves_an_accurate_pending_list(
     runtime: Runtime,
 ) -> None:
@@ -391,7 +384,7 @@ async def test_status_and_pending_are_stored_on_the_run(runtime: Runtime) -> Non
     steps = await runtime.history(result.run_id)
     assert [(s.kind, s.status) for s in steps] == [
         ("model", StepStatus.COMPLETED),
-        ("interrupt", StepStatus.PENDING),
+        ("approval", StepStatus.PENDING),
     ]
     assert steps[1].result == result.interrupts[0].payload
 

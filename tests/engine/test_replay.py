@@ -357,12 +357,6 @@ async def test_same_step_name_twice_is_a_determinism_error_naming_both_sites(
     assert f"first by {_site('first-fetch-site')}, then by {_site('second-fetch-site')}" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: Runtime._work does not update the store for DeterminismError, so the run "
-    "stays 'running' forever although nothing runs it",
-)
 async def test_determinism_error_marks_the_run_failed(runtime: Runtime) -> None:
     with pytest.raises(DeterminismError):
         await runtime.run(StepTwice(), None, run_id="d")

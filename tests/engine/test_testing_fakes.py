@@ -223,12 +223,6 @@ async def test_test_model_typed_output_after_tools(runtime: Runtime, output_type
     assert len(model.requests) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: testing.models.example ignores string 'format' (date, date-time) and "
-    "tuple 'prefixItems', so TestModel sends arguments its own tools reject",
-)
 async def test_test_model_arguments_for_dates_and_tuples(runtime: Runtime) -> None:
     @tool
     async def schedule(day: datetime.date, at: datetime.datetime, span: tuple[int, int]) -> str:

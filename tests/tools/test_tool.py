@@ -207,12 +207,6 @@ def test_lambda_without_a_name_is_rejected() -> None:
         Tool(function=lambda x: x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="BUG: tool names are checked with str.isalnum(), which accepts non-ASCII letters "
-    "that OpenAI/Anthropic reject (^[a-zA-Z0-9_-]{1,64}$) only at request time",
-)
 def test_non_ascii_tool_name_is_rejected_at_definition_time() -> None:
     with pytest.raises(UserError, match="invalid"):
         tool(name="überweisen")(_ok)
@@ -333,12 +327,6 @@ def test_annotated_field_constraints_reach_schema_and_validation() -> None:
         count.parse_arguments('{"n": 0}')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: tools/tool.py always passes description=docs.get(name) (None without a "
-    "docstring entry), which overrides the description given in Annotated[..., Field(...)]",
-)
 def test_annotated_field_description_is_kept_without_a_docstring() -> None:
     @tool
     async def count(n: Annotated[int, pydantic.Field(description="How many.")] = 3) -> int:
@@ -347,12 +335,6 @@ def test_annotated_field_description_is_kept_without_a_docstring() -> None:
     assert count.parameters["properties"]["n"].get("description") == "How many."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pydantic.json_schema.PydanticJsonSchemaWarning,
-    reason="BUG: tools/tool.py wraps a `pydantic.Field(...)` default in another Field, so its "
-    "constraints are lost, the schema warns, and an omitted argument arrives as a FieldInfo",
-)
 def test_pydantic_field_as_default_is_honoured() -> None:
     @tool
     async def count(n: int = pydantic.Field(default=3, gt=0)) -> int:

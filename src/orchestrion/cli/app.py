@@ -331,6 +331,10 @@ def fork(
     _report(result, as_json)
 
 
+def _resumer(run_id: str, answers: dict[str, Any]) -> Callable[[Runtime], Awaitable[RunResult[Any]]]:
+    return lambda runtime: runtime.resume(run_id, answers)
+
+
 @app.command()
 def demo(
     name: Annotated[str, typer.Argument(help="The demo to run.")] = "loan-payoff",
@@ -363,9 +367,7 @@ def demo(
             else:
                 out.print("Not on a terminal: auto-approving for the demo.")
                 answers = {i.id: Approve() for i in result.interrupts}
-            result = await session.follow(
-                lambda rt, run_id=result.run_id, answers=answers: rt.resume(run_id, answers)
-            )
+            result = await session.follow(_resumer(result.run_id, answers))
         return result
 
     result = _go(store, script, live=interactive)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 import pydantic
@@ -18,7 +19,13 @@ from orchestrion.agent import FINAL_RESULT_TOOL, Agent
 from orchestrion.engine.execution import Context, Execution, Suspended, _errors
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
-from orchestrion.errors import AnswerError, MaxTurnsExceeded, OutputValidationError, ToolError
+from orchestrion.errors import (
+    AnswerError,
+    DeterminismError,
+    MaxTurnsExceeded,
+    OutputValidationError,
+    ToolError,
+)
 from orchestrion.messages import (
     Message,
     ModelRequest,
@@ -104,8 +111,11 @@ async def _run_tool_calls(
 ) -> list[ToolResult]:
     if len(calls) == 1:
         return [await _run_tool_call(ex, agent, prefix, calls[0], final_problem)]
+    # Models may repeat a call id (or send none): keep the step keys distinct by position.
+    ids = Counter(c.id for c in calls)
+    suffixes = [f"~{i}" if ids[c.id] > 1 else "" for i, c in enumerate(calls)]
     outcomes = await asyncio.gather(
-        *(_run_tool_call(ex, agent, prefix, c, final_problem) for c in calls),
+        *(_run_tool_call(ex, agent, prefix, c, final_problem, s) for c, s in zip(calls, suffixes)),
         return_exceptions=True,
     )
     results: list[ToolResult] = []
@@ -123,9 +133,10 @@ async def _run_tool_calls(
 
 
 async def _run_tool_call(
-    ex: Execution, agent: Agent[Any], prefix: str, call: ToolCall, final_problem: str
+    ex: Execution, agent: Agent[Any], prefix: str, call: ToolCall, final_problem: str,
+    suffix: str = "",
 ) -> ToolResult:
-    key = f"{prefix}/tool/{call.name}#{call.id}"
+    key = f"{prefix}/tool/{call.name}#{call.id}{suffix}"
     if call.name == FINAL_RESULT_TOOL and agent.output_adapter is not None:
         # Deterministic from the recorded response: no step needed.
         return ToolResult(call.id, call.name, final_problem or "Final answer received.", bool(final_problem))
@@ -199,29 +210,30 @@ async def _execute(
 ) -> ToolResult:
     write = tool.effect == "write"
     started = time.time()
-    if write:
+    previous = ex.replay.get(key)
+    if write and (previous is None or previous.status is not StepStatus.STARTED):
         await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
     ex.started(key, "tool")
     is_error = False
+    deadline = asyncio.timeout(tool.timeout)  # None: no deadline
     try:
-        if tool.timeout is None:
+        async with deadline:
             value = await _invoke(ex, key, tool, arguments)
-        else:
-            async with asyncio.timeout(tool.timeout):
-                value = await _invoke(ex, key, tool, arguments)
+        content = value if isinstance(value, str) else dumps_str(to_jsonable(value))
     except ModelRetry as exc:
-        value, is_error = str(exc), True
-    except Suspended:
-        raise
+        content, is_error = str(exc), True
+    except (Suspended, AnswerError, DeterminismError):
+        raise  # the run's own control flow, not a failure of the tool
     except TimeoutError as exc:
+        if not deadline.expired():  # the tool's own TimeoutError, not our deadline
+            raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
         if write:
             # The effect may or may not have happened: fail the run so a resume
             # re-executes with the same idempotency key instead of a new call.
             raise await _tool_failed(ex, key, tool, exc, started, "timed out") from exc
-        value, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
-    except Exception as exc:
+        content, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
+    except Exception as exc:  # includes a return value that is not JSON-serialisable
         raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
-    content = value if isinstance(value, str) else dumps_str(to_jsonable(value))
     await ex.completed(key, "tool", {"content": content, "is_error": is_error}, started, durable=write)
     return ToolResult(call.id, call.name, content, is_error)
 

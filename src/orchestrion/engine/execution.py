@@ -50,6 +50,7 @@ class Execution:
     """The state of one run while it works."""
 
     __slots__ = (
+        "answered",
         "answers",
         "claimed",
         "deps",
@@ -82,6 +83,8 @@ class Execution:
         self.sink = sink
         self.sync = sync
         self.answers = answers
+        self.answered: set[str] = set()
+        """Ids of interrupts answered (and journaled) during this execution."""
         self.deps = deps
         self.model_for = model_for
         self.claimed: dict[str, str] = {}
@@ -204,17 +207,19 @@ class Execution:
     ) -> JSON:
         """The answer to the interrupt at `key`; suspends the run while there is none.
         `validate(id, answer)` raises `AnswerError` before anything is journaled."""
+        step_kind = "approval" if kind == "approval" else "interrupt"
         done = self.claim(key, site)
         if done is not None:
-            self.replayed(key, "interrupt", done.result)
+            self.replayed(key, step_kind, done.result)
             return done.result
         iid = interrupt_id(key)
         if iid in self.answers:
             answer = validate(iid, self.answers.pop(iid))
-            await self.completed(key, "interrupt", answer, time.time(), durable=True)
+            await self.completed(key, step_kind, answer, time.time(), durable=True)
+            self.answered.add(iid)
             return answer
         if key not in self.replay:
-            await self.record(key, "interrupt", StepStatus.PENDING, payload, time.time())
+            await self.record(key, step_kind, StepStatus.PENDING, payload, time.time())
         raise Suspended([Interrupt(iid, key, kind, payload, schema)])
 
 

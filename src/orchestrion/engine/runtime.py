@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import secrets
 import time
@@ -28,10 +29,10 @@ from orchestrion.engine.store import Store, open_store
 from orchestrion.engine.targets import is_runnable, load_target, normalize_target
 from orchestrion.errors import (
     AnswerError,
-    OrchestrionError,
     RunError,
     RunNotFound,
     RunNotResumable,
+    StoreError,
     UserError,
     describe,
 )
@@ -220,7 +221,7 @@ class Runtime:
     async def list(self, *, status: RunStatus | None = None, limit: int = 50) -> list[RunRecord]:
         return await self.store.list_runs(status=status, limit=limit)
 
-    async def history(self, run_id: str) -> list[StepInfo]:
+    async def history(self, run_id: str) -> builtins.list[StepInfo]:
         """Every step of a run in journal order, each at its latest state."""
         await self.get(run_id)
         steps: dict[str, StepInfo] = {}
@@ -303,7 +304,7 @@ class Runtime:
         self,
         record: RunRecord,
         runnable: Any,
-        entries: list[Entry],
+        entries: builtins.list[Entry],
         answers: dict[str, JSON],
         deps: Any,
         sink: Sink | None,
@@ -353,8 +354,10 @@ class Runtime:
                 run_id, RunStatus.INTERRUPTED, interrupts=tuple(suspended.interrupts), usage=ex.usage
             )
         except AnswerError:
+            # Answers validated before the bad one were journaled: they no longer wait.
+            pending = [p for p in record.pending if p["id"] not in ex.answered]
             await store.update_run(
-                run_id, status=RunStatus.INTERRUPTED, pending=record.pending, usage=record.usage
+                run_id, status=RunStatus.INTERRUPTED, pending=pending, usage=record.usage
             )
             raise
         except RunError as exc:
@@ -368,7 +371,7 @@ class Runtime:
             raise
         except BaseException as exc:
             # A bug or a configuration mistake: keep the store honest, then surface it.
-            if not isinstance(exc, OrchestrionError) or isinstance(exc, UserError | RunError):
+            if not isinstance(exc, StoreError):
                 await store.update_run(
                     run_id, status=RunStatus.FAILED, error=describe(exc), usage=_usage(ex)
                 )
@@ -412,6 +415,8 @@ def _edited(kind: str, key: str, edit: Any) -> JSON:
             f"Edit for tool step {key!r} must be the text the model reads, or "
             '{"content": str, "is_error": bool}.'
         )
+    if kind == "approval":
+        return normalize_approval(key, edit)
     return to_jsonable(answer_to_json(edit))
 
 

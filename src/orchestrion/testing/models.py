@@ -160,6 +160,18 @@ class TestModel:
             yield item
 
 
+_FORMATS = {
+    "date": "2024-01-01",
+    "date-time": "2024-01-01T00:00:00Z",
+    "time": "00:00:00",
+    "duration": "P1D",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+    "ipv4": "127.0.0.1",
+}
+
+
 def example(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
     """A value valid against a (pydantic-generated) JSON schema."""
     root = root or schema
@@ -182,9 +194,11 @@ def example(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
         required = schema.get("required", list(props))
         return {k: example(props[k], root) for k in required if k in props}
     if kind == "array":
+        if "prefixItems" in schema:
+            return [example(item, root) for item in schema["prefixItems"]]
         return [example(schema["items"], root)] * schema.get("minItems", 0) if "items" in schema else []
     if kind == "string":
-        return "a" * max(1, schema.get("minLength", 1))
+        return _FORMATS.get(schema.get("format", ""), "a" * max(1, schema.get("minLength", 1)))
     if kind == "integer":
         return max(0, schema.get("minimum", 0), schema.get("exclusiveMinimum", -1) + 1)
     if kind == "number":

@@ -8,18 +8,21 @@ docstring (Google, NumPy or reST style).
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_origin, get_type_hints, overload
 
 import docstring_parser
 import pydantic
+from pydantic.fields import FieldInfo
 
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
 from orchestrion.messages import ToolDefinition
 
 Effect = Literal["read", "write"]
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI and Anthropic accept
 Approval = bool | Callable[[dict[str, Any]], bool]
 
 
@@ -54,7 +57,7 @@ class Tool:
         if not callable(fn):
             raise UserError(f"Tool function must be callable, got {fn!r}.")
         name = self.name or getattr(fn, "__name__", "")
-        if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
+        if not _NAME.match(name):
             raise UserError(
                 f"Tool name {name!r} is invalid: use 1-64 letters, digits, '_' or '-'."
             )
@@ -160,8 +163,14 @@ def _args_model(
             raise UserError(f"Tool {name!r}: the RunContext parameter must come first.")
         annotation = hints.get(p.name, Any)
         default = ... if p.default is p.empty else p.default
-        fields[p.name] = (annotation, pydantic.Field(default, description=docs.get(p.name)))
-    model = pydantic.create_model(  # type: ignore[call-overload]
+        description = docs.get(p.name)
+        if isinstance(default, FieldInfo):
+            if description and not default.description:
+                default.description = description
+        elif description:
+            default = pydantic.Field(default, description=description)
+        fields[p.name] = (annotation, default)
+    model: type[pydantic.BaseModel] = pydantic.create_model(
         f"{name}_arguments",
         __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False),
         **fields,
