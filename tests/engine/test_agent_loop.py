@@ -559,3 +559,13 @@ def test_run_sync_for_code_without_an_event_loop() -> None:
     result = Runtime("memory://").run_sync(Agent(name="a", model=model), "hi")
     assert result.status == RunStatus.COMPLETED
     assert result.output == "sync answer"
+
+
+@pytest.mark.parametrize("answer", ["42", '{"result": 42}'])
+async def test_non_object_output_accepts_the_bare_value_or_the_wrapped_one(
+    runtime: Runtime, answer: str
+) -> None:
+    model = ScriptedModel([answer])
+    result = await runtime.run(Agent(name="n", model=model, output_type=int), "count")
+    assert result.output == 42
+    model.assert_complete()

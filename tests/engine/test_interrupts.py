@@ -133,7 +133,9 @@ async def test_approve_with_edited_arguments(runtime: Runtime) -> None:
     done = await runtime.resume(result.run_id, {iid: Approve({"amount": 4000, "to": "card"})})
     assert done.output == "Paid less."
     assert bank.payments == [(4000.0, "card")]
-    assert last_tool_result(model.requests[1]).content == "paid 4000.00 to card"
+    assert last_tool_result(model.requests[1]).content == (
+        '[The user edited the arguments to {"amount":4000,"to":"card"}] paid 4000.00 to card'
+    )
 
 
 async def test_approve_with_invalid_edited_arguments_is_an_answer_error(

@@ -192,24 +192,41 @@ async def test_completed_write_tool_is_not_re_executed_after_a_crash(runtime: Ru
     assert payments == [5.0]
 
 
-async def test_cancelling_a_running_task_marks_the_run_cancelled(runtime: Runtime) -> None:
-    entered = asyncio.Event()
-
+def _hanging_agent(entered: asyncio.Event, release: asyncio.Event) -> Agent[str]:
     @tool
     async def hang() -> str:
         entered.set()
-        await asyncio.Event().wait()
-        return "never"
+        await release.wait()
+        return "released"
 
-    model = ScriptedModel([call("hang"), "never"])
-    task = asyncio.create_task(runtime.run(Agent(name="a", model=model, tools=[hang]), "go", run_id="c"))
+    return Agent(name="a", model=ScriptedModel([call("hang"), "done"]), tools=[hang])
+
+
+async def test_runtime_cancel_ends_the_run_for_good(runtime: Runtime) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(runtime.run(_hanging_agent(entered, release), "go", run_id="c"))
+    await entered.wait()
+    await runtime.cancel("c")
+    assert task.cancelled()
+    assert (await runtime.get("c")).status == RunStatus.CANCELLED
+    with pytest.raises(RunNotResumable, match="cancelled"):
+        await runtime.resume("c")
+
+
+async def test_a_cancelled_task_is_a_crash_and_stays_resumable(runtime: Runtime) -> None:
+    """Ctrl-C or a caller's timeout is not a decision to end the run."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    agent = _hanging_agent(entered, release)
+    task = asyncio.create_task(runtime.run(agent, "go", run_id="c"))
     await entered.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert (await runtime.get("c")).status == RunStatus.CANCELLED
-    with pytest.raises(RunNotResumable, match="cancelled"):
-        await runtime.resume("c")
+    assert (await runtime.get("c")).status == RunStatus.RUNNING
+    release.set()
+    result = await runtime.resume("c")
+    assert result.status == RunStatus.COMPLETED
+    assert result.output == "done"
 
 
 # -- workflow-like runnables and ctx.step ------------------------------------------

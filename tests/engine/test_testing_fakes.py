@@ -85,18 +85,17 @@ async def test_scripted_model_exhausted_script() -> None:
         await model.request(REQUEST)
 
 
-async def test_exhausted_script_inside_a_run_fails_the_run(runtime: Runtime) -> None:
+async def test_exhausted_script_inside_a_run_fails_the_test_and_the_run(runtime: Runtime) -> None:
     @tool
     async def noop() -> str:
         return "ok"
 
     model = ScriptedModel([call("noop")])
-    result = await runtime.run(Agent(name="a", model=model, tools=[noop]), "go")
-    assert result.status == RunStatus.FAILED
-    assert result.error is not None
-    assert result.error["type"] == "ModelError"
-    assert "script is used up" in result.error["message"]
-    assert result.error["cause_chain"][0]["type"] == "AssertionError"
+    with pytest.raises(AssertionError, match="script is used up"):
+        await runtime.run(Agent(name="a", model=model, tools=[noop]), "go", run_id="x")
+    record = await runtime.get("x")
+    assert record.status == RunStatus.FAILED
+    assert record.error is not None and record.error["type"] == "AssertionError"
 
 
 async def test_scripted_model_streams_words_then_the_response() -> None:

@@ -408,3 +408,16 @@ async def test_sync_tool_receives_the_run_context(runtime: Runtime) -> None:
     result = await runtime.run(Agent(name="a", model=model, tools=[whoami]), "go", deps="D")
     assert result.output == "done"
     assert seen == ["D:a/turn-1/tool/whoami#c1"]
+
+
+async def test_a_tool_stays_callable_for_unit_tests() -> None:
+    @tool
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @tool
+    def shout(text: str) -> str:
+        return text.upper()
+
+    assert await add(2, b=3) == 5
+    assert shout("hi") == "HI"

@@ -92,17 +92,19 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
             return False, None, f"Give your final answer by calling the {FINAL_RESULT_TOOL} tool."
     try:
         data = loads(raw)
-        if agent.output_wrapped:
-            if not isinstance(data, dict) or "result" not in data:
-                raise ValueError('the answer must be an object with a "result" field')
+        if agent.output_wrapped and isinstance(data, dict) and set(data) == {"result"}:
             data = data["result"]
         return True, adapter.validate_python(data), ""
     except pydantic.ValidationError as exc:
         reason = _errors(exc)
     except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
         reason = f"not valid JSON ({exc})"
-    return False, None, (
-        f"The final answer is invalid: {reason}. Call {FINAL_RESULT_TOOL} again with corrected arguments."
+    return (
+        False,
+        None,
+        (
+            f"The final answer is invalid: {reason}. Call {FINAL_RESULT_TOOL} again with corrected arguments."
+        ),
     )
 
 
@@ -115,7 +117,10 @@ async def _run_tool_calls(
     ids = Counter(c.id for c in calls)
     suffixes = [f"~{i}" if ids[c.id] > 1 else "" for i, c in enumerate(calls)]
     outcomes = await asyncio.gather(
-        *(_run_tool_call(ex, agent, prefix, c, final_problem, s) for c, s in zip(calls, suffixes)),
+        *(
+            _run_tool_call(ex, agent, prefix, c, final_problem, s)
+            for c, s in zip(calls, suffixes, strict=True)
+        ),
         return_exceptions=True,
     )
     results: list[ToolResult] = []
@@ -133,13 +138,19 @@ async def _run_tool_calls(
 
 
 async def _run_tool_call(
-    ex: Execution, agent: Agent[Any], prefix: str, call: ToolCall, final_problem: str,
+    ex: Execution,
+    agent: Agent[Any],
+    prefix: str,
+    call: ToolCall,
+    final_problem: str,
     suffix: str = "",
 ) -> ToolResult:
     key = f"{prefix}/tool/{call.name}#{call.id}{suffix}"
     if call.name == FINAL_RESULT_TOOL and agent.output_adapter is not None:
         # Deterministic from the recorded response: no step needed.
-        return ToolResult(call.id, call.name, final_problem or "Final answer received.", bool(final_problem))
+        return ToolResult(
+            call.id, call.name, final_problem or "Final answer received.", bool(final_problem)
+        )
     done = ex.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
     if done is not None:
         ex.replayed(key, "tool", done.result)
@@ -160,6 +171,8 @@ async def _run_tool_call(
             return await _answer_error(ex, key, call, f"The user rejected this call: {reason}")
         if "arguments" in answer:
             arguments = tool.parse_arguments(answer["arguments"])
+            note = f"[The user edited the arguments to {dumps_str(answer['arguments'])}] "
+            return await _execute(ex, key, tool, call, arguments, note)
     return await _execute(ex, key, tool, call, arguments)
 
 
@@ -192,6 +205,7 @@ async def _approval(
 async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:
     """Answer the model with an error, journaled like any tool result."""
     started = time.time()
+    ex.started(key, "tool")
     await ex.completed(key, "tool", {"content": message, "is_error": True}, started)
     return ToolResult(call.id, call.name, message, True)
 
@@ -206,8 +220,14 @@ def _argument_problem(tool: Tool, call: ToolCall, exc: pydantic.ValidationError)
 
 
 async def _execute(
-    ex: Execution, key: str, tool: Tool, call: ToolCall, arguments: dict[str, Any]
+    ex: Execution,
+    key: str,
+    tool: Tool,
+    call: ToolCall,
+    arguments: dict[str, Any],
+    note: str = "",
 ) -> ToolResult:
+    """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
     write = tool.effect == "write"
     started = time.time()
     previous = ex.replay.get(key)
@@ -234,7 +254,10 @@ async def _execute(
         content, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
     except Exception as exc:  # includes a return value that is not JSON-serialisable
         raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
-    await ex.completed(key, "tool", {"content": content, "is_error": is_error}, started, durable=write)
+    content = note + content
+    await ex.completed(
+        key, "tool", {"content": content, "is_error": is_error}, started, durable=write
+    )
     return ToolResult(call.id, call.name, content, is_error)
 
 

@@ -41,7 +41,8 @@ class Entry(NamedTuple):
     """Position in the run's journal, from 0."""
     key: str
     kind: str
-    """`model`, `tool`, `interrupt` or `step`."""
+    """`model`, `tool`, `approval` (a human's sign-off on a tool call), `interrupt`
+    (a free question to a human) or `step` (a custom `ctx.step`)."""
     status: StepStatus
     result: JSON = None
     started_at: float = 0.0

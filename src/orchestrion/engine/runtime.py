@@ -84,6 +84,7 @@ class Runtime:
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Any] = {}
         self._active: dict[str, asyncio.Task[Any]] = {}
+        self._cancelling: set[str] = set()
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -205,6 +206,7 @@ class Runtime:
         record = await self.get(run_id)
         task = self._active.get(run_id)
         if task is not None:
+            self._cancelling.add(run_id)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         elif record.status is not RunStatus.COMPLETED:
@@ -245,6 +247,8 @@ class Runtime:
             input = to_jsonable(input)
         except TypeError as exc:
             raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
+        if isinstance(runnable, Agent):
+            self._model_for(runnable.model, runnable.name)  # a missing model fails before the run exists
         self._runnables[runnable.name] = runnable
         now = time.time()
         record = RunRecord(
@@ -365,9 +369,13 @@ class Runtime:
             await store.update_run(run_id, status=RunStatus.FAILED, error=error, usage=_usage(ex))
             return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.usage)
         except asyncio.CancelledError:
-            await asyncio.shield(
-                store.update_run(run_id, status=RunStatus.CANCELLED, usage=_usage(ex))
-            )
+            # Only `Runtime.cancel` ends a run for good. Any other cancellation (Ctrl-C,
+            # a caller's timeout, shutdown) is a crash: the run stays resumable.
+            if run_id in self._cancelling:
+                self._cancelling.discard(run_id)
+                await asyncio.shield(
+                    store.update_run(run_id, status=RunStatus.CANCELLED, usage=_usage(ex))
+                )
             raise
         except BaseException as exc:
             # A bug or a configuration mistake: keep the store honest, then surface it.

@@ -68,7 +68,7 @@ class Tool:
         description = self.description or "\n\n".join(
             part for part in (doc.short_description, doc.long_description) if part
         )
-        schema = _clean_schema(model.model_json_schema())
+        schema = clean_schema(model.model_json_schema())
         set_ = object.__setattr__
         set_(self, "name", name)
         set_(self, "description", description)
@@ -76,6 +76,10 @@ class Tool:
         set_(self, "args_model", model)
         set_(self, "takes_context", takes_context)
         set_(self, "is_async", inspect.iscoroutinefunction(fn))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly (handy in unit tests of the tool itself)."""
+        return self.function(*args, **kwargs)
 
     def definition(self) -> ToolDefinition:
         return ToolDefinition(self.name, self.description, self.parameters)
@@ -178,7 +182,7 @@ def _args_model(
     return takes_context, model
 
 
-def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+def clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Drop pydantic's generated titles: noise in every prompt."""
 
     def walk(node: Any) -> Any:
@@ -189,5 +193,6 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
         return node
 
     cleaned: dict[str, Any] = walk(schema)
-    cleaned.setdefault("properties", {})
+    if cleaned.get("type") == "object":
+        cleaned.setdefault("properties", {})
     return cleaned
