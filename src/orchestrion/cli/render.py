@@ -66,7 +66,8 @@ def runs_table(runs: list[RunRecord]) -> Table:
         created = datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M:%S")
         tokens = str(run.usage[0] + run.usage[1]) if run.usage else "0"
         table.add_row(
-            run.id, run.name, _styled(run.status.value), created, str(len(run.pending) or ""), tokens
+            Text(run.id), Text(run.name), _styled(run.status.value), created,
+            str(len(run.pending) or ""), tokens,
         )
     return table
 
@@ -89,7 +90,7 @@ def timeline(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
             step.kind,
             _styled(step.status.value),
             ms,
-            summarize(step.result),
+            Text(summarize(step.result)),
         )
         previous = step.key
     parts: list[RenderableType] = [header, table]
@@ -150,7 +151,7 @@ class LiveView:
             case ModelDelta(text=text):
                 self.streaming = (self.streaming + text)[-200:]
             case InterruptRequested(interrupt=interrupt):
-                self.rows[interrupt.key] = [interrupt.key, "interrupt", "pending", interrupt.id]
+                self.rows[interrupt.key] = [interrupt.key, interrupt.kind, "pending", interrupt.id]
             case RunFinished():
                 self.streaming = ""
 
@@ -160,7 +161,7 @@ class LiveView:
             table.add_column(column, overflow="fold")
         previous = ""
         for key, kind, status, result in list(self.rows.values())[-30:]:
-            table.add_row(tree_key(key, previous), kind, _styled(status), result)
+            table.add_row(tree_key(key, previous), kind, _styled(status), Text(result))
             previous = key
         if self.streaming:
             return Group(table, Text(self.streaming, style="dim italic"))
