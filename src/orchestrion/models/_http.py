@@ -1,10 +1,44 @@
-"""HTTP details shared by the provider adapters: retry hints and transience."""
+"""What the provider adapters share: client lifecycle, retry hints and transience."""
 
 from __future__ import annotations
 
 import email.utils
 import time
 from collections.abc import Mapping
+from types import TracebackType
+from typing import Generic, Protocol, Self, TypeVar
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=_Closable)
+
+
+class OwnsClient(Generic[ClientT]):
+    """An SDK client created lazily by the model; closed only if the model created it."""
+
+    _client: ClientT | None
+    _owns_client: bool
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this model created it; a later request reopens one."""
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

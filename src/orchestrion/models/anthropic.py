@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self, assert_never
+from typing import Any, Literal, assert_never
 
 import anthropic
 from anthropic.types import (
@@ -76,7 +75,7 @@ _STATUS_OF_ERROR_TYPE = {
 Role = Literal["user", "assistant"]
 
 
-class AnthropicModel:
+class AnthropicModel(_http.OwnsClient[anthropic.AsyncAnthropic]):
     """A Claude model behind the Anthropic Messages API.
 
     Credentials default to the SDK's chain (`ANTHROPIC_API_KEY`, ...). The SDK
@@ -122,23 +121,6 @@ class AnthropicModel:
                 )
             self._client = client
         return self._client
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this model created it; a later request reopens one."""
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the Model protocol ----------------------------------------------------
 

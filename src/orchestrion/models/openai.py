@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self, assert_never
+from typing import Any, Literal, assert_never
 
 import openai
 from openai.types.chat import (
@@ -52,7 +51,7 @@ COMPATIBLE_PLACEHOLDER_KEY = "not-needed"
 """Local servers ignore the key, but the SDK refuses to build a client without one."""
 
 
-class OpenAIModel:
+class OpenAIModel(_http.OwnsClient[openai.AsyncOpenAI]):
     """A model behind the OpenAI Chat Completions API, or any server that speaks it.
 
     The API key defaults to `OPENAI_API_KEY` (read by the SDK). The SDK client is
@@ -104,23 +103,6 @@ class OpenAIModel:
                     "Set OPENAI_API_KEY or pass api_key=..."
                 ) from exc
         return self._client
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this model created it; a later request reopens one."""
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the Model protocol ----------------------------------------------------
 
