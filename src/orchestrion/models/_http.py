@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
@@ -40,7 +40,6 @@ class OwnsClient(Generic[ClientT]):
         await self.aclose()
 
 
-
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
     try:
@@ -63,3 +62,24 @@ def transient(status: int, headers: Mapping[str, str]) -> bool:
     if should_retry in ("true", "false"):
         return should_retry == "true"
     return status in (408, 409, 429) or status >= 500
+
+
+def status_error(
+    model: str, status: int, headers: Mapping[str, str], detail: str, key_variable: str
+) -> tuple[str, float | None, bool]:
+    """(message, retry_after, transient) for an HTTP error answer from a provider."""
+    wait = retry_after(headers)
+    message = f"Model {model!r} failed with HTTP {status}: {detail.rstrip('.')}."
+    if status == 429 and wait is not None:
+        message += f" The provider asks to retry after {wait:g}s."
+    elif status in (401, 403):
+        message += f" Check the API key ({key_variable}, or api_key=...)."
+    return message, wait, transient(status, headers)
+
+
+def redact(text: str, keys: Iterable[str | None]) -> str:
+    """Keep API keys out of messages, which end up in journals and logs."""
+    for key in keys:
+        if key and len(key) >= 8:
+            text = text.replace(key, "<redacted>")
+    return text

@@ -180,16 +180,14 @@ class AnthropicModel(_http.OwnsClient[anthropic.AsyncAnthropic]):
             error_type = exc.type if isinstance(exc.type, str) else None
             if 200 <= status < 300:  # an `error` event inside a stream that had started
                 status = _STATUS_OF_ERROR_TYPE.get(error_type or "", 500)
-            headers = exc.response.headers
-            retry_after = _http.retry_after(headers)
-            transient = _http.transient(status, headers)
-            detail = (exc.api_message or exc.message).rstrip(".")
-            kind = f" ({error_type})" if error_type else ""
-            message = f"Model {self.name!r} failed with HTTP {status}{kind}: {detail}."
-            if status == 429 and retry_after is not None:
-                message += f" The provider asks to retry after {retry_after:g}s."
-            elif status in (401, 403):
-                message += " Check the API key (ANTHROPIC_API_KEY, or api_key=...)."
+            kind = f"{error_type}: " if error_type else ""
+            message, retry_after, transient = _http.status_error(
+                self.name,
+                status,
+                exc.response.headers,
+                kind + (exc.api_message or exc.message),
+                "ANTHROPIC_API_KEY",
+            )
         elif isinstance(exc, anthropic.APITimeoutError):
             transient = True
             message = f"Model {self.name!r} timed out before answering."
@@ -204,17 +202,13 @@ class AnthropicModel(_http.OwnsClient[anthropic.AsyncAnthropic]):
         )
 
     def _redact(self, text: str) -> str:
-        """Keep API keys out of messages, which end up in journals and logs."""
         client = self._client
-        keys = {
+        keys = (
             self._api_key,
             client.api_key if client else None,
             client.auth_token if client else None,
-        }
-        for key in keys:
-            if key and len(key) >= 8:
-                text = text.replace(key, "<redacted>")
-        return text
+        )
+        return _http.redact(text, keys)
 
 
 def _messages(request: ModelRequest) -> list[MessageParam]:

@@ -177,15 +177,13 @@ class OpenAIModel(_http.OwnsClient[openai.AsyncOpenAI]):
         retry_after: float | None = None
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            headers = exc.response.headers
-            retry_after = _http.retry_after(headers)
-            transient = _http.transient(status, headers)
-            detail = _detail(exc.body)
-            message = f"Model {self.name!r} failed with HTTP {status}: {detail or exc.message}."
-            if status == 429 and retry_after is not None:
-                message += f" The provider asks to retry after {retry_after:g}s."
-            elif status in (401, 403):
-                message += " Check the API key (OPENAI_API_KEY, or api_key=...)."
+            message, retry_after, transient = _http.status_error(
+                self.name,
+                status,
+                exc.response.headers,
+                _detail(exc.body) or exc.message,
+                "OPENAI_API_KEY",
+            )
         elif isinstance(exc, openai.APITimeoutError):
             transient = True
             message = f"Model {self.name!r} timed out before answering."
@@ -203,12 +201,7 @@ class OpenAIModel(_http.OwnsClient[openai.AsyncOpenAI]):
         )
 
     def _redact(self, text: str) -> str:
-        """Keep API keys out of messages, which end up in journals and logs."""
-        keys = {self._api_key, self._client.api_key if self._client else None}
-        for key in keys:
-            if key and len(key) >= 8:
-                text = text.replace(key, "<redacted>")
-        return text
+        return _http.redact(text, (self._api_key, self._client.api_key if self._client else None))
 
 
 def _messages(request: ModelRequest) -> list[ChatCompletionMessageParam]:
