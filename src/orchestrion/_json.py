@@ -19,10 +19,6 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
-def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
-
-
 def dumps_str(value: Any) -> str:
     return orjson.dumps(value, default=_default).decode()
 

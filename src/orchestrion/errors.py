@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pydantic
+
 
 class OrchestrionError(Exception):
     """Root of every error raised by orchestrion."""
@@ -141,6 +143,13 @@ def describe(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, RunError):
         return exc.to_json()
     return {"type": type(exc).__name__, "message": redact(str(exc)), "cause_chain": []}
+
+
+def validation_summary(exc: pydantic.ValidationError) -> str:
+    """`field.sub: message; ...` for a pydantic validation error, one line."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 _SECRET_NAMES = ("KEY", "TOKEN", "SECRET", "PASSWORD")

@@ -14,7 +14,7 @@ import typer
 from rich.live import Live
 from rich.markup import escape
 
-from orchestrion._json import JSON, dumps_str, loads
+from orchestrion._json import JSON, dumps_str, loads, to_jsonable
 from orchestrion.cli import prompts
 from orchestrion.cli.render import LiveView, console, pending_line, runs_table, summarize, timeline
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
@@ -134,8 +134,6 @@ def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
 
 
 def _result_json(result: RunResult[Any]) -> dict[str, JSON]:
-    from orchestrion._json import to_jsonable
-
     u = result.usage
     return {
         "run_id": result.run_id,
@@ -272,6 +270,8 @@ def resume(
     reasons = list(reason or [])
     for i, interrupt_id in enumerate(reject or []):
         answers[interrupt_id] = Reject(reasons[i] if i < len(reasons) else "")
+    if sys.argv.count("--answer") > 1:  # typer keeps only the last of a repeated pair option
+        _fail("--answer takes one ID and answer; for several use --answers '{\"ID\": ...}'.", USAGE_ERROR)
     if answer is not None:
         answers[answer[0]] = _json_or_text(answer[1])
     if answers_json is not None:

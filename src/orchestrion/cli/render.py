@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -154,6 +154,8 @@ class LiveView:
                 self.rows[interrupt.key] = [interrupt.key, interrupt.kind, "pending", interrupt.id]
             case RunFinished():
                 self.streaming = ""
+            case _:
+                assert_never(event)
 
     def __rich__(self) -> RenderableType:
         table = Table(show_edge=False, pad_edge=False, title=self.title, title_justify="left")

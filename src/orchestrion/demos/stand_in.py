@@ -14,11 +14,10 @@ from orchestrion.messages import (
     ModelRequest,
     ModelResponse,
     StreamItem,
-    TextDelta,
     ToolCall,
-    ToolCallDelta,
     Usage,
 )
+from orchestrion.models.base import stream_of
 
 PREFIX = "[stand-in model] "
 
@@ -38,13 +37,8 @@ class StandInModel:
         return self._policy(request)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        response = self._policy(request)
-        if response.text:
-            for i, word in enumerate(response.text.split(" ")):
-                yield TextDelta(word if i == 0 else " " + word)
-        for i, c in enumerate(response.tool_calls):
-            yield ToolCallDelta(i, c.id, c.name, c.arguments)
-        yield response
+        async for item in stream_of(self._policy(request)):
+            yield item
 
 
 def say(text: str) -> ModelResponse:

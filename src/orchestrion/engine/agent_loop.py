@@ -8,15 +8,15 @@ journaled responses and tool results on replay.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections import Counter
 from typing import Any
 
 import pydantic
 
-from orchestrion._json import JSON, dumps_str, loads, to_jsonable
+from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.agent import FINAL_RESULT_TOOL, Agent
-from orchestrion.engine.execution import Context, Execution, Suspended, _errors
+from orchestrion.engine.execution import Context, Execution, Suspended
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import (
@@ -25,6 +25,7 @@ from orchestrion.errors import (
     MaxTurnsExceeded,
     OutputValidationError,
     ToolError,
+    validation_summary,
 )
 from orchestrion.messages import (
     Message,
@@ -58,6 +59,8 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         else:
             ok, output, problem = False, None, ""
         if ok:
+            if any(c.name != FINAL_RESULT_TOOL for c in calls):
+                await _run_tool_calls(ex, agent, prefix, calls, "")  # asked for with the answer
             return output
         if problem:
             if retries_left == 0:
@@ -96,7 +99,7 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
             data = data["result"]
         return True, adapter.validate_python(data), ""
     except pydantic.ValidationError as exc:
-        reason = _errors(exc)
+        reason = validation_summary(exc)
     except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
         reason = f"not valid JSON ({exc})"
     return (
@@ -111,15 +114,13 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
 async def _run_tool_calls(
     ex: Execution, agent: Agent[Any], prefix: str, calls: tuple[ToolCall, ...], final_problem: str
 ) -> list[ToolResult]:
+    keys = tool_keys(prefix, calls)
     if len(calls) == 1:
-        return [await _run_tool_call(ex, agent, prefix, calls[0], final_problem)]
-    # Models may repeat a call id (or send none): keep the step keys distinct by position.
-    ids = Counter(c.id for c in calls)
-    suffixes = [f"~{i}" if ids[c.id] > 1 else "" for i, c in enumerate(calls)]
+        return [await _run_tool_call(ex, agent, keys[0], calls[0], final_problem)]
     outcomes = await asyncio.gather(
         *(
-            _run_tool_call(ex, agent, prefix, c, final_problem, s)
-            for c, s in zip(calls, suffixes, strict=True)
+            _run_tool_call(ex, agent, key, c, final_problem)
+            for key, c in zip(keys, calls, strict=True)
         ),
         return_exceptions=True,
     )
@@ -137,15 +138,23 @@ async def _run_tool_calls(
     return results
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def tool_keys(prefix: str, calls: tuple[ToolCall, ...]) -> list[str]:
+    """`<prefix>/tool/<name>#<id>` for each call. Names and ids come from the model:
+    anything outside [A-Za-z0-9_.-] becomes `_`, a missing id is the call's
+    position, and a key seen twice in one response gets `~<position>`."""
+    keys: list[str] = []
+    for i, c in enumerate(calls):
+        key = f"{prefix}/tool/{_UNSAFE.sub('_', c.name)}#{_UNSAFE.sub('_', c.id) or i}"
+        keys.append(f"{key}~{i}" if key in keys else key)
+    return keys
+
+
 async def _run_tool_call(
-    ex: Execution,
-    agent: Agent[Any],
-    prefix: str,
-    call: ToolCall,
-    final_problem: str,
-    suffix: str = "",
+    ex: Execution, agent: Agent[Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
-    key = f"{prefix}/tool/{call.name}#{call.id}{suffix}"
     if call.name == FINAL_RESULT_TOOL and agent.output_adapter is not None:
         # Deterministic from the recorded response: no step needed.
         return ToolResult(
@@ -187,7 +196,7 @@ async def _approval(
             except pydantic.ValidationError as exc:
                 raise AnswerError(
                     f"Edited arguments {checked['arguments']!r} for tool {tool.name!r} "
-                    f"(approval {iid}) are invalid: {_errors(exc)}. Schema: {tool.parameters}"
+                    f"(approval {iid}) are invalid: {validation_summary(exc)}. Schema: {tool.parameters}"
                 ) from None
         return checked
 
@@ -216,7 +225,7 @@ def _argument_problem(tool: Tool, call: ToolCall, exc: pydantic.ValidationError)
             f"The arguments for {tool.name!r} are not valid JSON: {call.arguments[:200]!r}. "
             "Send a JSON object matching the tool's schema."
         )
-    return f"Invalid arguments for {tool.name!r}: {_errors(exc)}. Fix them and call again."
+    return f"Invalid arguments for {tool.name!r}: {validation_summary(exc)}. Fix them and call again."
 
 
 async def _execute(
@@ -235,26 +244,35 @@ async def _execute(
         await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
     ex.started(key, "tool")
     is_error = False
-    deadline = asyncio.timeout(tool.timeout)  # None: no deadline
+    deadline = None
     try:
-        async with deadline:
+        if tool.timeout is None:
             value = await _invoke(ex, key, tool, arguments)
-        content = value if isinstance(value, str) else dumps_str(to_jsonable(value))
+        else:
+            async with asyncio.timeout(tool.timeout) as deadline:
+                value = await _invoke(ex, key, tool, arguments)
     except ModelRetry as exc:
-        content, is_error = str(exc), True
+        value, is_error = str(exc), True
     except (Suspended, AnswerError, DeterminismError):
         raise  # the run's own control flow, not a failure of the tool
     except TimeoutError as exc:
-        if not deadline.expired():  # the tool's own TimeoutError, not our deadline
+        if deadline is None or not deadline.expired():  # the tool's own TimeoutError
             raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
         if write:
             # The effect may or may not have happened: fail the run so a resume
             # re-executes with the same idempotency key instead of a new call.
             raise await _tool_failed(ex, key, tool, exc, started, "timed out") from exc
-        content, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
-    except Exception as exc:  # includes a return value that is not JSON-serialisable
+        value, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
+    except Exception as exc:
         raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
-    content = note + content
+    try:
+        content = note + (value if isinstance(value, str) else dumps_str(value))
+    except TypeError as exc:
+        how = (
+            f"returned a {type(value).__name__}, which is not JSON: return a str, dict, list "
+            "or pydantic model"
+        )
+        raise await _tool_failed(ex, key, tool, exc, started, how) from exc
     await ex.completed(
         key, "tool", {"content": content, "is_error": is_error}, started, durable=write
     )

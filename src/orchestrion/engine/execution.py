@@ -27,7 +27,14 @@ from orchestrion.engine.events import (
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
 from orchestrion.engine.store import Store
-from orchestrion.errors import AnswerError, DeterminismError, ModelError, OrchestrionError, describe
+from orchestrion.errors import (
+    AnswerError,
+    DeterminismError,
+    ModelError,
+    OrchestrionError,
+    describe,
+    validation_summary,
+)
 from orchestrion.messages import ModelRequest, ModelResponse, TextDelta, Usage
 from orchestrion.models.base import Model
 from orchestrion.tools.tool import clean_schema
@@ -267,7 +274,7 @@ class Context(Generic[DepsT]):
             except pydantic.ValidationError as exc:
                 raise AnswerError(
                     f"Answer {value!r} to interrupt {iid} ({key}) is invalid: "
-                    f"{_errors(exc)}. Expected JSON matching {schema}."
+                    f"{validation_summary(exc)}. Expected JSON matching {schema}."
                 ) from None
 
         answer = await self._ex.interrupt(
@@ -288,12 +295,6 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     if adapter is None:
         adapter = _adapters[tp] = pydantic.TypeAdapter(tp)
     return adapter
-
-
-def _errors(exc: pydantic.ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-    )
 
 
 def _caller() -> str:

@@ -7,7 +7,8 @@ import builtins
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,13 +23,20 @@ from orchestrion.engine.events import (
     Sink,
 )
 from orchestrion.engine.execution import Context, Execution, Suspended
-from orchestrion.engine.interrupts import Answer, Interrupt, answer_to_json, normalize_approval
+from orchestrion.engine.interrupts import (
+    Answer,
+    Interrupt,
+    answer_to_json,
+    interrupt_id,
+    normalize_approval,
+)
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.result import RunResult
 from orchestrion.engine.store import Store, open_store
 from orchestrion.engine.targets import is_runnable, load_target, normalize_target
 from orchestrion.errors import (
     AnswerError,
+    DeterminismError,
     RunError,
     RunNotFound,
     RunNotResumable,
@@ -83,6 +91,7 @@ class Runtime:
         self.sinks = list(sinks)
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Any] = {}
+        """The runnable of each run started or resumed here, by run id."""
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._cancelling: set[str] = set()
 
@@ -109,7 +118,8 @@ class Runtime:
         """Run `runnable` (an Agent or pattern) on `input` until it completes,
         fails, or waits for a human."""
         record = await self._create(runnable, input, run_id, target)
-        return await self._execute(record, runnable, [], {}, deps, self._sink(None), False)
+        with self._working(record.id):
+            return await self._execute(record, runnable, [], {}, deps, self._sink(None), False)
 
     async def stream(
         self, runnable: Any, input: JSON = None, *, run_id: str | None = None, deps: Any = None
@@ -117,9 +127,13 @@ class Runtime:
         """Run like `run`, yielding events as they happen; the last is `RunFinished`."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         record = await self._create(runnable, input, run_id, None)
-        task = asyncio.create_task(
-            self._execute(record, runnable, [], {}, deps, self._sink(queue.put_nowait), False)
-        )
+        async def work() -> RunResult[Any]:
+            with self._working(record.id):
+                return await self._execute(
+                    record, runnable, [], {}, deps, self._sink(queue.put_nowait), False
+                )
+
+        task = asyncio.create_task(work())
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while (event := await queue.get()) is not None:
@@ -144,18 +158,19 @@ class Runtime:
     ) -> RunResult[Any]:
         """Continue a run that was interrupted, failed or crashed. `answers` maps
         interrupt ids to `Approve()`, `Reject(reason)` or a free JSON answer."""
-        record = await self.get(run_id)
-        if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-            raise RunNotResumable(
-                f"Run {run_id} is {record.status.value}; there is nothing to resume. "
-                f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
+        with self._working(run_id):
+            record = await self.get(run_id)
+            if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+                raise RunNotResumable(
+                    f"Run {run_id} is {record.status.value}; there is nothing to resume. "
+                    f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
+                )
+            checked = _check_answers(record, answers or {})
+            runnable = runnable or self._find_runnable(record)
+            entries = await self.store.load(run_id)
+            return await self._execute(
+                record, runnable, entries, checked, deps, self._sink(None), True
             )
-        if run_id in self._active:
-            raise RunNotResumable(f"Run {run_id} is still working in this process.")
-        checked = _check_answers(record, answers or {})
-        runnable = runnable or self._find_runnable(record)
-        entries = await self.store.load(run_id)
-        return await self._execute(record, runnable, entries, checked, deps, self._sink(None), True)
 
     async def fork(
         self,
@@ -179,9 +194,14 @@ class Runtime:
                 f"{' ...' if len(keys) > 20 else ''} (see `orchestrion show {run_id}`)."
             )
         prefix = [_renumber(e, i) for i, e in enumerate(entries[:index])]
-        if edit is not _NO_EDIT:
+        kind = entries[index].kind
+        answers: dict[str, JSON] = {}
+        if edit is not _NO_EDIT and kind in ("approval", "interrupt"):
+            # Validated where the run asks for it, like any answer, before it is journaled.
+            iid = interrupt_id(at)
+            answers[iid] = normalize_approval(iid, edit) if kind == "approval" else answer_to_json(edit)
+        elif edit is not _NO_EDIT:
             now = time.time()
-            kind = entries[index].kind
             prefix.append(
                 Entry(index, at, kind, StepStatus.COMPLETED, _edited(kind, at, edit), now, now)
             )
@@ -198,8 +218,16 @@ class Runtime:
             parent_id=run_id,
             fork_at=at,
         )
-        await self.store.create_run(fork, prefix)
-        return await self._execute(fork, runnable, prefix, {}, deps, self._sink(None), True)
+        with self._working(fork.id):
+            await self.store.create_run(fork, prefix)
+            self._runnables[fork.id] = runnable
+            try:
+                return await self._execute(
+                    fork, runnable, prefix, answers, deps, self._sink(None), True
+                )
+            except AnswerError as exc:
+                await self.store.update_run(fork.id, status=RunStatus.FAILED, error=describe(exc))
+                raise
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run: its task if it works in this process; its status in any case."""
@@ -249,7 +277,6 @@ class Runtime:
             raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
         if isinstance(runnable, Agent):
             self._model_for(runnable.model, runnable.name)  # a missing model fails before the run exists
-        self._runnables[runnable.name] = runnable
         now = time.time()
         record = RunRecord(
             id=run_id or _new_id(),
@@ -261,7 +288,25 @@ class Runtime:
             updated_at=now,
         )
         await self.store.create_run(record)
+        self._runnables[record.id] = runnable
         return record
+
+    @contextmanager
+    def _working(self, run_id: str) -> Iterator[None]:
+        """Reserve `run_id` for the current task before any await, so two resumes
+        of one run in this process cannot both execute it."""
+        if run_id in self._active:
+            raise RunNotResumable(
+                f"Run {run_id} is already working in this process: wait for it to finish "
+                f"or stop it with `runtime.cancel({run_id!r})`."
+            )
+        task = asyncio.current_task()
+        assert task is not None, "runs work inside an asyncio task"
+        self._active[run_id] = task
+        try:
+            yield
+        finally:
+            del self._active[run_id]
 
     def _sink(self, extra: Sink | None) -> Sink | None:
         sinks = [*self.sinks, extra] if extra is not None else self.sinks
@@ -291,12 +336,12 @@ class Runtime:
         return cached
 
     def _find_runnable(self, record: RunRecord) -> Any:
-        known = self._runnables.get(record.name)
+        known = self._runnables.get(record.id) or self._runnables.get(record.parent_id or "")
         if known is not None:
             return known
         if record.target:
             runnable = load_target(record.target)
-            self._runnables[record.name] = runnable
+            self._runnables[record.id] = runnable
             return runnable
         raise RunNotResumable(
             f"Run {record.id} ({record.name!r}) was started from Python without a target, and "
@@ -325,16 +370,14 @@ class Runtime:
             model_for=self._model_for,
         )
         if resumed:
-            await self.store.update_run(record.id, status=RunStatus.RUNNING, usage=record.usage)
+            # Pending interrupts stay listed until the run suspends again or ends,
+            # so a crash during this resume leaves them answerable.
+            await self.store.update_run(
+                record.id, status=RunStatus.RUNNING, pending=record.pending, usage=record.usage
+            )
         if sink is not None:
             sink(RunStarted(record.id, record.name, resumed))
-        task = asyncio.current_task()
-        if task is not None:
-            self._active[record.id] = task
-        try:
-            result = await self._work(ex, record, runnable)
-        finally:
-            self._active.pop(record.id, None)
+        result = await self._work(ex, record, runnable)
         if sink is not None:
             for interrupt in result.interrupts:
                 sink(InterruptRequested(record.id, interrupt))
@@ -349,6 +392,11 @@ class Runtime:
             else:
                 value = await runnable.invoke(Context(ex, runnable.name), record.input)
             output = to_jsonable(value)
+            if ex.answers:
+                raise DeterminismError(
+                    f"Run {run_id} finished without reaching the interrupts answered "
+                    f"({sorted(ex.answers)}): the code differs from the code that started it."
+                )
         except Suspended as suspended:
             pending = [i.to_json() for i in suspended.interrupts]
             await store.update_run(
@@ -423,9 +471,7 @@ def _edited(kind: str, key: str, edit: Any) -> JSON:
             f"Edit for tool step {key!r} must be the text the model reads, or "
             '{"content": str, "is_error": bool}.'
         )
-    if kind == "approval":
-        return normalize_approval(key, edit)
-    return to_jsonable(answer_to_json(edit))
+    return to_jsonable(edit)
 
 
 def _check_answers(record: RunRecord, answers: Mapping[str, Answer]) -> dict[str, JSON]:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from orchestrion.errors import ModelRequestsBlocked
-from orchestrion.messages import ModelRequest, ModelResponse, StreamItem
+from orchestrion.messages import ModelRequest, ModelResponse, StreamItem, TextDelta, ToolCallDelta
 
 
 @runtime_checkable
@@ -43,3 +43,14 @@ def check_requests_allowed(model_name: str) -> None:
             "forbidden here (orchestrion.testing.forbid_model_requests). Use a fake from "
             "orchestrion.testing, or wrap the code in `allow_model_requests()`."
         )
+
+
+async def stream_of(response: ModelResponse) -> AsyncIterator[StreamItem]:
+    """Stream a finished response (for fakes and stand-ins): its text word by
+    word, its tool calls, then the response itself."""
+    if response.text:
+        for i, word in enumerate(response.text.split(" ")):
+            yield TextDelta(word if i == 0 else " " + word)
+    for i, c in enumerate(response.tool_calls):
+        yield ToolCallDelta(i, c.id, c.name, c.arguments)
+    yield response

@@ -12,12 +12,11 @@ from orchestrion.messages import (
     ModelRequest,
     ModelResponse,
     StreamItem,
-    TextDelta,
     ToolCall,
-    ToolCallDelta,
     ToolResult,
     Usage,
 )
+from orchestrion.models.base import stream_of
 
 Scripted = str | ModelResponse | ToolCall | list[ToolCall]
 
@@ -53,16 +52,18 @@ def _as_response(item: Scripted, request: ModelRequest, turn: int) -> ModelRespo
     return item
 
 
-async def _stream(response: ModelResponse) -> AsyncIterator[StreamItem]:
-    if response.text:
-        for i, word in enumerate(response.text.split(" ")):
-            yield TextDelta(word if i == 0 else " " + word)
-    for i, c in enumerate(response.tool_calls):
-        yield ToolCallDelta(i, c.id, c.name, c.arguments)
-    yield response
+class _Fake:
+    """A fake streams by splitting what `request` answers."""
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        raise NotImplementedError
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        async for item in stream_of(await self.request(request)):
+            yield item
 
 
-class ScriptedModel:
+class ScriptedModel(_Fake):
     """Answers requests from a FIFO script: text, tool calls or full responses.
 
     Replayed steps do not consume the script; only live requests do. Call
@@ -89,10 +90,6 @@ class ScriptedModel:
         self._turn += 1
         return _as_response(self._script.popleft(), request, self._turn)
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        async for item in _stream(await self.request(request)):
-            yield item
-
     def assert_complete(self) -> None:
         if self._script:
             raise AssertionError(
@@ -104,7 +101,7 @@ class ScriptedModel:
 ModelFunction = Callable[[ModelRequest], Scripted | Awaitable[Scripted]]
 
 
-class FunctionModel:
+class FunctionModel(_Fake):
     """A function of the request decides each answer (sync or async)."""
 
     def __init__(self, function: ModelFunction, *, name: str = "function") -> None:
@@ -123,12 +120,8 @@ class FunctionModel:
             item = await item
         return _as_response(item, request, len(self.requests))
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        async for item in _stream(await self.request(request)):
-            yield item
 
-
-class TestModel:
+class TestModel(_Fake):
     """Calls every tool once with arguments generated from its schema, then answers
     (through the typed-output tool when the agent has one)."""
 
@@ -154,10 +147,6 @@ class TestModel:
         if output is not None:
             return _as_response(call("final_result", example(output.parameters)), request, turn)
         return _as_response(self._text, request, turn)
-
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        async for item in _stream(await self.request(request)):
-            yield item
 
 
 _FORMATS = {
