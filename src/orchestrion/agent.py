@@ -8,8 +8,9 @@ checked is checked here, at definition time, before any model call.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import pydantic
@@ -50,7 +51,7 @@ class Agent(Generic[OutputT]):
     """What the agent does, for the agents and people that delegate to it."""
     model_settings: ModelSettings = field(default_factory=ModelSettings)
 
-    tool_map: dict[str, Tool] = field(init=False, repr=False)
+    tool_map: Mapping[str, Tool] = field(init=False, repr=False)
     tool_definitions: tuple[ToolDefinition, ...] = field(init=False, repr=False)
     output_adapter: pydantic.TypeAdapter[Any] | None = field(init=False, repr=False)
     output_wrapped: bool = field(init=False, repr=False)
@@ -104,7 +105,7 @@ class Agent(Generic[OutputT]):
             )
         set_ = object.__setattr__
         set_(self, "tools", tools)
-        set_(self, "tool_map", tool_map)
+        set_(self, "tool_map", MappingProxyType(tool_map))
         set_(self, "tool_definitions", tuple(definitions))
         set_(self, "output_adapter", adapter)
         set_(self, "output_wrapped", wrapped)

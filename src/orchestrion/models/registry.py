@@ -21,8 +21,6 @@ _BUILTIN: dict[str, str] = {
     "openai": "orchestrion.models.openai:from_string",
     "openai-compatible": "orchestrion.models.openai:compatible_from_string",
     "anthropic": "orchestrion.models.anthropic:from_string",
-    "test": "orchestrion.testing.models:test_model_from_string",
-    "stand-in": "orchestrion.demos.stand_in:from_string",
 }
 _registered: dict[str, ModelFactory] = {}
 
@@ -65,7 +63,9 @@ def infer_model(model: Model | str) -> Model:
     prefix, sep, rest = model.partition(":")
     factory = _factory(prefix) if sep else None
     if factory is None:
-        known = sorted({*_BUILTIN, *_registered})
+        known = sorted(
+            {*_BUILTIN, *_registered, *(ep.name for ep in entry_points(group="orchestrion.models"))}
+        )
         raise ModelNotFound(
             f"Unknown model {model!r}: expected '<provider>:<model>' with a provider among "
             f"{known} or one registered under the 'orchestrion.models' entry point."
