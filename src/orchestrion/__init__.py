@@ -35,6 +35,7 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
+from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStatus",
+    "Runnable",
     "Runtime",
     "StepCompleted",
     "StepFailed",
@@ -79,5 +81,6 @@ __all__ = [
     "ToolError",
     "Usage",
     "UserError",
+    "Workflow",
     "tool",
 ]

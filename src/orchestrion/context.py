@@ -7,7 +7,7 @@ without importing the engine, which provides the implementation.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from orchestrion._json import JSON
 
@@ -39,16 +39,20 @@ class RunContext(Protocol[DepsT_co]):
         re-executed after a crash has its effect only once."""
         ...
 
+    @overload
+    async def interrupt(self, payload: JSON, *, name: str | None = None) -> str: ...
+
+    @overload
     async def interrupt(
-        self,
-        payload: JSON,
-        *,
-        name: str | None = None,
-        answer_type: Any = str,
+        self, payload: JSON, *, name: str | None = None, answer_type: type[T]
+    ) -> T: ...
+
+    async def interrupt(
+        self, payload: JSON, *, name: str | None = None, answer_type: Any = str
     ) -> Any:
         """Ask a human. The run suspends with status `interrupted` until the answer
         is given to `Runtime.resume`; then this returns the answer, validated as
-        `answer_type`. Nothing journaled before it runs again."""
+        `answer_type` (str by default). Nothing journaled before it runs again."""
         ...
 
     async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:

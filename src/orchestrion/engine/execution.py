@@ -12,7 +12,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import pydantic
 
@@ -260,6 +260,14 @@ class Context(Generic[DepsT]):
             self._count += 1
             return f"{self.key}/{stem}-{self._count}"
         return f"{self.key}/{name}"
+
+    @overload
+    async def interrupt(self, payload: JSON, *, name: str | None = None) -> str: ...
+
+    @overload
+    async def interrupt(
+        self, payload: JSON, *, name: str | None = None, answer_type: type[T]
+    ) -> T: ...
 
     async def interrupt(
         self, payload: JSON, *, name: str | None = None, answer_type: Any = str

@@ -47,6 +47,7 @@ from orchestrion.errors import (
 from orchestrion.messages import ModelResponse
 from orchestrion.models.base import Model
 from orchestrion.models.registry import infer_model
+from orchestrion.runnable import Runnable
 
 Durability = Literal["sync", "async"]
 _NO_EDIT: Any = object()
@@ -90,7 +91,7 @@ class Runtime:
         self.durability = durability
         self.sinks = list(sinks)
         self._models: dict[str, Model] = {}
-        self._runnables: dict[str, Any] = {}
+        self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._cancelling: set[str] = set()
@@ -108,7 +109,7 @@ class Runtime:
 
     async def run(
         self,
-        runnable: Any,
+        runnable: Runnable,
         input: JSON = None,
         *,
         run_id: str | None = None,
@@ -122,7 +123,7 @@ class Runtime:
             return await self._execute(record, runnable, [], {}, deps, self._sink(None), False)
 
     async def stream(
-        self, runnable: Any, input: JSON = None, *, run_id: str | None = None, deps: Any = None
+        self, runnable: Runnable, input: JSON = None, *, run_id: str | None = None, deps: Any = None
     ) -> AsyncIterator[Event]:
         """Run like `run`, yielding events as they happen; the last is `RunFinished`."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -144,7 +145,7 @@ class Runtime:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    def run_sync(self, runnable: Any, input: JSON = None, **kwargs: Any) -> RunResult[Any]:
+    def run_sync(self, runnable: Runnable, input: JSON = None, **kwargs: Any) -> RunResult[Any]:
         """`run` for code without an event loop."""
         return asyncio.run(self.run(runnable, input, **kwargs))
 
@@ -153,7 +154,7 @@ class Runtime:
         run_id: str,
         answers: Mapping[str, Answer] | None = None,
         *,
-        runnable: Any = None,
+        runnable: Runnable | None = None,
         deps: Any = None,
     ) -> RunResult[Any]:
         """Continue a run that was interrupted, failed or crashed. `answers` maps
@@ -179,7 +180,7 @@ class Runtime:
         at: str,
         edit: Any = _NO_EDIT,
         new_run_id: str | None = None,
-        runnable: Any = None,
+        runnable: Runnable | None = None,
         deps: Any = None,
     ) -> RunResult[Any]:
         """A new run reusing the journal of `run_id` before step `at`, with `edit`
@@ -264,7 +265,7 @@ class Runtime:
     # -- internals -------------------------------------------------------------
 
     async def _create(
-        self, runnable: Any, input: JSON, run_id: str | None, target: str | None
+        self, runnable: Runnable, input: JSON, run_id: str | None, target: str | None
     ) -> RunRecord:
         if not is_runnable(runnable):
             raise UserError(
@@ -335,7 +336,7 @@ class Runtime:
             cached = self._models[model] = infer_model(model)
         return cached
 
-    def _find_runnable(self, record: RunRecord) -> Any:
+    def _find_runnable(self, record: RunRecord) -> Runnable:
         known = self._runnables.get(record.id) or self._runnables.get(record.parent_id or "")
         if known is not None:
             return known
@@ -352,7 +353,7 @@ class Runtime:
     async def _execute(
         self,
         record: RunRecord,
-        runnable: Any,
+        runnable: Runnable,
         entries: builtins.list[Entry],
         answers: dict[str, JSON],
         deps: Any,
@@ -384,7 +385,7 @@ class Runtime:
             sink(RunFinished(record.id, result))
         return result
 
-    async def _work(self, ex: Execution, record: RunRecord, runnable: Any) -> RunResult[Any]:
+    async def _work(self, ex: Execution, record: RunRecord, runnable: Runnable) -> RunResult[Any]:
         store, run_id = self.store, record.id
         try:
             if isinstance(runnable, Agent):

@@ -6,13 +6,14 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from orchestrion.agent import Agent
 from orchestrion.errors import TargetError
+from orchestrion.runnable import Runnable
 
 
-def is_runnable(obj: object) -> bool:
+def is_runnable(obj: object) -> TypeGuard[Runnable]:
     """An `Agent`, or any object with a `name` and an async `invoke(ctx, input)`."""
     return isinstance(obj, Agent) or (
         isinstance(getattr(obj, "name", None), str) and callable(getattr(obj, "invoke", None))
@@ -27,7 +28,7 @@ def normalize_target(target: str) -> str:
     return target
 
 
-def load_target(target: str) -> Any:
+def load_target(target: str) -> Runnable:
     location, sep, attr = target.rpartition(":")
     if not sep or not location or not attr:
         raise TargetError(
