@@ -153,6 +153,13 @@ async def test_update_unknown_run_raises(store: Store) -> None:
         await store.update_run("ghost", status=RunStatus.COMPLETED)
 
 
+async def test_a_used_idempotency_key_is_refused_naming_its_run(store: Store) -> None:
+    await store.create_run(run("run-1", idempotency_key="key-a"))
+    with pytest.raises(StoreError, match="idempotency key 'key-a' is already used by run 'run-1'"):
+        await store.create_run(run("run-2", idempotency_key="key-a"))
+    assert await store.get_run("run-2") is None
+
+
 async def test_find_run_by_idempotency_key(store: Store) -> None:
     await store.create_run(run("run-1", idempotency_key="key-a"))
     await store.create_run(run("run-2"))
@@ -227,6 +234,31 @@ async def test_append_to_unknown_run_raises(store: Store, durable: bool) -> None
     # Nothing is left to surface later.
     await store.create_run(run("real"))
     await store.append("real", [entry(0)], durable=True)
+
+
+async def test_append_refuses_a_duplicate_or_out_of_order_seq(store: Store) -> None:
+    """A journal is a gap-free prefix: each append continues it at its next seq."""
+    await store.create_run(run("run-1"))
+    await store.append("run-1", [entry(0), entry(1)], durable=True)
+    with pytest.raises(StoreError, match=r"run 'run-1'.*seq 1.*resumed twice at once"):
+        await store.append("run-1", [entry(1, result={"again": True})], durable=True)
+    # A store may refuse the run's writes until its journal is read again (a resume).
+    assert await store.load("run-1") == [entry(0), entry(1)]
+    with pytest.raises(StoreError, match=r"run 'run-1'.*seq 2 would be missing"):
+        await store.append("run-1", [entry(3)], durable=True)
+    assert await store.load("run-1") == [entry(0), entry(1)]
+    with pytest.raises(StoreError, match=r"run 'run-1'.*seq 3 would be missing"):
+        await store.append("run-1", [entry(2), entry(4)], durable=True)
+    assert await store.load("run-1") == [entry(0), entry(1)], "a refused append adds nothing"
+    await store.append("run-1", [entry(2), entry(3)], durable=True)
+    assert [e.seq for e in await store.load("run-1")] == [0, 1, 2, 3]
+    # A fork's journal continues after the entries it was created with.
+    await store.create_run(run("fork", created_at=T0 + 1), [entry(0), entry(1)])
+    with pytest.raises(StoreError, match=r"run 'fork'.*resumed twice at once"):
+        await store.append("fork", [entry(0)], durable=True)
+    assert await store.load("fork") == [entry(0), entry(1)]
+    await store.append("fork", [entry(2)], durable=True)
+    assert [e.seq for e in await store.load("fork")] == [0, 1, 2]
 
 
 async def test_concurrent_appends_keep_per_run_order(store: Store) -> None:

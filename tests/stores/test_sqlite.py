@@ -19,7 +19,8 @@ import orchestrion.stores.sqlite as sqlite_module
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.store import open_store
 from orchestrion.errors import StoreError, UserError
-from orchestrion.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from orchestrion.stores._sqlite_writer import SCHEMA_VERSION
+from orchestrion.stores.sqlite import SQLiteStore
 
 
 def run(run_id: str, **fields: object) -> RunRecord:
@@ -42,16 +43,6 @@ async def store(db: Path) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore(db)
     yield s
     await s.close()
-
-
-@pytest.fixture
-def locked(db: Path) -> Iterator[sqlite3.Connection]:
-    """Another connection holding the database's write lock."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
-    yield conn
-    conn.execute("ROLLBACK")
-    conn.close()
 
 
 # -- files and URLs ----------------------------------------------------------
@@ -198,38 +189,201 @@ async def test_locked_database_raises_store_error(db: Path) -> None:
         conn.close()
 
 
-async def test_failed_non_durable_append_surfaces_at_the_next_call(db: Path) -> None:
-    store = SQLiteStore(db, busy_timeout=0.05)
-    conn = sqlite3.connect(db, isolation_level=None)
+def journal_seqs(db: Path, run_id: str) -> list[int]:
+    """The seqs of a run's journal as the file holds them, read by another connection."""
+    conn = sqlite3.connect(db)
     try:
-        await store.create_run(run("run-1"))
-        conn.execute("BEGIN EXCLUSIVE")
-        await store.append("run-1", [entry(0)], durable=False)  # returns at once
-        with pytest.raises(StoreError, match=r"An earlier write failed.*locked"):
-            await store.get_run("run-1")  # a read that itself succeeds
+        rows = conn.execute("SELECT seq FROM journal WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [seq for (seq,) in rows]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def short(db: Path) -> AsyncIterator[SQLiteStore]:
+    """A store that gives up on a lock quickly (0.05 s, then as long again in retries)."""
+    s = SQLiteStore(db, busy_timeout=0.05)
+    yield s
+    await s.close()  # raises a failure no call heard of: each test hears of all of them
+
+
+@pytest.fixture
+def other(db: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection to the file ("another process"), to hold its write lock."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    yield conn
+    if conn.in_transaction:
         conn.execute("ROLLBACK")
-        # Reported once, then the store goes on.
-        assert await store.get_run("run-1") is not None
+    conn.close()
+
+
+async def test_lost_writes_fail_their_own_run_and_leave_no_hole(
+    db: Path, short: SQLiteStore, other: sqlite3.Connection
+) -> None:
+    store = short
+    await store.create_run(run("a"))
+    await store.create_run(run("b"))
+    await store.append("a", [entry(0)], durable=True)
+    other.execute("BEGIN EXCLUSIVE")  # held past the busy timeout and the retries
+    await store.append("a", [entry(1)], durable=False)  # returns at once; its batch fails
+    await store.append("a", [entry(2)], durable=False)  # queued behind it: must not commit
+    # A call of another run, queued behind a's writes, is not told of a's failure.
+    assert await store.get_run("b") is not None
+    other.execute("ROLLBACK")
+    await store.append("b", [entry(0)], durable=True)
+    assert await store.load("b") == [entry(0)]
+    assert journal_seqs(db, "a") == [0], "no hole: seq 2 was not written without seq 1"
+
+    # a's next call hears of it, whatever it is, with what to do.
+    with pytest.raises(StoreError) as info:
+        await store.append("a", [entry(3)], durable=False)
+    message = str(info.value)
+    assert "Run 'a' lost writes" in message
+    assert "'agent/turn-1/model' (seq 1)" in message, "names the first lost step"
+    assert "locked by another process" in message and str(db) in message
+    assert "`orchestrion resume a`" in message
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    # Its writes stay refused, so the run cannot complete over the lost entries.
+    with pytest.raises(StoreError, match="Run 'a' lost writes"):
+        await store.update_run("a", status=RunStatus.COMPLETED, output="done")
+    with pytest.raises(StoreError, match="Run 'a' lost writes"):
+        await store.append("a", [entry(3)], durable=True)
+    got = await store.get_run("a")
+    assert got is not None and got.status is RunStatus.RUNNING
+    assert journal_seqs(db, "a") == [0]
+    await store.append("b", [entry(1)], durable=False)  # b goes on
+    await store.update_run("b", status=RunStatus.COMPLETED)
+
+    # A resume: the load returns the saved prefix and clears the failure; the
+    # appends continue it from its end.
+    assert await store.load("a") == [entry(0)]
+    await store.append("a", [entry(1, {"again": True})], durable=False)
+    await store.append("a", [entry(2)], durable=False)
+    await store.update_run("a", status=RunStatus.COMPLETED, output="done")
+    assert await store.load("a") == [entry(0), entry(1, {"again": True}), entry(2)]
+    assert journal_seqs(db, "b") == [0, 1]
+
+
+async def test_a_durable_call_in_a_failed_batch_gets_its_own_runs_error(
+    short: SQLiteStore, other: sqlite3.Connection
+) -> None:
+    store = short
+    for run_id in ("a", "b", "c"):
+        await store.create_run(run(run_id))
+    other.execute("BEGIN EXCLUSIVE")
+    await store.append("a", [entry(0)], durable=False)
+    with pytest.raises(StoreError, match="Run 'b' lost writes") as info:
+        await store.append("b", [entry(0)], durable=True)
+    assert "'a'" not in str(info.value)
+    other.execute("ROLLBACK")
+    await store.append("c", [entry(0)], durable=True)  # c had nothing in the failed batch
+    with pytest.raises(StoreError, match="Run 'a' lost writes"):
+        await store.append("a", [entry(1)], durable=True)
+    # b heard of it already; it stays refused until a load (a resume) of b.
+    with pytest.raises(StoreError, match="Run 'b' lost writes"):
+        await store.append("b", [entry(1)], durable=False)
+    for run_id in ("a", "b"):
+        assert await store.load(run_id) == []
+        await store.append(run_id, [entry(0)], durable=True)
+    assert [await store.load(r) for r in ("a", "b", "c")] == [[entry(0)]] * 3
+
+
+async def test_a_load_raises_a_failure_not_heard_of_then_the_next_load_clears_it(
+    short: SQLiteStore, other: sqlite3.Connection
+) -> None:
+    store = short
+    await store.create_run(run("a"))
+    await store.append("a", [entry(0)], durable=True)
+    other.execute("BEGIN EXCLUSIVE")
+    await store.append("a", [entry(1)], durable=False)
+    assert await store.get_run("a") is not None  # a read of the record does not raise
+    other.execute("ROLLBACK")
+    with pytest.raises(StoreError, match=r"Run 'a' lost writes.*orchestrion resume a"):
+        await store.load("a")
+    assert await store.load("a") == [entry(0)]
+    await store.append("a", [entry(1)], durable=True)
+    assert await store.load("a") == [entry(0), entry(1)]
+
+
+async def test_close_raises_a_failure_no_call_heard_of(db: Path, other: sqlite3.Connection) -> None:
+    store = SQLiteStore(db, busy_timeout=0.05)
+    await store.create_run(run("a"))
+    other.execute("BEGIN EXCLUSIVE")
+    await store.append("a", [entry(0)], durable=False)
+    with pytest.raises(StoreError, match="Run 'a' lost writes"):
+        await store.close()
+    await store.close()  # reported once
+
+
+async def test_a_lock_held_past_the_busy_timeout_but_within_the_retries_loses_nothing(
+    db: Path, other: sqlite3.Connection
+) -> None:
+    # The first attempt gives up after 0.4 s; the lock goes at 0.6 s; the retries
+    # go on until 0.8 s.
+    store = SQLiteStore(db, busy_timeout=0.4)
+    try:
+        await store.create_run(run("a"))
+        await store.create_run(run("b"))
+        other.execute("BEGIN EXCLUSIVE")
+        asyncio.get_running_loop().call_later(0.6, other.execute, "ROLLBACK")
+        for i in range(5):
+            await store.append("a", [entry(i)], durable=False)
+        await store.append("b", [entry(0)], durable=True)  # waits through the retries
+        await store.append("a", [entry(5)], durable=False)
+        await store.update_run("a", status=RunStatus.COMPLETED)
+        assert store._writer.retries > 0, "the first attempt timed out and was retried"
+        assert [e.seq for e in await store.load("a")] == list(range(6))
+        assert await store.load("b") == [entry(0)]
     finally:
         await store.close()
-        conn.close()
+    assert journal_seqs(db, "a") == list(range(6))
 
 
 async def test_a_bad_write_fails_alone_in_its_group_commit(store: SQLiteStore) -> None:
     await store.create_run(run("a"))
     await store.create_run(run("b"))
     await store.append("a", [entry(0)], durable=False)
-    await store.append("a", [entry(0, {"dup": True})], durable=False)  # same seq: rejected
+    await store.append("a", [entry(0, {"dup": True})], durable=False)  # same seq: refused
+    await store.append("a", [entry(1)], durable=False)  # after a refused one: refused too
     await store.append("b", [entry(0)], durable=False)
-    with pytest.raises(StoreError, match=r"run 'a'.*seq"):
-        await store.append("b", [entry(1)], durable=True)
+    await store.append("b", [entry(1)], durable=True)  # b is not told of a's failure
+    with pytest.raises(StoreError, match=r"run 'a'.*seq 0.*resumed twice at once"):
+        await store.update_run("a", status=RunStatus.COMPLETED)
     assert await store.load("a") == [entry(0)]
     assert await store.load("b") == [entry(0), entry(1)]
 
 
+async def test_two_writers_of_one_run_are_told_it_is_resumed_twice(db: Path) -> None:
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    try:
+        await first.create_run(run("a"))
+        await second.append("a", [entry(0)], durable=True)
+        await first.append("a", [entry(1)], durable=True)
+        # `second` expects seq 1 next; the file has it: the insert itself conflicts.
+        with pytest.raises(StoreError, match=r"run 'a'.*at seq 1.*resumed twice at once"):
+            await second.append("a", [entry(1, {"second": True})], durable=True)
+        with pytest.raises(StoreError, match="resumed twice at once"):
+            await second.append("a", [entry(2)], durable=False)  # refused until a load
+        # A third writer that never saw the run checks against the file.
+        third = SQLiteStore(db)
+        try:
+            with pytest.raises(StoreError, match=r"at seq 0.*resumed twice at once"):
+                await third.append("a", [entry(0)], durable=True)
+        finally:
+            await third.close()
+        await first.append("a", [entry(2)], durable=False)
+        assert await first.load("a") == [entry(0), entry(1), entry(2)]
+        assert await second.load("a") == [entry(0), entry(1), entry(2)]  # clears
+        await second.append("a", [entry(3)], durable=True)
+        assert [e.seq for e in await first.load("a")] == [0, 1, 2, 3]
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_idempotency_keys_are_unique(store: SQLiteStore) -> None:
     await store.create_run(run("a", idempotency_key="k"))
-    with pytest.raises(StoreError, match="idempotency key 'k'"):
+    with pytest.raises(StoreError, match="idempotency key 'k' is already used by run 'a'"):
         await store.create_run(run("b", idempotency_key="k"))
     assert await store.get_run("b") is None
 

@@ -11,6 +11,40 @@ from orchestrion.engine.journal import Entry, RunRecord, RunStatus
 from orchestrion.errors import StoreError
 
 
+def duplicate_seq_error(run_id: str, seq: int) -> StoreError:
+    """Why appending a seq that a run's journal already holds is refused."""
+    return StoreError(
+        f"Cannot append seq {seq} to run {run_id!r}: its journal already has an entry at "
+        f"seq {seq}. The run is being resumed twice at once (by two processes, or twice in "
+        "one): let the other resume finish, then check the run with "
+        f"`orchestrion show {run_id}`."
+    )
+
+
+def seq_error(run_id: str, seq: int, expected: int) -> StoreError:
+    """Why appending `seq` to a run whose journal must continue at `expected` is refused.
+
+    Shared by the built-in stores so that both say the same thing."""
+    if seq < expected:
+        return duplicate_seq_error(run_id, seq)
+    missing = f"seq {expected}" if seq == expected + 1 else f"seqs {expected}..{seq - 1}"
+    return StoreError(
+        f"Cannot append seq {seq} to run {run_id!r}: its journal continues at seq {expected}, "
+        f"so {missing} would be missing. Entries are appended in seq order "
+        f"without gaps; if earlier writes of this run failed, resume it from what was saved: "
+        f"`orchestrion resume {run_id}`."
+    )
+
+
+def idempotency_key_error(run_id: str, key: str, owner: str | None) -> StoreError:
+    """Why creating a run with an idempotency key that is already used is refused."""
+    by = f"run {owner!r}" if owner is not None else "another run"
+    return StoreError(
+        f"Cannot create run {run_id!r}: idempotency key {key!r} is already used by {by}; "
+        "look that run up with find_run(idempotency_key=...)."
+    )
+
+
 class MemoryStore:
     url = "memory://"
 
@@ -26,8 +60,10 @@ class MemoryStore:
         if run.id in self._runs:
             raise StoreError(f"A run with id {run.id!r} already exists; choose another id.")
         key = run.idempotency_key
-        if key is not None and any(r.idempotency_key == key for r in self._runs.values()):
-            raise StoreError(f"A run with idempotency key {key!r} already exists.")
+        if key is not None:
+            owner = next((r.id for r in self._runs.values() if r.idempotency_key == key), None)
+            if owner is not None:
+                raise idempotency_key_error(run.id, key, owner)
         self._runs[run.id] = dataclasses.replace(run, pending=list(run.pending))
         self._journals[run.id] = list(entries)
 
@@ -71,10 +107,16 @@ class MemoryStore:
         run.updated_at = time.time()
 
     async def append(self, run_id: str, entries: Sequence[Entry], *, durable: bool) -> None:
-        try:
-            self._journals[run_id].extend(entries)
-        except KeyError:
-            raise StoreError(f"Cannot append to run {run_id!r}: it does not exist.") from None
+        journal = self._journals.get(run_id)
+        if journal is None:
+            raise StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
+        # A journal is a gap-free prefix: each entry's seq is the journal's length
+        # when it is appended. Checked for all entries before any is added.
+        expected = len(journal)
+        for i, e in enumerate(entries):
+            if e.seq != expected + i:
+                raise seq_error(run_id, e.seq, expected + i)
+        journal.extend(entries)
 
     async def load(self, run_id: str) -> list[Entry]:
         return list(self._journals.get(run_id, ()))

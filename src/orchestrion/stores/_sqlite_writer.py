@@ -1,0 +1,648 @@
+"""The SQLite store's writer thread: group commit, retries, per-run failures.
+
+See `orchestrion.stores.sqlite` for the design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import queue
+import sqlite3
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from orchestrion._json import dumps_str, loads
+from orchestrion.engine.journal import Entry, RunRecord
+from orchestrion.errors import StoreError
+from orchestrion.stores.memory import duplicate_seq_error, idempotency_key_error, seq_error
+
+SCHEMA_VERSION = 1
+"""Version of the table layout, kept in `PRAGMA user_version`. Bumped (with a
+migration in `_Writer._open`) when a table or column is added."""
+
+DEFAULT_PATH = ".orchestrion/orchestrion.db"
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        idempotency_key TEXT,
+        data TEXT NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency_key ON runs (idempotency_key) "
+    "WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS runs_created_at ON runs (created_at)",
+    "CREATE INDEX IF NOT EXISTS runs_status_created_at ON runs (status, created_at)",
+    """CREATE TABLE IF NOT EXISTS journal (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID""",
+)
+
+_INSERT_RUN = (
+    "INSERT INTO runs (id, name, status, created_at, updated_at, idempotency_key, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ENTRY = (
+    "INSERT INTO journal (run_id, seq, key, kind, status, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_ORDER = " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+
+# Operation codes. An operation is a plain tuple `(code, argument, waiter)`:
+# the non-durable append is the hot path and a tuple is the cheapest record.
+_CREATE, _UPDATE, _APPEND, _GET, _FIND, _LIST, _LOAD, _STOP = range(8)
+_WRITES = frozenset({_CREATE, _UPDATE, _APPEND})
+_MAX_BATCH = 20_000
+
+Op = tuple[int, Any, Any]
+Row = tuple[str, int, str, str, str, str]
+
+
+class _SyncWaiter:
+    """Waits for an operation from a thread with no event loop (the atexit flush)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: object = None
+
+    def set(self, result: object) -> None:
+        self.result = result
+        self.done.set()
+
+
+_RETRY_MIN_WINDOW = 0.1
+"""Seconds a batch that failed on a locked file is retried, at least (else `busy_timeout`)."""
+_RETRY_MAX_PAUSE = 0.05
+
+
+class _Failure:
+    """Why a write of a run failed. Until a load of the run after the error was
+    raised, the run's later writes are refused, so that its journal stays a prefix."""
+
+    __slots__ = ("cause", "message", "reported")
+
+    def __init__(self, message: str, cause: BaseException | None) -> None:
+        self.message = message
+        self.cause = cause
+        self.reported = False
+        """Set once the error was raised to a caller (in that caller's thread)."""
+
+    def error(self) -> StoreError:
+        error = StoreError(self.message)
+        error.__cause__ = self.cause
+        return error
+
+
+Delivery = tuple[asyncio.Future[Any], object, _Failure | None]
+
+
+def _resolve(items: list[Delivery]) -> None:
+    """Runs in the caller's event loop: hand each waiting caller its result."""
+    for fut, result, failure in items:
+        if fut.done():  # the caller was cancelled: a run's failure stays unreported
+            continue
+        if isinstance(result, StoreError):
+            fut.set_exception(result)
+            if failure is not None:
+                failure.reported = True
+        else:
+            fut.set_result(result)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """Whether `exc` is another connection holding the lock (worth retrying)."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    return isinstance(exc, sqlite3.Error) and (
+        name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
+    )
+
+
+def _store_error(path: str, exc: BaseException, doing: str, waited: float) -> StoreError:
+    """Turn a sqlite3 or OS error into a StoreError that says what to do."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    msg = str(exc)
+    if _is_busy(exc):
+        text = (
+            f"The store {path} is locked by another process (waited {round(waited, 2):g} s while "
+            f"{doing}): stop the other process or let it finish, or point --store at another file."
+        )
+    elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or (
+        "not a database" in msg or "malformed" in msg
+    ):
+        text = (
+            f"{path} is not a SQLite database or is corrupted: move it aside or point "
+            "--store at another file."
+        )
+    elif name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or isinstance(
+        exc, OSError
+    ):
+        text = (
+            f"Cannot write the store {path} ({msg}): check that the file and its directory "
+            "are writable, or point --store at another file."
+        )
+    elif name.startswith("SQLITE_FULL"):
+        text = f"The disk holding the store {path} is full: free some space or point --store at another file."
+    else:
+        text = f"The store {path} failed while {doing}: {type(exc).__name__}: {msg}"
+    error = StoreError(text)
+    error.__cause__ = exc
+    return error
+
+
+def _copy(error: StoreError) -> StoreError:
+    """A new exception with the same message and cause (one instance per caller)."""
+    copy = StoreError(str(error))
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+def _lost(
+    run_id: str, ops: list[Op], cause: StoreError, fix: str = "fix the database problem, then "
+) -> _Failure:
+    """The failure of a run whose writes `ops` (in order) were not saved."""
+    rows = next((op[1][1] for op in ops if op[0] == _APPEND and op[1][1]), None)
+    if rows:
+        what = f"its journal from step {rows[0][2]!r} (seq {rows[0][1]}) on"
+    else:
+        status = next((op[1][1] for op in ops if op[0] == _UPDATE), "?")
+        what = f"its status update to {status!r}"
+    text = (
+        f"Run {run_id!r} lost writes: {what} was not saved. {cause} Its later writes are "
+        f"refused so that its journal keeps no gap; the run stays resumable: {fix}"
+        f"`orchestrion resume {run_id}`."
+    )
+    return _Failure(text, cause.__cause__)
+
+
+class _Writer:
+    """The one thread and connection that touch the database file."""
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self.known: set[str] = set()
+        """Ids of runs known to exist; written by this thread, read by callers."""
+        self.failed: dict[str, _Failure] = {}
+        """Runs whose writes failed (see the module docstring); written by this
+        thread, read by callers."""
+        self.next_seq: dict[str, int] = {}
+        """The seq the next append of a run must have, for runs whose journal end
+        this thread knows (created, loaded or appended to here)."""
+        self.commits = 0
+        self.retries = 0
+        """Attempts repeated because another connection held the lock."""
+        self.closing = False
+        self._conn: sqlite3.Connection | None = None
+        self._ready = threading.Event()
+        self._init_error: StoreError | None = None
+        self.thread = threading.Thread(target=self._main, name="orchestrion-sqlite", daemon=True)
+        self.thread.start()
+        self._ready.wait()
+        if self._init_error is not None:
+            self.thread.join()
+            raise self._init_error
+
+    # -- thread ------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            conn = self._conn = self._open()
+        except Exception as exc:  # never leave the constructor waiting
+            self._init_error = (
+                exc
+                if isinstance(exc, StoreError)
+                else _store_error(self.path, exc, "opening it", self.busy_timeout)
+            )
+            self._ready.set()
+            return
+        self._ready.set()
+        stop: Op | None = None
+        try:
+            stop = self._serve()
+        finally:
+            conn.close()
+            self.closing = True
+            self._drain_closed()
+            if stop is not None:
+                self._deliver([stop], [None])
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _store_error(self.path, exc, "creating its directory", 0) from exc
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=True
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                conn.close()
+                raise StoreError(
+                    f"The store {self.path} has layout version {version}, newer than this "
+                    f"orchestrion understands ({SCHEMA_VERSION}): upgrade orchestrion."
+                )
+            if version < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            return conn
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise _store_error(self.path, exc, "opening it", self.busy_timeout) from exc
+
+    def _serve(self) -> Op | None:
+        """Drain the queue batch by batch until a stop operation; return it."""
+        get, get_nowait = self.queue.get, self.queue.get_nowait
+        while True:
+            batch = [get()]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            stop_at = next((i for i, op in enumerate(batch) if op[0] == _STOP), None)
+            if stop_at is None:
+                self._process(batch)
+                continue
+            self._process(batch[:stop_at])
+            for op in batch[stop_at + 1 :]:
+                self.queue.put(op)  # failed as "closed" by _drain_closed
+            return batch[stop_at]
+
+    def _drain_closed(self) -> None:
+        ops: list[Op] = []
+        while True:
+            try:
+                ops.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        closed = StoreError(f"The store {self.path} is closed: open it again to use it.")
+        for op in ops:
+            if op[0] == _APPEND and op[2] is None:  # nobody waits: the run must hear of it
+                self.failed.setdefault(op[1][0], _lost(op[1][0], [op], closed, fix=""))
+        self._deliver(ops, [None if op[0] == _STOP else _copy(closed) for op in ops])
+
+    def _process(self, batch: list[Op]) -> None:
+        if self.failed:
+            # A load that clears a run's failure must neither let through a write
+            # queued before it nor refuse one queued after it (writes are applied
+            # before reads): apply the batch up to that load first.
+            start = 0
+            for i, (code, arg, _) in enumerate(batch):
+                failure = self.failed.get(arg) if code == _LOAD else None
+                if failure is not None and failure.reported:
+                    self._run(batch[start : i + 1], clears=True)
+                    start = i + 1
+            batch = batch[start:]
+        if batch:
+            self._run(batch, clears=False)
+
+    def _run(self, batch: list[Op], *, clears: bool) -> None:
+        """Apply the writes of `batch` in one transaction, then answer its reads.
+        With `clears`, the last operation is a load that clears its run's failure."""
+        results: list[object] = [None] * len(batch)
+        writes = [i for i, op in enumerate(batch) if op[0] in _WRITES]
+        if writes:
+            for i, result in zip(writes, self._write([batch[i] for i in writes]), strict=True):
+                results[i] = result
+        last = len(batch) - 1
+        for i, (code, arg, _) in enumerate(batch):
+            if code in _WRITES:
+                continue
+            if code == _LOAD:
+                if clears and i == last:
+                    self.failed.pop(arg, None)
+                failure = self.failed.get(arg)
+                if failure is not None:
+                    results[i] = failure  # the run's next call hears of its failure
+                    continue
+            try:
+                results[i] = self._read(code, arg)
+            except Exception as exc:  # a bug here must not leave the caller waiting
+                results[i] = _store_error(self.path, exc, "reading", 0)
+        self._deliver(batch, results)
+
+    def _deliver(self, batch: list[Op], results: list[object]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Delivery]] = {}
+        for (_, _, waiter), result in zip(batch, results, strict=True):
+            if waiter is None:
+                continue  # a write nobody waits for: its failure is kept in self.failed
+            failure = None
+            if isinstance(result, _Failure):
+                failure, result = result, result.error()
+            if isinstance(waiter, _SyncWaiter):
+                waiter.set(result)
+                if failure is not None:
+                    failure.reported = True
+            else:
+                by_loop.setdefault(waiter.get_loop(), []).append((waiter, result, failure))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, items)
+
+    def take_unreported(self) -> list[tuple[str, _Failure]]:
+        """The failures no caller has heard of yet, marked as heard."""
+        unreported = [(r, f) for r, f in list(self.failed.items()) if not f.reported]
+        for _, failure in unreported:
+            failure.reported = True
+        return unreported
+
+    # -- writes ------------------------------------------------------------
+
+    def _write(self, ops: list[Op]) -> list[object]:
+        """Apply `ops` in one transaction: a result per op (None, a StoreError or
+        the _Failure of its run). Retried while another connection holds the lock."""
+        conn = self._conn
+        assert conn is not None
+        started = time.monotonic()
+        deadline: float | None = None
+        pause = 0.005
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        results, fenced, ends = self._apply(ops, isolate=False)
+                    except sqlite3.IntegrityError:
+                        # Rare (a duplicate id, key, or a seq another process wrote):
+                        # redo op by op, each in a savepoint, so only the offending op fails.
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN IMMEDIATE")
+                        results, fenced, ends = self._apply(ops, isolate=True)
+                    conn.execute("COMMIT")
+                    break
+                except Exception as exc:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    now = time.monotonic()
+                    if _is_busy(exc):
+                        if deadline is None:
+                            deadline = now + max(self.busy_timeout, _RETRY_MIN_WINDOW)
+                        if now < deadline:
+                            # Nothing was written: wait a little and try the whole batch again.
+                            self.retries += 1
+                            time.sleep(min(pause, deadline - now))
+                            pause = min(pause * 2, _RETRY_MAX_PAUSE)
+                            left = max(deadline - time.monotonic(), 0.0)
+                            with contextlib.suppress(sqlite3.Error):
+                                conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
+                            continue
+                    return self._fail(ops, _store_error(self.path, exc, "writing", now - started))
+        finally:
+            if deadline is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        self.commits += 1
+        for (code, arg, _), result in zip(ops, results, strict=True):
+            if code == _CREATE and result is None:
+                self.failed.pop(arg[0], None)  # a new run has no lost writes
+                self.known.add(arg[0])
+            elif code == _APPEND and result is None:
+                self.known.add(arg[0])
+        self.next_seq.update(ends)
+        self.failed.update(fenced)
+        return results
+
+    def _fail(self, ops: list[Op], cause: StoreError) -> list[object]:
+        """The batch `ops` was not written: fail every run that had a write in it."""
+        by_run: dict[str, list[Op]] = {}
+        for op in ops:
+            if op[0] != _CREATE:  # a run that was not created has nothing to lose
+                by_run.setdefault(op[1][0], []).append(op)
+        for run_id, run_ops in by_run.items():
+            if run_id not in self.failed:  # else the first failure stays the one reported
+                self.failed[run_id] = _lost(run_id, run_ops, cause)
+        return [_copy(cause) if code == _CREATE else self.failed[arg[0]] for code, arg, _ in ops]
+
+    def _apply(
+        self, ops: list[Op], *, isolate: bool
+    ) -> tuple[list[object], dict[str, _Failure], dict[str, int]]:
+        """Run `ops` in the open transaction. Returns a result per op, the runs
+        failed by this attempt and the new ends of journals, both to keep on commit."""
+        conn = self._conn
+        assert conn is not None
+        failed = self.failed
+        results: list[object] = []
+        fenced: dict[str, _Failure] = {}
+        ends: dict[str, int] = {}
+        rows: list[Row] = []  # consecutive appends, inserted with one executemany
+        for code, arg, _ in ops:
+            run_id = arg[0]
+            if (fenced or failed) and code != _CREATE:
+                failure = fenced.get(run_id) or failed.get(run_id)
+                if failure is not None:  # refused: the journal stays a prefix
+                    results.append(failure)
+                    continue
+            if code == _APPEND:
+                new: list[Row] = arg[1]
+                missing = self._missing(run_id)
+                if missing is not None:
+                    results.append(missing)
+                    continue
+                expected = ends.get(run_id)
+                if expected is None:
+                    expected = self._journal_end(run_id)
+                    if new and new[0][1] > expected and run_id in self.next_seq:
+                        # What this thread knew may be stale: another process may
+                        # have appended since. The file decides.
+                        del self.next_seq[run_id]
+                        expected = self._journal_end(run_id)
+                if len(new) == 1:  # the usual case, kept cheap
+                    bad = None if new[0][1] == expected else 0
+                else:
+                    bad = next((i for i, r in enumerate(new) if r[1] != expected + i), None)
+                if bad is not None:
+                    error = seq_error(run_id, new[bad][1], expected + bad)
+                    failure = fenced[run_id] = _Failure(str(error), None)
+                    results.append(failure)
+                    continue
+                if not isolate:
+                    rows.extend(new)
+                    ends[run_id] = expected + len(new)
+                    results.append(None)
+                    continue
+                conn.execute("SAVEPOINT op")
+                try:
+                    conn.executemany(_INSERT_ENTRY, new)
+                except sqlite3.IntegrityError as exc:
+                    conn.execute("ROLLBACK TO op")
+                    error = self._duplicate(run_id, new)
+                    failure = fenced[run_id] = _Failure(str(error), exc)
+                    results.append(failure)
+                else:
+                    ends[run_id] = expected + len(new)
+                    results.append(None)
+                conn.execute("RELEASE op")
+                continue
+            if rows:
+                conn.executemany(_INSERT_ENTRY, rows)
+                rows = []
+            if not isolate:
+                result = self._apply_one(code, arg)
+            else:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = self._apply_one(code, arg)
+                except sqlite3.IntegrityError as exc:
+                    conn.execute("ROLLBACK TO op")
+                    result = self._integrity_error(code, arg, exc)
+                conn.execute("RELEASE op")
+            if code == _CREATE and result is None:
+                entry_rows = arg[2]
+                ends[run_id] = entry_rows[-1][1] + 1 if entry_rows else 0
+            results.append(result)
+        if rows:
+            conn.executemany(_INSERT_ENTRY, rows)
+        return results, fenced, ends
+
+    def _apply_one(self, code: int, arg: Any) -> StoreError | None:
+        conn = self._conn
+        assert conn is not None
+        if code == _CREATE:
+            run_row, entry_rows = arg[1], arg[2]
+            conn.execute(_INSERT_RUN, run_row)
+            if entry_rows:
+                conn.executemany(_INSERT_ENTRY, entry_rows)
+            return None
+        run_id, status, updated_at, patch = arg
+        row = conn.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return StoreError(f"Cannot update run {run_id!r}: it does not exist.")
+        data = loads(row[0])
+        data.update(loads(patch))
+        conn.execute(
+            "UPDATE runs SET status = ?, updated_at = ?, data = ? WHERE id = ?",
+            (status, updated_at, dumps_str(data), run_id),
+        )
+        return None
+
+    def _missing(self, run_id: str) -> StoreError | None:
+        if run_id in self.known:
+            return None
+        assert self._conn is not None
+        if self._conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+            return None
+        return StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
+
+    def _journal_end(self, run_id: str) -> int:
+        """The seq the next append to `run_id` must have."""
+        end = self.next_seq.get(run_id)
+        if end is None:
+            assert self._conn is not None
+            cur = self._conn.execute("SELECT MAX(seq) FROM journal WHERE run_id = ?", (run_id,))
+            last = cur.fetchone()[0]
+            end = 0 if last is None else last + 1
+        return end
+
+    def _duplicate(self, run_id: str, rows: list[Row]) -> StoreError:
+        """An append hit a seq already written (by another process, or another store)."""
+        assert self._conn is not None
+        seq = self._conn.execute(
+            "SELECT MIN(seq) FROM journal WHERE run_id = ? AND seq BETWEEN ? AND ?",
+            (run_id, rows[0][1], rows[-1][1]),
+        ).fetchone()[0]
+        return duplicate_seq_error(run_id, rows[0][1] if seq is None else seq)
+
+    def _integrity_error(self, code: int, arg: Any, exc: sqlite3.IntegrityError) -> StoreError:
+        msg = str(exc)
+        run_id = arg[0]
+        if code == _CREATE and "runs.idempotency_key" in msg:
+            key = arg[1][5]
+            assert self._conn is not None
+            row = self._conn.execute(
+                "SELECT id FROM runs WHERE idempotency_key = ?", (key,)
+            ).fetchone()
+            error = idempotency_key_error(run_id, key, None if row is None else row[0])
+        elif code == _CREATE and msg.endswith("runs.id"):
+            error = StoreError(f"A run with id {run_id!r} already exists; choose another id.")
+        elif code == _CREATE and "journal" in msg:
+            seqs = [row[1] for row in arg[2]]
+            error = StoreError(
+                f"Cannot create run {run_id!r}: its entries repeat a seq ({seqs}); each seq "
+                "is written once."
+            )
+        else:
+            error = StoreError(f"Cannot write run {run_id!r} to {self.path}: {msg}")
+        error.__cause__ = exc
+        return error
+
+    # -- reads -------------------------------------------------------------
+
+    def _read(self, code: int, arg: Any) -> object:
+        conn = self._conn
+        assert conn is not None
+        try:
+            if code == _LOAD:
+                cur = conn.execute("SELECT data FROM journal WHERE run_id = ? ORDER BY seq", (arg,))
+                entries = [Entry.from_json(loads(data)) for (data,) in cur]
+                # What this thread knows of the journal's end is refreshed: another
+                # process may have appended since (a resume elsewhere).
+                if entries:
+                    self.next_seq[arg] = entries[-1].seq + 1
+                else:
+                    self.next_seq.pop(arg, None)
+                return entries
+            if code == _LIST:
+                status, limit = arg
+                if status is None:
+                    cur = conn.execute("SELECT data FROM runs" + _ORDER, (limit,))
+                else:
+                    cur = conn.execute(
+                        "SELECT data FROM runs WHERE status = ?" + _ORDER, (status, limit)
+                    )
+                return [RunRecord.from_json(loads(data)) for (data,) in cur]
+            column = "id" if code == _GET else "idempotency_key"
+            row = conn.execute(f"SELECT data FROM runs WHERE {column} = ?", (arg,)).fetchone()
+            if row is None:
+                return None
+            record = RunRecord.from_json(loads(row[0]))
+            self.known.add(record.id)
+            return record
+        except (sqlite3.Error, ValueError, KeyError) as exc:
+            return _store_error(self.path, exc, "reading", self.busy_timeout)
+
+    # -- shutdown from outside any event loop --------------------------------
+
+    def stop_sync(self) -> None:
+        if not self.thread.is_alive():
+            return
+        self.closing = True
+        waiter = _SyncWaiter()
+        self.queue.put((_STOP, None, waiter))
+        self.thread.join()
+
+
+_open_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Commit what stores that were never closed still hold (the thread is a daemon),
+    and say which runs lost writes nobody heard of."""
+    for writer in list(_open_writers):
+        writer.stop_sync()
+        for _, failure in writer.take_unreported():
+            sys.stderr.write(f"orchestrion: {failure.message}\n")
