@@ -35,6 +35,7 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
+from orchestrion.patterns import BranchResult, Concurrent, Sequential, workflow
 from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
@@ -42,6 +43,8 @@ __all__ = [
     "Agent",
     "AnswerError",
     "Approve",
+    "BranchResult",
+    "Concurrent",
     "DeterminismError",
     "Event",
     "Interrupt",
@@ -69,6 +72,7 @@ __all__ = [
     "RunStatus",
     "Runnable",
     "Runtime",
+    "Sequential",
     "StepCompleted",
     "StepFailed",
     "StepInfo",
@@ -83,4 +87,5 @@ __all__ = [
     "UserError",
     "Workflow",
     "tool",
+    "workflow",
 ]

@@ -58,3 +58,14 @@ class RunContext(Protocol[DepsT_co]):
     async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn` once per run: its JSON result is journaled and replayed."""
         ...
+
+    async def run(self, runnable: Any, input: JSON, *, key: str | None = None) -> Any:
+        """Run an agent or pattern as part of this one; its steps are keyed under
+        `<this key>[/<key>]/<its name>`. Give `key` when the same member runs twice."""
+        ...
+
+    async def gather(self, *steps: Awaitable[T]) -> list[T]:
+        """Await steps (e.g. `ctx.run(...)` calls) concurrently, with no barrier
+        between them. All run to their end; then the first error is raised, or
+        the run suspends with every branch's interrupts at once."""
+        ...

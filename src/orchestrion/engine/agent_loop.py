@@ -16,7 +16,7 @@ import pydantic
 
 from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.agent import FINAL_RESULT_TOOL, Agent
-from orchestrion.engine.execution import Context, Execution, Suspended
+from orchestrion.engine.execution import Context, Execution, Suspended, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import (
@@ -117,25 +117,9 @@ async def _run_tool_calls(
     keys = tool_keys(prefix, calls)
     if len(calls) == 1:
         return [await _run_tool_call(ex, agent, keys[0], calls[0], final_problem)]
-    outcomes = await asyncio.gather(
-        *(
-            _run_tool_call(ex, agent, key, c, final_problem)
-            for key, c in zip(keys, calls, strict=True)
-        ),
-        return_exceptions=True,
+    return await gather_steps(
+        _run_tool_call(ex, agent, key, c, final_problem) for key, c in zip(keys, calls, strict=True)
     )
-    results: list[ToolResult] = []
-    waiting: list[Any] = []
-    for outcome in outcomes:
-        if isinstance(outcome, Suspended):
-            waiting.extend(outcome.interrupts)
-        elif isinstance(outcome, BaseException):
-            raise outcome
-        else:
-            results.append(outcome)
-    if waiting:
-        raise Suspended(waiting)
-    return results
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")

@@ -8,10 +8,11 @@ library because it *is* the journal.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
 
 import pydantic
@@ -64,6 +65,7 @@ class Execution:
         "deps",
         "model_for",
         "replay",
+        "run_child",
         "run_id",
         "seq",
         "sink",
@@ -83,6 +85,7 @@ class Execution:
         answers: dict[str, JSON],
         deps: Any,
         model_for: Callable[[Model | str | None, str], Model],
+        run_child: Callable[[Execution, str, Any, JSON], Awaitable[Any]],
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -95,6 +98,8 @@ class Execution:
         """Ids of interrupts answered (and journaled) during this execution."""
         self.deps = deps
         self.model_for = model_for
+        self.run_child = run_child
+        """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
         self.claimed: dict[str, str] = {}
         self.usage = Usage()
 
@@ -293,6 +298,30 @@ class Context(Generic[DepsT]):
     async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
         result: T = await self._ex.custom_step(self._name(name, "step"), fn, _caller())
         return result
+
+    async def run(self, runnable: Any, input: JSON, *, key: str | None = None) -> Any:
+        scope = f"{self.key}/{key}" if key else self.key
+        child = f"{scope}/{runnable.name}"
+        self._ex.claim(child + "/", f"ctx.run of {runnable.name!r} at {_caller()}")
+        return await self._ex.run_child(self._ex, scope, runnable, input)
+
+    async def gather(self, *steps: Awaitable[T]) -> list[T]:
+        return await gather_steps(steps)
+
+
+async def gather_steps(steps: Iterable[Awaitable[T]]) -> list[T]:
+    """Await steps concurrently. Every step runs to its end; then the first error
+    is raised, or, if some wait for humans, all their interrupts together."""
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    waiting: list[Interrupt] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Suspended):
+            waiting.extend(outcome.interrupts)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    if waiting:
+        raise Suspended(waiting)
+    return outcomes  # type: ignore[return-value]  # no exceptions left
 
 
 _adapters: dict[Any, pydantic.TypeAdapter[Any]] = {}

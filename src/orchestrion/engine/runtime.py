@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.agent import Agent
-from orchestrion.engine.agent_loop import run_agent
+from orchestrion.engine.dispatch import run_child
 from orchestrion.engine.events import (
     Event,
     InterruptRequested,
@@ -22,7 +22,7 @@ from orchestrion.engine.events import (
     RunStarted,
     Sink,
 )
-from orchestrion.engine.execution import Context, Execution, Suspended
+from orchestrion.engine.execution import Execution, Suspended
 from orchestrion.engine.interrupts import (
     Answer,
     Interrupt,
@@ -369,6 +369,7 @@ class Runtime:
             answers=answers,
             deps=deps,
             model_for=self._model_for,
+            run_child=run_child,
         )
         if resumed:
             # Pending interrupts stay listed until the run suspends again or ends,
@@ -388,10 +389,7 @@ class Runtime:
     async def _work(self, ex: Execution, record: RunRecord, runnable: Runnable) -> RunResult[Any]:
         store, run_id = self.store, record.id
         try:
-            if isinstance(runnable, Agent):
-                value = await run_agent(ex, runnable.name, runnable, record.input)
-            else:
-                value = await runnable.invoke(Context(ex, runnable.name), record.input)
+            value = await run_child(ex, "", runnable, record.input)
             output = to_jsonable(value)
             if ex.answers:
                 raise DeterminismError(

@@ -1,0 +1,122 @@
+"""`Concurrent`: fan out to branches at once, then aggregate what they produced."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrion._json import JSON, to_jsonable
+from orchestrion.agent import Agent
+from orchestrion.context import RunContext
+from orchestrion.errors import RunError, UserError, describe
+from orchestrion.patterns._names import check_members, check_name
+from orchestrion.runnable import Runnable, Workflow
+
+
+class NotEnoughBranches(RunError):
+    """Fewer branches succeeded than `min_success` asks for."""
+
+
+@dataclass(frozen=True, slots=True)
+class BranchResult:
+    """What one branch produced: its output, or a description of its failure."""
+
+    name: str
+    ok: bool
+    output: JSON = None
+    error: JSON = None
+    """`{"type", "message", ...}` when the branch failed or timed out."""
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"name": self.name, "ok": self.ok, "output": self.output, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BranchResult:
+        return cls(data["name"], data["ok"], data.get("output"), data.get("error"))
+
+
+Aggregator = Runnable | Callable[[list[BranchResult]], Any]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Concurrent:
+    """Run every branch on the same input at the same time.
+
+    Each branch's outcome is journaled when it ends, so a resumed run does not
+    run finished branches again, and a branch that timed out stays timed out.
+    With `min_success`, failed branches are described rather than fatal; the
+    aggregator (an agent or pattern, receiving the results as JSON, or a
+    function of `BranchResult`s) combines them. Without an aggregator the run's
+    output is the list of results.
+    """
+
+    name: str
+    branches: Sequence[Runnable]
+    aggregator: Aggregator | None = None
+    min_success: int | None = None
+    """How many branches must succeed; default all of them."""
+    timeout: float | None = None
+    """Seconds each branch may take."""
+    description: str = ""
+    _branches: tuple[Runnable, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("Concurrent", self.name)
+        branches = check_members("Concurrent", self.name, self.branches, "branches")
+        needed = len(branches) if self.min_success is None else self.min_success
+        if not 0 <= needed <= len(branches):
+            raise UserError(
+                f"Concurrent {self.name!r}: min_success={self.min_success} is outside "
+                f"0..{len(branches)} (the number of branches)."
+            )
+        if (
+            self.aggregator is not None
+            and not callable(self.aggregator)
+            and not isinstance(self.aggregator, Agent | Workflow)
+        ):
+            raise UserError(f"Concurrent {self.name!r}: aggregator {self.aggregator!r} cannot run.")
+        object.__setattr__(self, "_branches", branches)
+
+    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+        outcomes = await ctx.gather(
+            *(self._branch(ctx, i, member, input) for i, member in enumerate(self._branches))
+        )
+        results = [BranchResult.from_json(o) for o in outcomes]
+        succeeded = sum(r.ok for r in results)
+        needed = len(results) if self.min_success is None else self.min_success
+        if succeeded < needed:
+            failures = "; ".join(
+                f"{r.name}: {r.error.get('type')}: {r.error.get('message')}"
+                for r in results
+                if not r.ok and isinstance(r.error, dict)
+            )
+            raise NotEnoughBranches(
+                f"Concurrent {self.name!r}: {succeeded} of {len(results)} branches succeeded, "
+                f"{needed} needed. Failures: {failures}"
+            )
+        if self.aggregator is None:
+            return [r.to_json() for r in results]
+        if isinstance(self.aggregator, Agent | Workflow):
+            return await ctx.run(self.aggregator, [r.to_json() for r in results], key="aggregate")
+        return self.aggregator(results)
+
+    async def _branch(
+        self, ctx: RunContext[Any], i: int, member: Runnable, input: JSON
+    ) -> dict[str, JSON]:
+        async def outcome() -> dict[str, JSON]:
+            try:
+                if self.timeout is None:
+                    output = await ctx.run(member, input, key=f"branch-{i}")
+                else:
+                    async with asyncio.timeout(self.timeout):
+                        output = await ctx.run(member, input, key=f"branch-{i}")
+            except TimeoutError:
+                error = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
+                return BranchResult(member.name, False, error=error).to_json()
+            except RunError as exc:
+                return BranchResult(member.name, False, error=describe(exc)).to_json()
+            return BranchResult(member.name, True, output=to_jsonable(output)).to_json()
+
+        return await ctx.step(f"branch-{i}", outcome)

@@ -1,0 +1,65 @@
+"""`Sequential`: a pipeline; each member's output becomes the next one's input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from orchestrion._json import JSON, dumps_str, to_jsonable
+from orchestrion.context import RunContext
+from orchestrion.errors import UserError
+from orchestrion.patterns._names import check_members, check_name
+from orchestrion.runnable import Runnable
+
+Outputs = list[tuple[str, JSON]]
+"""(member name, output as JSON) for each member that ran, in order."""
+ContextPolicy = Literal["last", "transcript"] | Callable[[JSON, Outputs], JSON]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Sequential:
+    """Run `members` one after another.
+
+    `context` decides what each member receives: `"last"` the previous output
+    (the first member gets the run's input), `"transcript"` the task and every
+    output so far as text, or a function `(input, outputs) -> member input`.
+    """
+
+    name: str
+    members: Sequence[Runnable]
+    context: ContextPolicy = "last"
+    description: str = ""
+    _members: tuple[Runnable, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("Sequential", self.name)
+        members = check_members("Sequential", self.name, self.members, "members")
+        if not (callable(self.context) or self.context in ("last", "transcript")):
+            raise UserError(
+                f"Sequential {self.name!r}: context must be 'last', 'transcript' or a "
+                f"function (input, outputs) -> input, not {self.context!r}."
+            )
+        object.__setattr__(self, "_members", members)
+
+    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+        outputs: Outputs = []
+        output: Any = input
+        for i, member in enumerate(self._members):
+            output = await ctx.run(member, self._input_for(input, outputs), key=f"step-{i}")
+            outputs.append((member.name, to_jsonable(output)))
+        return output
+
+    def _input_for(self, task: JSON, outputs: Outputs) -> JSON:
+        if callable(self.context):
+            return self.context(task, list(outputs))  # a snapshot: later steps append
+        if not outputs:
+            return task
+        if self.context == "last":
+            return outputs[-1][1]
+        parts = [f"Task: {_text(task)}"] + [f"[{name}]\n{_text(out)}" for name, out in outputs]
+        return "\n\n".join(parts)
+
+
+def _text(value: JSON) -> str:
+    return value if isinstance(value, str) else dumps_str(value)
