@@ -35,7 +35,7 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
-from orchestrion.patterns import BranchResult, Concurrent, Sequential, workflow
+from orchestrion.patterns import BranchResult, Concurrent, Sequential, Supervisor, workflow
 from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
@@ -79,6 +79,7 @@ __all__ = [
     "StepStarted",
     "StepStatus",
     "StoreError",
+    "Supervisor",
     "TargetError",
     "Tool",
     "ToolCall",

@@ -4,6 +4,7 @@ member of any other."""
 
 from orchestrion.patterns.concurrent import BranchResult, Concurrent
 from orchestrion.patterns.sequential import Sequential
+from orchestrion.patterns.supervisor import Supervisor
 from orchestrion.patterns.workflow import FunctionWorkflow, workflow
 
-__all__ = ["BranchResult", "Concurrent", "FunctionWorkflow", "Sequential", "workflow"]
+__all__ = ["BranchResult", "Concurrent", "FunctionWorkflow", "Sequential", "Supervisor", "workflow"]

@@ -1,0 +1,103 @@
+"""`Supervisor`: a manager agent decomposes the task and delegates to workers.
+
+Each worker is a tool of the manager (`delegate_to_<worker>`); a delegation is
+a tool step that runs the worker as a child, so several delegations in one
+turn run at once, a worker's interrupts suspend the whole run, and a finished
+delegation is never run again. A failed worker is reported to the manager,
+which can re-plan. A supervisor can be a worker of another one: that is the
+hierarchical pattern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrion._json import JSON, dumps_str
+from orchestrion.agent import Agent
+from orchestrion.context import RunContext
+from orchestrion.errors import RunError, UserError
+from orchestrion.patterns._names import check_members, check_name
+from orchestrion.runnable import Runnable
+from orchestrion.tools.tool import ModelRetry, Tool
+
+DELEGATE = "delegate_to_"
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Supervisor:
+    """A manager agent with workers; its output is the manager's final answer."""
+
+    name: str
+    manager: Agent[Any]
+    workers: Sequence[Runnable]
+    max_rounds: int = 10
+    """Model turns the manager may take (its `max_turns`)."""
+    max_depth: int = 3
+    """This supervisor delegates only while it sits fewer than `max_depth` delegations
+    deep in the run (0 = it is at the top), which bounds runaway recursion in hierarchies."""
+    description: str = ""
+    _manager: Agent[Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("Supervisor", self.name)
+        workers = check_members("Supervisor", self.name, self.workers, "workers")
+        if self.max_rounds < 1 or self.max_depth < 0:
+            raise UserError(
+                f"Supervisor {self.name!r}: max_rounds must be >= 1 and max_depth >= 0 "
+                f"(got {self.max_rounds} and {self.max_depth})."
+            )
+        tools = [self._delegation(worker) for worker in workers]
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise UserError(f"Supervisor {self.name!r}: two workers share a name: {names}.")
+        manager = dataclasses.replace(
+            self.manager,
+            tools=[*self.manager.tools, *tools],
+            max_turns=self.max_rounds,
+            instructions=self.manager.instructions or _default_instructions(workers),
+        )
+        object.__setattr__(self, "_manager", manager)
+
+    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+        return await ctx.run(self._manager, input)
+
+    def _delegation(self, worker: Runnable) -> Tool:
+        max_depth = self.max_depth
+
+        async def delegate(ctx: RunContext[Any], task: str) -> str:
+            depth = ctx.key.count(f"/tool/{DELEGATE}") - 1  # delegations above this supervisor
+            if depth >= max_depth:
+                raise ModelRetry(
+                    f"This team sits {depth} delegations deep and max_depth={max_depth}: do not "
+                    "delegate; do the task yourself or answer with what you have."
+                )
+            try:
+                output = await ctx.run(worker, task)
+            except RunError as exc:
+                raise ModelRetry(
+                    f"Worker {worker.name!r} failed: {type(exc).__name__}: {exc}. "
+                    "Re-plan: try another worker, rephrase the task, or answer without it."
+                ) from exc
+            return output if isinstance(output, str) else dumps_str(output)
+
+        description = getattr(worker, "description", "") or f"Delegate a task to {worker.name}."
+        return Tool(
+            function=delegate,
+            name=DELEGATE + re.sub(r"[^A-Za-z0-9_-]", "_", worker.name),
+            description=f"{description}\n\nArgs:\n    task: What the worker should do, self-contained.",
+        )
+
+
+def _default_instructions(workers: tuple[Runnable, ...]) -> str:
+    roster = "\n".join(
+        f"- {DELEGATE}{w.name}: {getattr(w, 'description', '') or w.name}" for w in workers
+    )
+    return (
+        "You manage a team. Break the task into steps, delegate each step to the right "
+        "worker (several at once when they are independent), check their results, and "
+        f"give the final answer yourself.\nWorkers:\n{roster}"
+    )

@@ -1,0 +1,221 @@
+"""`Supervisor` and hierarchies of supervisors."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrion import Agent, Approve, RunStatus, Runtime, Supervisor, UserError, tool
+from orchestrion.messages import ModelRequest, ToolResult, UserMessage
+from orchestrion.testing import FunctionModel, ScriptedModel, call
+
+
+def worker(name: str, prefix: str) -> Agent[str]:
+    def answer(request: ModelRequest) -> str:
+        first = request.messages[0]
+        assert isinstance(first, UserMessage)
+        return f"{prefix}: {first.content}"
+
+    return Agent(name=name, model=FunctionModel(answer), description=f"The {name} desk.")
+
+
+def results(request: ModelRequest) -> list[ToolResult]:
+    return [m for m in request.messages if isinstance(m, ToolResult)]
+
+
+async def test_manager_delegates_in_parallel_then_pays_with_approval(runtime: Runtime) -> None:
+    payments: list[float] = []
+
+    @tool(effect="write", approval=True)
+    def pay(amount: float) -> str:
+        payments.append(amount)
+        return f"paid {amount}"
+
+    payer = Agent(
+        name="payments",
+        model=ScriptedModel([call("pay", {"amount": 4812.5}), "payment done"]),
+        tools=[pay],
+    )
+
+    def plan(request: ModelRequest) -> object:
+        done = results(request)
+        if not done:
+            return [
+                call("delegate_to_loans", {"task": "find the car loan"}, id="d1"),
+                call("delegate_to_balances", {"task": "savings balance"}, id="d2"),
+            ]
+        if len(done) == 2:
+            return call("delegate_to_payments", {"task": "pay 4812.50 from savings"}, id="d3")
+        return f"Finished: {done[-1].content}"
+
+    team = Supervisor(
+        name="loan-payoff",
+        manager=Agent(name="manager", model=FunctionModel(plan)),
+        workers=[worker("loans", "LOAN"), worker("balances", "BAL"), payer],
+    )
+    first = await runtime.run(team, "Pay off my car loan using savings")
+    assert first.status is RunStatus.INTERRUPTED
+    assert first.interrupts[0].key.startswith(
+        "loan-payoff/manager/turn-2/tool/delegate_to_payments#d3/payments/turn-1/tool/pay"
+    )
+    done = await runtime.resume(first.run_id, {first.interrupts[0].id: Approve()})
+    assert done.output == "Finished: payment done"
+    assert payments == [4812.5]
+    keys = [s.key for s in await runtime.history(first.run_id)]
+    assert "loan-payoff/manager/turn-1/tool/delegate_to_loans#d1/loans/turn-1/model" in keys
+
+
+async def test_manager_sees_its_workers_as_tools_with_descriptions(runtime: Runtime) -> None:
+    manager_model = ScriptedModel(["nothing to do"])
+    team = Supervisor(
+        name="t", manager=Agent(name="m", model=manager_model), workers=[worker("search", "S")]
+    )
+    await runtime.run(team, "x")
+    [definition] = manager_model.requests[0].tools
+    assert definition.name == "delegate_to_search"
+    assert definition.description.startswith("The search desk.")
+    assert definition.parameters["required"] == ["task"]
+    assert "delegate_to_search" in (manager_model.requests[0].instructions or "")
+
+
+async def test_a_failed_worker_is_reported_to_the_manager(runtime: Runtime) -> None:
+    broken = Agent(name="broken", model=ScriptedModel([call("nope"), call("nope")]), max_turns=2)
+
+    def plan(request: ModelRequest) -> object:
+        done = results(request)
+        if not done:
+            return call("delegate_to_broken", {"task": "try"}, id="d1")
+        if len(done) == 1:
+            assert (
+                done[0].is_error and "Worker 'broken' failed: MaxTurnsExceeded" in done[0].content
+            )
+            return call("delegate_to_backup", {"task": "try instead"}, id="d2")
+        return f"recovered with {done[-1].content}"
+
+    team = Supervisor(
+        name="t",
+        manager=Agent(name="m", model=FunctionModel(plan)),
+        workers=[broken, worker("backup", "B")],
+    )
+    result = await runtime.run(team, "x")
+    assert result.output == "recovered with B: try instead"
+
+
+def supervisor_of(name: str, target: str, below: object) -> Supervisor:
+    def plan(request: ModelRequest) -> object:
+        done = results(request)
+        if not done:
+            return call(f"delegate_to_{target}", {"task": f"{name} plan"}, id=f"{name}-1")
+        return f"{name}<{done[-1].content}>"
+
+    return Supervisor(
+        name=name, manager=Agent(name=f"{name}-lead", model=FunctionModel(plan)), workers=[below]
+    )  # type: ignore[list-item]
+
+
+async def test_three_levels_with_an_interrupt_at_the_bottom_resume_in_place(
+    runtime: Runtime,
+) -> None:
+    executed: list[str] = []
+
+    @tool(approval=True)
+    def deploy(what: str) -> str:
+        executed.append(what)
+        return f"deployed {what}"
+
+    execution = Agent(
+        name="execution",
+        model=ScriptedModel([call("deploy", {"what": "v2"}), "shipped"]),
+        tools=[deploy],
+    )
+    tactics = supervisor_of("tactics", "execution", execution)
+    strategy = supervisor_of("strategy", "tactics", tactics)
+
+    first = await runtime.run(strategy, "grow")
+    assert first.status is RunStatus.INTERRUPTED
+    [interrupt] = first.interrupts
+    assert interrupt.key.count("/tool/delegate_to_") == 2
+    assert executed == []
+    done = await runtime.resume(first.run_id, {interrupt.id: Approve()})
+    assert done.output == "strategy<tactics<shipped>>"
+    assert executed == ["v2"]
+
+
+async def test_a_supervisor_deeper_than_its_max_depth_does_not_delegate(runtime: Runtime) -> None:
+    bottom = worker("bottom", "B")
+    seen: list[str] = []
+
+    def middle_plan(request: ModelRequest) -> object:
+        done = results(request)
+        if not done:
+            return call("delegate_to_bottom", {"task": "go"}, id="m1")
+        seen.append(done[-1].content)
+        return "middle did it alone"
+
+    middle = Supervisor(
+        name="middle",
+        manager=Agent(name="middle-lead", model=FunctionModel(middle_plan)),
+        workers=[bottom],
+        max_depth=1,  # it sits one delegation deep: no further delegation
+    )
+    top = supervisor_of("top", "middle", middle)
+    result = await runtime.run(top, "x")
+    assert result.output == "top<middle did it alone>"
+    assert seen and "sits 1 delegations deep and max_depth=1" in seen[0]
+
+    # At the top (depth 0) the same limit lets it delegate.
+    alone = Supervisor(
+        name="alone",
+        manager=Agent(name="lead", model=FunctionModel(middle_plan)),
+        workers=[bottom],
+        max_depth=1,
+    )
+    seen.clear()
+    assert (await runtime.run(alone, "x")).output == "middle did it alone"
+    assert seen == ["B: go"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": []}, "needs at least one entry in workers"),
+        ({"workers": [worker("a", "A"), worker("a", "A")]}, "two workers share a name"),
+        ({"workers": [worker("a", "A")], "max_rounds": 0}, "max_rounds must be >= 1"),
+    ],
+)
+def test_bad_supervisors_fail_at_definition_time(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        Supervisor(name="t", manager=Agent(name="m", model=ScriptedModel([])), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_finished_delegations_do_not_run_again_after_a_crash(runtime: Runtime) -> None:
+    import asyncio
+
+    asked: list[str] = []
+    crash = {"on": True}
+
+    def desk(name: str) -> Agent[str]:
+        def answer(request: ModelRequest) -> str:
+            asked.append(name)
+            if name == "second" and crash["on"]:
+                crash["on"] = False
+                raise asyncio.CancelledError  # the process dies inside the second worker
+            return f"{name} ok"
+
+        return Agent(name=name, model=FunctionModel(answer))
+
+    def plan(request: ModelRequest) -> object:
+        done = results(request)
+        if not done:
+            return call("delegate_to_first", {"task": "a"}, id="d1")
+        if len(done) == 1:
+            return call("delegate_to_second", {"task": "b"}, id="d2")
+        return " + ".join(r.content for r in done)
+
+    team = Supervisor(
+        name="t", manager=Agent(name="m", model=FunctionModel(plan)), workers=[desk("first"), desk("second")]
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await runtime.run(team, "x", run_id="s1")
+    done = await Runtime(runtime.store).resume("s1", runnable=team)
+    assert done.output == "first ok + second ok"
+    assert asked == ["first", "second", "second"]
