@@ -35,7 +35,7 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
-from orchestrion.patterns import BranchResult, Concurrent, Sequential, Supervisor, workflow
+from orchestrion.patterns import BranchResult, Concurrent, Handoff, Sequential, Supervisor, workflow
 from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
@@ -47,6 +47,7 @@ __all__ = [
     "Concurrent",
     "DeterminismError",
     "Event",
+    "Handoff",
     "Interrupt",
     "InterruptRequested",
     "MaxTurnsExceeded",

@@ -24,6 +24,7 @@ from orchestrion.tools.tool import Tool
 OutputT = TypeVar("OutputT")
 
 FINAL_RESULT_TOOL = "final_result"
+TRANSFER = "transfer_to_"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 Instructions = str | Callable[[RunContext[Any]], str]
@@ -49,6 +50,9 @@ class Agent(Generic[OutputT]):
     """Model requests allowed before the run fails with `MaxTurnsExceeded`."""
     description: str = ""
     """What the agent does, for the agents and people that delegate to it."""
+    handoffs: Sequence[str] = ()
+    """Agents this one may transfer control to (set by the `Handoff` pattern): each
+    becomes a `transfer_to_<name>` tool that ends this agent's turn."""
     model_settings: ModelSettings = field(default_factory=ModelSettings)
 
     tool_map: Mapping[str, Tool] = field(init=False, repr=False)
@@ -75,6 +79,21 @@ class Agent(Generic[OutputT]):
                 raise UserError(f"Agent {self.name!r} has two tools named {t.name!r}; rename one.")
             tool_map[t.name] = t
         definitions = [t.definition() for t in tools]
+        for target in self.handoffs:
+            name = TRANSFER + target
+            if name in tool_map:
+                raise UserError(f"Agent {self.name!r}: a tool is already named {name!r}.")
+            definitions.append(
+                ToolDefinition(
+                    name,
+                    f"Transfer the conversation to {target}; it takes over from here.",
+                    {
+                        "type": "object",
+                        "properties": {"reason": {"type": "string", "description": "Why."}},
+                        "additionalProperties": False,
+                    },
+                )
+            )
         adapter = None
         wrapped = False
         if self.output_type is not str:
@@ -105,6 +124,7 @@ class Agent(Generic[OutputT]):
             )
         set_ = object.__setattr__
         set_(self, "tools", tools)
+        set_(self, "handoffs", tuple(self.handoffs))
         set_(self, "tool_map", MappingProxyType(tool_map))
         set_(self, "tool_definitions", tuple(definitions))
         set_(self, "output_adapter", adapter)

@@ -99,6 +99,24 @@ Message: TypeAlias = UserMessage | ModelResponse | ToolResult
 
 
 @dataclass(frozen=True, slots=True)
+class Conversation:
+    """An agent's input when it continues a conversation (a handoff) instead of
+    starting from one user message."""
+
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOff:
+    """What an agent returns when it transfers control instead of answering."""
+
+    target: str
+    reason: str
+    messages: tuple[Message, ...]
+    """The conversation so far, including the transfer call and its result."""
+
+
+@dataclass(frozen=True, slots=True)
 class ToolDefinition:
     """A tool as a model sees it: name, description, JSON schema of its arguments."""
 

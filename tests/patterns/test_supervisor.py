@@ -212,7 +212,9 @@ async def test_finished_delegations_do_not_run_again_after_a_crash(runtime: Runt
         return " + ".join(r.content for r in done)
 
     team = Supervisor(
-        name="t", manager=Agent(name="m", model=FunctionModel(plan)), workers=[desk("first"), desk("second")]
+        name="t",
+        manager=Agent(name="m", model=FunctionModel(plan)),
+        workers=[desk("first"), desk("second")],
     )
     with pytest.raises(asyncio.CancelledError):
         await runtime.run(team, "x", run_id="s1")

@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from orchestrion._json import JSON, dumps_str, loads
-from orchestrion.agent import FINAL_RESULT_TOOL, Agent
+from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent
 from orchestrion.engine.execution import Context, Execution, Suspended, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
@@ -28,6 +28,8 @@ from orchestrion.errors import (
     validation_summary,
 )
 from orchestrion.messages import (
+    Conversation,
+    HandedOff,
     Message,
     ModelRequest,
     ModelResponse,
@@ -42,7 +44,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
     model = ex.model_for(agent.model, agent.name)
     ctx: Context[Any] = Context(ex, scope)
     instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
-    messages: list[Message] = [UserMessage(input if isinstance(input, str) else dumps_str(input))]
+    messages: list[Message] = _first_messages(input)
     retries_left = agent.output_retries
     for turn in range(1, agent.max_turns + 1):
         prefix = f"{scope}/turn-{turn}"
@@ -74,10 +76,32 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         messages.extend(results)
         if not calls:
             messages.append(UserMessage(problem))
+        transfer = _transfer(agent, calls)
+        if transfer is not None:
+            return HandedOff(transfer[0], transfer[1], tuple(messages))
     raise MaxTurnsExceeded(
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "
         "Raise max_turns, or check its instructions and tools."
     )
+
+
+def _first_messages(input: JSON | Conversation) -> list[Message]:
+    if isinstance(input, Conversation):
+        return list(input.messages)
+    return [UserMessage(input if isinstance(input, str) else dumps_str(input))]
+
+
+def _transfer(agent: Agent[Any], calls: tuple[ToolCall, ...]) -> tuple[str, str] | None:
+    """(target, reason) of the first valid transfer call in this turn, if any."""
+    for c in calls:
+        target = c.name.removeprefix(TRANSFER)
+        if c.name.startswith(TRANSFER) and target in agent.handoffs:
+            try:
+                reason = loads(c.arguments or "{}").get("reason", "")
+            except (ValueError, AttributeError):
+                reason = ""
+            return target, str(reason)
+    return None
 
 
 def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any, str]:
@@ -139,6 +163,9 @@ def tool_keys(prefix: str, calls: tuple[ToolCall, ...]) -> list[str]:
 async def _run_tool_call(
     ex: Execution, agent: Agent[Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
+    if call.name.startswith(TRANSFER) and call.name.removeprefix(TRANSFER) in agent.handoffs:
+        target = call.name.removeprefix(TRANSFER)
+        return ToolResult(call.id, call.name, f"Transferred to {target}.", False)
     if call.name == FINAL_RESULT_TOOL and agent.output_adapter is not None:
         # Deterministic from the recorded response: no step needed.
         return ToolResult(
@@ -150,7 +177,7 @@ async def _run_tool_call(
         return ToolResult(call.id, call.name, done.result["content"], done.result["is_error"])
     tool = agent.tool_map.get(call.name)
     if tool is None:
-        known = ", ".join(sorted(agent.tool_map)) or "none"
+        known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
         message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
         return await _answer_error(ex, key, call, message)
     try:

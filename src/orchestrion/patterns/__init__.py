@@ -3,8 +3,19 @@ context only, so every one is durable, resumable, forkable, and can be a
 member of any other."""
 
 from orchestrion.patterns.concurrent import BranchResult, Concurrent
+from orchestrion.patterns.handoff import Handoff, MaxHandoffsExceeded, text_only
 from orchestrion.patterns.sequential import Sequential
 from orchestrion.patterns.supervisor import Supervisor
 from orchestrion.patterns.workflow import FunctionWorkflow, workflow
 
-__all__ = ["BranchResult", "Concurrent", "FunctionWorkflow", "Sequential", "Supervisor", "workflow"]
+__all__ = [
+    "BranchResult",
+    "Concurrent",
+    "FunctionWorkflow",
+    "Handoff",
+    "MaxHandoffsExceeded",
+    "Sequential",
+    "Supervisor",
+    "text_only",
+    "workflow",
+]

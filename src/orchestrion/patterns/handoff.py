@@ -1,0 +1,116 @@
+"""`Handoff`: one active agent at a time; an agent passes control with `transfer_to_<agent>`.
+
+Support triage: a triage agent answers or transfers to billing or technical,
+which may transfer on. The next agent receives the conversation so far,
+filtered by `input_filter`. Every hop is a child run keyed `hop-N`, so a
+resumed run replays the hops already made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrion._json import JSON, dumps_str
+from orchestrion.agent import Agent
+from orchestrion.context import RunContext
+from orchestrion.errors import RunError, UserError
+from orchestrion.messages import (
+    Conversation,
+    HandedOff,
+    Message,
+    ModelResponse,
+    ToolResult,
+    UserMessage,
+)
+from orchestrion.patterns._names import check_name
+
+InputFilter = Callable[[tuple[Message, ...]], tuple[Message, ...]]
+
+
+class MaxHandoffsExceeded(RunError):
+    """The agents kept transferring control past `max_handoffs`."""
+
+
+def text_only(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """An input filter: what the user said and what agents answered, without
+    tool calls or results (for agents that should not see other agents' tools)."""
+    kept: list[Message] = []
+    for m in messages:
+        if isinstance(m, UserMessage):
+            kept.append(m)
+        elif isinstance(m, ModelResponse) and m.text:
+            kept.append(ModelResponse(text=m.text))
+    return tuple(kept)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Handoff:
+    """Agents that pass control to each other; the first to answer ends the run."""
+
+    name: str
+    agents: Sequence[Agent[Any]]
+    start: str = ""
+    """The agent that takes the first message; default the first one."""
+    routes: Mapping[str, Sequence[str]] | None = None
+    """Who may transfer to whom; default everyone to everyone else."""
+    input_filter: InputFilter | None = None
+    """What history the next agent receives; default all of it. See `text_only`."""
+    max_handoffs: int = 5
+    description: str = ""
+    _agents: dict[str, Agent[Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("Handoff", self.name)
+        names = [a.name for a in self.agents]
+        if not names or len(set(names)) != len(names):
+            raise UserError(f"Handoff {self.name!r} needs agents with distinct names, got {names}.")
+        start = self.start or names[0]
+        if start not in names:
+            raise UserError(f"Handoff {self.name!r}: start {start!r} is not one of {names}.")
+        routes = self.routes or {n: [m for m in names if m != n] for n in names}
+        for source, targets in routes.items():
+            unknown = [t for t in (source, *targets) if t not in names]
+            if unknown:
+                raise UserError(
+                    f"Handoff {self.name!r}: route {source!r} -> {list(targets)} names unknown "
+                    f"agents {unknown}; agents are {names}."
+                )
+        agents = {
+            a.name: dataclasses.replace(a, handoffs=tuple(routes.get(a.name, ())))
+            for a in self.agents
+        }
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "_agents", agents)
+
+    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+        active = self._agents[self.start]
+        given: Any = input
+        for hop in range(self.max_handoffs + 1):
+            outcome = await ctx.run(active, given, key=f"hop-{hop}")
+            if not isinstance(outcome, HandedOff):
+                return outcome
+            messages = outcome.messages
+            if self.input_filter is not None:
+                messages = self.input_filter(messages)
+            given = Conversation(messages)
+            active = self._agents[outcome.target]
+        raise MaxHandoffsExceeded(
+            f"Handoff {self.name!r}: more than max_handoffs={self.max_handoffs} transfers; the "
+            "agents keep passing the conversation on. Raise max_handoffs or tighten the routes."
+        )
+
+
+def transcript(messages: tuple[Message, ...]) -> str:
+    """The conversation as text (for logs and tests)."""
+    lines = []
+    for m in messages:
+        if isinstance(m, UserMessage):
+            lines.append(f"user: {m.content}")
+        elif isinstance(m, ModelResponse):
+            lines.append(f"agent: {m.text or dumps_str([c.name for c in m.tool_calls])}")
+        elif isinstance(m, ToolResult):
+            lines.append(f"tool {m.name}: {m.content}")
+    return "\n".join(lines)
