@@ -35,7 +35,18 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
-from orchestrion.patterns import BranchResult, Concurrent, Handoff, Sequential, Supervisor, workflow
+from orchestrion.patterns import (
+    BranchResult,
+    Concurrent,
+    GroupChat,
+    Handoff,
+    MaxTurns,
+    Sequential,
+    Supervisor,
+    TextMention,
+    TokenBudget,
+    workflow,
+)
 from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
@@ -47,9 +58,11 @@ __all__ = [
     "Concurrent",
     "DeterminismError",
     "Event",
+    "GroupChat",
     "Handoff",
     "Interrupt",
     "InterruptRequested",
+    "MaxTurns",
     "MaxTurnsExceeded",
     "Model",
     "ModelDelta",
@@ -82,6 +95,8 @@ __all__ = [
     "StoreError",
     "Supervisor",
     "TargetError",
+    "TextMention",
+    "TokenBudget",
     "Tool",
     "ToolCall",
     "ToolError",

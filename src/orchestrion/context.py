@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, overload
 
 from orchestrion._json import JSON
+from orchestrion.messages import Usage
 
 DepsT_co = TypeVar("DepsT_co", covariant=True)
 T = TypeVar("T")
@@ -31,6 +32,11 @@ class RunContext(Protocol[DepsT_co]):
     @property
     def deps(self) -> DepsT_co:
         """The user's dependencies, given to `Runtime.run(..., deps=...)`."""
+        ...
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens and model requests of the run so far (replayed steps included)."""
         ...
 
     @property

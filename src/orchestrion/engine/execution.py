@@ -256,6 +256,10 @@ class Context(Generic[DepsT]):
         return deps
 
     @property
+    def usage(self) -> Usage:
+        return self._ex.usage
+
+    @property
     def idempotency_key(self) -> str:
         digest = hashlib.blake2b(f"{self._ex.run_id}\x00{self.key}".encode(), digest_size=16)
         return digest.hexdigest()

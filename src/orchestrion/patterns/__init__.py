@@ -3,19 +3,35 @@ context only, so every one is durable, resumable, forkable, and can be a
 member of any other."""
 
 from orchestrion.patterns.concurrent import BranchResult, Concurrent
+from orchestrion.patterns.group_chat import GroupChat
 from orchestrion.patterns.handoff import Handoff, MaxHandoffsExceeded, text_only
 from orchestrion.patterns.sequential import Sequential
 from orchestrion.patterns.supervisor import Supervisor
+from orchestrion.patterns.termination import (
+    ChatState,
+    Condition,
+    MaxTurns,
+    TextMention,
+    TokenBudget,
+    When,
+)
 from orchestrion.patterns.workflow import FunctionWorkflow, workflow
 
 __all__ = [
     "BranchResult",
+    "ChatState",
     "Concurrent",
+    "Condition",
     "FunctionWorkflow",
+    "GroupChat",
     "Handoff",
     "MaxHandoffsExceeded",
+    "MaxTurns",
     "Sequential",
     "Supervisor",
+    "TextMention",
+    "TokenBudget",
+    "When",
     "text_only",
     "workflow",
 ]

@@ -1,0 +1,100 @@
+"""`GroupChat`: participants share one transcript; a policy picks who speaks next."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from orchestrion._json import JSON, dumps_str
+from orchestrion.agent import Agent
+from orchestrion.context import RunContext
+from orchestrion.errors import RunError, UserError
+from orchestrion.patterns._names import check_name
+from orchestrion.patterns.termination import ChatState, Condition, MaxTurns
+
+SpeakerPolicy = Literal["round_robin"] | Agent[Any] | Callable[[ChatState, tuple[str, ...]], str]
+
+
+class UnknownSpeaker(RunError):
+    """The speaker policy named someone who is not in the chat."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class GroupChat:
+    """Each turn, one participant reads the whole transcript and speaks.
+
+    `speaker` picks who: `"round_robin"`, a selector agent (it reads the
+    transcript and answers with a participant's name), or a function
+    `(state, names) -> name`. The chat ends when `termination` gives a reason;
+    the output is `{"transcript": [[speaker, text], ...], "stopped": reason}`.
+    """
+
+    name: str
+    participants: Sequence[Agent[Any]]
+    speaker: SpeakerPolicy = "round_robin"
+    termination: Condition = field(default_factory=lambda: MaxTurns(10))
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_name("GroupChat", self.name)
+        names = [p.name for p in self.participants]
+        if not names or len(set(names)) != len(names):
+            raise UserError(
+                f"GroupChat {self.name!r} needs participants with distinct names, got {names}."
+            )
+        if not (
+            self.speaker == "round_robin"
+            or isinstance(self.speaker, Agent)
+            or callable(self.speaker)
+        ):
+            raise UserError(
+                f"GroupChat {self.name!r}: speaker must be 'round_robin', a selector Agent or a "
+                f"function (state, names) -> name, not {self.speaker!r}."
+            )
+        if not isinstance(self.termination, Condition):
+            raise UserError(
+                f"GroupChat {self.name!r}: termination must be a Condition (e.g. MaxTurns(10))."
+            )
+
+    async def invoke(self, ctx: RunContext[Any], input: JSON) -> dict[str, JSON]:
+        by_name = {p.name: p for p in self.participants}
+        names = tuple(by_name)
+        transcript: list[tuple[str, str]] = [("user", _text(input))]
+        for turn in range(1, 10_000):
+            state = ChatState(tuple(transcript), ctx.usage)
+            reason = self.termination.check(state)
+            if reason:
+                return {"transcript": [list(t) for t in transcript], "stopped": reason}
+            speaker = await self._next(ctx, state, names, turn)
+            said = await ctx.run(by_name[speaker], _render(transcript, speaker), key=f"turn-{turn}")
+            transcript.append((speaker, _text(said)))
+        raise UserError(f"GroupChat {self.name!r} never terminated: give it a MaxTurns condition.")
+
+    async def _next(
+        self, ctx: RunContext[Any], state: ChatState, names: tuple[str, ...], turn: int
+    ) -> str:
+        if self.speaker == "round_robin":
+            return names[(turn - 1) % len(names)]
+        if isinstance(self.speaker, Agent):
+            prompt = (
+                f"{_render(list(state.transcript), '')}\n\nWho should speak next? Answer with exactly "
+                f"one of: {', '.join(names)}."
+            )
+            choice = str(await ctx.run(self.speaker, prompt, key=f"select-{turn}")).strip()
+        else:
+            choice = self.speaker(state, names)
+        if choice not in names:
+            raise UnknownSpeaker(
+                f"GroupChat {self.name!r}: the speaker policy chose {choice!r}, not one of {list(names)}."
+            )
+        return choice
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else dumps_str(value)
+
+
+def _render(transcript: list[tuple[str, str]], speaker: str) -> str:
+    lines = "\n\n".join(f"[{who}]\n{text}" for who, text in transcript)
+    return f"{lines}\n\nYou are {speaker}. Continue the conversation." if speaker else lines

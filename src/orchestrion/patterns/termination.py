@@ -1,0 +1,102 @@
+"""Termination conditions for conversations, composable with `|` (either) and `&` (both).
+
+A condition looks at the conversation so far and returns why it should stop,
+or None. Conditions only read journaled data (messages, usage), so a resumed
+run stops exactly where the original did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrion.messages import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ChatState:
+    """What a condition sees: the transcript as (speaker, text) and the run's usage."""
+
+    transcript: tuple[tuple[str, str], ...]
+    usage: Usage
+
+    @property
+    def turns(self) -> int:
+        """Messages spoken by participants (the opening task excluded)."""
+        return len(self.transcript) - 1
+
+
+class Condition:
+    """Base of termination conditions; `check(state)` is the reason to stop, or None."""
+
+    def check(self, state: ChatState) -> str | None:
+        raise NotImplementedError
+
+    def __or__(self, other: Condition | Callable[[ChatState], str | None]) -> Condition:
+        return _Any(self, _wrap(other))
+
+    def __and__(self, other: Condition | Callable[[ChatState], str | None]) -> Condition:
+        return _All(self, _wrap(other))
+
+
+@dataclass(frozen=True)
+class MaxTurns(Condition):
+    turns: int
+
+    def check(self, state: ChatState) -> str | None:
+        return f"reached {self.turns} turns" if state.turns >= self.turns else None
+
+
+@dataclass(frozen=True)
+class TextMention(Condition):
+    """Stop when the last message contains `text` (e.g. "TERMINATE" or "APPROVED")."""
+
+    text: str
+
+    def check(self, state: ChatState) -> str | None:
+        last = state.transcript[-1][1] if state.turns else ""
+        return f"{state.transcript[-1][0]} said {self.text!r}" if self.text in last else None
+
+
+@dataclass(frozen=True)
+class TokenBudget(Condition):
+    """Stop once the run has used `tokens` (input plus output)."""
+
+    tokens: int
+
+    def check(self, state: ChatState) -> str | None:
+        used = state.usage.total_tokens
+        return f"used {used} of {self.tokens} tokens" if used >= self.tokens else None
+
+
+@dataclass(frozen=True)
+class When(Condition):
+    """A user function of the state, returning a reason to stop or None."""
+
+    function: Callable[[ChatState], str | None]
+
+    def check(self, state: ChatState) -> str | None:
+        return self.function(state)
+
+
+@dataclass(frozen=True)
+class _Any(Condition):
+    left: Condition
+    right: Condition
+
+    def check(self, state: ChatState) -> str | None:
+        return self.left.check(state) or self.right.check(state)
+
+
+@dataclass(frozen=True)
+class _All(Condition):
+    left: Condition
+    right: Condition
+
+    def check(self, state: ChatState) -> str | None:
+        left, right = self.left.check(state), self.right.check(state)
+        return f"{left} and {right}" if left and right else None
+
+
+def _wrap(condition: Condition | Callable[[ChatState], str | None]) -> Condition:
+    return condition if isinstance(condition, Condition) else When(condition)
