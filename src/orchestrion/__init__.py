@@ -1,6 +1,7 @@
 """orchestrion: durable orchestration for teams of AI agents."""
 
 from orchestrion.agent import Agent
+from orchestrion.budget import Budget
 from orchestrion.context import RunContext
 from orchestrion.engine.events import (
     Event,
@@ -18,6 +19,7 @@ from orchestrion.engine.result import RunResult
 from orchestrion.engine.runtime import Runtime, StepInfo
 from orchestrion.errors import (
     AnswerError,
+    BudgetExceeded,
     DeterminismError,
     MaxTurnsExceeded,
     ModelError,
@@ -55,6 +57,8 @@ __all__ = [
     "AnswerError",
     "Approve",
     "BranchResult",
+    "Budget",
+    "BudgetExceeded",
     "Concurrent",
     "DeterminismError",
     "Event",

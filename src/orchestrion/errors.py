@@ -15,6 +15,7 @@
         ├── ToolError             a tool raised
         ├── OutputValidationError the model's final output kept failing validation
         ├── MaxTurnsExceeded      the agent used all its turns
+        ├── BudgetExceeded        the run reached a limit of its Budget
         └── RunFailed             reading the output of a run that failed
 
 Errors are plain data: constructing one has no side effects.
@@ -127,6 +128,20 @@ class OutputValidationError(RunError):
 
 class MaxTurnsExceeded(RunError):
     """An agent reached `max_turns` without a final answer."""
+
+
+class BudgetExceeded(RunError):
+    """The run reached a limit of its `Budget`; `budget` names the limit."""
+
+    def __init__(self, message: str, *, budget: str, steps_done: int) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.steps_done = steps_done
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(budget=self.budget, steps_done=self.steps_done)
+        return data
 
 
 class RunFailed(RunError):

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar, overload
 import pydantic
 
 from orchestrion._json import JSON, to_jsonable
+from orchestrion.budget import Budget
 from orchestrion.engine.events import (
     ModelDelta,
     Sink,
@@ -30,6 +31,7 @@ from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
 from orchestrion.engine.store import Store
 from orchestrion.errors import (
     AnswerError,
+    BudgetExceeded,
     DeterminismError,
     ModelError,
     OrchestrionError,
@@ -61,7 +63,9 @@ class Execution:
     __slots__ = (
         "answered",
         "answers",
+        "budget",
         "claimed",
+        "created_at",
         "deps",
         "model_for",
         "replay",
@@ -86,6 +90,8 @@ class Execution:
         deps: Any,
         model_for: Callable[[Model | str | None, str], Model],
         run_child: Callable[[Execution, str, Any, JSON], Awaitable[Any]],
+        budget: Budget | None = None,
+        created_at: float = 0.0,
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -99,6 +105,8 @@ class Execution:
         self.deps = deps
         self.model_for = model_for
         self.run_child = run_child
+        self.budget = budget
+        self.created_at = created_at
         """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
         self.claimed: dict[str, str] = {}
         self.usage = Usage()
@@ -163,6 +171,8 @@ class Execution:
             response = ModelResponse.from_json(done.result)
             self.replayed(key, "model", done.result)
         else:
+            if self.budget is not None:
+                self._check_budget(self.budget)
             started = time.time()
             self.started(key, "model")
             try:
@@ -181,6 +191,18 @@ class Execution:
             await self.completed(key, "model", response.to_json(), started)
         self.usage += response.usage
         return response
+
+    def _check_budget(self, budget: Budget) -> None:
+        reached = budget.exceeded(self.usage, len(self.claimed), time.time() - self.created_at)
+        if reached is not None:
+            limit, what = reached
+            raise BudgetExceeded(
+                f"Run {self.run_id} stopped before its next model call: it {what} "
+                f"(Budget {limit}). Its {len(self.replay)} journaled steps are kept; resume "
+                "it with a larger budget to go on.",
+                budget=limit,
+                steps_done=len(self.claimed),
+            )
 
     async def _stream(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
         sink = self.sink

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.agent import Agent
+from orchestrion.budget import Budget
 from orchestrion.engine.dispatch import run_child
 from orchestrion.engine.events import (
     Event,
@@ -81,6 +82,7 @@ class Runtime:
         model: Model | str | None = None,
         durability: Durability = "async",
         sinks: Sequence[Sink] = (),
+        budget: Budget | None = None,
     ) -> None:
         if durability not in ("sync", "async"):
             raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
@@ -90,6 +92,8 @@ class Runtime:
         self.default_model = model
         self.durability = durability
         self.sinks = list(sinks)
+        self.budget = budget
+        """The default `Budget` of every run; `run`/`resume`/`fork` take their own."""
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
@@ -115,23 +119,33 @@ class Runtime:
         run_id: str | None = None,
         deps: Any = None,
         target: str | None = None,
+        budget: Budget | None = None,
     ) -> RunResult[Any]:
         """Run `runnable` (an Agent or pattern) on `input` until it completes,
         fails, or waits for a human."""
         record = await self._create(runnable, input, run_id, target)
         with self._working(record.id):
-            return await self._execute(record, runnable, [], {}, deps, self._sink(None), False)
+            return await self._execute(
+                record, runnable, [], {}, deps, self._sink(None), False, budget
+            )
 
     async def stream(
-        self, runnable: Runnable, input: JSON = None, *, run_id: str | None = None, deps: Any = None
+        self,
+        runnable: Runnable,
+        input: JSON = None,
+        *,
+        run_id: str | None = None,
+        deps: Any = None,
+        budget: Budget | None = None,
     ) -> AsyncIterator[Event]:
         """Run like `run`, yielding events as they happen; the last is `RunFinished`."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         record = await self._create(runnable, input, run_id, None)
+
         async def work() -> RunResult[Any]:
             with self._working(record.id):
                 return await self._execute(
-                    record, runnable, [], {}, deps, self._sink(queue.put_nowait), False
+                    record, runnable, [], {}, deps, self._sink(queue.put_nowait), False, budget
                 )
 
         task = asyncio.create_task(work())
@@ -156,6 +170,7 @@ class Runtime:
         *,
         runnable: Runnable | None = None,
         deps: Any = None,
+        budget: Budget | None = None,
     ) -> RunResult[Any]:
         """Continue a run that was interrupted, failed or crashed. `answers` maps
         interrupt ids to `Approve()`, `Reject(reason)` or a free JSON answer."""
@@ -170,7 +185,7 @@ class Runtime:
             runnable = runnable or self._find_runnable(record)
             entries = await self.store.load(run_id)
             return await self._execute(
-                record, runnable, entries, checked, deps, self._sink(None), True
+                record, runnable, entries, checked, deps, self._sink(None), True, budget
             )
 
     async def fork(
@@ -182,6 +197,7 @@ class Runtime:
         new_run_id: str | None = None,
         runnable: Runnable | None = None,
         deps: Any = None,
+        budget: Budget | None = None,
     ) -> RunResult[Any]:
         """A new run reusing the journal of `run_id` before step `at`, with `edit`
         as that step's result if given, continuing live from there."""
@@ -200,7 +216,9 @@ class Runtime:
         if edit is not _NO_EDIT and kind in ("approval", "interrupt"):
             # Validated where the run asks for it, like any answer, before it is journaled.
             iid = interrupt_id(at)
-            answers[iid] = normalize_approval(iid, edit) if kind == "approval" else answer_to_json(edit)
+            answers[iid] = (
+                normalize_approval(iid, edit) if kind == "approval" else answer_to_json(edit)
+            )
         elif edit is not _NO_EDIT:
             now = time.time()
             prefix.append(
@@ -224,7 +242,7 @@ class Runtime:
             self._runnables[fork.id] = runnable
             try:
                 return await self._execute(
-                    fork, runnable, prefix, answers, deps, self._sink(None), True
+                    fork, runnable, prefix, answers, deps, self._sink(None), True, budget
                 )
             except AnswerError as exc:
                 await self.store.update_run(fork.id, status=RunStatus.FAILED, error=describe(exc))
@@ -277,7 +295,9 @@ class Runtime:
         except TypeError as exc:
             raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
         if isinstance(runnable, Agent):
-            self._model_for(runnable.model, runnable.name)  # a missing model fails before the run exists
+            self._model_for(
+                runnable.model, runnable.name
+            )  # a missing model fails before the run exists
         now = time.time()
         record = RunRecord(
             id=run_id or _new_id(),
@@ -359,6 +379,7 @@ class Runtime:
         deps: Any,
         sink: Sink | None,
         resumed: bool,
+        budget: Budget | None,
     ) -> RunResult[Any]:
         ex = Execution(
             run_id=record.id,
@@ -370,6 +391,8 @@ class Runtime:
             deps=deps,
             model_for=self._model_for,
             run_child=run_child,
+            budget=budget or self.budget,
+            created_at=record.created_at,
         )
         if resumed:
             # Pending interrupts stay listed until the run suspends again or ends,
@@ -402,7 +425,10 @@ class Runtime:
                 run_id, status=RunStatus.INTERRUPTED, pending=pending, usage=_usage(ex)
             )
             return RunResult(
-                run_id, RunStatus.INTERRUPTED, interrupts=tuple(suspended.interrupts), usage=ex.usage
+                run_id,
+                RunStatus.INTERRUPTED,
+                interrupts=tuple(suspended.interrupts),
+                usage=ex.usage,
             )
         except AnswerError:
             # Answers validated before the bad one were journaled: they no longer wait.
