@@ -172,10 +172,12 @@ async def _run_tool_call(
             call.id, call.name, final_problem or "Final answer received.", bool(final_problem)
         )
     done = ex.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
+    tool = agent.tool_map.get(call.name)
     if done is not None:
         ex.replayed(key, "tool", done.result)
+        if tool is not None and tool.local and not done.result["is_error"]:
+            await _invoke(ex, key, tool, tool.parse_arguments(call.arguments))
         return ToolResult(call.id, call.name, done.result["content"], done.result["is_error"])
-    tool = agent.tool_map.get(call.name)
     if tool is None:
         known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
         message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
@@ -236,7 +238,9 @@ def _argument_problem(tool: Tool, call: ToolCall, exc: pydantic.ValidationError)
             f"The arguments for {tool.name!r} are not valid JSON: {call.arguments[:200]!r}. "
             "Send a JSON object matching the tool's schema."
         )
-    return f"Invalid arguments for {tool.name!r}: {validation_summary(exc)}. Fix them and call again."
+    return (
+        f"Invalid arguments for {tool.name!r}: {validation_summary(exc)}. Fix them and call again."
+    )
 
 
 async def _execute(

@@ -5,6 +5,7 @@ member of any other."""
 from orchestrion.patterns.concurrent import BranchResult, Concurrent
 from orchestrion.patterns.group_chat import GroupChat
 from orchestrion.patterns.handoff import Handoff, MaxHandoffsExceeded, text_only
+from orchestrion.patterns.peer_network import InProcessBus, Mail, PeerNetwork, RoundsExceeded
 from orchestrion.patterns.sequential import Sequential
 from orchestrion.patterns.supervisor import Supervisor
 from orchestrion.patterns.termination import (
@@ -25,8 +26,12 @@ __all__ = [
     "FunctionWorkflow",
     "GroupChat",
     "Handoff",
+    "InProcessBus",
+    "Mail",
     "MaxHandoffsExceeded",
     "MaxTurns",
+    "PeerNetwork",
+    "RoundsExceeded",
     "Sequential",
     "Supervisor",
     "TextMention",

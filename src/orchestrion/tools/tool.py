@@ -46,6 +46,10 @@ class Tool:
     """`True`, or a predicate of the validated arguments: a human must approve first."""
     timeout: float | None = None
     """Seconds before the call is abandoned."""
+    local: bool = False
+    """The tool only changes state inside this process (e.g. posts to an in-process
+    bus): replay calls it again, with the recorded arguments, to rebuild that state;
+    its recorded result stands. Never for effects outside the process."""
 
     parameters: dict[str, Any] = field(init=False, repr=False)
     args_model: type[pydantic.BaseModel] = field(init=False, repr=False)
@@ -61,6 +65,8 @@ class Tool:
             raise UserError(
                 f"Tool name {name!r} is invalid: use 1-64 letters, digits, '_' or '-'."
             )
+        if self.local and self.effect == "write":
+            raise UserError(f"Tool {name!r}: a write tool cannot be local (it would run again on replay).")
         if self.effect not in ("read", "write"):
             raise UserError(f"Tool {name!r}: effect must be 'read' or 'write', not {self.effect!r}.")
         doc = docstring_parser.parse(inspect.getdoc(fn) or "")

@@ -1,0 +1,151 @@
+"""`PeerNetwork`: agents message each other directly; no agent coordinates.
+
+Each agent gets a `send_message(to, content)` tool (restricted by `edges`) and
+a `finish(answer)` tool. Delivery happens in rounds: every agent with mail
+wakes at once on its inbox; what they send is delivered in the next round.
+Rounds make delivery order a function of the journal (sender, then call
+order), so a resumed run sees the same mail. The run ends when an agent calls
+`finish`, or when no messages remain (then the output is the message log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from orchestrion._json import JSON, dumps_str
+from orchestrion.agent import Agent
+from orchestrion.context import RunContext
+from orchestrion.errors import RunError, UserError
+from orchestrion.patterns._names import check_name
+from orchestrion.tools.tool import ModelRetry, Tool
+
+
+class RoundsExceeded(RunError):
+    """The agents kept messaging past `max_rounds`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    sender: str
+    to: str
+    content: str
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"from": self.sender, "to": self.to, "content": self.content}
+
+
+class Bus(Protocol):
+    """Where mail waits between rounds. In-process here; a Redis Streams bus can
+    implement the same two calls for agents in several processes."""
+
+    def post(self, mail: Mail) -> None: ...
+
+    def drain(self) -> dict[str, list[Mail]]:
+        """Take every waiting message, by recipient, in posting order."""
+        ...
+
+
+class InProcessBus:
+    def __init__(self) -> None:
+        self._boxes: dict[str, list[Mail]] = defaultdict(list)
+
+    def post(self, mail: Mail) -> None:
+        self._boxes[mail.to].append(mail)
+
+    def drain(self) -> dict[str, list[Mail]]:
+        boxes, self._boxes = dict(self._boxes), defaultdict(list)
+        return boxes
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PeerNetwork:
+    name: str
+    agents: Sequence[Agent[Any]]
+    entry: str = ""
+    """Who receives the run's input; default the first agent."""
+    edges: Mapping[str, Sequence[str]] | None = None
+    """Who may message whom; default everyone everyone else."""
+    max_rounds: int = 10
+    description: str = ""
+    _edges: dict[str, tuple[str, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("PeerNetwork", self.name)
+        names = [a.name for a in self.agents]
+        if not names or len(set(names)) != len(names):
+            raise UserError(
+                f"PeerNetwork {self.name!r} needs agents with distinct names, got {names}."
+            )
+        entry = self.entry or names[0]
+        edges = self.edges or {n: [m for m in names if m != n] for n in names}
+        unknown = sorted({entry, *edges, *(t for ts in edges.values() for t in ts)} - set(names))
+        if unknown:
+            raise UserError(
+                f"PeerNetwork {self.name!r}: unknown agents {unknown}; agents are {names}."
+            )
+        object.__setattr__(self, "entry", entry)
+        object.__setattr__(self, "_edges", {n: tuple(edges.get(n, ())) for n in names})
+
+    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+        bus = InProcessBus()
+        finished: list[str] = []
+        log: list[dict[str, JSON]] = []
+        agents = {a.name: self._member(a, bus, finished) for a in self.agents}
+        text = input if isinstance(input, str) else dumps_str(input)
+        bus.post(Mail("user", self.entry, text))
+        for round_ in range(1, self.max_rounds + 1):
+            boxes = bus.drain()
+            if not boxes:
+                return {"messages": log, "finished": None}
+            for mails in boxes.values():
+                log.extend(m.to_json() for m in mails)
+            await ctx.gather(
+                *(
+                    ctx.run(agents[to], _inbox(mails), key=f"round-{round_}")
+                    for to, mails in sorted(boxes.items())
+                )
+            )
+            if finished:
+                return finished[0]
+        raise RoundsExceeded(
+            f"PeerNetwork {self.name!r}: messages still flowing after max_rounds={self.max_rounds}. "
+            "Raise max_rounds, or tell the agents when to finish."
+        )
+
+    def _member(self, agent: Agent[Any], bus: Bus, finished: list[str]) -> Agent[Any]:
+        allowed = self._edges[agent.name]
+
+        async def send_message(to: str, content: str) -> str:
+            """Send a message to another agent; it reads it in the next round.
+
+            Args:
+                to: The agent to write to.
+                content: The message.
+            """
+            if to not in allowed:
+                raise ModelRetry(f"You cannot message {to!r}; you can message: {list(allowed)}.")
+            bus.post(Mail(agent.name, to, content))
+            return f"sent to {to}"
+
+        async def finish(answer: str) -> str:
+            """Give the final answer for the whole network; the run ends with it.
+
+            Args:
+                answer: The answer to the user's request.
+            """
+            finished.append(answer)
+            return "finished"
+
+        # Local tools: replay runs them again, so the bus and the answer are rebuilt.
+        extra = [Tool(function=finish, local=True)]
+        if allowed:
+            extra.insert(0, Tool(function=send_message, local=True))
+        return dataclasses.replace(agent, tools=[*agent.tools, *extra])
+
+
+def _inbox(mails: list[Mail]) -> str:
+    return "\n\n".join(f"Message from {m.sender}:\n{m.content}" for m in mails)

@@ -1,0 +1,153 @@
+"""`PeerNetwork`: payroll help between welcome, IT and finance, with no coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrion import Agent, PeerNetwork, RunStatus, Runtime, UserError
+from orchestrion.messages import ModelRequest, ToolResult, UserMessage
+from orchestrion.patterns import RoundsExceeded
+from orchestrion.testing import FunctionModel, ScriptedModel, call
+
+
+def inbox(request: ModelRequest) -> str:
+    first = request.messages[0]
+    assert isinstance(first, UserMessage)
+    return first.content
+
+
+def answered(request: ModelRequest) -> bool:
+    return any(isinstance(m, ToolResult) for m in request.messages)
+
+
+def payroll(crash: dict[str, bool] | None = None, log: list[str] | None = None) -> PeerNetwork:
+    log = [] if log is None else log
+
+    def welcome(request: ModelRequest) -> object:
+        log.append("welcome")
+        if answered(request):
+            return "routed"
+        return [
+            call("send_message", {"to": "it", "content": "reset payroll portal password"}, id="w1"),
+            call("send_message", {"to": "finance", "content": "why is my pay short?"}, id="w2"),
+        ]
+
+    def it(request: ModelRequest) -> object:
+        log.append("it")
+        if answered(request):
+            return "done"
+        return call(
+            "send_message", {"to": "finance", "content": "IT: password reset done"}, id="i1"
+        )
+
+    def finance(request: ModelRequest) -> object:
+        log.append("finance")
+        if crash and crash.get("on") and "IT:" in inbox(request):
+            crash["on"] = False
+            raise asyncio.CancelledError  # the process dies in round 3
+        if answered(request):
+            return "ok"
+        if "IT:" in inbox(request):
+            return call("finish", {"answer": "Pay fixed; portal access restored."}, id="f2")
+        return "noted, waiting for IT"
+
+    return PeerNetwork(
+        name="payroll",
+        agents=[
+            Agent(name="welcome", model=FunctionModel(welcome)),
+            Agent(name="it", model=FunctionModel(it)),
+            Agent(name="finance", model=FunctionModel(finance)),
+        ],
+        edges={"welcome": ["it", "finance"], "it": ["finance"], "finance": []},
+    )
+
+
+async def test_peers_message_each_other_until_one_finishes(runtime: Runtime) -> None:
+    log: list[str] = []
+    result = await runtime.run(payroll(log=log), "My pay is short and I can't log in")
+    assert result.output == "Pay fixed; portal access restored."
+    keys = [s.key for s in await runtime.history(result.run_id) if s.kind == "model"]
+    assert (
+        "payroll/round-2/finance/turn-1/model" in keys and "payroll/round-2/it/turn-1/model" in keys
+    )
+    assert "payroll/round-3/finance/turn-1/model" in keys
+
+
+async def test_an_agent_without_edges_has_no_send_tool_and_the_run_ends_when_mail_runs_out(runtime: Runtime) -> None:
+    model = ScriptedModel([call("send_message", {"to": "welcome", "content": "hi"}), "ok"])
+    net = PeerNetwork(
+        name="n",
+        agents=[Agent(name="finance", model=model), Agent(name="welcome", model=ScriptedModel([]))],
+        edges={"finance": [], "welcome": []},
+    )
+    result = await runtime.run(net, "x")
+    assert result.output == {
+        "messages": [{"from": "user", "to": "finance", "content": "x"}],
+        "finished": None,
+    }
+    assert [t.name for t in model.requests[0].tools] == ["finish"]
+
+
+async def test_a_message_outside_the_edges_is_refused_to_the_model(runtime: Runtime) -> None:
+    model = ScriptedModel([call("send_message", {"to": "ceo", "content": "hi"}), "fine"])
+    net = PeerNetwork(
+        name="n",
+        agents=[
+            Agent(name="a", model=model),
+            Agent(name="b", model=ScriptedModel([])),
+            Agent(name="ceo", model=ScriptedModel([])),
+        ],
+        edges={"a": ["b"]},
+    )
+    await runtime.run(net, "x")
+    reply = model.requests[1].messages[-1]
+    assert (
+        isinstance(reply, ToolResult)
+        and reply.is_error
+        and "you can message: ['b']" in reply.content
+    )
+
+
+async def test_endless_chatter_stops_at_max_rounds(runtime: Runtime) -> None:
+    def ping(to: str) -> FunctionModel:
+        return FunctionModel(
+            lambda r: "ok" if answered(r) else call("send_message", {"to": to, "content": "ping"})
+        )
+
+    net = PeerNetwork(
+        name="n",
+        agents=[Agent(name="a", model=ping("b")), Agent(name="b", model=ping("a"))],
+        max_rounds=4,
+    )
+    result = await runtime.run(net, "x")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error["type"] == RoundsExceeded.__name__
+
+
+async def test_a_crash_mid_round_resumes_with_the_same_mail(runtime: Runtime) -> None:
+    crash = {"on": True}
+    log: list[str] = []
+    net = payroll(crash, log)
+    with pytest.raises(asyncio.CancelledError):
+        await runtime.run(net, "help", run_id="p1")
+    asked_before = list(log)
+    done = await Runtime(runtime.store).resume("p1", runnable=net)
+    assert done.output == "Pay fixed; portal access restored."
+    # On resume only finance's interrupted activation asks its model again.
+    assert log[len(asked_before) :] == ["finance", "finance"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"agents": []}, "needs agents with distinct names"),
+        ({"agents": ["a"], "entry": "b"}, r"unknown agents \['b'\]"),
+        ({"agents": ["a"], "edges": {"a": ["z"]}}, r"unknown agents \['z'\]"),
+    ],
+)
+def test_bad_networks_fail_at_definition_time(kwargs: dict[str, object], message: str) -> None:
+    agents = [Agent(name=n, model=ScriptedModel([])) for n in kwargs.pop("agents")]  # type: ignore[attr-defined]
+    with pytest.raises(UserError, match=message):
+        PeerNetwork(name="n", agents=agents, **kwargs)  # type: ignore[arg-type]
