@@ -6,6 +6,7 @@ from orchestrion.context import RunContext
 from orchestrion.engine.events import (
     Event,
     InterruptRequested,
+    LoopDetected,
     ModelDelta,
     RunFinished,
     RunStarted,
@@ -35,6 +36,7 @@ from orchestrion.errors import (
     ToolError,
     UserError,
 )
+from orchestrion.guards import LoopGuard
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
 from orchestrion.patterns import (
@@ -67,6 +69,8 @@ __all__ = [
     "Handoff",
     "Interrupt",
     "InterruptRequested",
+    "LoopDetected",
+    "LoopGuard",
     "MaxTurns",
     "MaxTurnsExceeded",
     "Model",

@@ -17,6 +17,7 @@ import pydantic
 
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
+from orchestrion.guards import LoopGuard
 from orchestrion.messages import ModelSettings, ToolDefinition
 from orchestrion.models.base import Model
 from orchestrion.tools.tool import Tool
@@ -54,6 +55,8 @@ class Agent(Generic[OutputT]):
     """Agents this one may transfer control to (set by the `Handoff` pattern): each
     becomes a `transfer_to_<name>` tool that ends this agent's turn."""
     model_settings: ModelSettings = field(default_factory=ModelSettings)
+    loop_guard: LoopGuard | None = field(default_factory=LoopGuard)
+    """What happens when the agent repeats a tool call; None turns the guard off."""
 
     tool_map: Mapping[str, Tool] = field(init=False, repr=False)
     tool_definitions: tuple[ToolDefinition, ...] = field(init=False, repr=False)

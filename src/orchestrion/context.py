@@ -53,6 +53,11 @@ class RunContext(Protocol[DepsT_co]):
         self, payload: JSON, *, name: str | None = None, answer_type: type[T]
     ) -> T: ...
 
+    @overload
+    async def interrupt(
+        self, payload: JSON, *, name: str | None = None, answer_type: object
+    ) -> Any: ...  # unions, Literal, Annotated: not a `type` to mypy
+
     async def interrupt(
         self, payload: JSON, *, name: str | None = None, answer_type: Any = str
     ) -> Any:

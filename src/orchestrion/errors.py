@@ -16,6 +16,7 @@
         ├── OutputValidationError the model's final output kept failing validation
         ├── MaxTurnsExceeded      the agent used all its turns
         ├── BudgetExceeded        the run reached a limit of its Budget
+        ├── LoopDetected          an agent kept repeating itself
         └── RunFailed             reading the output of a run that failed
 
 Errors are plain data: constructing one has no side effects.
@@ -128,6 +129,10 @@ class OutputValidationError(RunError):
 
 class MaxTurnsExceeded(RunError):
     """An agent reached `max_turns` without a final answer."""
+
+
+class LoopDetected(RunError):
+    """An agent repeated the same tool call and its `LoopGuard` stopped the run."""
 
 
 class BudgetExceeded(RunError):

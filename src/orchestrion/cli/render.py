@@ -14,6 +14,7 @@ from orchestrion._json import dumps_str
 from orchestrion.engine.events import (
     Event,
     InterruptRequested,
+    LoopDetected,
     ModelDelta,
     RunFinished,
     RunStarted,
@@ -152,6 +153,8 @@ class LiveView:
                 self.streaming = (self.streaming + text)[-200:]
             case InterruptRequested(interrupt=interrupt):
                 self.rows[interrupt.key] = [interrupt.key, interrupt.kind, "pending", interrupt.id]
+            case LoopDetected(key=key, tool=tool, times=times, action=action):
+                self.rows[f"{key}#loop{times}"] = [key, "loop", action, f"{tool} repeated {times} times"]
             case RunFinished():
                 self.streaming = ""
             case _:

@@ -66,6 +66,17 @@ class InterruptRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopDetected:
+    """An agent repeated a tool call `times` times; `action` is what the guard did."""
+
+    run_id: str
+    key: str
+    tool: str
+    times: int
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     run_id: str
     result: RunResult[object]
@@ -78,6 +89,7 @@ Event: TypeAlias = (
     | StepFailed
     | ModelDelta
     | InterruptRequested
+    | LoopDetected
     | RunFinished
 )
 

@@ -300,6 +300,11 @@ class Context(Generic[DepsT]):
         self, payload: JSON, *, name: str | None = None, answer_type: type[T]
     ) -> T: ...
 
+    @overload
+    async def interrupt(
+        self, payload: JSON, *, name: str | None = None, answer_type: object
+    ) -> Any: ...  # unions, Literal, Annotated: not a `type` to mypy
+
     async def interrupt(
         self, payload: JSON, *, name: str | None = None, answer_type: Any = str
     ) -> Any:

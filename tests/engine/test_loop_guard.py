@@ -1,0 +1,83 @@
+"""Loop prevention: repeated identical tool calls are warned about, stopped, or asked about."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrion import Agent, LoopDetected, LoopGuard, RunStatus, Runtime, UserError, tool
+from orchestrion.messages import ToolResult
+from orchestrion.testing import ScriptedModel, call
+
+
+@tool
+def get_balance(account: str) -> str:
+    return "1,000"
+
+
+def stubborn(guard: LoopGuard | None, times: int = 3) -> tuple[Agent[str], ScriptedModel]:
+    model = ScriptedModel([call("get_balance", {"account": "savings"})] * times + ["giving up"])
+    return Agent(name="a", model=model, tools=[get_balance], loop_guard=guard), model
+
+
+async def test_warn_tells_the_agent_with_its_earlier_attempts() -> None:
+    events: list[object] = []
+    runtime = Runtime("memory://", sinks=[events.append])
+    agent, model = stubborn(LoopGuard(repeats=3, policy="warn"))
+    result = await runtime.run(agent, "balance?")
+    assert result.output == "giving up"
+    second, third = (model.requests[i].messages[-1] for i in (2, 3))
+    assert isinstance(second, ToolResult) and "[loop guard]" not in second.content
+    assert isinstance(third, ToolResult) and third.content.startswith("1,000\n\n[loop guard]")
+    assert "called get_balance with these arguments 3 times" in third.content
+    assert "- attempt 1: 1,000\n- attempt 2: 1,000" in third.content
+    [loop] = [e for e in events if isinstance(e, LoopDetected)]
+    assert (loop.tool, loop.times, loop.action) == ("get_balance", 3, "warn")
+
+
+async def test_stop_ends_the_run_with_loop_detected(runtime: Runtime) -> None:
+    agent, _ = stubborn(LoopGuard(repeats=2, policy="stop"))
+    result = await runtime.run(agent, "balance?")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error["type"] == "LoopDetected"
+    assert "called get_balance with the same arguments 2 times" in result.error["message"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"), [("continue", RunStatus.COMPLETED), ("stop", RunStatus.FAILED)]
+)
+async def test_ask_lets_a_human_decide(runtime: Runtime, answer: str, status: RunStatus) -> None:
+    agent, _ = stubborn(LoopGuard(repeats=2, policy="ask"), times=2)
+    first = await runtime.run(agent, "balance?")
+    assert first.status is RunStatus.INTERRUPTED
+    [question] = first.interrupts
+    assert question.payload["times"] == 2 and question.schema["enum"] == ["continue", "stop"]
+    done = await runtime.resume(first.run_id, {question.id: answer})
+    assert done.status is status
+
+
+async def test_no_guard_no_note(runtime: Runtime) -> None:
+    agent, model = stubborn(None, times=4)
+    await runtime.run(agent, "balance?")
+    last = model.requests[-1].messages[-1]
+    assert isinstance(last, ToolResult) and last.content == "1,000"
+
+
+async def test_different_arguments_are_not_a_loop(runtime: Runtime) -> None:
+    model = ScriptedModel([call("get_balance", {"account": a}) for a in ("s", "c", "x")] + ["ok"])
+    await runtime.run(
+        Agent(
+            name="a",
+            model=model,
+            tools=[get_balance],
+            loop_guard=LoopGuard(repeats=2, policy="stop"),
+        ),
+        "?",
+    )
+    model.assert_complete()
+
+
+def test_guards_are_checked_at_definition_time() -> None:
+    with pytest.raises(UserError, match="repeats=1 must be at least 2"):
+        LoopGuard(repeats=1)
+    with pytest.raises(UserError, match="policy must be"):
+        LoopGuard(policy="ignore")  # type: ignore[arg-type]
