@@ -150,3 +150,45 @@ def test_model_responses_keep_only_text_in_text_only() -> None:
         ToolResult("c", "t", "x"),
     )
     assert text_only(messages) == (UserMessage("hi"), ModelResponse(text="hello"))
+
+
+def bouncing(target: str) -> FunctionModel:
+    """Transfers to `target` unless told it is looping; then answers."""
+
+    def decide(request: ModelRequest) -> object:
+        last = request.messages[-1]
+        if isinstance(last, UserMessage) and last.content.startswith("[loop guard]"):
+            return f"answered after: {last.content[:60]}"
+        return call(f"transfer_to_{target}", {})
+
+    return FunctionModel(decide)
+
+
+async def test_a_bounce_between_two_agents_is_warned_about(runtime: Runtime) -> None:
+    desk = Handoff(
+        name="d",
+        agents=[Agent(name="a", model=bouncing("b")), Agent(name="b", model=bouncing("a"))],
+        max_handoffs=10,
+    )
+    result = await runtime.run(desk, "x")
+    assert result.output.startswith(
+        "answered after: [loop guard] This conversation has bounced between a and b"
+    )
+
+
+async def test_a_bounce_can_stop_the_run_or_ask_a_human(runtime: Runtime) -> None:
+    from orchestrion import LoopGuard
+
+    agents = [Agent(name="a", model=bouncing("b")), Agent(name="b", model=bouncing("a"))]
+    stopped = await runtime.run(
+        Handoff(name="d", agents=agents, loop_guard=LoopGuard(repeats=2, policy="stop")), "x"
+    )
+    assert stopped.error is not None and stopped.error["type"] == "LoopDetected"
+    assert "a -> b -> a -> b" in stopped.error["message"]
+
+    asking = Handoff(name="d2", agents=agents, loop_guard=LoopGuard(repeats=2, policy="ask"))
+    first = await runtime.run(asking, "x")
+    assert first.status is RunStatus.INTERRUPTED
+    assert first.interrupts[0].payload["bouncing"] == ["a", "b"]
+    done = await runtime.resume(first.run_id, {first.interrupts[0].id: "continue"})
+    assert done.status is RunStatus.COMPLETED

@@ -9,14 +9,16 @@ resumed run replays the hops already made.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import LoopDetected, RunError, UserError
+from orchestrion.guards import LoopGuard
 from orchestrion.messages import (
     Conversation,
     HandedOff,
@@ -59,6 +61,9 @@ class Handoff:
     input_filter: InputFilter | None = None
     """What history the next agent receives; default all of it. See `text_only`."""
     max_handoffs: int = 5
+    loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))
+    """Acts when control bounces between two agents (A->B->A->B: `repeats` round
+    trips): `warn` tells the next agent, `stop` ends the run, `ask` asks a human."""
     description: str = ""
     _agents: dict[str, Agent[Any]] = field(init=False, repr=False)
 
@@ -85,9 +90,15 @@ class Handoff:
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "_agents", agents)
 
+    async def _loop_note(self, ctx: RunContext[Any], path: list[str], hop: int) -> str:
+        if self.loop_guard is None:
+            return ""
+        return await _check_cycle(ctx, self.loop_guard, self.name, path, hop)
+
     async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
         active = self._agents[self.start]
         given: Any = input
+        path = [active.name]
         for hop in range(self.max_handoffs + 1):
             outcome = await ctx.run(active, given, key=f"hop-{hop}")
             if not isinstance(outcome, HandedOff):
@@ -95,12 +106,43 @@ class Handoff:
             messages = outcome.messages
             if self.input_filter is not None:
                 messages = self.input_filter(messages)
-            given = Conversation(messages)
+            path.append(outcome.target)
+            note = await self._loop_note(ctx, path, hop)
+            given = Conversation((*messages, UserMessage(note)) if note else messages)
             active = self._agents[outcome.target]
         raise MaxHandoffsExceeded(
             f"Handoff {self.name!r}: more than max_handoffs={self.max_handoffs} transfers; the "
             "agents keep passing the conversation on. Raise max_handoffs or tighten the routes."
         )
+
+
+async def _check_cycle(
+    ctx: RunContext[Any], guard: LoopGuard, name: str, path: list[str], hop: int
+) -> str:
+    """A note for the next agent when control bounces between two agents, else ""."""
+    span = 2 * guard.repeats
+    tail = path[-span:]
+    if len(tail) < span or len(set(tail)) != 2 or any(a == b for a, b in itertools.pairwise(tail)):
+        return ""
+    a, b = tail[0], tail[1]
+    action = guard.policy
+    if action == "ask":
+        answer = await ctx.interrupt(
+            {"handoff": name, "bouncing": [a, b], "round_trips": guard.repeats},
+            name=f"loop-guard-{hop}",
+            answer_type=Literal["continue", "stop"],
+        )
+        action = "warn" if answer == "continue" else "stop"
+    if action == "stop":
+        raise LoopDetected(
+            f"Handoff {name!r}: control bounced between {a!r} and {b!r} {guard.repeats} times "
+            f"({' -> '.join(path)}); its loop guard stopped the run. Tighten the routes or the "
+            "agents' instructions, or use LoopGuard(policy='warn')."
+        )
+    return (
+        f"[loop guard] This conversation has bounced between {a} and {b} {guard.repeats} times "
+        f"({' -> '.join(path)}). Do not transfer it back: answer it yourself or pick another agent."
+    )
 
 
 def transcript(messages: tuple[Message, ...]) -> str:
