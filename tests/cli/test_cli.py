@@ -146,8 +146,33 @@ def test_corrupted_database_names_the_file(tmp_path: Path) -> None:
     assert str(db) in err.replace("\n", "")
 
 
-def test_demo_completes_offline_and_auto_approves(tmp_path: Path) -> None:
+@pytest.fixture
+def fresh_bank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demos' bank lives in the process: give each demo run its own."""
+    from orchestrion.demos import loan_payoff
+
+    monkeypatch.setattr(loan_payoff, "BANK", loan_payoff.Bank())
+
+
+@pytest.mark.usefixtures("fresh_bank")
+def test_demo_runs_the_loan_team_offline_and_auto_approves(tmp_path: Path) -> None:
     code, out, err = invoke("demo", "--store", f"sqlite:///{tmp_path / 'demo.db'}")
     assert code == 0, err
+    assert "demo loan-team:" in out
     assert "auto-approving" in out
-    assert "[stand-in model] Done: paid 4,812.50" in out.replace("\n", " ")
+    flat = " ".join(out.split())
+    assert "[stand-in model] Done: paid 4,812.50 from savings to loan car-7781" in flat
+
+
+@pytest.mark.usefixtures("fresh_bank")
+def test_the_single_agent_loan_payoff_demo_still_runs(tmp_path: Path) -> None:
+    code, out, err = invoke("demo", "loan-payoff", "--store", f"sqlite:///{tmp_path / 'demo.db'}")
+    assert code == 0, err
+    assert "demo loan-payoff:" in out
+    assert "[stand-in model] Done: paid 4,812.50" in " ".join(out.split())
+
+
+def test_an_unknown_demo_is_a_usage_error_listing_the_demos() -> None:
+    code, _, err = invoke("demo", "no-such-demo")
+    assert code == 2
+    assert "loan-team" in err and "incident-response" in err

@@ -337,7 +337,7 @@ def _resumer(run_id: str, answers: dict[str, Any]) -> Callable[[Runtime], Awaita
 
 @app.command()
 def demo(
-    name: Annotated[str, typer.Argument(help="The demo to run.")] = "loan-payoff",
+    name: Annotated[str, typer.Argument(help="The demo to run.")] = "loan-team",
     store: StoreOption = DEFAULT_STORE_URL,
 ) -> None:
     """Run a demo offline on a deterministic stand-in model (or on ORCHESTRION_MODEL)."""

@@ -15,7 +15,9 @@ from orchestrion.messages import (
     ModelResponse,
     StreamItem,
     ToolCall,
+    ToolResult,
     Usage,
+    UserMessage,
 )
 from orchestrion.models.base import stream_of
 
@@ -57,3 +59,27 @@ def from_string(demo: str) -> StandInModel:
         raise ModelNotFound(f"No stand-in model for demo {demo!r}; demos: {sorted(DEMOS)}.")
     policy: Policy = importlib.import_module(DEMOS[demo]).stand_in_policy
     return StandInModel(demo, policy)
+
+
+# Helpers for demos whose agents share one stand-in policy: it tells the agents
+# apart by the tools each one is offered, and reads what they were told.
+
+
+def offered(request: ModelRequest) -> set[str]:
+    """The names of the tools the asking agent may call."""
+    return {t.name for t in request.tools}
+
+
+def results(request: ModelRequest) -> dict[str, ToolResult]:
+    """The latest result of each tool, by tool name."""
+    return {m.name: m for m in request.messages if isinstance(m, ToolResult)}
+
+
+def first_text(request: ModelRequest) -> str:
+    """What the agent was first asked (its task, or the customer's message)."""
+    return next((m.content for m in request.messages if isinstance(m, UserMessage)), "")
+
+
+def unprefixed(text: str) -> str:
+    """`text` without the stand-in's prefix, to quote one stand-in answer in another."""
+    return text.removeprefix(PREFIX)
