@@ -9,7 +9,6 @@ import pytest
 
 from orchestrion import (
     Agent,
-    Approve,
     BranchResult,
     Concurrent,
     RunContext,
@@ -17,7 +16,6 @@ from orchestrion import (
     RunStatus,
     Runtime,
     UserError,
-    tool,
     workflow,
 )
 from orchestrion.messages import ModelRequest, UserMessage
@@ -87,37 +85,37 @@ async def test_too_few_successes_fails_the_run_naming_the_failures(runtime: Runt
         _ = result.output
 
 
-async def test_a_slow_branch_times_out_alone_and_stays_timed_out_on_resume(
-    runtime: Runtime,
-) -> None:
+async def test_a_slow_branch_times_out_alone_and_is_retried_on_resume(runtime: Runtime) -> None:
     release = asyncio.Event()
+    attempts: list[str] = []
 
     @workflow
     async def slow(ctx: RunContext[None], input: str) -> str:
+        attempts.append("slow")
         await release.wait()
         return "slow done"
 
-    @tool(approval=True)
-    def publish(text: str) -> str:
-        return "published"
+    fan = Concurrent(name="fan", branches=[slow, echo("fast", "F")], timeout=0.05)
+    first = await runtime.run(fan, "x", run_id="t1")
+    assert first.status is RunStatus.FAILED
+    assert first.error is not None and "slow: TimeoutError: timed out after 0.05 s" in first.error["message"]
 
-    publisher = Agent(
-        name="pub", model=ScriptedModel([call("publish", {"text": "t"}), "ok"]), tools=[publish]
-    )
-    fan = Concurrent(name="fan", branches=[slow, echo("fast", "F")], min_success=1, timeout=0.05)
+    release.set()
+    done = await runtime.resume("t1")
+    assert [r["output"] for r in done.output] == ["slow done", "F(x)"]
+    assert attempts == ["slow", "slow"], "the finished fast branch was replayed, the slow one retried"
 
+
+async def test_partial_results_survive_within_a_run_when_min_success_is_met(runtime: Runtime) -> None:
     @workflow
-    async def flow(ctx: RunContext[None], input: str) -> Any:
-        results = await ctx.run(fan, input)
-        await ctx.run(publisher, "go")
-        return results
+    async def stuck(ctx: RunContext[None], input: str) -> str:
+        await asyncio.Event().wait()
+        return "never"
 
-    first = await runtime.run(flow, "x")
-    assert first.status is RunStatus.INTERRUPTED
-    release.set()  # on resume the slow branch would finish at once: it must not run again
-    done = await runtime.resume(first.run_id, {first.interrupts[0].id: Approve()})
-    slow_result, fast_result = done.output
-    assert slow_result["ok"] is False and slow_result["error"]["type"] == "TimeoutError"
+    fan = Concurrent(name="fan", branches=[stuck, echo("fast", "F")], min_success=1, timeout=0.05)
+    result = await runtime.run(fan, "x")
+    stuck_result, fast_result = result.output
+    assert stuck_result["ok"] is False and stuck_result["error"]["type"] == "TimeoutError"
     assert fast_result == {"name": "fast", "ok": True, "output": "F(x)", "error": None}
 
 

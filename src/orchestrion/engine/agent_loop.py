@@ -22,6 +22,7 @@ from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import (
     AnswerError,
+    BudgetExceeded,
     DeterminismError,
     LoopDetected,
     MaxTurnsExceeded,
@@ -232,6 +233,7 @@ async def _run_tool_call(
     done = ex.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
     tool = agent.tool_map.get(call.name)
     if done is not None:
+        ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
         ex.replayed(key, "tool", done.result)
         if tool is not None and tool.local and not done.result["is_error"]:
             await _invoke(ex, key, tool, tool.parse_arguments(call.arguments))
@@ -326,8 +328,8 @@ async def _execute(
                 value = await _invoke(ex, key, tool, arguments)
     except ModelRetry as exc:
         value, is_error = str(exc), True
-    except (Suspended, AnswerError, DeterminismError):
-        raise  # the run's own control flow, not a failure of the tool
+    except (Suspended, AnswerError, DeterminismError, BudgetExceeded, LoopDetected):
+        raise  # the run's own control flow and limits, not a failure of the tool
     except TimeoutError as exc:
         if deadline is None or not deadline.expired():  # the tool's own TimeoutError
             raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc

@@ -35,6 +35,7 @@ from orchestrion.errors import (
     DeterminismError,
     ModelError,
     OrchestrionError,
+    UserError,
     describe,
     validation_summary,
 )
@@ -73,6 +74,7 @@ class Execution:
         "run_id",
         "seq",
         "sink",
+        "steps",
         "store",
         "sync",
         "usage",
@@ -109,6 +111,8 @@ class Execution:
         self.created_at = created_at
         """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
         self.claimed: dict[str, str] = {}
+        self.steps = 0
+        """Steps claimed in this run (model requests, tool calls, answers, custom steps)."""
         self.usage = Usage()
 
     # -- primitives --------------------------------------------------------
@@ -123,6 +127,8 @@ class Execution:
                 "code deterministic (no random or time-dependent step names)."
             )
         self.claimed[key] = site
+        if not key.endswith("/"):  # a `ctx.run` scope is not a step
+            self.steps += 1
         done = self.replay.get(key)
         return done if done is not None and done.status is COMPLETED else None
 
@@ -139,6 +145,16 @@ class Execution:
         entry = Entry(self.seq, key, kind, status, result, started_at, time.time())
         self.seq += 1
         await self.store.append(self.run_id, (entry,), durable=durable or self.sync)
+
+    def usage_under(self, key: str) -> Usage:
+        """Usage of the journaled model steps below `key`: a replayed step that
+        skips its children (a delegation, a branch) still counts what they spent."""
+        prefix = key + "/"
+        total = Usage()
+        for k, entry in self.replay.items():
+            if entry.kind == "model" and entry.status is COMPLETED and k.startswith(prefix):
+                total += ModelResponse.from_json(entry.result).usage
+        return total
 
     def replayed(self, key: str, kind: str, result: JSON) -> None:
         if self.sink is not None:
@@ -166,13 +182,14 @@ class Execution:
     # -- steps -------------------------------------------------------------
 
     async def model_step(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
+        recorded = self.replay.get(key)
+        if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
+            self._check_budget(self.budget)
         done = self.claim(key, f"a model request ({model.name})")
         if done is not None:
             response = ModelResponse.from_json(done.result)
             self.replayed(key, "model", done.result)
         else:
-            if self.budget is not None:
-                self._check_budget(self.budget)
             started = time.time()
             self.started(key, "model")
             try:
@@ -180,7 +197,10 @@ class Execution:
                     response = await model.request(request)
                 else:
                     response = await self._stream(key, model, request)
-            except (OrchestrionError, AssertionError) as exc:  # AssertionError: a test fake's verdict
+            except (
+                OrchestrionError,
+                AssertionError,
+            ) as exc:  # AssertionError: a test fake's verdict
                 await self.failed(key, "model", exc, started)
                 raise
             except Exception as exc:
@@ -193,15 +213,15 @@ class Execution:
         return response
 
     def _check_budget(self, budget: Budget) -> None:
-        reached = budget.exceeded(self.usage, len(self.claimed), time.time() - self.created_at)
+        reached = budget.exceeded(self.usage, self.steps, time.time() - self.created_at)
         if reached is not None:
             limit, what = reached
             raise BudgetExceeded(
                 f"Run {self.run_id} stopped before its next model call: it {what} "
-                f"(Budget {limit}). Its {len(self.replay)} journaled steps are kept; resume "
+                f"(Budget {limit}). Its {self.steps} steps are kept in the journal; resume "
                 "it with a larger budget to go on.",
                 budget=limit,
-                steps_done=len(self.claimed),
+                steps_done=self.steps,
             )
 
     async def _stream(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
@@ -217,6 +237,7 @@ class Execution:
     async def custom_step(self, key: str, fn: Callable[[], Awaitable[Any]], site: str) -> JSON:
         done = self.claim(key, site)
         if done is not None:
+            self.usage += self.usage_under(key)
             self.replayed(key, "step", done.result)
             return done.result
         started = time.time()
@@ -261,12 +282,13 @@ class Execution:
 class Context(Generic[DepsT]):
     """The engine's `RunContext`: one per scope (a run, an agent, a tool call)."""
 
-    __slots__ = ("_count", "_ex", "key")
+    __slots__ = ("_count", "_ex", "_gathering", "key")
 
     def __init__(self, ex: Execution, key: str) -> None:
         self._ex = ex
         self.key = key
         self._count = 0
+        self._gathering = 0
 
     @property
     def run_id(self) -> str:
@@ -288,6 +310,11 @@ class Context(Generic[DepsT]):
 
     def _name(self, name: str | None, stem: str) -> str:
         if name is None:
+            if self._gathering:
+                raise UserError(
+                    f"ctx.{stem} inside ctx.gather needs name=...: branches finish in a "
+                    "different order on replay, so numbering them would mix up their answers."
+                )
             self._count += 1
             return f"{self.key}/{stem}-{self._count}"
         return f"{self.key}/{name}"
@@ -337,7 +364,11 @@ class Context(Generic[DepsT]):
         return await self._ex.run_child(self._ex, scope, runnable, input)
 
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
-        return await gather_steps(steps)
+        self._gathering += 1
+        try:
+            return await gather_steps(steps)
+        finally:
+            self._gathering -= 1
 
 
 async def gather_steps(steps: Iterable[Awaitable[T]]) -> list[T]:

@@ -32,3 +32,14 @@ def check_members(
                 "(an object with a name and an async invoke(ctx, input))."
             )
     return tuple(members)  # type: ignore[arg-type]  # checked above
+
+
+def agents_only(kind: str, name: str, members: Sequence[object]) -> None:
+    """Patterns that give members tools (Handoff, PeerNetwork) need agents."""
+    for member in members:
+        if not isinstance(member, Agent):
+            raise UserError(
+                f"{kind} {name!r}: {getattr(member, 'name', member)!r} is not an Agent; "
+                f"{kind} gives its members tools, so wrap a pattern in an agent's worker "
+                "(e.g. a Supervisor with that pattern as its worker)."
+            )

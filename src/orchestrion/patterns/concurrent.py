@@ -10,7 +10,7 @@ from typing import Any
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError, describe
+from orchestrion.errors import BudgetExceeded, LoopDetected, RunError, UserError, describe
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable, Workflow
 
@@ -44,8 +44,8 @@ Aggregator = Runnable | Callable[[list[BranchResult]], Any]
 class Concurrent:
     """Run every branch on the same input at the same time.
 
-    Each branch's outcome is journaled when it ends, so a resumed run does not
-    run finished branches again, and a branch that timed out stays timed out.
+    A finished branch is journaled, so a resumed run does not run it again; a
+    failed or timed-out branch is retried on resume.
     With `min_success`, failed branches are described rather than fatal; the
     aggregator (an agent or pattern, receiving the results as JSON, or a
     function of `BranchResult`s) combines them. Without an aggregator the run's
@@ -105,18 +105,22 @@ class Concurrent:
     async def _branch(
         self, ctx: RunContext[Any], i: int, member: Runnable, input: JSON
     ) -> dict[str, JSON]:
-        async def outcome() -> dict[str, JSON]:
-            try:
-                if self.timeout is None:
-                    output = await ctx.run(member, input, key=f"branch-{i}")
-                else:
-                    async with asyncio.timeout(self.timeout):
-                        output = await ctx.run(member, input, key=f"branch-{i}")
-            except TimeoutError:
-                error = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
-                return BranchResult(member.name, False, error=error).to_json()
-            except RunError as exc:
-                return BranchResult(member.name, False, error=describe(exc)).to_json()
-            return BranchResult(member.name, True, output=to_jsonable(output)).to_json()
+        """A success is journaled as the step `branch-<i>` (a resume skips it); a
+        failure is journaled as failed, so a resume tries that branch again."""
 
-        return await ctx.step(f"branch-{i}", outcome)
+        async def attempt() -> JSON:
+            if self.timeout is None:
+                return to_jsonable(await ctx.run(member, input, key=f"branch-{i}"))
+            async with asyncio.timeout(self.timeout):
+                return to_jsonable(await ctx.run(member, input, key=f"branch-{i}"))
+
+        try:
+            output = await ctx.step(f"branch-{i}", attempt)
+        except (BudgetExceeded, LoopDetected):
+            raise  # limits of the whole run, not a failure of this branch
+        except TimeoutError:
+            error = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
+            return BranchResult(member.name, False, error=error).to_json()
+        except RunError as exc:
+            return BranchResult(member.name, False, error=describe(exc)).to_json()
+        return BranchResult(member.name, True, output=output).to_json()

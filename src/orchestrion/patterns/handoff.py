@@ -27,7 +27,7 @@ from orchestrion.messages import (
     ToolResult,
     UserMessage,
 )
-from orchestrion.patterns._names import check_name
+from orchestrion.patterns._names import agents_only, check_name
 
 InputFilter = Callable[[tuple[Message, ...]], tuple[Message, ...]]
 
@@ -69,6 +69,11 @@ class Handoff:
 
     def __post_init__(self) -> None:
         check_name("Handoff", self.name)
+        agents_only("Handoff", self.name, self.agents)
+        if self.max_handoffs < 0:
+            raise UserError(
+                f"Handoff {self.name!r}: max_handoffs must be >= 0, not {self.max_handoffs}."
+            )
         names = [a.name for a in self.agents]
         if not names or len(set(names)) != len(names):
             raise UserError(f"Handoff {self.name!r} needs agents with distinct names, got {names}.")

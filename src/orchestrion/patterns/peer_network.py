@@ -20,7 +20,7 @@ from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import RunError, UserError
-from orchestrion.patterns._names import check_name
+from orchestrion.patterns._names import agents_only, check_name
 from orchestrion.tools.tool import ModelRetry, Tool
 
 
@@ -33,6 +33,8 @@ class Mail:
     sender: str
     to: str
     content: str
+    key: str = ""
+    """The journal key of the `send_message` step: orders mail the same on every replay."""
 
     def to_json(self) -> dict[str, JSON]:
         return {"from": self.sender, "to": self.to, "content": self.content}
@@ -58,7 +60,7 @@ class InProcessBus:
 
     def drain(self) -> dict[str, list[Mail]]:
         boxes, self._boxes = dict(self._boxes), defaultdict(list)
-        return boxes
+        return {to: sorted(mails, key=lambda m: (m.sender, m.key)) for to, mails in boxes.items()}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -75,6 +77,11 @@ class PeerNetwork:
 
     def __post_init__(self) -> None:
         check_name("PeerNetwork", self.name)
+        agents_only("PeerNetwork", self.name, self.agents)
+        if self.max_rounds < 1:
+            raise UserError(
+                f"PeerNetwork {self.name!r}: max_rounds must be >= 1, not {self.max_rounds}."
+            )
         names = [a.name for a in self.agents]
         if not names or len(set(names)) != len(names):
             raise UserError(
@@ -92,7 +99,7 @@ class PeerNetwork:
 
     async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
         bus = InProcessBus()
-        finished: list[str] = []
+        finished: list[tuple[str, str]] = []
         log: list[dict[str, JSON]] = []
         agents = {a.name: self._member(a, bus, finished) for a in self.agents}
         text = input if isinstance(input, str) else dumps_str(input)
@@ -110,16 +117,18 @@ class PeerNetwork:
                 )
             )
             if finished:
-                return finished[0]
+                return min(finished)[1]  # by step key: the same finisher on every replay
+        if not bus.drain():
+            return {"messages": log, "finished": None}
         raise RoundsExceeded(
             f"PeerNetwork {self.name!r}: messages still flowing after max_rounds={self.max_rounds}. "
             "Raise max_rounds, or tell the agents when to finish."
         )
 
-    def _member(self, agent: Agent[Any], bus: Bus, finished: list[str]) -> Agent[Any]:
+    def _member(self, agent: Agent[Any], bus: Bus, finished: list[tuple[str, str]]) -> Agent[Any]:
         allowed = self._edges[agent.name]
 
-        async def send_message(to: str, content: str) -> str:
+        async def send_message(ctx: RunContext[Any], to: str, content: str) -> str:
             """Send a message to another agent; it reads it in the next round.
 
             Args:
@@ -128,16 +137,16 @@ class PeerNetwork:
             """
             if to not in allowed:
                 raise ModelRetry(f"You cannot message {to!r}; you can message: {list(allowed)}.")
-            bus.post(Mail(agent.name, to, content))
+            bus.post(Mail(agent.name, to, content, ctx.key))
             return f"sent to {to}"
 
-        async def finish(answer: str) -> str:
+        async def finish(ctx: RunContext[Any], answer: str) -> str:
             """Give the final answer for the whole network; the run ends with it.
 
             Args:
                 answer: The answer to the user's request.
             """
-            finished.append(answer)
+            finished.append((ctx.key, answer))
             return "finished"
 
         # Local tools: replay runs them again, so the bus and the answer are rebuilt.

@@ -19,7 +19,7 @@ from typing import Any
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import BudgetExceeded, LoopDetected, MaxTurnsExceeded, RunError, UserError
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable
 from orchestrion.tools.tool import ModelRetry, Tool
@@ -63,7 +63,14 @@ class Supervisor:
         object.__setattr__(self, "_manager", manager)
 
     async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
-        return await ctx.run(self._manager, input)
+        try:
+            return await ctx.run(self._manager, input)
+        except MaxTurnsExceeded as exc:
+            raise MaxTurnsExceeded(
+                f"Supervisor {self.name!r}: its manager used all max_rounds={self.max_rounds} "
+                "rounds without a final answer. Raise Supervisor(max_rounds=...) or tell the "
+                "manager when to stop delegating."
+            ) from exc
 
     def _delegation(self, worker: Runnable) -> Tool:
         max_depth = self.max_depth
@@ -77,6 +84,8 @@ class Supervisor:
                 )
             try:
                 output = await ctx.run(worker, task)
+            except (BudgetExceeded, LoopDetected):
+                raise  # limits of the whole run, not a failure of this worker
             except RunError as exc:
                 raise ModelRetry(
                     f"Worker {worker.name!r} failed: {type(exc).__name__}: {exc}. "

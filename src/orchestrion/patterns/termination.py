@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orchestrion.errors import UserError
 from orchestrion.messages import Usage
 
 
@@ -42,6 +43,10 @@ class Condition:
 @dataclass(frozen=True)
 class MaxTurns(Condition):
     turns: int
+
+    def __post_init__(self) -> None:
+        if self.turns < 1:
+            raise UserError(f"MaxTurns({self.turns}): turns must be >= 1.")
 
     def check(self, state: ChatState) -> str | None:
         return f"reached {self.turns} turns" if state.turns >= self.turns else None
