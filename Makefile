@@ -29,6 +29,7 @@ test: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_patterns.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
