@@ -18,17 +18,9 @@ from orchestrion import (
     UserError,
     workflow,
 )
-from orchestrion.messages import ModelRequest, UserMessage
-from orchestrion.testing import FunctionModel, ScriptedModel, call
+from orchestrion.testing import ScriptedModel, call
 
-
-def echo(name: str, prefix: str) -> Agent[str]:
-    def answer(request: ModelRequest) -> str:
-        first = request.messages[0]
-        assert isinstance(first, UserMessage)
-        return f"{prefix}({first.content})"
-
-    return Agent(name=name, model=FunctionModel(answer))
+from ._support import echo
 
 
 def failing(name: str) -> Agent[str]:

@@ -22,16 +22,7 @@ from orchestrion import (
 from orchestrion.messages import ModelRequest, UserMessage
 from orchestrion.testing import FunctionModel, ScriptedModel, call
 
-
-def echo(name: str, prefix: str) -> Agent[str]:
-    """An agent answering `<prefix>(<its input>)`."""
-
-    def answer(request: ModelRequest) -> str:
-        first = request.messages[0]
-        assert isinstance(first, UserMessage)
-        return f"{prefix}({first.content})"
-
-    return Agent(name=name, model=FunctionModel(answer))
+from ._support import echo
 
 
 async def test_pipeline_passes_each_output_to_the_next(runtime: Runtime) -> None:
