@@ -121,3 +121,33 @@ def test_conditions_read_only_the_state() -> None:
 def test_bad_chats_fail_at_definition_time(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UserError, match=message):
         GroupChat(name="c", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_crashed_chat_resumes_without_asking_earlier_speakers_again(
+    runtime: Runtime,
+) -> None:
+    import asyncio
+
+    asked: list[str] = []
+    crash = {"on": True}
+
+    def participant(name: str) -> Agent[str]:
+        def speak(request: ModelRequest) -> str:
+            asked.append(name)
+            if name == "critic" and crash["on"]:
+                crash["on"] = False
+                raise asyncio.CancelledError  # the process dies on the critic's turn
+            return f"{name} says hi"
+
+        return Agent(name=name, model=FunctionModel(speak))
+
+    chat = GroupChat(
+        name="c",
+        participants=[participant("writer"), participant("critic")],
+        termination=MaxTurns(3),
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await runtime.run(chat, "task", run_id="g1")
+    done = await Runtime(runtime.store).resume("g1", runnable=chat)
+    assert [who for who, _ in done.output["transcript"]] == ["user", "writer", "critic", "writer"]
+    assert asked == ["writer", "critic", "critic", "writer"]
