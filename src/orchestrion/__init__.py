@@ -1,6 +1,6 @@
 """orchestrion: durable orchestration for teams of AI agents."""
 
-from orchestrion.agent import Agent
+from orchestrion.agent import Agent, ContextLimit
 from orchestrion.budget import Budget
 from orchestrion.context import RunContext
 from orchestrion.engine.events import (
@@ -63,6 +63,7 @@ __all__ = [
     "Budget",
     "BudgetExceeded",
     "Concurrent",
+    "ContextLimit",
     "DeterminismError",
     "Event",
     "GroupChat",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import pydantic
 
@@ -57,10 +57,14 @@ class Agent(Generic[OutputT]):
     model_settings: ModelSettings = field(default_factory=ModelSettings)
     loop_guard: LoopGuard | None = field(default_factory=LoopGuard)
     """What happens when the agent repeats a tool call; None turns the guard off."""
+    context_limit: ContextLimit | None = None
+    """The most this agent may send in one request, and what to do beyond it."""
 
     tool_map: Mapping[str, Tool] = field(init=False, repr=False)
     tool_definitions: tuple[ToolDefinition, ...] = field(init=False, repr=False)
     output_adapter: pydantic.TypeAdapter[Any] | None = field(init=False, repr=False)
+    fixed_size: int = field(init=False, repr=False)
+    """Characters every request carries besides the messages (tool definitions)."""
     output_wrapped: bool = field(init=False, repr=False)
     """True when the output schema is not an object, so the model sends it under `result`."""
 
@@ -132,3 +136,30 @@ class Agent(Generic[OutputT]):
         set_(self, "tool_definitions", tuple(definitions))
         set_(self, "output_adapter", adapter)
         set_(self, "output_wrapped", wrapped)
+        set_(
+            self,
+            "fixed_size",
+            sum(len(d.name) + len(d.description) + len(str(d.parameters)) for d in definitions),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContextLimit:
+    """The most an agent may send in one model request, estimated at four
+    characters a token. Over it, `drop_oldest` drops the oldest exchanges (a
+    model answer with its tool results) after the task; with a `summarizer`
+    agent the dropped exchanges are replaced by its summary (a journaled child
+    run); `fail` ends the run with `ContextTooLarge`."""
+
+    max_tokens: int
+    action: Literal["drop_oldest", "fail"] = "drop_oldest"
+    summarizer: Agent[Any] | None = None
+    """An agent that summarises the dropped turns (with `drop_oldest`)."""
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise UserError(f"ContextLimit max_tokens={self.max_tokens} must be positive.")
+        if self.action not in ("drop_oldest", "fail"):
+            raise UserError(
+                f"ContextLimit action must be 'drop_oldest' or 'fail', not {self.action!r}."
+            )

@@ -17,6 +17,7 @@
         ├── MaxTurnsExceeded      the agent used all its turns
         ├── BudgetExceeded        the run reached a limit of its Budget
         ├── LoopDetected          an agent kept repeating itself
+        ├── ContextTooLarge       a request is over the agent's ContextLimit
         └── RunFailed             reading the output of a run that failed
 
 Errors are plain data: constructing one has no side effects.
@@ -129,6 +130,10 @@ class OutputValidationError(RunError):
 
 class MaxTurnsExceeded(RunError):
     """An agent reached `max_turns` without a final answer."""
+
+
+class ContextTooLarge(RunError):
+    """A model request is larger than the agent's `ContextLimit` allows."""
 
 
 class LoopDetected(RunError):

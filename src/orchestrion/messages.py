@@ -161,3 +161,12 @@ class ToolCallDelta:
 
 StreamItem: TypeAlias = TextDelta | ToolCallDelta | ModelResponse
 """What `Model.stream` yields: deltas, then exactly one final `ModelResponse`."""
+
+
+def size_of(message: Message) -> int:
+    """Characters a message adds to a request (for size estimates)."""
+    if isinstance(message, ModelResponse):
+        return len(message.text or "") + sum(
+            len(c.name) + len(c.arguments) for c in message.tool_calls
+        )
+    return len(message.content)

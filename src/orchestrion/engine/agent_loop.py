@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pydantic
 
 from orchestrion._json import JSON, dumps_str, loads
-from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent
+from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
 from orchestrion.engine.events import LoopDetected as LoopDetectedEvent
 from orchestrion.engine.execution import Context, Execution, Suspended, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
@@ -23,6 +23,7 @@ from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import (
     AnswerError,
     BudgetExceeded,
+    ContextTooLarge,
     DeterminismError,
     LoopDetected,
     MaxTurnsExceeded,
@@ -40,6 +41,7 @@ from orchestrion.messages import (
     ToolCall,
     ToolResult,
     UserMessage,
+    size_of,
 )
 from orchestrion.tools.tool import ModelRetry, Tool
 
@@ -53,10 +55,16 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
     retries_left = agent.output_retries
     for turn in range(1, agent.max_turns + 1):
         prefix = f"{scope}/turn-{turn}"
+        size = 0
+        if ex.sink is not None or agent.context_limit is not None:
+            size = _estimate(agent, instructions, messages)
+            limit = agent.context_limit
+            if limit is not None and size > limit.max_tokens:
+                messages, size = await _fit(ex, scope, agent, limit, instructions, messages, turn)
         request = ModelRequest(
             instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
         )
-        response = await ex.model_step(f"{prefix}/model", model, request)
+        response = await ex.model_step(f"{prefix}/model", model, request, size)
         messages.append(response)
         calls = response.tool_calls
         if agent.output_adapter is not None:
@@ -90,6 +98,69 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "
         "Raise max_turns, or check its instructions and tools."
     )
+
+
+def _estimate(agent: Agent[Any], instructions: str, messages: list[Message]) -> int:
+    """Tokens of a request, estimated at four characters a token."""
+    chars = len(instructions or "") + agent.fixed_size + sum(size_of(m) for m in messages)
+    return chars // 4 + 1
+
+
+async def _fit(
+    ex: Execution,
+    scope: str,
+    agent: Agent[Any],
+    limit: ContextLimit,
+    instructions: str,
+    messages: list[Message],
+    turn: int,
+) -> tuple[list[Message], int]:
+    """Shrink the conversation under the limit: drop the oldest exchanges (a model
+    answer with its tool results) after the task, summarising them if asked.
+    Decided from journaled data only, so replay shrinks the same way."""
+    if limit.action == "fail":
+        size = _estimate(agent, instructions, messages)
+        raise ContextTooLarge(
+            f"Agent {agent.name!r}: the request for turn {turn} is about {size} tokens, over its "
+            f"ContextLimit max_tokens={limit.max_tokens}. Raise the limit, use "
+            "action='drop_oldest' (optionally with a summarizer), or give the agent less to read."
+        )
+    head, rest, dropped = messages[:1], messages[1:], []
+    while rest and _estimate(agent, instructions, head + rest) > limit.max_tokens:
+        cut = 1
+        while cut < len(rest) and not isinstance(rest[cut], ModelResponse):
+            cut += 1
+        if cut >= len(rest):
+            break  # keep the latest exchange: the model needs its newest results
+        dropped.extend(rest[:cut])
+        rest = rest[cut:]
+    if limit.summarizer is not None and dropped:
+        summary = await Context(ex, scope).run(
+            limit.summarizer, _render(dropped), key=f"summary-{turn}"
+        )
+        head = [*head, UserMessage(f"[summary of earlier turns]\n{summary}")]
+    fitted = head + rest
+    size = _estimate(agent, instructions, fitted)
+    if size > limit.max_tokens:
+        raise ContextTooLarge(
+            f"Agent {agent.name!r}: the request for turn {turn} is still about {size} tokens "
+            f"after dropping older turns, over ContextLimit max_tokens={limit.max_tokens}: the "
+            "task and the latest exchange alone are too large. Raise the limit."
+        )
+    return fitted, size
+
+
+def _render(messages: list[Message]) -> str:
+    lines = []
+    for m in messages:
+        if isinstance(m, ModelResponse):
+            calls = ", ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
+            lines.append(f"assistant: {m.text or ''} {calls}".strip())
+        elif isinstance(m, ToolResult):
+            lines.append(f"tool {m.name}: {m.content}")
+        else:
+            lines.append(f"user: {m.content}")
+    return "\n".join(lines)
 
 
 async def _guard(

@@ -29,6 +29,8 @@ class StepStarted:
     run_id: str
     key: str
     kind: str
+    size: int = 0
+    """For model steps, the estimated tokens of the request (4 characters a token)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,9 +160,9 @@ class Execution:
         if self.sink is not None:
             self.sink(StepCompleted(self.run_id, key, kind, result, 0.0, True))
 
-    def started(self, key: str, kind: str) -> None:
+    def started(self, key: str, kind: str, size: int = 0) -> None:
         if self.sink is not None:
-            self.sink(StepStarted(self.run_id, key, kind))
+            self.sink(StepStarted(self.run_id, key, kind, size))
 
     async def completed(
         self, key: str, kind: str, result: JSON, started_at: float, *, durable: bool = False
@@ -181,7 +181,9 @@ class Execution:
 
     # -- steps -------------------------------------------------------------
 
-    async def model_step(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
+    async def model_step(
+        self, key: str, model: Model, request: ModelRequest, size: int = 0
+    ) -> ModelResponse:
         recorded = self.replay.get(key)
         if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
             self._check_budget(self.budget)
@@ -191,7 +193,7 @@ class Execution:
             self.replayed(key, "model", done.result)
         else:
             started = time.time()
-            self.started(key, "model")
+            self.started(key, "model", size)
             try:
                 if self.sink is None:
                     response = await model.request(request)
