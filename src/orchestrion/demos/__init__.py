@@ -8,4 +8,7 @@ DEMOS = {  # `orchestrion demo` with no name runs the loan team
     "loan-payoff": "orchestrion.demos.loan_payoff",
     "support-triage": "orchestrion.demos.support_triage",
     "incident-response": "orchestrion.demos.incident_response",
+    "payroll-help": "orchestrion.demos.payroll_help",
+    "document-processing": "orchestrion.demos.document_processing",
+    "job-hunting": "orchestrion.demos.job_hunting",
 }
