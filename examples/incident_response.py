@@ -8,20 +8,10 @@ that succeeded (the Concurrent pattern, min_success=2).
 
 import asyncio
 
-from orchestrion import Runtime
-
 # The definitions live in the package (orchestrion/demos/incident_response.py) so that
 # `orchestrion demo incident-response` works from an installed wheel; this file runs them.
 from orchestrion.demos.incident_response import TASK, response
-
-
-async def main() -> None:
-    async with Runtime("memory://") as runtime:
-        result = await runtime.run(response, TASK)
-        for step in await runtime.history(result.run_id):
-            print(f"  {step.status.value:9} {step.key}")
-        print(result.output)
-
+from orchestrion.demos.runner import run_example
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(run_example(response, TASK))

@@ -8,20 +8,10 @@ context policy).
 
 import asyncio
 
-from orchestrion import Runtime
-
 # The definitions live in the package (orchestrion/demos/job_hunting.py) so that
 # `orchestrion demo job-hunting` works from an installed wheel; this file runs them.
 from orchestrion.demos.job_hunting import TASK, pipeline
-
-
-async def main() -> None:
-    async with Runtime("memory://") as runtime:
-        result = await runtime.run(pipeline, TASK)
-        for step in await runtime.history(result.run_id):
-            print(f"  {step.status.value:9} {step.key}")
-        print(result.output)
-
+from orchestrion.demos.runner import run_example
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(run_example(pipeline, TASK))

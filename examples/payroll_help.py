@@ -8,21 +8,16 @@ PeerNetwork pattern).
 
 import asyncio
 
-from orchestrion import Runtime
-
 # The definitions live in the package (orchestrion/demos/payroll_help.py) so that
 # `orchestrion demo payroll-help` works from an installed wheel; this file runs them.
 from orchestrion.demos.payroll_help import TASK, Payroll, network
+from orchestrion.demos.runner import run_example
 
 
 async def main() -> None:
     payroll = Payroll()  # a stand-in payroll portal and ledger
-    async with Runtime("memory://") as runtime:
-        result = await runtime.run(network, TASK, deps=payroll)
-        for step in await runtime.history(result.run_id):
-            print(f"  {step.status.value:9} {step.key}")
-        print(result.output)
-        print(f"portal access reset for: {', '.join(payroll.resets)}")
+    await run_example(network, TASK, deps=payroll)
+    print(f"portal access reset for: {', '.join(payroll.resets)}")
 
 
 if __name__ == "__main__":

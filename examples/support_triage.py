@@ -7,7 +7,8 @@ approval) or technical (known issues), one agent at a time (the Handoff pattern)
 
 import asyncio
 
-from orchestrion import Approve, Runtime
+from orchestrion import Runtime
+from orchestrion.demos.runner import run_approving
 
 # The definitions live in the package (orchestrion/demos/support_triage.py) so that
 # `orchestrion demo support-triage` works from an installed wheel; this file runs them.
@@ -21,12 +22,8 @@ async def main() -> None:
     async with Runtime("memory://") as runtime:
         for message in MESSAGES:
             print(f"customer: {message}")
-            result = await runtime.run(desk, message, deps=helpdesk)
-            while result.interrupts:  # a refund waits for a human: approve it here
-                for interrupt in result.interrupts:
-                    print(f"auto-approving {interrupt.payload}")
-                answers = {interrupt.id: Approve() for interrupt in result.interrupts}
-                result = await runtime.resume(result.run_id, answers, deps=helpdesk)
+            # a refund waits for a human: approved here
+            result = await run_approving(runtime, desk, message, deps=helpdesk)
             agents = [s.key.split("/")[2] for s in await runtime.history(result.run_id)]
             print(
                 "route:", " -> ".join(dict.fromkeys(agents))
