@@ -9,6 +9,7 @@ library because it *is* the journal.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import sys
 import time
@@ -62,6 +63,8 @@ class Execution:
     """The state of one run while it works."""
 
     __slots__ = (
+        "_model_keys",
+        "_model_usage",
         "answered",
         "answers",
         "budget",
@@ -114,6 +117,8 @@ class Execution:
         self.steps = 0
         """Steps claimed in this run (model requests, tool calls, answers, custom steps)."""
         self.usage = Usage()
+        self._model_keys: list[str] | None = None
+        self._model_usage: list[Usage] = []
 
     # -- primitives --------------------------------------------------------
 
@@ -149,11 +154,20 @@ class Execution:
     def usage_under(self, key: str) -> Usage:
         """Usage of the journaled model steps below `key`: a replayed step that
         skips its children (a delegation, a branch) still counts what they spent."""
+        if self._model_keys is None:  # built once per resume, on first need
+            models = sorted(
+                (k, ModelResponse.from_json(e.result).usage)
+                for k, e in self.replay.items()
+                if e.kind == "model" and e.status is COMPLETED
+            )
+            self._model_keys = [k for k, _ in models]
+            self._model_usage = [u for _, u in models]
         prefix = key + "/"
+        start = bisect.bisect_left(self._model_keys, prefix)
+        end = bisect.bisect_left(self._model_keys, prefix + "\U0010ffff")
         total = Usage()
-        for k, entry in self.replay.items():
-            if entry.kind == "model" and entry.status is COMPLETED and k.startswith(prefix):
-                total += ModelResponse.from_json(entry.result).usage
+        for usage in self._model_usage[start:end]:
+            total += usage
         return total
 
     def replayed(self, key: str, kind: str, result: JSON) -> None:
