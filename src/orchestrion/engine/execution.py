@@ -126,10 +126,15 @@ class Execution:
         """Reserve `key` for this step; return its recorded completion, if any."""
         first = self.claimed.get(key)
         if first is not None:
+            fix = (
+                "Run the same member twice with distinct ctx.run(..., key=...)"
+                if key.endswith("/")
+                else "Give the two steps distinct names"
+            )
             raise DeterminismError(
                 f"Step key {key!r} was used twice in run {self.run_id}: first by {first}, "
-                f"then by {site}. Give the two steps distinct names, and keep orchestration "
-                "code deterministic (no random or time-dependent step names)."
+                f"then by {site}. {fix}, and keep orchestration code deterministic (no random "
+                "or time-dependent step names)."
             )
         self.claimed[key] = site
         if not key.endswith("/"):  # a `ctx.run` scope is not a step
