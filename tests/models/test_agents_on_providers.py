@@ -8,16 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from orchestrion import Approve, RunStatus, Runtime, StepCompleted
 from orchestrion.demos.loan_payoff import Bank, agent
 from orchestrion.models.anthropic import AnthropicModel
 from orchestrion.models.openai import OpenAIModel
-from orchestrion.testing import allow_model_requests
 
 from .fake_servers import (
     FakeServer,
@@ -29,18 +25,6 @@ from .fake_servers import (
 )
 
 PAY = {"loan_id": "car-7781", "amount": 4812.5, "from_account": "savings"}
-
-
-@pytest.fixture(autouse=True)
-def _allow_requests() -> Iterator[None]:
-    with allow_model_requests():
-        yield
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as s:
-        yield s
 
 
 def openai_script(server: FakeServer) -> None:

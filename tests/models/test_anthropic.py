@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,7 +24,6 @@ from orchestrion.messages import (
 from orchestrion.models import Model, infer_model
 from orchestrion.models.anthropic import AnthropicModel
 from orchestrion.models.base import GATE
-from orchestrion.testing import allow_model_requests
 
 from .fake_servers import (
     ANTHROPIC_MODEL,
@@ -52,19 +51,6 @@ WEATHER = ToolDefinition(
 
 def ask(text: str = "Hi", **kwargs: object) -> ModelRequest:
     return ModelRequest(instructions=None, messages=(UserMessage(text),), **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.fixture(autouse=True)
-def _allow_requests() -> Iterator[None]:
-    # The suite's conftest forbids real model requests; these go to a local fake.
-    with allow_model_requests():
-        yield
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as s:
-        yield s
 
 
 @pytest.fixture
