@@ -15,8 +15,9 @@
         ├── ToolError             a tool raised
         ├── OutputValidationError the model's final output kept failing validation
         ├── MaxTurnsExceeded      the agent used all its turns
-        ├── BudgetExceeded        the run reached a limit of its Budget
-        ├── LoopDetected          an agent kept repeating itself
+        ├── RunLimitReached       a limit of the whole run; patterns pass it on
+        │   ├── BudgetExceeded    the run reached a limit of its Budget
+        │   └── LoopDetected      an agent kept repeating itself
         ├── ContextTooLarge       a request is over the agent's ContextLimit
         └── RunFailed             reading the output of a run that failed
 
@@ -136,11 +137,16 @@ class ContextTooLarge(RunError):
     """A model request is larger than the agent's `ContextLimit` allows."""
 
 
-class LoopDetected(RunError):
+class RunLimitReached(RunError):
+    """A limit of the whole run: a branch, worker or tool that meets it does not
+    fail alone; the run ends (and a resume with a larger limit goes on)."""
+
+
+class LoopDetected(RunLimitReached):
     """An agent repeated the same tool call and its `LoopGuard` stopped the run."""
 
 
-class BudgetExceeded(RunError):
+class BudgetExceeded(RunLimitReached):
     """The run reached a limit of its `Budget`; `budget` names the limit."""
 
     def __init__(self, message: str, *, budget: str, steps_done: int) -> None:

@@ -22,12 +22,12 @@ from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import (
     AnswerError,
-    BudgetExceeded,
     ContextTooLarge,
     DeterminismError,
     LoopDetected,
     MaxTurnsExceeded,
     OutputValidationError,
+    RunLimitReached,
     ToolError,
     validation_summary,
 )
@@ -399,7 +399,7 @@ async def _execute(
                 value = await _invoke(ex, key, tool, arguments)
     except ModelRetry as exc:
         value, is_error = str(exc), True
-    except (Suspended, AnswerError, DeterminismError, BudgetExceeded, LoopDetected):
+    except (Suspended, AnswerError, DeterminismError, RunLimitReached):
         raise  # the run's own control flow and limits, not a failure of the tool
     except TimeoutError as exc:
         if deadline is None or not deadline.expired():  # the tool's own TimeoutError

@@ -19,7 +19,7 @@ from typing import Any
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import BudgetExceeded, LoopDetected, MaxTurnsExceeded, RunError, UserError
+from orchestrion.errors import MaxTurnsExceeded, RunError, RunLimitReached, UserError
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable
 from orchestrion.tools.tool import ModelRetry, Tool
@@ -84,7 +84,7 @@ class Supervisor:
                 )
             try:
                 output = await ctx.run(worker, task)
-            except (BudgetExceeded, LoopDetected):
+            except RunLimitReached:
                 raise  # limits of the whole run, not a failure of this worker
             except RunError as exc:
                 raise ModelRetry(
