@@ -34,6 +34,7 @@ STATUS_STYLE = {
     "pending": "yellow",
     "failed": "red",
     "cancelled": "magenta",
+    "stopped": "yellow",
 }
 
 

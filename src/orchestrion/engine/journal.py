@@ -5,6 +5,9 @@ one state of one step (`started`, `completed`, `failed`, `pending`); the
 latest entry for a key is that step's state. Compatibility policy: a reader
 accepts every schema version up to its own; fields are only ever added, with
 defaults, and `v` is bumped when one is.
+
+Versions: 1, the first; 2, a run can be `stopped` (it reached a limit) and
+usage carries a fourth number, the cost in USD.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, NamedTuple
 
 from orchestrion._json import JSON
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class RunStatus(StrEnum):
@@ -24,6 +27,8 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
+    STOPPED = "stopped"
+    """Ended cleanly at a limit (a budget, a loop guard); `error` names it. Resumable."""
 
 
 class StepStatus(StrEnum):
