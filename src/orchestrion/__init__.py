@@ -43,6 +43,7 @@ from orchestrion.models.base import Model
 from orchestrion.patterns import (
     BranchResult,
     Concurrent,
+    CostBudget,
     GroupChat,
     Handoff,
     MaxTurns,
@@ -50,9 +51,11 @@ from orchestrion.patterns import (
     Sequential,
     Supervisor,
     TextMention,
+    Timeout,
     TokenBudget,
     workflow,
 )
+from orchestrion.pricing import Price, Prices
 from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
@@ -65,6 +68,7 @@ __all__ = [
     "BudgetExceeded",
     "Concurrent",
     "ContextLimit",
+    "CostBudget",
     "DeterminismError",
     "Event",
     "GroupChat",
@@ -85,6 +89,8 @@ __all__ = [
     "OrchestrionError",
     "OutputValidationError",
     "PeerNetwork",
+    "Price",
+    "Prices",
     "Reject",
     "RunContext",
     "RunError",
@@ -109,6 +115,7 @@ __all__ = [
     "Supervisor",
     "TargetError",
     "TextMention",
+    "Timeout",
     "TokenBudget",
     "Tool",
     "ToolCall",

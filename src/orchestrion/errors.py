@@ -161,10 +161,10 @@ class BudgetExceeded(RunLimitReached):
 
 
 class RunFailed(RunError):
-    """The output of a failed run was read; `error` is the journaled failure."""
+    """The output of a failed (or stopped) run was read; `error` is the journaled cause."""
 
-    def __init__(self, run_id: str, error: dict[str, Any]) -> None:
-        super().__init__(f"Run {run_id} failed: {error.get('type')}: {error.get('message')}")
+    def __init__(self, run_id: str, error: dict[str, Any], status: str = "failed") -> None:
+        super().__init__(f"Run {run_id} {status}: {error.get('type')}: {error.get('message')}")
         self.run_id = run_id
         self.error = error
 

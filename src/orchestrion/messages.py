@@ -16,18 +16,25 @@ from orchestrion._json import JSON
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens spent by one or more model requests."""
+    """Tokens spent by one or more model requests, and their cost."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     requests: int = 0
+    cost: float = 0.0
+    """USD, for the requests whose model has a known price (see `orchestrion.pricing`)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.requests + other.requests,
+            self.cost + other.cost,
         )
+
+    def to_json(self) -> list[JSON]:
+        counts: list[JSON] = [self.input_tokens, self.output_tokens, self.requests]
+        return [*counts, self.cost] if self.cost else counts
 
     @property
     def total_tokens(self) -> int:
@@ -61,8 +68,7 @@ class ModelResponse:
             data["text"] = self.text
         if self.tool_calls:
             data["tool_calls"] = [[c.id, c.name, c.arguments] for c in self.tool_calls]
-        u = self.usage
-        data["usage"] = [u.input_tokens, u.output_tokens, u.requests]
+        data["usage"] = self.usage.to_json()
         if self.finish_reason is not None:
             data["finish_reason"] = self.finish_reason
         if self.model is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrion import Agent, Budget, RunStatus, Runtime, UserError, tool
+from orchestrion import Agent, Budget, Price, RunStatus, Runtime, UserError, tool
+from orchestrion.engine.store import Store
 from orchestrion.testing import FunctionModel, ScriptedModel, call
 
 
@@ -35,7 +36,7 @@ async def test_a_reached_limit_ends_the_run_naming_it(
 ) -> None:
     agent = looper(10)
     result = await runtime.run(agent, "go", budget=budget)
-    assert result.status is RunStatus.FAILED
+    assert result.status is RunStatus.STOPPED
     assert result.error is not None
     assert result.error["type"] == "BudgetExceeded" and result.error["budget"] == limit
     assert f"(Budget {limit})" in result.error["message"]
@@ -47,7 +48,7 @@ async def test_a_reached_limit_ends_the_run_naming_it(
 async def test_resume_with_a_larger_budget_goes_on_without_repeating(runtime: Runtime) -> None:
     agent = looper(3)
     first = await runtime.run(agent, "go", budget=Budget(model_calls=2))
-    assert first.status is RunStatus.FAILED
+    assert first.status is RunStatus.STOPPED
     done = await runtime.resume(first.run_id, budget=Budget(model_calls=10))
     assert done.output == "done"
     assert len(agent.model.requests) == 4  # type: ignore[union-attr]  # 2 before, 2 after: none repeated
@@ -70,3 +71,42 @@ async def test_the_runtime_default_applies_unless_a_run_has_its_own(runtime: Run
 def test_limits_must_be_positive() -> None:
     with pytest.raises(UserError, match="Budget tokens=0 must be positive"):
         Budget(tokens=0)
+
+
+# -- cost ----------------------------------------------------------------------
+
+PRICED = {"test:scripted": Price(input=1_000_000.0, output=1_000_000.0)}  # $1 a token: easy sums
+
+
+async def test_each_response_is_priced_and_the_cost_is_journaled(store: Store) -> None:
+    runtime = Runtime(store, prices=PRICED)
+    result = await runtime.run(looper(2), "go")
+    tokens = result.usage.total_tokens
+    assert result.usage.cost == pytest.approx(tokens)
+    record = await runtime.get(result.run_id)
+    assert record.usage[3] == pytest.approx(tokens), "the run record keeps the cost"
+    models = [s for s in await runtime.history(result.run_id) if s.kind == "model"]
+    assert sum(s.result["usage"][3] for s in models) == pytest.approx(tokens)
+
+
+async def test_a_cost_budget_stops_the_run_before_the_next_model_call(store: Store) -> None:
+    runtime = Runtime(store, prices=PRICED)
+    agent = looper(10)
+    result = await runtime.run(agent, "go", budget=Budget(cost=10.0))
+    assert result.status is RunStatus.STOPPED
+    assert result.error is not None and result.error["budget"] == "cost"
+    assert "spent $" in result.error["message"] and "of $10" in result.error["message"]
+    costs = [s.result["usage"][3] for s in await runtime.history(result.run_id) if s.kind == "model"]
+    assert sum(costs[:-1]) < 10.0 <= sum(costs) == pytest.approx(result.usage.cost)
+    assert len(agent.model.requests) == len(costs)  # type: ignore[union-attr]  # none after it
+
+    resumed = await runtime.resume(result.run_id, budget=Budget(cost=1_000.0))
+    assert resumed.output == "done"
+    assert resumed.usage.cost > result.usage.cost, "a resume counts what was already spent"
+
+
+async def test_a_cost_budget_refuses_a_model_without_a_price(runtime: Runtime) -> None:
+    agent = looper(1)
+    with pytest.raises(UserError, match=r"model 'test:scripted' has no known price.*Runtime\(prices="):
+        await runtime.run(agent, "go", budget=Budget(cost=1.0))
+    assert agent.model.requests == []  # type: ignore[union-attr]  # refused before any call

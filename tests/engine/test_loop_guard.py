@@ -37,13 +37,13 @@ async def test_warn_tells_the_agent_with_its_earlier_attempts() -> None:
 async def test_stop_ends_the_run_with_loop_detected(runtime: Runtime) -> None:
     agent, _ = stubborn(LoopGuard(repeats=2, policy="stop"))
     result = await runtime.run(agent, "balance?")
-    assert result.status is RunStatus.FAILED
+    assert result.status is RunStatus.STOPPED
     assert result.error is not None and result.error["type"] == "LoopDetected"
     assert "called get_balance with the same arguments 2 times" in result.error["message"]
 
 
 @pytest.mark.parametrize(
-    ("answer", "status"), [("continue", RunStatus.COMPLETED), ("stop", RunStatus.FAILED)]
+    ("answer", "status"), [("continue", RunStatus.COMPLETED), ("stop", RunStatus.STOPPED)]
 )
 async def test_ask_lets_a_human_decide(runtime: Runtime, answer: str, status: RunStatus) -> None:
     agent, _ = stubborn(LoopGuard(repeats=2, policy="ask"), times=2)

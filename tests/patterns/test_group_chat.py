@@ -6,17 +6,23 @@ import pytest
 
 from orchestrion import (
     Agent,
+    Approve,
+    CostBudget,
     GroupChat,
     MaxTurns,
+    Price,
     RunStatus,
     Runtime,
     TextMention,
+    Timeout,
     TokenBudget,
     UserError,
+    tool,
 )
+from orchestrion.engine.store import Store
 from orchestrion.messages import ModelRequest, UserMessage
-from orchestrion.patterns import ChatState, When
-from orchestrion.testing import FunctionModel, ScriptedModel
+from orchestrion.patterns import ChatState, When, group_chat
+from orchestrion.testing import FunctionModel, ScriptedModel, call
 
 
 def speaker(name: str, lines: list[str]) -> Agent[str]:
@@ -151,3 +157,73 @@ async def test_a_crashed_chat_resumes_without_asking_earlier_speakers_again(
     done = await Runtime(runtime.store).resume("g1", runnable=chat)
     assert [who for who, _ in done.output["transcript"]] == ["user", "writer", "critic", "writer"]
     assert asked == ["writer", "critic", "critic", "writer"]
+
+
+async def test_cost_budget_stops_the_chat_once_spent(store: Store) -> None:
+    runtime = Runtime(store, prices={"test:scripted": Price(input=0.01, output=0.01)})
+    chat = GroupChat(
+        name="c", participants=[speaker("a", ["x" * 400] * 20)], termination=CostBudget(0.00001)
+    )
+    result = await runtime.run(chat, "go")
+    assert result.output["stopped"].startswith("spent $0.0000")
+    spent_per_turn = result.usage.cost / result.usage.requests
+    assert result.usage.cost - spent_per_turn < 0.00001 <= result.usage.cost
+
+
+async def test_cost_budget_on_unpriced_models_fails_clearly(runtime: Runtime) -> None:
+    chat = GroupChat(name="c", participants=[speaker("a", ["hi"] * 3)], termination=CostBudget(1.0))
+    with pytest.raises(UserError, match="no known price"):
+        await runtime.run(chat, "go")
+
+
+class FakeClock:
+    """Seconds that advance by `step` each time the chat reads the clock."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 1_000.0, step
+
+    async def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def test_timeout_reads_a_journaled_clock_so_a_resume_agrees(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(step=10.0)
+    monkeypatch.setattr(group_chat, "_clock", clock)
+
+    @tool(approval=True)
+    def publish(text: str) -> str:
+        return "published"
+
+    writer = Agent(name="writer", model=ScriptedModel(["draft", "draft 2"]))
+    editor = Agent(
+        name="editor",
+        model=ScriptedModel([[call("publish", {"text": "draft"})], "published it"]),
+        tools=[publish],
+    )
+    chat = GroupChat(
+        name="c", participants=[writer, editor], termination=Timeout(25) | MaxTurns(9)
+    )
+    first = await runtime.run(chat, "go")
+    assert first.status is RunStatus.INTERRUPTED  # on turn 2 (clock read at 10 s)
+    clock.step = 1_000.0  # the human took a long time: the journaled readings still hold
+    done = await runtime.resume(first.run_id, {first.interrupts[0].id: Approve()})
+    transcript = done.output["transcript"]
+    assert [who for who, _ in transcript] == ["user", "writer", "editor"]
+    assert done.output["stopped"] == "ran 1010.0 s of 25"
+    clocks = [s.result for s in await runtime.history(done.run_id) if "/clock-" in s.key]
+    assert clocks == [1010.0, 1020.0, 2020.0], "read once per turn, replayed on resume"
+
+
+def test_timeout_and_cost_conditions_read_the_state() -> None:
+    from orchestrion.messages import Usage
+
+    state = ChatState((("user", "x"), ("a", "y")), Usage(10, 5, 1, cost=0.02), elapsed=30.0)
+    assert Timeout(30).check(state) == "ran 30.0 s of 30"
+    assert Timeout(31).check(state) is None
+    assert CostBudget(0.02).check(state) == "spent $0.0200 of $0.02"
+    assert CostBudget(0.03).check(state) is None
+    with pytest.raises(UserError, match="seconds must be positive"):
+        Timeout(0)

@@ -32,8 +32,10 @@ def echo(name: str) -> Agent[str]:
 async def test_a_budget_reached_inside_a_branch_ends_the_run_and_resumes(runtime: Runtime) -> None:
     fan = Concurrent(name="fan", branches=[echo("a"), echo("b"), echo("c")], min_success=1)
     first = await runtime.run(fan, "x", budget=Budget(model_calls=2))
-    assert first.status is RunStatus.FAILED
+    assert first.status is RunStatus.STOPPED
     assert first.error is not None and first.error["type"] == "BudgetExceeded"
+    assert first.partial == {"fan/branch-0/a": "a ok", "fan/branch-1/b": "b ok"}
+    assert first.error["partial"] == first.partial, "journaled with the run"
     done = await runtime.resume(first.run_id, budget=Budget(model_calls=10))
     assert [r["ok"] for r in done.output] == [True, True, True]
 

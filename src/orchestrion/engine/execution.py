@@ -14,6 +14,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Any, Generic, TypeVar, overload
 
 import pydantic
@@ -42,6 +43,7 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ModelRequest, ModelResponse, TextDelta, Usage
 from orchestrion.models.base import Model
+from orchestrion.pricing import Prices
 from orchestrion.tools.tool import clean_schema
 
 DepsT = TypeVar("DepsT")
@@ -72,6 +74,8 @@ class Execution:
         "created_at",
         "deps",
         "model_for",
+        "outputs",
+        "prices",
         "replay",
         "run_child",
         "run_id",
@@ -97,6 +101,7 @@ class Execution:
         run_child: Callable[[Execution, str, Any, JSON], Awaitable[Any]],
         budget: Budget | None = None,
         created_at: float = 0.0,
+        prices: Prices | None = None,
     ) -> None:
         self.run_id = run_id
         self.store = store
@@ -110,9 +115,13 @@ class Execution:
         self.deps = deps
         self.model_for = model_for
         self.run_child = run_child
+        """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
         self.budget = budget
         self.created_at = created_at
-        """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
+        self.prices = prices
+        self.outputs: dict[str, Any] = {}
+        """The output of every member (`ctx.run`) finished so far, by scope key: a run
+        that stops at a limit returns them as its partial results."""
         self.claimed: dict[str, str] = {}
         self.steps = 0
         """Steps claimed in this run (model requests, tool calls, answers, custom steps)."""
@@ -205,7 +214,7 @@ class Execution:
     ) -> ModelResponse:
         recorded = self.replay.get(key)
         if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
-            self._check_budget(self.budget)
+            self._check_budget(self.budget, model.name)
         done = self.claim(key, f"a model request ({model.name})")
         if done is not None:
             response = ModelResponse.from_json(done.result)
@@ -229,11 +238,19 @@ class Execution:
                 error.__cause__ = exc
                 await self.failed(key, "model", error, started)
                 raise error from exc
+            if self.prices is not None and (pricer := self.prices.pricer(model.name)):
+                response = replace(response, usage=replace(response.usage, cost=pricer(response.usage)))
             await self.completed(key, "model", response.to_json(), started)
         self.usage += response.usage
         return response
 
-    def _check_budget(self, budget: Budget) -> None:
+    def _check_budget(self, budget: Budget, model: str) -> None:
+        if budget.cost is not None and (self.prices is None or self.prices.pricer(model) is None):
+            raise UserError(
+                f"Budget cost={budget.cost:g} cannot be kept: model {model!r} has no known "
+                f"price. Give it one: Runtime(prices={{{model!r}: Price(input=..., "
+                "output=...)}) in USD per million tokens."
+            )
         reached = budget.exceeded(self.usage, self.steps, time.time() - self.created_at)
         if reached is not None:
             limit, what = reached
@@ -382,7 +399,10 @@ class Context(Generic[DepsT]):
         scope = f"{self.key}/{key}" if key else self.key
         child = f"{scope}/{runnable.name}"
         self._ex.claim(child + "/", f"ctx.run of {runnable.name!r} at {_caller()}")
-        return await self._ex.run_child(self._ex, scope, runnable, input)
+        output = self._ex.outputs[child] = await self._ex.run_child(
+            self._ex, scope, runnable, input
+        )
+        return output
 
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         self._gathering += 1

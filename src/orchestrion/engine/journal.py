@@ -108,8 +108,8 @@ class RunRecord:
     """For a fork, the run it was forked from."""
     fork_at: str | None = None
     idempotency_key: str | None = None
-    usage: list[int] = field(default_factory=lambda: [0, 0, 0])
-    """Input tokens, output tokens, model requests."""
+    usage: list[JSON] = field(default_factory=lambda: [0, 0, 0])
+    """Input tokens, output tokens, model requests and, when priced, cost in USD."""
     v: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, JSON]:

@@ -39,6 +39,7 @@ from orchestrion.errors import (
     AnswerError,
     DeterminismError,
     RunError,
+    RunLimitReached,
     RunNotFound,
     RunNotResumable,
     StoreError,
@@ -48,6 +49,7 @@ from orchestrion.errors import (
 from orchestrion.messages import ModelResponse
 from orchestrion.models.base import Model
 from orchestrion.models.registry import infer_model
+from orchestrion.pricing import Price, Prices
 from orchestrion.runnable import Runnable
 
 Durability = Literal["sync", "async"]
@@ -83,6 +85,7 @@ class Runtime:
         durability: Durability = "async",
         sinks: Sequence[Sink] = (),
         budget: Budget | None = None,
+        prices: Prices | Mapping[str, Price] | None = None,
     ) -> None:
         if durability not in ("sync", "async"):
             raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
@@ -94,6 +97,8 @@ class Runtime:
         self.sinks = list(sinks)
         self.budget = budget
         """The default `Budget` of every run; `run`/`resume`/`fork` take their own."""
+        self.prices = prices if isinstance(prices, Prices) else Prices(prices)
+        """Prices model responses (`Usage.cost`): the table given, else genai-prices."""
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
@@ -393,6 +398,7 @@ class Runtime:
             run_child=run_child,
             budget=budget or self.budget,
             created_at=record.created_at,
+            prices=self.prices,
         )
         if resumed:
             # Pending interrupts stay listed until the run suspends again or ends,
@@ -437,6 +443,11 @@ class Runtime:
                 run_id, status=RunStatus.INTERRUPTED, pending=pending, usage=record.usage
             )
             raise
+        except RunLimitReached as exc:
+            partial = _partial(ex.outputs)
+            error = {**describe(exc), "partial": partial}
+            await store.update_run(run_id, status=RunStatus.STOPPED, error=error, usage=_usage(ex))
+            return RunResult(run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.usage)
         except RunError as exc:
             error = describe(exc)
             await store.update_run(run_id, status=RunStatus.FAILED, error=error, usage=_usage(ex))
@@ -465,9 +476,19 @@ def _new_id() -> str:
     return secrets.token_hex(8)
 
 
-def _usage(ex: Execution) -> list[int]:
-    u = ex.usage
-    return [u.input_tokens, u.output_tokens, u.requests]
+def _partial(outputs: dict[str, Any]) -> dict[str, JSON]:
+    """The outputs of the members that finished, outermost only: a finished
+    member's own members are part of its output."""
+    outer = set(outputs)
+    return {
+        key: to_jsonable(value)
+        for key, value in outputs.items()
+        if not any(key[:i] in outer for i, c in enumerate(key) if c == "/")
+    }
+
+
+def _usage(ex: Execution) -> list[JSON]:
+    return ex.usage.to_json()
 
 
 def _renumber(entry: Entry, seq: int) -> Entry:

@@ -48,7 +48,7 @@ class Store(Protocol):
         output: JSON = None,
         error: JSON = None,
         pending: list[JSON] | None = None,
-        usage: list[int] | None = None,
+        usage: list[JSON] | None = None,
     ) -> None:
         """Set a run's status and outcome; durable when it returns."""
         ...

@@ -11,8 +11,10 @@ from orchestrion.patterns.supervisor import Supervisor
 from orchestrion.patterns.termination import (
     ChatState,
     Condition,
+    CostBudget,
     MaxTurns,
     TextMention,
+    Timeout,
     TokenBudget,
     When,
 )
@@ -23,6 +25,7 @@ __all__ = [
     "ChatState",
     "Concurrent",
     "Condition",
+    "CostBudget",
     "FunctionWorkflow",
     "GroupChat",
     "Handoff",
@@ -35,6 +38,7 @@ __all__ = [
     "Sequential",
     "Supervisor",
     "TextMention",
+    "Timeout",
     "TokenBudget",
     "When",
     "text_only",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -61,8 +62,10 @@ class GroupChat:
         by_name = {p.name: p for p in self.participants}
         names = tuple(by_name)
         transcript: list[tuple[str, str]] = [("user", _text(input))]
+        started = await ctx.step("clock-0", _clock)
         for turn in range(1, 10_000):
-            state = ChatState(tuple(transcript), ctx.usage)
+            now = await ctx.step(f"clock-{turn}", _clock) if turn > 1 else started
+            state = ChatState(tuple(transcript), ctx.usage, now - started)
             reason = self.termination.check(state)
             if reason:
                 return {"transcript": [list(t) for t in transcript], "stopped": reason}
@@ -89,6 +92,10 @@ class GroupChat:
                 f"GroupChat {self.name!r}: the speaker policy chose {choice!r}, not one of {list(names)}."
             )
         return choice
+
+
+async def _clock() -> float:
+    return time.time()
 
 
 def _text(value: Any) -> str:

@@ -1,8 +1,8 @@
 """Termination conditions for conversations, composable with `|` (either) and `&` (both).
 
 A condition looks at the conversation so far and returns why it should stop,
-or None. Conditions only read journaled data (messages, usage), so a resumed
-run stops exactly where the original did.
+or None. Conditions only read journaled data (messages, usage, the clock read
+at each turn), so a resumed run stops exactly where the original did.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from orchestrion.messages import Usage
 
 @dataclass(frozen=True, slots=True)
 class ChatState:
-    """What a condition sees: the transcript as (speaker, text) and the run's usage."""
+    """What a condition sees: the transcript as (speaker, text), the run's usage,
+    and the seconds since the conversation started (read from a journaled clock)."""
 
     transcript: tuple[tuple[str, str], ...]
     usage: Usage
+    elapsed: float = 0.0
 
     @property
     def turns(self) -> int:
@@ -72,6 +74,45 @@ class TokenBudget(Condition):
     def check(self, state: ChatState) -> str | None:
         used = state.usage.total_tokens
         return f"used {used} of {self.tokens} tokens" if used >= self.tokens else None
+
+
+@dataclass(frozen=True)
+class CostBudget(Condition):
+    """Stop once the run has spent `usd` on model calls (priced by `Runtime(prices=...)`,
+    else by genai-prices)."""
+
+    usd: float
+
+    def __post_init__(self) -> None:
+        if self.usd <= 0:
+            raise UserError(f"CostBudget({self.usd}): usd must be positive.")
+
+    def check(self, state: ChatState) -> str | None:
+        usage = state.usage
+        if usage.requests and not usage.cost:
+            raise UserError(
+                f"CostBudget({self.usd:g}) sees {usage.requests} model requests and no cost: "
+                "their models have no known price. Give them one: "
+                "Runtime(prices={'provider:model': Price(input=..., output=...)})."
+            )
+        return f"spent ${usage.cost:.4f} of ${self.usd:g}" if usage.cost >= self.usd else None
+
+
+@dataclass(frozen=True)
+class Timeout(Condition):
+    """Stop once `seconds` have passed since the conversation started (waits for
+    humans included): checked between turns, it does not cut a turn short."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0:
+            raise UserError(f"Timeout({self.seconds}): seconds must be positive.")
+
+    def check(self, state: ChatState) -> str | None:
+        if state.elapsed >= self.seconds:
+            return f"ran {state.elapsed:.1f} s of {self.seconds:g}"
+        return None
 
 
 @dataclass(frozen=True)

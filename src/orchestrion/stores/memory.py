@@ -93,7 +93,7 @@ class MemoryStore:
         output: JSON = None,
         error: JSON = None,
         pending: list[JSON] | None = None,
-        usage: list[int] | None = None,
+        usage: list[JSON] | None = None,
     ) -> None:
         run = self._runs.get(run_id)
         if run is None:

@@ -152,7 +152,7 @@ class SQLiteStore:
         output: JSON = None,
         error: JSON = None,
         pending: list[JSON] | None = None,
-        usage: list[int] | None = None,
+        usage: list[JSON] | None = None,
     ) -> None:
         if self._failed:
             self._refuse(run_id)
