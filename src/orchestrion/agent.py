@@ -26,6 +26,7 @@ OutputT = TypeVar("OutputT")
 
 FINAL_RESULT_TOOL = "final_result"
 TRANSFER = "transfer_to_"
+DELEGATE = "delegate_to_"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 Instructions = str | Callable[[RunContext[Any]], str]

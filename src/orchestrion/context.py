@@ -75,6 +75,11 @@ class RunContext(Protocol[DepsT_co]):
         `<this key>[/<key>]/<its name>`. Give `key` when the same member runs twice."""
         ...
 
+    def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
+        """Report a loop a guard found (`kind`: tool, delegation, handoff, no_progress)
+        and what it did (`action`: warn, stop) to the run's event sinks."""
+        ...
+
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         """Await steps (e.g. `ctx.run(...)` calls) concurrently, with no barrier
         between them. All run to their end; then the first error is raised, or

@@ -17,7 +17,7 @@
         ├── MaxTurnsExceeded      the agent used all its turns
         ├── RunLimitReached       a limit of the whole run; patterns pass it on
         │   ├── BudgetExceeded    the run reached a limit of its Budget
-        │   └── LoopDetected      an agent kept repeating itself
+        │   └── LoopDetected      an agent or a pattern kept going in circles
         ├── ContextTooLarge       a request is over the agent's ContextLimit
         └── RunFailed             reading the output of a run that failed
 
@@ -143,7 +143,8 @@ class RunLimitReached(RunError):
 
 
 class LoopDetected(RunLimitReached):
-    """An agent repeated the same tool call and its `LoopGuard` stopped the run."""
+    """A `LoopGuard` stopped the run: an agent repeating a tool call, delegations
+    returning the same results, a handoff bouncing, a chat or network without progress."""
 
 
 class BudgetExceeded(RunLimitReached):

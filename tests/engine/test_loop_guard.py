@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrion import Agent, LoopDetected, LoopGuard, RunStatus, Runtime, UserError, tool
+from orchestrion import Agent, LoopGuard, LoopGuardTriggered, RunStatus, Runtime, UserError, tool
 from orchestrion.messages import ToolResult
 from orchestrion.testing import ScriptedModel, call
 
@@ -30,8 +30,9 @@ async def test_warn_tells_the_agent_with_its_earlier_attempts() -> None:
     assert isinstance(third, ToolResult) and third.content.startswith("1,000\n\n[loop guard]")
     assert "called get_balance with these arguments 3 times" in third.content
     assert "- attempt 1: 1,000\n- attempt 2: 1,000" in third.content
-    [loop] = [e for e in events if isinstance(e, LoopDetected)]
-    assert (loop.tool, loop.times, loop.action) == ("get_balance", 3, "warn")
+    [loop] = [e for e in events if isinstance(e, LoopGuardTriggered)]
+    assert (loop.kind, loop.subject, loop.times, loop.action) == ("tool", "get_balance", 3, "warn")
+    assert loop.key == "a/turn-3"
 
 
 async def test_stop_ends_the_run_with_loop_detected(runtime: Runtime) -> None:

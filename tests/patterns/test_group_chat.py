@@ -9,6 +9,8 @@ from orchestrion import (
     Approve,
     CostBudget,
     GroupChat,
+    LoopGuard,
+    LoopGuardTriggered,
     MaxTurns,
     Price,
     RunStatus,
@@ -227,3 +229,50 @@ def test_timeout_and_cost_conditions_read_the_state() -> None:
     assert CostBudget(0.03).check(state) is None
     with pytest.raises(UserError, match="seconds must be positive"):
         Timeout(0)
+
+
+def parrot(name: str, line: str, prompts: list[str]) -> Agent[str]:
+    """Says `line` every turn, until the loop guard's note reaches it."""
+
+    def speak(request: ModelRequest) -> str:
+        first = request.messages[0]
+        assert isinstance(first, UserMessage)
+        prompts.append(first.content)
+        return "let us wrap up" if "[loop guard]" in first.content else line
+
+    return Agent(name=name, model=FunctionModel(speak))
+
+
+async def test_a_participant_repeating_itself_is_warned_about(store: Store) -> None:
+    events: list[object] = []
+    prompts: list[str] = []
+    chat = GroupChat(
+        name="c",
+        participants=[parrot("a", "I disagree.", prompts), parrot("b", "Why?", prompts)],
+        termination=MaxTurns(6),
+    )
+    result = await Runtime(store, sinks=[events.append]).run(chat, "discuss")
+    said = [t for _, t in result.output["transcript"]]
+    # a repeats itself at turns 3 and 5; each time b is told and changes course
+    assert said == [
+        "discuss", "I disagree.", "Why?", "I disagree.", "let us wrap up", "I disagree.",
+        "let us wrap up",
+    ]
+    assert "[loop guard] a has now said the same thing 2 times (turns 1, 3)" in prompts[3]
+    loops = [(e.kind, e.subject, e.times) for e in events if isinstance(e, LoopGuardTriggered)]
+    assert loops == [("no_progress", "c", 2), ("no_progress", "c", 3), ("no_progress", "c", 2)]
+
+
+async def test_a_chat_without_progress_can_stop_the_run(runtime: Runtime) -> None:
+    prompts: list[str] = []
+    chat = GroupChat(
+        name="c",
+        participants=[parrot("a", "same", prompts)],
+        termination=MaxTurns(9),
+        loop_guard=LoopGuard(repeats=3, policy="stop"),
+    )
+    result = await runtime.run(chat, "go")
+    assert result.status is RunStatus.STOPPED
+    assert result.error is not None
+    assert "a said the same thing 3 times (turns 1, 2, 3)" in result.error["message"]
+    assert set(result.partial) == {"c/turn-1/a", "c/turn-2/a", "c/turn-3/a"}

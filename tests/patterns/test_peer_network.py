@@ -6,7 +6,16 @@ import asyncio
 
 import pytest
 
-from orchestrion import Agent, PeerNetwork, RunStatus, Runtime, UserError
+from orchestrion import (
+    Agent,
+    LoopGuard,
+    LoopGuardTriggered,
+    PeerNetwork,
+    RunStatus,
+    Runtime,
+    UserError,
+)
+from orchestrion.engine.store import Store
 from orchestrion.messages import ModelRequest, ToolResult, UserMessage
 from orchestrion.patterns import RoundsExceeded
 from orchestrion.testing import FunctionModel, ScriptedModel, call
@@ -151,3 +160,54 @@ def test_bad_networks_fail_at_definition_time(kwargs: dict[str, object], message
     agents = [Agent(name=n, model=ScriptedModel([])) for n in kwargs.pop("agents")]  # type: ignore[attr-defined]
     with pytest.raises(UserError, match=message):
         PeerNetwork(name="n", agents=agents, **kwargs)  # type: ignore[arg-type]
+
+
+def ping_pong(guard: LoopGuard | None) -> tuple[PeerNetwork, list[str]]:
+    """Two agents answer every message with the same question, until told they loop."""
+    inboxes: list[str] = []
+
+    def asker(to: str) -> FunctionModel:
+        def speak(request: ModelRequest) -> object:
+            inboxes.append(inbox(request))
+            if answered(request):
+                return "sent"
+            if "[loop guard]" in inbox(request):
+                return call("finish", {"answer": f"stuck; {to} never had the figures"}, id="f")
+            return call("send_message", {"to": to, "content": "do you have the figures?"}, id="s")
+
+        return FunctionModel(speak)
+
+    net = PeerNetwork(
+        name="net",
+        agents=[Agent(name="a", model=asker("b")), Agent(name="b", model=asker("a"))],
+        max_rounds=8,
+        loop_guard=guard,
+    )
+    return net, inboxes
+
+
+async def test_rounds_that_repeat_earlier_mail_are_warned_about(store: Store) -> None:
+    events: list[object] = []
+    net, inboxes = ping_pong(LoopGuard(repeats=2))
+    result = await Runtime(store, sinks=[events.append]).run(net, "start")
+    # round 1: user -> a; 2: a -> b; 3: b -> a; 4: a -> b again (round 2's mail) -> warned
+    assert result.output == "stuck; a never had the figures"
+    [warned] = {i for i in inboxes if "[loop guard]" in i}  # b's inbox in round 4
+    assert warned.startswith("Message from a:\ndo you have the figures?\n\n[loop guard]")
+    assert "repeat rounds 2, 4 word for word" in warned
+    [loop] = [e for e in events if isinstance(e, LoopGuardTriggered)]
+    assert (loop.kind, loop.subject, loop.times, loop.action) == ("no_progress", "net", 2, "warn")
+
+
+async def test_rounds_without_progress_can_stop_the_run(runtime: Runtime) -> None:
+    net, _ = ping_pong(LoopGuard(repeats=2, policy="stop"))
+    result = await runtime.run(net, "start")
+    assert result.status is RunStatus.STOPPED
+    assert result.error is not None and "rounds 2, 4 carried exactly the same" in result.error["message"]
+
+
+async def test_without_a_guard_only_max_rounds_ends_the_loop(runtime: Runtime) -> None:
+    net, _ = ping_pong(None)
+    result = await runtime.run(net, "start")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error["type"] == "RoundsExceeded"

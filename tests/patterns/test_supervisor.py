@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrion import Agent, Approve, RunStatus, Runtime, Supervisor, UserError, tool
+from orchestrion import (
+    Agent,
+    Approve,
+    LoopGuard,
+    LoopGuardTriggered,
+    RunStatus,
+    Runtime,
+    Supervisor,
+    UserError,
+    tool,
+)
+from orchestrion.engine.store import Store
 from orchestrion.messages import ModelRequest, ToolResult, UserMessage
 from orchestrion.testing import FunctionModel, ScriptedModel, call
 
@@ -221,3 +232,65 @@ async def test_finished_delegations_do_not_run_again_after_a_crash(runtime: Runt
     done = await Runtime(runtime.store).resume("s1", runnable=team)
     assert done.output == "first ok + second ok"
     assert asked == ["first", "second", "second"]
+
+
+def circling_team(guard: LoopGuard, rounds: int = 6) -> tuple[Supervisor, ScriptedModel]:
+    """A manager that bounces between two workers with new wording each time,
+    while both keep giving the same answers: A -> B -> A -> B without progress."""
+    script: list[object] = []
+    for i in range(rounds):
+        worker_name = "search" if i % 2 == 0 else "review"
+        script.append(call(f"delegate_to_{worker_name}", {"task": f"attempt {i}"}, id=f"d{i}"))
+    manager_model = ScriptedModel([*script, "best effort answer"])
+    stuck = [
+        Agent(name=name, model=FunctionModel(lambda r, n=name: f"{n}: nothing new"))
+        for name in ("search", "review")
+    ]
+    team = Supervisor(
+        name="team",
+        manager=Agent(name="lead", model=manager_model, loop_guard=guard),
+        workers=stuck,
+    )
+    return team, manager_model
+
+
+async def test_delegations_going_in_circles_are_warned_about(store: Store) -> None:
+    events: list[object] = []
+    runtime = Runtime(store, sinks=[events.append])
+    team, model = circling_team(LoopGuard(repeats=2))
+    result = await runtime.run(team, "find it")
+    assert result.output == "best effort answer"
+    notes = [r for r in results(model.requests[-1]) if "[loop guard]" in r.content]
+    assert [n.name for n in notes] == ["delegate_to_search", "delegate_to_review"] * 2
+    first = notes[0].content
+    assert first.startswith("search: nothing new\n\n[loop guard] search has now given this same")
+    assert '- {"task":"attempt 0"}' in first  # the earlier task, remembered
+    assert "(search -> review -> search)" in first
+    loops = [e for e in events if isinstance(e, LoopGuardTriggered)]
+    assert [(e.kind, e.subject, e.times) for e in loops[:2]] == [
+        ("delegation", "search", 2),
+        ("delegation", "review", 2),
+    ]
+
+
+async def test_delegations_going_in_circles_can_stop_the_run(runtime: Runtime) -> None:
+    team, model = circling_team(LoopGuard(repeats=2, policy="stop"))
+    result = await runtime.run(team, "find it")
+    assert result.status is RunStatus.STOPPED
+    assert result.error is not None and result.error["type"] == "LoopDetected"
+    assert "same result from worker 'search' 2 times" in result.error["message"]
+    assert len(model.requests) == 3, "stopped on the third delegation's result"
+    assert result.partial == {
+        "team/lead/turn-1/tool/delegate_to_search#d0/search": "search: nothing new",
+        "team/lead/turn-2/tool/delegate_to_review#d1/review": "review: nothing new",
+        "team/lead/turn-3/tool/delegate_to_search#d2/search": "search: nothing new",
+    }
+
+
+async def test_a_human_can_let_circling_delegations_go_on(runtime: Runtime) -> None:
+    team, _ = circling_team(LoopGuard(repeats=2, policy="ask"), rounds=3)
+    first = await runtime.run(team, "find it")
+    [question] = first.interrupts
+    assert question.payload["loop"] == "delegation" and question.payload["worker"] == "search"
+    done = await runtime.resume(first.run_id, {question.id: "continue"})
+    assert done.output == "best effort answer"

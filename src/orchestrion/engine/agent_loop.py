@@ -10,28 +10,26 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 
 from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
-from orchestrion.engine.events import LoopDetected as LoopDetectedEvent
 from orchestrion.engine.execution import Context, Execution, Suspended, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.tool_loops import CallMemory, guard_calls
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
     DeterminismError,
-    LoopDetected,
     MaxTurnsExceeded,
     OutputValidationError,
     RunLimitReached,
     ToolError,
     validation_summary,
 )
-from orchestrion.guards import LoopGuard
 from orchestrion.messages import (
     Conversation,
     HandedOff,
@@ -51,7 +49,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
     ctx: Context[Any] = Context(ex, scope)
     instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
     messages: list[Message] = _first_messages(input)
-    attempts: dict[str, list[str]] = {}
+    memory = CallMemory()
     retries_left = agent.output_retries
     for turn in range(1, agent.max_turns + 1):
         prefix = f"{scope}/turn-{turn}"
@@ -87,7 +85,9 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
             retries_left -= 1
         results = await _run_tool_calls(ex, agent, prefix, calls, problem)
         if agent.loop_guard is not None and calls:
-            results = await _guard(ex, agent, agent.loop_guard, prefix, calls, results, attempts)
+            results = await guard_calls(
+                Context(ex, prefix), agent, agent.loop_guard, calls, results, memory
+            )
         messages.extend(results)
         if not calls:
             messages.append(UserMessage(problem))
@@ -161,58 +161,6 @@ def _render(messages: list[Message]) -> str:
         else:
             lines.append(f"user: {m.content}")
     return "\n".join(lines)
-
-
-async def _guard(
-    ex: Execution,
-    agent: Agent[Any],
-    guard: LoopGuard,
-    prefix: str,
-    calls: tuple[ToolCall, ...],
-    results: list[ToolResult],
-    attempts: dict[str, list[str]],
-) -> list[ToolResult]:
-    """Apply the loop guard to this turn's calls; `attempts` maps fingerprints to
-    earlier results over the agent's whole run."""
-    guarded: list[ToolResult] = []
-    for i, (c, result) in enumerate(zip(calls, results, strict=True)):
-        tries = attempts.setdefault(f"{c.name}\x00{c.arguments.strip()}", [])
-        tries.append(result.content)
-        if len(tries) < guard.repeats or c.name == FINAL_RESULT_TOOL or c.name.startswith(TRANSFER):
-            guarded.append(result)
-            continue
-        action = guard.policy
-        if action == "ask":
-            question = {
-                "agent": agent.name,
-                "tool": c.name,
-                "arguments": c.arguments,
-                "times": len(tries),
-            }
-            answer = await Context(ex, prefix).interrupt(
-                question, name=f"loop-guard-{i}", answer_type=Literal["continue", "stop"]
-            )
-            action = "warn" if answer == "continue" else "stop"
-        if ex.sink is not None:
-            ex.sink(
-                LoopDetectedEvent(ex.run_id, f"{prefix}/tool/{c.name}", c.name, len(tries), action)
-            )
-        if action == "stop":
-            raise LoopDetected(
-                f"Agent {agent.name!r} called {c.name} with the same arguments {len(tries)} times "
-                f"({c.arguments[:200]}); its loop guard stopped the run. Improve its instructions "
-                "or tools, or use LoopGuard(policy='warn')."
-            )
-        earlier = "\n".join(f"- attempt {k}: {t[:300]}" for k, t in enumerate(tries[:-1], 1))
-        note = (
-            f"\n\n[loop guard] You have called {c.name} with these arguments {len(tries)} times. "
-            f"Earlier results:\n{earlier}\nDo not repeat it: use what you have, try something "
-            "different, or give your answer."
-        )
-        guarded.append(
-            ToolResult(result.call_id, result.name, result.content + note, result.is_error)
-        )
-    return guarded
 
 
 def _first_messages(input: JSON | Conversation) -> list[Message]:

@@ -68,12 +68,18 @@ class InterruptRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class LoopDetected:
-    """An agent repeated a tool call `times` times; `action` is what the guard did."""
+class LoopGuardTriggered:
+    """A loop guard found a loop at `key` and acted (`action`: `warn` or `stop`).
+
+    `kind` says what looped: `tool` (the same call `times` times; `subject` is the
+    tool), `delegation` (a worker returning the same result again; the worker),
+    `handoff` (control bouncing; the two agents), `no_progress` (a chat or network
+    repeating itself; the pattern)."""
 
     run_id: str
     key: str
-    tool: str
+    kind: str
+    subject: str
     times: int
     action: str
 
@@ -91,7 +97,7 @@ Event: TypeAlias = (
     | StepFailed
     | ModelDelta
     | InterruptRequested
-    | LoopDetected
+    | LoopGuardTriggered
     | RunFinished
 )
 

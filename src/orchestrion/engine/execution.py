@@ -22,6 +22,7 @@ import pydantic
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.budget import Budget
 from orchestrion.engine.events import (
+    LoopGuardTriggered,
     ModelDelta,
     Sink,
     StepCompleted,
@@ -403,6 +404,11 @@ class Context(Generic[DepsT]):
             self._ex, scope, runnable, input
         )
         return output
+
+    def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
+        sink = self._ex.sink
+        if sink is not None:
+            sink(LoopGuardTriggered(self._ex.run_id, self.key, kind, subject, times, action))
 
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         self._gathering += 1

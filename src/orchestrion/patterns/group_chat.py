@@ -11,6 +11,8 @@ from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import RunError, UserError
+from orchestrion.guards import LoopGuard
+from orchestrion.loops import react
 from orchestrion.patterns._names import check_name
 from orchestrion.patterns.termination import ChatState, Condition, MaxTurns
 
@@ -35,6 +37,9 @@ class GroupChat:
     participants: Sequence[Agent[Any]]
     speaker: SpeakerPolicy = "round_robin"
     termination: Condition = field(default_factory=lambda: MaxTurns(10))
+    loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))
+    """Acts when a participant says, word for word, what it said before (`repeats`
+    times): `warn` tells the next speaker, `stop` ends the run, `ask` asks a human."""
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -62,6 +67,8 @@ class GroupChat:
         by_name = {p.name: p for p in self.participants}
         names = tuple(by_name)
         transcript: list[tuple[str, str]] = [("user", _text(input))]
+        said_before: dict[tuple[str, str], list[int]] = {}
+        note = ""
         started = await ctx.step("clock-0", _clock)
         for turn in range(1, 10_000):
             now = await ctx.step(f"clock-{turn}", _clock) if turn > 1 else started
@@ -70,9 +77,39 @@ class GroupChat:
             if reason:
                 return {"transcript": [list(t) for t in transcript], "stopped": reason}
             speaker = await self._next(ctx, state, names, turn)
-            said = await ctx.run(by_name[speaker], _render(transcript, speaker), key=f"turn-{turn}")
-            transcript.append((speaker, _text(said)))
+            prompt = _render(transcript, speaker) + note
+            said = _text(await ctx.run(by_name[speaker], prompt, key=f"turn-{turn}"))
+            transcript.append((speaker, said))
+            turns = said_before.setdefault((speaker, " ".join(said.split())), [])
+            turns.append(turn)
+            note = await self._loop_note(ctx, speaker, turns) if self.loop_guard else ""
         raise UserError(f"GroupChat {self.name!r} never terminated: give it a MaxTurns condition.")
+
+    async def _loop_note(self, ctx: RunContext[Any], speaker: str, turns: list[int]) -> str:
+        """A note for the next speaker when `speaker` just repeated itself, else ""."""
+        guard = self.loop_guard
+        if guard is None or len(turns) < guard.repeats:
+            return ""
+        listed = ", ".join(map(str, turns))
+        await react(
+            ctx,
+            guard,
+            kind="no_progress",
+            subject=self.name,
+            times=len(turns),
+            question={"chat": self.name, "speaker": speaker, "turns": list(turns)},
+            name=f"loop-guard-{turns[-1]}",
+            stop=(
+                f"GroupChat {self.name!r}: {speaker} said the same thing {len(turns)} times "
+                f"(turns {listed}); its loop guard stopped the run. Give the chat a termination "
+                "condition that ends it sooner, or use LoopGuard(policy='warn')."
+            ),
+        )
+        return (
+            f"\n\n[loop guard] {speaker} has now said the same thing {len(turns)} times "
+            f"(turns {listed}): the conversation is going in circles. Say something new, "
+            "or bring it to a conclusion."
+        )
 
     async def _next(
         self, ctx: RunContext[Any], state: ChatState, names: tuple[str, ...], turn: int

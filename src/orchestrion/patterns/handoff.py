@@ -12,13 +12,14 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import LoopDetected, RunError, UserError
+from orchestrion.errors import RunError, UserError
 from orchestrion.guards import LoopGuard
+from orchestrion.loops import react
 from orchestrion.messages import (
     Conversation,
     HandedOff,
@@ -130,20 +131,20 @@ async def _check_cycle(
     if len(tail) < span or len(set(tail)) != 2 or any(a == b for a, b in itertools.pairwise(tail)):
         return ""
     a, b = tail[0], tail[1]
-    action = guard.policy
-    if action == "ask":
-        answer = await ctx.interrupt(
-            {"handoff": name, "bouncing": [a, b], "round_trips": guard.repeats},
-            name=f"loop-guard-{hop}",
-            answer_type=Literal["continue", "stop"],
-        )
-        action = "warn" if answer == "continue" else "stop"
-    if action == "stop":
-        raise LoopDetected(
+    await react(
+        ctx,
+        guard,
+        kind="handoff",
+        subject=f"{a} <-> {b}",
+        times=guard.repeats,
+        question={"handoff": name, "bouncing": [a, b], "path": path},
+        name=f"loop-guard-{hop}",
+        stop=(
             f"Handoff {name!r}: control bounced between {a!r} and {b!r} {guard.repeats} times "
             f"({' -> '.join(path)}); its loop guard stopped the run. Tighten the routes or the "
             "agents' instructions, or use LoopGuard(policy='warn')."
-        )
+        ),
+    )
     return (
         f"[loop guard] This conversation has bounced between {a} and {b} {guard.repeats} times "
         f"({' -> '.join(path)}). Do not transfer it back: answer it yourself or pick another agent."

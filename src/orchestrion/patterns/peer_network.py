@@ -20,6 +20,8 @@ from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import RunError, UserError
+from orchestrion.guards import LoopGuard
+from orchestrion.loops import react
 from orchestrion.patterns._names import agents_only, check_name
 from orchestrion.tools.tool import ModelRetry, Tool
 
@@ -72,6 +74,9 @@ class PeerNetwork:
     edges: Mapping[str, Sequence[str]] | None = None
     """Who may message whom; default everyone everyone else."""
     max_rounds: int = 10
+    loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))
+    """Acts when a round carries exactly the mail of an earlier round (`repeats`
+    times): `warn` tells the recipients, `stop` ends the run, `ask` asks a human."""
     description: str = ""
     _edges: dict[str, tuple[str, ...]] = field(init=False, repr=False)
 
@@ -104,15 +109,20 @@ class PeerNetwork:
         agents = {a.name: self._member(a, bus, finished) for a in self.agents}
         text = input if isinstance(input, str) else dumps_str(input)
         bus.post(Mail("user", self.entry, text))
+        rounds_seen: dict[tuple[tuple[str, str, str], ...], list[int]] = {}
         for round_ in range(1, self.max_rounds + 1):
             boxes = bus.drain()
             if not boxes:
                 return {"messages": log, "finished": None}
             for mails in boxes.values():
                 log.extend(m.to_json() for m in mails)
+            mail = tuple(sorted((m.sender, m.to, m.content.strip()) for ms in boxes.values() for m in ms))
+            seen = rounds_seen.setdefault(mail, [])
+            seen.append(round_)
+            note = await self._loop_note(ctx, seen)
             await ctx.gather(
                 *(
-                    ctx.run(agents[to], _inbox(mails), key=f"round-{round_}")
+                    ctx.run(agents[to], _inbox(mails) + note, key=f"round-{round_}")
                     for to, mails in sorted(boxes.items())
                 )
             )
@@ -123,6 +133,32 @@ class PeerNetwork:
         raise RoundsExceeded(
             f"PeerNetwork {self.name!r}: messages still flowing after max_rounds={self.max_rounds}. "
             "Raise max_rounds, or tell the agents when to finish."
+        )
+
+    async def _loop_note(self, ctx: RunContext[Any], rounds: list[int]) -> str:
+        """A note for this round's recipients when its mail repeats an earlier round's."""
+        guard = self.loop_guard
+        if guard is None or len(rounds) < guard.repeats:
+            return ""
+        listed = ", ".join(map(str, rounds))
+        await react(
+            ctx,
+            guard,
+            kind="no_progress",
+            subject=self.name,
+            times=len(rounds),
+            question={"network": self.name, "rounds": list(rounds)},
+            name=f"loop-guard-{rounds[-1]}",
+            stop=(
+                f"PeerNetwork {self.name!r}: rounds {listed} carried exactly the same messages; "
+                "its loop guard stopped the run. Tell the agents when to finish, or use "
+                "LoopGuard(policy='warn')."
+            ),
+        )
+        return (
+            f"\n\n[loop guard] These messages repeat rounds {listed} word for word: the "
+            "network is going in circles. Do not send them again: act on them, say something "
+            "new, or call finish."
         )
 
     def _member(self, agent: Agent[Any], bus: Bus, finished: list[tuple[str, str]]) -> Agent[Any]:

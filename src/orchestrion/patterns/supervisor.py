@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrion._json import JSON, dumps_str
-from orchestrion.agent import Agent
+from orchestrion.agent import DELEGATE, Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import MaxTurnsExceeded, RunError, RunLimitReached, UserError
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable
 from orchestrion.tools.tool import ModelRetry, Tool
-
-DELEGATE = "delegate_to_"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
