@@ -13,6 +13,7 @@ from orchestrion.engine.events import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    Transferred,
 )
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
@@ -121,6 +122,7 @@ __all__ = [
     "TokenBudget",
     "Tool",
     "ToolCall",
+    "Transferred",
     "ToolError",
     "Usage",
     "UserError",

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrion import Agent, Approve, Handoff, RunStatus, Runtime, UserError, tool
+from orchestrion import (
+    Agent,
+    Approve,
+    Handoff,
+    LoopGuardTriggered,
+    RunStatus,
+    Runtime,
+    Transferred,
+    UserError,
+    tool,
+)
+from orchestrion.engine.store import Store
 from orchestrion.messages import ModelRequest, ModelResponse, ToolResult, UserMessage
 from orchestrion.patterns import MaxHandoffsExceeded, text_only
 from orchestrion.testing import FunctionModel, ScriptedModel, call
@@ -164,16 +175,25 @@ def bouncing(target: str) -> FunctionModel:
     return FunctionModel(decide)
 
 
-async def test_a_bounce_between_two_agents_is_warned_about(runtime: Runtime) -> None:
+async def test_a_bounce_between_two_agents_is_warned_about(store: Store) -> None:
+    events: list[object] = []
     desk = Handoff(
         name="d",
         agents=[Agent(name="a", model=bouncing("b")), Agent(name="b", model=bouncing("a"))],
         max_handoffs=10,
     )
-    result = await runtime.run(desk, "x")
+    result = await Runtime(store, sinks=[events.append]).run(desk, "x")
     assert result.output.startswith(
         "answered after: [loop guard] This conversation has bounced between a and b"
     )
+    hops = [(e.key, e.source, e.target) for e in events if isinstance(e, Transferred)]
+    assert hops == [
+        ("d/hop-0/a/turn-1", "a", "b"),
+        ("d/hop-1/b/turn-1", "b", "a"),
+        ("d/hop-2/a/turn-1", "a", "b"),  # a -> b -> a -> b: b is warned, and answers
+    ]
+    [loop] = [e for e in events if isinstance(e, LoopGuardTriggered)]
+    assert (loop.kind, loop.subject, loop.times, loop.action) == ("handoff", "a <-> b", 2, "warn")
 
 
 async def test_a_bounce_can_stop_the_run_or_ask_a_human(runtime: Runtime) -> None:

@@ -16,6 +16,7 @@ import pydantic
 
 from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
+from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution, Suspended, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.journal import StepStatus
@@ -93,6 +94,8 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
             messages.append(UserMessage(problem))
         transfer = _transfer(agent, calls)
         if transfer is not None:
+            if ex.sink is not None:
+                ex.sink(Transferred(ex.run_id, prefix, agent.name, *transfer))
             return HandedOff(transfer[0], transfer[1], tuple(messages))
     raise MaxTurnsExceeded(
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "

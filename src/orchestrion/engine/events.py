@@ -85,6 +85,17 @@ class LoopGuardTriggered:
 
 
 @dataclass(frozen=True, slots=True)
+class Transferred:
+    """Agent `source` handed the conversation to `target` at turn `key`."""
+
+    run_id: str
+    key: str
+    source: str
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     run_id: str
     result: RunResult[object]
@@ -98,6 +109,7 @@ Event: TypeAlias = (
     | ModelDelta
     | InterruptRequested
     | LoopGuardTriggered
+    | Transferred
     | RunFinished
 )
 
