@@ -31,6 +31,7 @@ from orchestrion.errors import (
     OutputValidationError,
     RunError,
     RunFailed,
+    RunHalted,
     RunLimitReached,
     RunNotFound,
     RunNotResumable,
@@ -38,6 +39,7 @@ from orchestrion.errors import (
     TargetError,
     ToolError,
     UserError,
+    WriteUncertain,
 )
 from orchestrion.guards import LoopGuard
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
@@ -78,8 +80,8 @@ __all__ = [
     "Interrupt",
     "InterruptRequested",
     "LoopDetected",
-    "LoopGuardTriggered",
     "LoopGuard",
+    "LoopGuardTriggered",
     "MaxTurns",
     "MaxTurnsExceeded",
     "Model",
@@ -99,6 +101,7 @@ __all__ = [
     "RunError",
     "RunFailed",
     "RunFinished",
+    "RunHalted",
     "RunLimitReached",
     "RunNotFound",
     "RunNotResumable",
@@ -122,11 +125,12 @@ __all__ = [
     "TokenBudget",
     "Tool",
     "ToolCall",
-    "Transferred",
     "ToolError",
+    "Transferred",
     "Usage",
     "UserError",
     "Workflow",
+    "WriteUncertain",
     "tool",
     "workflow",
 ]

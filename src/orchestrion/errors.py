@@ -15,9 +15,11 @@
         ├── ToolError             a tool raised
         ├── OutputValidationError the model's final output kept failing validation
         ├── MaxTurnsExceeded      the agent used all its turns
-        ├── RunLimitReached       a limit of the whole run; patterns pass it on
-        │   ├── BudgetExceeded    the run reached a limit of its Budget
-        │   └── LoopDetected      an agent or a pattern kept going in circles
+        ├── RunHalted             ends the whole run; patterns pass it on
+        │   ├── WriteUncertain    a write tool was cut off: its effect is unknown
+        │   └── RunLimitReached   a limit of the whole run (status `stopped`)
+        │       ├── BudgetExceeded  the run reached a limit of its Budget
+        │       └── LoopDetected    an agent or a pattern kept going in circles
         ├── ContextTooLarge       a request is over the agent's ContextLimit
         └── RunFailed             reading the output of a run that failed
 
@@ -137,7 +139,18 @@ class ContextTooLarge(RunError):
     """A model request is larger than the agent's `ContextLimit` allows."""
 
 
-class RunLimitReached(RunError):
+class RunHalted(RunError):
+    """Ends the whole run wherever it is raised: a pattern passes it on instead of
+    counting the branch or worker that raised it as failed."""
+
+
+class WriteUncertain(RunHalted):
+    """A write tool was cut off (its own timeout, its branch's): whether its effect
+    happened is unknown. The run fails; a resume executes the call again with the
+    same idempotency key, never as a new call."""
+
+
+class RunLimitReached(RunHalted):
     """A limit of the whole run: a branch, worker or tool that meets it does not
     fail alone; the run ends (and a resume with a larger limit goes on)."""
 

@@ -371,8 +371,9 @@ async def test_write_tool_timeout_fails_the_run(runtime: Runtime) -> None:
     result = await runtime.run(Agent(name="a", model=model, tools=[slow_payment]), "go")
     assert result.status == RunStatus.FAILED
     assert result.error is not None
-    assert result.error["type"] == "ToolError"
-    assert "'slow_payment' timed out" in result.error["message"]
+    assert result.error["type"] == "WriteUncertain"
+    assert "'slow_payment' timed out after 0.05 s" in result.error["message"]
+    assert "same idempotency key" in result.error["message"]
     assert result.error["cause_chain"][0]["type"] == "TimeoutError"
     assert len(model.requests) == 1
     step = (await runtime.history(result.run_id))[-1]

@@ -16,9 +16,10 @@ from orchestrion import (
     RunStatus,
     Runtime,
     UserError,
+    tool,
     workflow,
 )
-from orchestrion.testing import ScriptedModel, call
+from orchestrion.testing import FunctionModel, ScriptedModel, call
 
 from ._support import echo
 
@@ -167,3 +168,38 @@ async def test_finished_branches_do_not_run_again_after_a_crash(runtime: Runtime
 def test_bad_fan_outs_fail_at_definition_time(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(UserError, match=message):
         Concurrent(name="fan", **kwargs)
+
+
+async def test_a_branch_timeout_that_cuts_off_a_write_fails_the_run_not_the_branch(
+    runtime: Runtime,
+) -> None:
+    keys: list[str] = []
+    slow = {"on": True}
+
+    @tool(effect="write")
+    async def transfer(ctx: RunContext[None], amount: int) -> str:
+        keys.append(ctx.idempotency_key)
+        if slow["on"]:
+            await asyncio.sleep(10)  # cut off by the branch's timeout
+        return f"moved {amount}"
+
+    payer = Agent(
+        name="payer",
+        model=ScriptedModel([call("transfer", {"amount": 5}, id="t"), "paid"]),
+        tools=[transfer],
+    )
+    fan = Concurrent(
+        name="fan",
+        branches=[payer, Agent(name="quick", model=FunctionModel(lambda r: "quick ok"))],
+        min_success=1,
+        timeout=0.05,
+    )
+    first = await runtime.run(fan, "go")
+    assert first.status is RunStatus.FAILED, "not a failed branch the others can paper over"
+    assert first.error is not None and first.error["type"] == "WriteUncertain"
+    assert "fan/branch-0/payer/turn-1/tool/transfer#t" in first.error["message"]
+
+    slow["on"] = False
+    done = await runtime.resume(first.run_id)
+    assert [r["ok"] for r in done.output] == [True, True]
+    assert len(keys) == 2 and keys[0] == keys[1], "executed again with the same idempotency key"

@@ -294,3 +294,22 @@ async def test_a_human_can_let_circling_delegations_go_on(runtime: Runtime) -> N
     assert question.payload["loop"] == "delegation" and question.payload["worker"] == "search"
     done = await runtime.resume(first.run_id, {question.id: "continue"})
     assert done.output == "best effort answer"
+
+
+async def test_a_write_cut_off_in_a_worker_fails_the_run_instead_of_a_replan(
+    runtime: Runtime,
+) -> None:
+    import asyncio
+
+    @tool(effect="write", timeout=0.05)
+    async def pay(amount: float) -> str:
+        await asyncio.sleep(10)
+        return "paid"
+
+    payer = Agent(name="payments", model=ScriptedModel([call("pay", {"amount": 5.0})]), tools=[pay])
+    manager_model = ScriptedModel([call("delegate_to_payments", {"task": "pay 5"}, id="d")])
+    team = Supervisor(name="t", manager=Agent(name="m", model=manager_model), workers=[payer])
+    result = await runtime.run(team, "pay")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error["type"] == "WriteUncertain"
+    assert len(manager_model.requests) == 1, "the manager never re-plans around an unknown payment"

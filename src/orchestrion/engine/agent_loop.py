@@ -27,8 +27,9 @@ from orchestrion.errors import (
     DeterminismError,
     MaxTurnsExceeded,
     OutputValidationError,
-    RunLimitReached,
+    RunHalted,
     ToolError,
+    WriteUncertain,
     validation_summary,
 )
 from orchestrion.messages import (
@@ -350,15 +351,24 @@ async def _execute(
                 value = await _invoke(ex, key, tool, arguments)
     except ModelRetry as exc:
         value, is_error = str(exc), True
-    except (Suspended, AnswerError, DeterminismError, RunLimitReached):
+    except (Suspended, AnswerError, DeterminismError, RunHalted):
         raise  # the run's own control flow and limits, not a failure of the tool
+    except asyncio.CancelledError:
+        if write:  # cut off from outside, e.g. by its branch's timeout: effect unknown
+            ex.cut_off.add(key)
+        raise
     except TimeoutError as exc:
         if deadline is None or not deadline.expired():  # the tool's own TimeoutError
             raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
         if write:
-            # The effect may or may not have happened: fail the run so a resume
-            # re-executes with the same idempotency key instead of a new call.
-            raise await _tool_failed(ex, key, tool, exc, started, "timed out") from exc
+            # The effect may or may not have happened: fail the whole run (no pattern
+            # may re-plan around it) so a resume re-executes with the same key.
+            await _tool_failed(ex, key, tool, exc, started, "timed out")
+            raise WriteUncertain(
+                f"Write tool {tool.name!r} timed out after {tool.timeout} s ({key}); whether "
+                "its effect happened is unknown. Resume the run: the call is made again "
+                "with the same idempotency key."
+            ) from exc
         value, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
     except Exception as exc:
         raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc

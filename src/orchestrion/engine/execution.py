@@ -38,7 +38,9 @@ from orchestrion.errors import (
     DeterminismError,
     ModelError,
     OrchestrionError,
+    RunHalted,
     UserError,
+    WriteUncertain,
     describe,
     validation_summary,
 )
@@ -73,6 +75,7 @@ class Execution:
         "budget",
         "claimed",
         "created_at",
+        "cut_off",
         "deps",
         "model_for",
         "outputs",
@@ -120,6 +123,8 @@ class Execution:
         self.budget = budget
         self.created_at = created_at
         self.prices = prices
+        self.cut_off: set[str] = set()
+        """Keys of write tools cancelled mid-call (e.g. by a branch's timeout)."""
         self.outputs: dict[str, Any] = {}
         """The output of every member (`ctx.run`) finished so far, by scope key: a run
         that stops at a limit returns them as its partial results."""
@@ -287,6 +292,13 @@ class Execution:
             raise
         except Exception as exc:
             await self.failed(key, "step", exc, started)
+            cut = [k for k in self.cut_off if k.startswith(key + "/")]
+            if cut and not isinstance(exc, RunHalted):
+                raise WriteUncertain(
+                    f"Step {key} ended ({type(exc).__name__}: {exc}) while write tool "
+                    f"{sorted(cut)[0]} was running; whether its effect happened is unknown. "
+                    "Resume the run: the call is made again with the same idempotency key."
+                ) from exc
             raise
         await self.completed(key, "step", value, started)
         return value

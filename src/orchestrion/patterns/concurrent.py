@@ -10,7 +10,7 @@ from typing import Any
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, RunLimitReached, UserError, describe
+from orchestrion.errors import RunError, RunHalted, UserError, describe
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable, Workflow
 
@@ -116,8 +116,8 @@ class Concurrent:
 
         try:
             output = await ctx.step(f"branch-{i}", attempt)
-        except RunLimitReached:
-            raise  # limits of the whole run, not a failure of this branch
+        except RunHalted:
+            raise  # the whole run ends (a limit, an uncertain write), not this branch
         except TimeoutError:
             error = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
             return BranchResult(member.name, False, error=error).to_json()

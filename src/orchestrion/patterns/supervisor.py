@@ -19,7 +19,7 @@ from typing import Any
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import DELEGATE, Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import MaxTurnsExceeded, RunError, RunLimitReached, UserError
+from orchestrion.errors import MaxTurnsExceeded, RunError, RunHalted, UserError
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable
 from orchestrion.tools.tool import ModelRetry, Tool
@@ -82,8 +82,8 @@ class Supervisor:
                 )
             try:
                 output = await ctx.run(worker, task)
-            except RunLimitReached:
-                raise  # limits of the whole run, not a failure of this worker
+            except RunHalted:
+                raise  # the whole run ends (a limit, an uncertain write), not this worker
             except RunError as exc:
                 raise ModelRetry(
                     f"Worker {worker.name!r} failed: {type(exc).__name__}: {exc}. "
