@@ -100,7 +100,10 @@ def test_runs_show_and_fork(store: str) -> None:
     assert [r["id"] for r in json.loads(out)] == ["e1"]
     code, out, _ = invoke("show", "e1", "--store", store)
     assert code == 0
-    assert "echo/turn-1/model" in out and "completed" in out and "echo: one" in out
+    assert "turn 1 model" in out and "completed" in out and "echo: one" in out
+    code, out, _ = invoke("show", "e1", "--store", store, "--flat")  # full keys, for --at
+    assert code == 0
+    assert "echo/turn-1/model" in out
     code, out, _ = invoke(
         "fork", "e1", "--at", "echo/turn-1/model", "--edit", "edited", "--store", store, "--json"
     )

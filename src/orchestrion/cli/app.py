@@ -16,7 +16,15 @@ from rich.markup import escape
 
 from orchestrion._json import JSON, dumps_str, loads, to_jsonable
 from orchestrion.cli import prompts
-from orchestrion.cli.render import LiveView, console, pending_line, runs_table, summarize, timeline
+from orchestrion.cli.render import (
+    LiveView,
+    console,
+    pending_line,
+    run_tree,
+    runs_table,
+    summarize,
+    timeline,
+)
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunStatus
 from orchestrion.engine.result import RunResult
@@ -31,7 +39,10 @@ EXIT = {
     RunStatus.CANCELLED: 1,
     RunStatus.INTERRUPTED: 3,
     RunStatus.RUNNING: 1,
+    RunStatus.STOPPED: 4,
 }
+"""Exit codes: 0 completed, 1 failed, 2 usage error, 3 waiting for a human,
+4 stopped at a limit (a budget or a loop guard; resumable)."""
 USAGE_ERROR = 2
 
 app = typer.Typer(
@@ -114,12 +125,14 @@ def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
         print(dumps_str(_result_json(result)))
         raise typer.Exit(EXIT[result.status])
     out = console()
-    style = {"completed": "green", "failed": "red", "interrupted": "yellow"}.get(result.status, "")
+    style = {"completed": "green", "failed": "red"}.get(result.status, "yellow")
     out.print(f"run [bold]{result.run_id}[/bold] [{style}]{result.status.value}[/{style}]")
     if result.status is RunStatus.COMPLETED:
         out.print(summarize(result.value, 2000), markup=False)
     elif result.error:
         out.print(f"[red]{result.error['type']}[/red]: {result.error['message']}", highlight=False)
+    for key, value in result.partial.items():
+        out.print(f"[dim]finished before the stop:[/dim] {key}: {summarize(value, 300)}", highlight=False)
     for interrupt in result.interrupts:
         out.print(pending_line(interrupt))
     if result.interrupts:
@@ -141,7 +154,13 @@ def _result_json(result: RunResult[Any]) -> dict[str, JSON]:
         "output": to_jsonable(result.value),
         "error": result.error,
         "interrupts": [i.to_json() for i in result.interrupts],
-        "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "requests": u.requests},
+        "usage": {
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "requests": u.requests,
+            "cost": u.cost,
+        },
+        "partial": result.partial,
     }
 
 
@@ -216,8 +235,11 @@ def show(
     run_id: Annotated[str, typer.Argument(help="The run to show.")],
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
+    flat: Annotated[
+        bool, typer.Option("--flat", help="One table of steps in journal order, not a tree.")
+    ] = False,
 ) -> None:
-    """The timeline of a run: every step with its status, timing and result."""
+    """A run as a tree of its agents and patterns, each step with its status, timing and result."""
 
     async def fetch() -> tuple[Any, Any]:
         async with Runtime(store) as runtime:
@@ -241,7 +263,7 @@ def show(
         ]
         print(dumps_str(data))
     else:
-        console().print(timeline(record, steps))
+        console().print(timeline(record, steps) if flat else run_tree(record, steps))
 
 
 @app.command()

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from orchestrion._json import dumps_str
 from orchestrion.engine.events import (
     Event,
     InterruptRequested,
-    LoopDetected,
+    LoopGuardTriggered,
     ModelDelta,
     RunFinished,
     RunStarted,
     StepCompleted,
     StepFailed,
     StepStarted,
+    Transferred,
 )
 from orchestrion.engine.interrupts import Interrupt
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
@@ -35,6 +39,10 @@ STATUS_STYLE = {
     "failed": "red",
     "cancelled": "magenta",
     "stopped": "yellow",
+    "replayed": "dim",
+    "warn": "yellow",
+    "stop": "yellow",
+    "transferred": "cyan",
 }
 
 
@@ -74,12 +82,15 @@ def runs_table(runs: list[RunRecord]) -> Table:
     return table
 
 
+def run_tree(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
+    """A run as a tree of its members (agents and patterns), each with its steps."""
+    ordered = sorted(steps, key=lambda step: step.seq)
+    body = step_tree([_Step.of(step) for step in ordered], fallback=run.name)
+    return Group(_run_header(run), body, *_run_footer(run))
+
+
 def timeline(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
-    header = Text.assemble(
-        ("run ", "bold"), run.id, "  ", (run.name, "bold"), "  ", _styled(run.status.value)
-    )
-    if run.parent_id:
-        header.append(f"  forked from {run.parent_id} at {run.fork_at}", style="dim")
+    """A run's steps as a flat table, in the order they were journaled."""
     table = Table(show_edge=False, pad_edge=False)
     for column in ("#", "step", "kind", "status", "ms", "result"):
         table.add_column(column, overflow="fold")
@@ -95,14 +106,30 @@ def timeline(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
             Text(summarize(step.result)),
         )
         previous = step.key
-    parts: list[RenderableType] = [header, table]
-    if run.status is RunStatus.FAILED and run.error:
-        parts.append(Text(f"error: {run.error.get('type')}: {run.error.get('message')}", style="red"))
+    return Group(_run_header(run), table, *_run_footer(run))
+
+
+def _run_header(run: RunRecord) -> Text:
+    header = Text.assemble(
+        ("run ", "bold"), run.id, "  ", (run.name, "bold"), "  ", _styled(run.status.value)
+    )
+    if run.parent_id:
+        header.append(f"  forked from {run.parent_id} at {run.fork_at}", style="dim")
+    return header
+
+
+def _run_footer(run: RunRecord) -> list[RenderableType]:
+    """The error of a failed or stopped run, the output of a completed one, what it waits for."""
+    parts: list[RenderableType] = []
+    if run.status in (RunStatus.FAILED, RunStatus.STOPPED) and run.error:
+        error = run.error if isinstance(run.error, dict) else {"message": run.error}
+        style = STATUS_STYLE[run.status.value]
+        parts.append(Text(f"error: {error.get('type')}: {error.get('message')}", style=style))
     if run.status is RunStatus.COMPLETED:
         parts.append(Text(f"output: {summarize(run.output, 200)}", style="green"))
     for item in run.pending:
         parts.append(pending_line(Interrupt.from_json(item)))
-    return Group(*parts)
+    return parts
 
 
 def tree_key(key: str, previous: str) -> Text:
@@ -113,6 +140,168 @@ def tree_key(key: str, previous: str) -> Text:
         shared += 1
     head = "/".join(parts[:shared])
     return Text.assemble((head + "/" if head else "", "dim"), "/".join(parts[shared:]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What the tree shows of one step: from the journal (`show`) or from events (live view)."""
+
+    key: str
+    kind: str
+    status: str
+    ms: float | None
+    summary: Text
+
+    @classmethod
+    def of(cls, step: StepInfo) -> _Step:
+        ended = step.status in (StepStatus.COMPLETED, StepStatus.FAILED) and step.ended_at
+        ms = (step.ended_at - step.started_at) * 1000 if ended else None
+        error = step.result if step.status is StepStatus.FAILED else None
+        if isinstance(error, dict) and "message" in error:  # `describe(exc)` of the failure
+            summary = Text(f"{error.get('type')}: {error['message']}", style="red")
+        else:
+            summary = Text(summarize(step.result, 160))
+        return cls(step.key, step.kind, step.status.value, ms, summary)
+
+
+_Role = Literal["leaf", "scope", "member", "call"]
+"""Ranked: a segment that is a step in one key and a scope or member in another is the latter."""
+_RANK: dict[_Role, int] = {"leaf": 0, "scope": 1, "member": 2, "call": 3}
+_TURN = re.compile(r"turn-(\d+)")
+
+
+@dataclass(eq=False, slots=True)
+class _Node:
+    name: str
+    """The key segment; `tool/<name>#<id>` for a tool call."""
+    role: _Role
+    turn: int | None
+    """The agent turn of a model request or a tool call."""
+    step: _Step | None = None
+    children: dict[str, _Node] = field(default_factory=dict)
+    """By key segment (with its `turn-N/` for agent steps), in order of first appearance."""
+
+
+def _agent_turn(parts: list[str], i: int) -> int | None:
+    """N when `parts[i]` is an agent's `turn-N`, followed by `model`, `tool/<name>#<id>` or
+    another last segment (e.g. a loop guard's row in the live view); not a pattern's scope
+    of the same shape (GroupChat keys its speakers `turn-N`), which holds members."""
+    found = _TURN.fullmatch(parts[i]) if i < len(parts) else None
+    if found is None:
+        return None
+    rest = parts[i + 1 :]
+    if len(rest) == 1 or (len(rest) >= 2 and rest[0] == "tool" and "#" in rest[1]):
+        return int(found.group(1))
+    return None
+
+
+def _levels(key: str) -> list[tuple[str, str, _Role, int | None]]:
+    """A step key as tree levels `(id, name, role, agent turn)`, read from the grammar every
+    pattern nests: `<agent>/turn-N/model` and `<agent>/turn-N/tool/<name>#<id>`.
+
+    The run's root and a segment before an agent turn, right under a tool call (a
+    delegation) or right under a scope are members; other inner segments are scopes
+    (`ctx.run(..., key=...)`, e.g. `step-0`, `branch-1`, `hop-2`); the last is the step."""
+    parts = key.split("/")
+    levels: list[tuple[str, str, _Role, int | None]] = []
+    i = 0
+    while i < len(parts):
+        turn = _agent_turn(parts, i)
+        if turn is not None:  # the turn is no level of its own: its steps are labelled with it
+            width = 3 if parts[i + 1] == "tool" and i + 2 < len(parts) else 2
+            name = "/".join(parts[i + 1 : i + width])
+            role: _Role = "call" if width == 3 else "leaf"
+            levels.append(("/".join(parts[i : i + width]), name, role, turn))
+            i += width
+            continue
+        role = "scope"
+        if i == len(parts) - 1:
+            role = "leaf"
+        elif i == 0 or _agent_turn(parts, i + 1) is not None or levels[-1][2] in ("call", "scope"):
+            role = "member"
+        levels.append((parts[i], parts[i], role, None))
+        i += 1
+    return levels
+
+
+def _build(steps: list[_Step]) -> _Node:
+    top = _Node("", "scope", None)
+    for step in steps:
+        node = top
+        for level, name, role, turn in _levels(step.key):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node(name, role, turn)
+            elif _RANK[role] > _RANK[child.role]:
+                child.role = role
+            node = child
+        node.step = step
+    return top
+
+
+def step_tree(steps: list[_Step], fallback: str) -> RenderableType:
+    """Steps as a tree: members (agents, patterns) hold their steps, and a delegation's or
+    a scope's member nests under the tool call or scope that started it."""
+    top = _build(steps)
+    if not top.children:
+        return Text("no steps yet", style="dim")
+    only = next(iter(top.children.values()))
+    if len(top.children) == 1 and only.role == "member":
+        shown, label = _collapsed(only, None)
+        tree = Tree(label, guide_style="dim")
+    else:  # not one agent or pattern at the root: cannot come from `Runtime.run`, but show it
+        shown, tree = top, Tree(Text(fallback, style="bold"), guide_style="dim")
+    _add_children(tree, shown)
+    return tree
+
+
+def _add_children(branch: Tree, node: _Node) -> None:
+    previous: int | None = None
+    for child in node.children.values():
+        shown, label = _collapsed(child, previous)
+        _add_children(branch.add(label), shown)
+        previous = child.turn
+
+
+def _collapsed(node: _Node, previous_turn: int | None) -> tuple[_Node, Text]:
+    """The node whose children go below, and the label: a scope holding just one member
+    shares its line (`step-0/parse_resume`, as in the key), which keeps deep hierarchies narrow."""
+    label = Text(no_wrap=True, overflow="ellipsis")
+    if node.turn is not None:  # shown once for the steps of one turn, then blank
+        turn = f"turn {node.turn} "
+        label.append(turn if node.turn != previous_turn else " " * len(turn), style="dim")
+    shown = node
+    match node.role:
+        case "member":
+            label.append(node.name, style="bold")
+        case "scope":
+            label.append(node.name, style="dim")
+            only = next(iter(node.children.values())) if len(node.children) == 1 else None
+            if only is not None and only.role == "member" and only.step is None:
+                shown = only
+                label.append("/", style="dim").append(only.name, style="bold")
+        case "call":
+            name, _, call_id = node.name.removeprefix("tool/").partition("#")
+            label.append("tool ", style="dim").append(name).append(f"#{call_id}", style="dim")
+        case "leaf":
+            if node.step is not None and node.step.kind != node.name:  # `step fetch`
+                label.append(f"{node.step.kind} ", style="dim")
+            label.append(node.name)
+        case _:
+            assert_never(node.role)
+    if node.step is not None:
+        _append_step(label, node, node.step)
+    return shown, label
+
+
+def _append_step(label: Text, node: _Node, step: _Step) -> None:
+    if node.role == "call" and step.kind != "tool":
+        label.append(f" {step.kind}", style="dim")
+    label.append("  ").append(_styled(step.status))
+    if step.ms is not None:
+        label.append(f"  {step.ms:.1f} ms" if step.ms < 100 else f"  {step.ms:.0f} ms")
+    if step.summary:
+        label.append("  ").append(step.summary)
 
 
 def pending_line(interrupt: Interrupt) -> Text:
@@ -127,51 +316,58 @@ def pending_line(interrupt: Interrupt) -> Text:
 
 
 class LiveView:
-    """The steps of a run as they happen; render with rich's `Live`."""
+    """The steps of a run as they happen, as the same tree as `show`; render with rich's `Live`."""
+
+    SHOWN = 30
+    """The latest steps shown (with the members above them); older ones scroll away."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, list[Any]] = {}
+        self.steps: dict[str, _Step] = {}
         self.streaming = ""
+        self.name = ""
         self.title = Text("starting…")
         self.started = time.monotonic()
 
     def __call__(self, event: Event) -> None:
         match event:
             case RunStarted(run_id=run_id, name=name, resumed=resumed):
+                self.name = name
                 self.title = Text.assemble(("run ", "bold"), run_id, " ", (name, "bold"))
                 if resumed:
                     self.title.append(" (resumed)", style="dim")
             case StepStarted(key=key, kind=kind):
-                self.rows[key] = [key, kind, "started", ""]
+                self.steps[key] = _Step(key, kind, "started", None, Text())
                 self.streaming = ""
-            case StepCompleted(key=key, kind=kind, result=result, replayed=replayed):
-                status = "replayed" if replayed else StepStatus.COMPLETED.value
-                self.rows[key] = [key, kind, status, summarize(result)]
+            case StepCompleted(key=key, kind=kind, result=result, duration=seconds, replayed=again):
+                status, ms = ("replayed", None) if again else ("completed", seconds * 1000)
+                self.steps[key] = _Step(key, kind, status, ms, Text(summarize(result, 160)))
                 self.streaming = ""
             case StepFailed(key=key, kind=kind, error=error):
-                self.rows[key] = [key, kind, "failed", error]
+                self.steps[key] = _Step(key, kind, "failed", None, Text(error, style="red"))
             case ModelDelta(text=text):
                 self.streaming = (self.streaming + text)[-200:]
             case InterruptRequested(interrupt=interrupt):
-                self.rows[interrupt.key] = [interrupt.key, interrupt.kind, "pending", interrupt.id]
-            case LoopDetected(key=key, tool=tool, times=times, action=action):
-                self.rows[f"{key}#loop{times}"] = [key, "loop", action, f"{tool} repeated {times} times"]
+                key = interrupt.key
+                self.steps[key] = _Step(key, interrupt.kind, "pending", None, Text(interrupt.id))
+            case LoopGuardTriggered(key=key, kind=kind, subject=subject, times=times, action=act):
+                key = f"{key}/loop"  # a row under the step or member that looped
+                what = Text(f"{kind} loop: {subject}, {times} times")
+                self.steps[key] = _Step(key, "loop", act, None, what)
+            case Transferred(key=key, target=target, reason=reason):
+                key = f"{key}/handoff"  # under the agent's turn that handed over
+                what = Text(f"to {target}" + (f": {reason}" if reason else ""))
+                self.steps[key] = _Step(key, "handoff", "transferred", None, what)
             case RunFinished():
                 self.streaming = ""
             case _:
                 assert_never(event)
 
     def __rich__(self) -> RenderableType:
-        table = Table(show_edge=False, pad_edge=False, title=self.title, title_justify="left")
-        for column in ("step", "kind", "status", "result"):
-            table.add_column(column, overflow="fold")
-        previous = ""
-        for key, kind, status, result in list(self.rows.values())[-30:]:
-            table.add_row(tree_key(key, previous), kind, _styled(status), Text(result))
-            previous = key
+        latest = list(self.steps.values())[-self.SHOWN :]
+        parts: list[RenderableType] = [self.title, step_tree(latest, fallback=self.name)]
         if self.streaming:
-            return Group(table, Text(self.streaming, style="dim italic"))
-        return table
+            parts.append(Text(self.streaming, style="dim italic"))
+        return Group(*parts)
 
 
 def console(stderr: bool = False) -> Console:
