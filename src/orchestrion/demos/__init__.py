@@ -11,4 +11,5 @@ DEMOS = {  # `orchestrion demo` with no name runs the loan team
     "payroll-help": "orchestrion.demos.payroll_help",
     "document-processing": "orchestrion.demos.document_processing",
     "job-hunting": "orchestrion.demos.job_hunting",
+    "research-loop": "orchestrion.demos.research_loop",
 }
