@@ -337,7 +337,7 @@ def _ask(run_id: str, store: str) -> dict[str, Any]:
 @app.command()
 def fork(
     run_id: Annotated[str, typer.Argument(help="The run to fork.")],
-    at: Annotated[str, typer.Option("--at", help="The step key to fork at (see `show`).")],
+    at: Annotated[str, typer.Option("--at", help="The step key to fork at (see `show --flat`).")],
     edit: Annotated[
         str | None, typer.Option("--edit", help="New result for that step (JSON or text).")
     ] = None,
