@@ -212,3 +212,31 @@ async def test_a_bounce_can_stop_the_run_or_ask_a_human(runtime: Runtime) -> Non
     assert first.interrupts[0].payload["bouncing"] == ["a", "b"]
     done = await runtime.resume(first.run_id, {first.interrupts[0].id: "continue"})
     assert done.status is RunStatus.COMPLETED
+
+
+async def test_a_crash_after_the_handoff_resumes_with_the_new_agent(runtime: Runtime) -> None:
+    import asyncio
+
+    asked: list[str] = []
+    crash = {"on": True}
+
+    def triage(request: ModelRequest) -> object:
+        asked.append("triage")
+        return call("transfer_to_billing", {"reason": "a refund"}, id="t1")
+
+    def billing(request: ModelRequest) -> str:
+        asked.append("billing")
+        if crash["on"]:
+            crash["on"] = False
+            raise asyncio.CancelledError  # the process dies while billing thinks
+        return "Refund issued."
+
+    desk = Handoff(
+        name="support",
+        agents=[Agent(name="triage", model=FunctionModel(triage)), Agent(name="billing", model=FunctionModel(billing))],
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await runtime.run(desk, "Refund my order 42", run_id="h1")
+    done = await Runtime(runtime.store).resume("h1", runnable=desk)
+    assert done.output == "Refund issued."
+    assert asked == ["triage", "billing", "billing"], "triage is not asked again"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -211,3 +212,21 @@ async def test_without_a_guard_only_max_rounds_ends_the_loop(runtime: Runtime) -
     result = await runtime.run(net, "start")
     assert result.status is RunStatus.FAILED
     assert result.error is not None and result.error["type"] == "RoundsExceeded"
+
+
+async def test_the_bus_is_pluggable(runtime: Runtime) -> None:
+    from orchestrion.patterns.peer_network import InProcessBus, Mail
+
+    posted: list[Mail] = []
+
+    class RecordingBus(InProcessBus):
+        def post(self, mail: Mail) -> None:
+            posted.append(mail)
+            super().post(mail)
+
+    net = payroll()
+    result = await runtime.run(dataclasses.replace(net, bus=RecordingBus), "payroll question")
+    assert result.output == "Pay fixed; portal access restored."
+    assert [(m.sender, m.to) for m in posted] == [
+        ("user", "welcome"), ("welcome", "it"), ("welcome", "finance"), ("it", "finance"),
+    ]

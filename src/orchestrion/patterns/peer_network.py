@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,6 +74,9 @@ class PeerNetwork:
     edges: Mapping[str, Sequence[str]] | None = None
     """Who may message whom; default everyone everyone else."""
     max_rounds: int = 10
+    bus: Callable[[], Bus] = InProcessBus
+    """Makes the mailbox store of one run (called once per invoke and resume): the
+    in-process bus by default; mail is rebuilt from the journal on replay."""
     loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))
     """Acts when a round carries exactly the mail of an earlier round (`repeats`
     times): `warn` tells the recipients, `stop` ends the run, `ask` asks a human."""
@@ -103,7 +106,7 @@ class PeerNetwork:
         object.__setattr__(self, "_edges", {n: tuple(edges.get(n, ())) for n in names})
 
     async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
-        bus = InProcessBus()
+        bus = self.bus()
         finished: list[tuple[str, str]] = []
         log: list[dict[str, JSON]] = []
         agents = {a.name: self._member(a, bus, finished) for a in self.agents}
