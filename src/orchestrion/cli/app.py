@@ -249,18 +249,7 @@ def show(
         record, steps = asyncio.run(fetch())
     if as_json:
         data = record.to_json()
-        data["steps"] = [
-            {
-                "seq": s.seq,
-                "key": s.key,
-                "kind": s.kind,
-                "status": s.status.value,
-                "started_at": s.started_at,
-                "ended_at": s.ended_at,
-                "result": s.result,
-            }
-            for s in steps
-        ]
+        data["steps"] = [s.to_json() for s in steps]
         print(dumps_str(data))
     else:
         console().print(timeline(record, steps) if flat else run_tree(record, steps))

@@ -68,6 +68,17 @@ class StepInfo:
     ended_at: float
     result: JSON
 
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "seq": self.seq,
+            "key": self.key,
+            "kind": self.kind,
+            "status": self.status.value,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "result": self.result,
+        }
+
 
 class Runtime:
     """Owns a store, the default model and event sinks; runs things durably.

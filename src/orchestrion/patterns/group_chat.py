@@ -82,7 +82,7 @@ class GroupChat:
             transcript.append((speaker, said))
             turns = said_before.setdefault((speaker, " ".join(said.split())), [])
             turns.append(turn)
-            note = await self._loop_note(ctx, speaker, turns) if self.loop_guard else ""
+            note = await self._loop_note(ctx, speaker, turns)
         raise UserError(f"GroupChat {self.name!r} never terminated: give it a MaxTurns condition.")
 
     async def _loop_note(self, ctx: RunContext[Any], speaker: str, turns: list[int]) -> str:
