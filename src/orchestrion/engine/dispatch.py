@@ -16,5 +16,9 @@ async def run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) 
     name at the root of a run)."""
     key = f"{scope}/{runnable.name}" if scope else runnable.name
     if isinstance(runnable, Agent):
-        return await run_agent(ex, key, runnable, input)
-    return await runnable.invoke(Context(ex, key), input)
+        output = await run_agent(ex, key, runnable, input)
+    else:
+        output = await runnable.invoke(Context(ex, key), input)
+    if scope:  # a member, not the run itself: a run stopped at a limit returns these
+        ex.outputs[key] = output
+    return output

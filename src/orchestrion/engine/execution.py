@@ -13,7 +13,7 @@ import bisect
 import hashlib
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, Generic, TypeVar, overload
 
@@ -102,7 +102,7 @@ class Execution:
         answers: dict[str, JSON],
         deps: Any,
         model_for: Callable[[Model | str | None, str], Model],
-        run_child: Callable[[Execution, str, Any, JSON], Awaitable[Any]],
+        run_child: Callable[[Execution, str, Any, JSON], Coroutine[Any, Any, Any]],
         budget: Budget | None = None,
         created_at: float = 0.0,
         prices: Prices | None = None,
@@ -157,7 +157,7 @@ class Execution:
         done = self.replay.get(key)
         return done if done is not None and done.status is COMPLETED else None
 
-    async def record(
+    def record(
         self,
         key: str,
         kind: str,
@@ -166,10 +166,10 @@ class Execution:
         started_at: float,
         *,
         durable: bool = False,
-    ) -> None:
+    ) -> Awaitable[None]:
         entry = Entry(self.seq, key, kind, status, result, started_at, time.time())
         self.seq += 1
-        await self.store.append(self.run_id, (entry,), durable=durable or self.sync)
+        return self.store.append(self.run_id, (entry,), durable=durable or self.sync)
 
     def usage_under(self, key: str) -> Usage:
         """Usage of the journaled model steps below `key`: a replayed step that
@@ -245,7 +245,9 @@ class Execution:
                 await self.failed(key, "model", error, started)
                 raise error from exc
             if self.prices is not None and (pricer := self.prices.pricer(model.name)):
-                response = replace(response, usage=replace(response.usage, cost=pricer(response.usage)))
+                response = replace(
+                    response, usage=replace(response.usage, cost=pricer(response.usage))
+                )
             await self.completed(key, "model", response.to_json(), started)
         self.usage += response.usage
         return response
@@ -404,18 +406,18 @@ class Context(Generic[DepsT]):
         )
         return adapter.validate_python(answer)
 
-    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
-        result: T = await self._ex.custom_step(self._name(name, "step"), fn, _caller())
-        return result
+    # `step` and `run` hand back the engine's coroutine rather than awaiting it in
+    # one of their own: a fan-out makes thousands of them.
 
-    async def run(self, runnable: Any, input: JSON, *, key: str | None = None) -> Any:
+    def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> Coroutine[Any, Any, T]:
+        return self._ex.custom_step(self._name(name, "step"), fn, _caller())
+
+    def run(
+        self, runnable: Any, input: JSON, *, key: str | None = None
+    ) -> Coroutine[Any, Any, Any]:
         scope = f"{self.key}/{key}" if key else self.key
-        child = f"{scope}/{runnable.name}"
-        self._ex.claim(child + "/", f"ctx.run of {runnable.name!r} at {_caller()}")
-        output = self._ex.outputs[child] = await self._ex.run_child(
-            self._ex, scope, runnable, input
-        )
-        return output
+        self._ex.claim(f"{scope}/{runnable.name}/", f"ctx.run of {runnable.name!r} at {_caller()}")
+        return self._ex.run_child(self._ex, scope, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
         sink = self._ex.sink

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from orchestrion._json import JSON, to_jsonable
+from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import RunError, RunHalted, UserError, describe
@@ -80,10 +81,9 @@ class Concurrent:
         object.__setattr__(self, "_branches", branches)
 
     async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
-        outcomes = await ctx.gather(
+        results = await ctx.gather(
             *(self._branch(ctx, i, member, input) for i, member in enumerate(self._branches))
         )
-        results = [BranchResult.from_json(o) for o in outcomes]
         succeeded = sum(r.ok for r in results)
         needed = len(results) if self.min_success is None else self.min_success
         if succeeded < needed:
@@ -104,23 +104,26 @@ class Concurrent:
 
     async def _branch(
         self, ctx: RunContext[Any], i: int, member: Runnable, input: JSON
-    ) -> dict[str, JSON]:
+    ) -> BranchResult:
         """A success is journaled as the step `branch-<i>` (a resume skips it); a
         failure is journaled as failed, so a resume tries that branch again."""
-
-        async def attempt() -> JSON:
-            if self.timeout is None:
-                return to_jsonable(await ctx.run(member, input, key=f"branch-{i}"))
-            async with asyncio.timeout(self.timeout):
-                return to_jsonable(await ctx.run(member, input, key=f"branch-{i}"))
-
+        key = f"branch-{i}"
+        if self.timeout is None:
+            attempt: Callable[[], Awaitable[Any]] = partial(ctx.run, member, input, key=key)
+        else:
+            attempt = partial(_within, self.timeout, partial(ctx.run, member, input, key=key))
         try:
-            output = await ctx.step(f"branch-{i}", attempt)
+            output = await ctx.step(key, attempt)
         except RunHalted:
             raise  # the whole run ends (a limit, an uncertain write), not this branch
         except TimeoutError:
             error = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
-            return BranchResult(member.name, False, error=error).to_json()
+            return BranchResult(member.name, False, error=error)
         except RunError as exc:
-            return BranchResult(member.name, False, error=describe(exc)).to_json()
-        return BranchResult(member.name, True, output=output).to_json()
+            return BranchResult(member.name, False, error=describe(exc))
+        return BranchResult(member.name, True, output=output)
+
+
+async def _within(seconds: float, run: Callable[[], Awaitable[Any]]) -> Any:
+    async with asyncio.timeout(seconds):
+        return await run()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -10,7 +10,7 @@ from orchestrion._json import JSON
 from orchestrion.context import RunContext
 from orchestrion.patterns._names import check_name
 
-WorkflowFunction = Callable[[RunContext[Any], Any], Awaitable[Any]]
+WorkflowFunction = Callable[[RunContext[Any], Any], Coroutine[Any, Any, Any]]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -26,8 +26,8 @@ class FunctionWorkflow:
     def __post_init__(self) -> None:
         check_name("Workflow", self.name)
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
-        return await self.function(ctx, input)
+    def invoke(self, ctx: RunContext[Any], input: JSON) -> Coroutine[Any, Any, Any]:
+        return self.function(ctx, input)  # no coroutine of its own: fan-outs make thousands
 
 
 @overload
