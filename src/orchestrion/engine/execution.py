@@ -294,16 +294,23 @@ class Execution:
             raise
         except Exception as exc:
             await self.failed(key, "step", exc, started)
-            cut = [k for k in self.cut_off if k.startswith(key + "/")]
-            if cut and not isinstance(exc, RunHalted):
-                raise WriteUncertain(
-                    f"Step {key} ended ({type(exc).__name__}: {exc}) while write tool "
-                    f"{sorted(cut)[0]} was running; whether its effect happened is unknown. "
-                    "Resume the run: the call is made again with the same idempotency key."
-                ) from exc
+            if self.cut_off and not isinstance(exc, RunHalted):
+                self._raise_if_cut_off(key, exc)
             raise
         await self.completed(key, "step", value, started)
         return value
+
+    def _raise_if_cut_off(self, key: str, exc: Exception) -> None:
+        """A step that fails while a write tool below it was cut off mid-call
+        leaves that write's effect unknown: the run must halt, not go on."""
+        prefix = key + "/"
+        cut = sorted(k for k in self.cut_off if k.startswith(prefix))
+        if cut:
+            raise WriteUncertain(
+                f"Step {key} ended ({type(exc).__name__}: {exc}) while write tool "
+                f"{cut[0]} was running; whether its effect happened is unknown. "
+                "Resume the run: the call is made again with the same idempotency key."
+            ) from exc
 
     async def interrupt(
         self,
