@@ -20,6 +20,7 @@ from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
 from orchestrion.messages import ModelSettings, ToolDefinition
 from orchestrion.models.base import Model
+from orchestrion.policy import Policy
 from orchestrion.tools.tool import Tool
 
 OutputT = TypeVar("OutputT")
@@ -60,6 +61,10 @@ class Agent(Generic[OutputT]):
     """What happens when the agent repeats a tool call; None turns the guard off."""
     context_limit: ContextLimit | None = None
     """The most this agent may send in one request, and what to do beyond it."""
+    policy: Policy | None = None
+    """Timeout, retry, breaker and fallback for this agent's model and tool calls
+    (a model's or tool's own policy wins). Agents in its `fallback` take over the
+    agent's input, in order, when the agent fails."""
 
     tool_map: Mapping[str, Tool] = field(init=False, repr=False)
     tool_definitions: tuple[ToolDefinition, ...] = field(init=False, repr=False)
@@ -68,6 +73,7 @@ class Agent(Generic[OutputT]):
     """Characters every request carries besides the messages (tool definitions)."""
     output_wrapped: bool = field(init=False, repr=False)
     """True when the output schema is not an object, so the model sends it under `result`."""
+    fallback_agents: tuple[Agent[Any], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -137,11 +143,30 @@ class Agent(Generic[OutputT]):
         set_(self, "tool_definitions", tuple(definitions))
         set_(self, "output_adapter", adapter)
         set_(self, "output_wrapped", wrapped)
+        set_(self, "fallback_agents", self._fallback_agents())
         set_(
             self,
             "fixed_size",
             sum(len(d.name) + len(d.description) + len(str(d.parameters)) for d in definitions),
         )
+
+
+    def _fallback_agents(self) -> tuple[Agent[Any], ...]:
+        agents: list[Agent[Any]] = []
+        fallback = self.policy.fallback if self.policy is not None else None
+        for f in fallback or ():
+            if isinstance(f, Agent):
+                if f.name == self.name or f.name in {a.name for a in agents}:
+                    raise UserError(
+                        f"Agent {self.name!r}: fallback agent names must differ from the agent's "
+                        f"and from each other ({f.name!r} repeats); their steps are keyed by name."
+                    )
+                agents.append(f)
+            elif not isinstance(f, str | Model):
+                raise UserError(
+                    f"Agent {self.name!r}: policy fallback {f!r} is neither an Agent nor a model."
+                )
+        return tuple(agents)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

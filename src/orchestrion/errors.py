@@ -12,6 +12,8 @@
     ├── StoreError                the store cannot be read or written
     └── RunError                  a run failed while it worked
         ├── ModelError            the model provider failed or answered nonsense
+        ├── BreakerOpen           a circuit is open: the call failed at once, unsent
+        ├── RetryLater            raised by a tool: a transient failure, try again
         ├── ToolError             a tool raised
         ├── OutputValidationError the model's final output kept failing validation
         ├── MaxTurnsExceeded      the agent used all its turns
@@ -120,6 +122,37 @@ class ModelError(RunError):
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
         data.update(status_code=self.status_code, retry_after=self.retry_after, transient=self.transient)
+        return data
+
+
+class BreakerOpen(RunError):
+    """The circuit of a model or tool is open: the call failed without being sent."""
+
+    def __init__(self, message: str, *, name: str, retry_in: float) -> None:
+        super().__init__(message)
+        self.name = name
+        """The breaker's key: a model name or `tool:<name>`."""
+        self.retry_in = retry_in
+        """Seconds until the circuit lets a probe call through."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(breaker=self.name, retry_in=round(self.retry_in, 3))
+        return data
+
+
+class RetryLater(RunError):
+    """Raise it from a tool to say the failure is transient (the service is busy or
+    down): a tool whose policy has a `Retry` is called again, after `retry_after`
+    seconds if given."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(retry_after=self.retry_after)
         return data
 
 

@@ -15,10 +15,13 @@ from rich.tree import Tree
 
 from orchestrion._json import dumps_str
 from orchestrion.engine.events import (
+    BreakerChanged,
     Event,
+    FallbackUsed,
     InterruptRequested,
     LoopGuardTriggered,
     ModelDelta,
+    Retrying,
     RunFinished,
     RunStarted,
     StepCompleted,
@@ -43,6 +46,11 @@ STATUS_STYLE = {
     "warn": "yellow",
     "stop": "yellow",
     "transferred": "cyan",
+    "retrying": "yellow",
+    "fallback": "yellow",
+    "open": "red",
+    "half-open": "yellow",
+    "closed": "green",
 }
 
 
@@ -357,6 +365,17 @@ class LiveView:
                 key = f"{key}/handoff"  # under the agent's turn that handed over
                 what = Text(f"to {target}" + (f": {reason}" if reason else ""))
                 self.steps[key] = _Step(key, "handoff", "transferred", None, what)
+            case Retrying(key=key, kind=kind, attempt=attempt, error=error, wait=wait):
+                what = Text(f"attempt {attempt} failed ({error}); next in {wait:.1f} s")
+                self.steps[key] = _Step(key, kind, "retrying", None, what)
+            case FallbackUsed(key=key, failed=failed, used=used, error=error):
+                key = f"{key}/fallback"  # a row under the step or member that gave up
+                what = Text(f"{failed} -> {used}: {error}")
+                self.steps[key] = _Step(key, "fallback", "fallback", None, what)
+            case BreakerChanged(key=key, name=name, old=old, new=new):
+                key = f"{key}/breaker"
+                what = Text(f"circuit {name}: {old} -> {new}")
+                self.steps[key] = _Step(key, "breaker", new, None, what)
             case RunFinished():
                 self.streaming = ""
             case _:

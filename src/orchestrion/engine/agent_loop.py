@@ -16,6 +16,7 @@ import pydantic
 
 from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
+from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution, Suspended, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
@@ -47,7 +48,7 @@ from orchestrion.tools.tool import ModelRetry, Tool
 
 
 async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
-    model = ex.model_for(agent.model, agent.name)
+    chain = model_chain(ex, agent)
     ctx: Context[Any] = Context(ex, scope)
     instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
     messages: list[Message] = _first_messages(input)
@@ -64,7 +65,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         request = ModelRequest(
             instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
         )
-        response = await ex.model_step(f"{prefix}/model", model, request, size)
+        response = await ex.model_step(f"{prefix}/model", chain, request, size)
         messages.append(response)
         calls = response.tool_calls
         if agent.output_adapter is not None:

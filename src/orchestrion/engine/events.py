@@ -96,6 +96,42 @@ class Transferred:
 
 
 @dataclass(frozen=True, slots=True)
+class Retrying:
+    """The call at step `key` (`kind`: model or tool) to `target` (a model name or
+    `tool:<name>`) failed transiently; attempt `attempt + 1` follows in `wait` seconds."""
+
+    run_id: str
+    key: str
+    kind: str
+    target: str
+    attempt: int
+    error: str
+    wait: float
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackUsed:
+    """At `key`, `failed` (a model or agent) gave up and `used` takes over."""
+
+    run_id: str
+    key: str
+    failed: str
+    used: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged:
+    """The circuit `name` went from state `old` to `new` during step `key`."""
+
+    run_id: str
+    key: str
+    name: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     run_id: str
     result: RunResult[object]
@@ -110,6 +146,9 @@ Event: TypeAlias = (
     | InterruptRequested
     | LoopGuardTriggered
     | Transferred
+    | Retrying
+    | FallbackUsed
+    | BreakerChanged
     | RunFinished
 )
 

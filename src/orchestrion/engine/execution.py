@@ -13,7 +13,7 @@ import bisect
 import hashlib
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar, overload
 
@@ -21,6 +21,8 @@ import pydantic
 
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.budget import Budget
+from orchestrion.engine.attempts import Link, request_with_policy
+from orchestrion.engine.breakers import Breakers, MemoryBreakers
 from orchestrion.engine.events import (
     LoopGuardTriggered,
     ModelDelta,
@@ -37,7 +39,6 @@ from orchestrion.errors import (
     BudgetExceeded,
     DeterminismError,
     ModelError,
-    OrchestrionError,
     RunHalted,
     UserError,
     WriteUncertain,
@@ -46,6 +47,7 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ModelRequest, ModelResponse, TextDelta, Usage
 from orchestrion.models.base import Model
+from orchestrion.policy import Policy
 from orchestrion.pricing import Prices
 from orchestrion.tools.tool import clean_schema
 
@@ -72,13 +74,16 @@ class Execution:
         "_model_usage",
         "answered",
         "answers",
+        "breakers",
         "budget",
         "claimed",
         "created_at",
         "cut_off",
         "deps",
+        "failures",
         "model_for",
         "outputs",
+        "policy",
         "prices",
         "replay",
         "run_child",
@@ -106,10 +111,18 @@ class Execution:
         budget: Budget | None = None,
         created_at: float = 0.0,
         prices: Prices | None = None,
+        policy: Policy | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.run_id = run_id
         self.store = store
         self.replay = latest_by_key(entries)
+        self.failures: dict[str, list[Entry]] = {}
+        """Failed attempts journaled before this execution, by step key: where a
+        step's retries and fallbacks resume."""
+        for e in entries:
+            if e.status is StepStatus.FAILED:
+                self.failures.setdefault(e.key, []).append(e)
         self.seq = entries[-1].seq + 1 if entries else 0
         self.sink = sink
         self.sync = sync
@@ -123,6 +136,9 @@ class Execution:
         self.budget = budget
         self.created_at = created_at
         self.prices = prices
+        self.policy = policy
+        """The runtime's policy: the outermost for every model and tool call."""
+        self.breakers = breakers if breakers is not None else MemoryBreakers()
         self.cut_off: set[str] = set()
         """Keys of write tools cancelled mid-call (e.g. by a branch's timeout)."""
         self.outputs: dict[str, Any] = {}
@@ -216,11 +232,14 @@ class Execution:
     # -- steps -------------------------------------------------------------
 
     async def model_step(
-        self, key: str, model: Model, request: ModelRequest, size: int = 0
+        self, key: str, chain: Sequence[Link], request: ModelRequest, size: int = 0
     ) -> ModelResponse:
+        """The response at `key`: replayed, or asked of the models of `chain` in
+        order under their policies (see `engine.attempts`)."""
+        model = chain[0].model
         recorded = self.replay.get(key)
         if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
-            self._check_budget(self.budget, model.name)
+            self.check_budget(model.name)
         done = self.claim(key, f"a model request ({model.name})")
         if done is not None:
             response = ModelResponse.from_json(done.result)
@@ -228,31 +247,28 @@ class Execution:
         else:
             started = time.time()
             self.started(key, "model", size)
-            try:
-                if self.sink is None:
-                    response = await model.request(request)
-                else:
-                    response = await self._stream(key, model, request)
-            except (
-                OrchestrionError,
-                AssertionError,
-            ) as exc:  # AssertionError: a test fake's verdict
-                await self.failed(key, "model", exc, started)
-                raise
-            except Exception as exc:
-                error = ModelError(f"Model {model.name} failed: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
-                await self.failed(key, "model", error, started)
-                raise error from exc
-            if self.prices is not None and (pricer := self.prices.pricer(model.name)):
+            response, index = await request_with_policy(self, key, chain, request)
+            answered = chain[index].model.name
+            if self.prices is not None and (pricer := self.prices.pricer(answered)):
                 response = replace(
                     response, usage=replace(response.usage, cost=pricer(response.usage))
                 )
-            await self.completed(key, "model", response.to_json(), started)
+            result = response.to_json()
+            if index:
+                result["fallback"] = answered
+            await self.completed(key, "model", result, started)
         self.usage += response.usage
         return response
 
-    def _check_budget(self, budget: Budget, model: str) -> None:
+    def send(self, key: str, model: Model, request: ModelRequest) -> Awaitable[ModelResponse]:
+        """One request to `model`, streamed to the sink if there is one."""
+        return model.request(request) if self.sink is None else self._stream(key, model, request)
+
+    def check_budget(self, model: str) -> None:
+        """Raise `BudgetExceeded` if the run's budget is spent (before a model call)."""
+        budget = self.budget
+        if budget is None:
+            return
         if budget.cost is not None and (self.prices is None or self.prices.pricer(model) is None):
             raise UserError(
                 f"Budget cost={budget.cost:g} cannot be kept: model {model!r} has no known "

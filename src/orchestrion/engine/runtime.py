@@ -15,6 +15,7 @@ from typing import Any, Literal
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
+from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
 from orchestrion.engine.dispatch import run_child
 from orchestrion.engine.events import (
     Event,
@@ -49,6 +50,8 @@ from orchestrion.errors import (
 from orchestrion.messages import ModelResponse
 from orchestrion.models.base import Model
 from orchestrion.models.registry import infer_model
+from orchestrion.models.with_policy import PolicyModel
+from orchestrion.policy import Policy
 from orchestrion.pricing import Price, Prices
 from orchestrion.runnable import Runnable
 
@@ -97,9 +100,16 @@ class Runtime:
         sinks: Sequence[Sink] = (),
         budget: Budget | None = None,
         prices: Prices | Mapping[str, Price] | None = None,
+        policy: Policy | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         if durability not in ("sync", "async"):
             raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
+        if policy is not None and any(isinstance(f, Agent) for f in policy.fallback or ()):
+            raise UserError(
+                "Runtime(policy=...): the runtime's fallback lists models; give fallback "
+                "agents to an agent's policy."
+            )
         if store is None or isinstance(store, str):
             store = open_store(store)
         self.store: Store = store
@@ -110,6 +120,9 @@ class Runtime:
         """The default `Budget` of every run; `run`/`resume`/`fork` take their own."""
         self.prices = prices if isinstance(prices, Prices) else Prices(prices)
         """Prices model responses (`Usage.cost`): the table given, else genai-prices."""
+        self.policy = policy
+        """The outermost policy of every model and tool call (see `orchestrion.policy`)."""
+        self._breakers: Breakers = breakers if breakers is not None else MemoryBreakers()
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
@@ -277,6 +290,10 @@ class Runtime:
 
     # -- inspecting ------------------------------------------------------------
 
+    async def breakers(self) -> builtins.list[BreakerState]:
+        """The circuit breakers of this runtime's runs and their states."""
+        return await self._breakers.states()
+
     async def get(self, run_id: str) -> RunRecord:
         record = await self.store.get_run(run_id)
         if record is None:
@@ -365,6 +382,8 @@ class Runtime:
                 f"Agent {agent!r} has no model, and the runtime has no default: pass model= to "
                 "the Agent or the Runtime, or set ORCHESTRION_MODEL (e.g. openai:gpt-4.1-mini)."
             )
+        if isinstance(model, PolicyModel) and isinstance(model.model, str):
+            return PolicyModel(self._model_for(model.model, agent), model.policy)
         if not isinstance(model, str):
             return model
         cached = self._models.get(model)
@@ -410,6 +429,8 @@ class Runtime:
             budget=budget or self.budget,
             created_at=record.created_at,
             prices=self.prices,
+            policy=self.policy,
+            breakers=self._breakers,
         )
         if resumed:
             # Pending interrupts stay listed until the run suspends again or ends,

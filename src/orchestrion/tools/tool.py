@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
 from orchestrion.messages import ToolDefinition
+from orchestrion.policy import Policy
 
 Effect = Literal["read", "write"]
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI and Anthropic accept
@@ -45,7 +46,11 @@ class Tool:
     approval: Approval = False
     """`True`, or a predicate of the validated arguments: a human must approve first."""
     timeout: float | None = None
-    """Seconds before the call is abandoned."""
+    """Seconds before the call is abandoned (short for `policy=Policy(timeout=...)`)."""
+    policy: Policy | None = None
+    """Timeout, retry and breaker for this tool's calls; unset fields come from the
+    agent's and the runtime's policies, except that a write tool is retried only
+    when its own policy says so (each attempt keeps the idempotency key)."""
     local: bool = False
     """The tool only changes state inside this process (e.g. posts to an in-process
     bus): replay calls it again, with the recorded arguments, to rebuild that state;
@@ -67,6 +72,12 @@ class Tool:
             )
         if self.local and self.effect == "write":
             raise UserError(f"Tool {name!r}: a write tool cannot be local (it would run again on replay).")
+        if self.policy is not None and self.policy.fallback:
+            raise UserError(f"Tool {name!r}: a tool's policy cannot have a fallback.")
+        if self.policy is not None and self.timeout is not None and self.policy.timeout is not None:
+            raise UserError(
+                f"Tool {name!r}: give the timeout once, as timeout= or as policy=Policy(timeout=...)."
+            )
         if self.effect not in ("read", "write"):
             raise UserError(f"Tool {name!r}: effect must be 'read' or 'write', not {self.effect!r}.")
         doc = docstring_parser.parse(inspect.getdoc(fn) or "")
@@ -115,6 +126,7 @@ def tool(
     effect: Effect = "read",
     approval: Approval = False,
     timeout: float | None = None,
+    policy: Policy | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -127,6 +139,7 @@ def tool(
     effect: Effect = "read",
     approval: Approval = False,
     timeout: float | None = None,
+    policy: Policy | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a `Tool`: `@tool` or `@tool(effect="write", approval=True)`."""
 
@@ -138,6 +151,7 @@ def tool(
             effect=effect,
             approval=approval,
             timeout=timeout,
+            policy=policy,
         )
 
     return wrap(function) if function is not None else wrap

@@ -1,0 +1,205 @@
+"""The attempts of a model step: timeout, retries, circuit breaker and fallback
+models, all journaled.
+
+A failed attempt is a `failed` entry at the step's key carrying the model, the
+attempt number and what came next: `retry_in` (seconds of the wait before the
+next attempt) or `fallback` (the next model of the chain); neither means the step
+failed. A resume continues after the last one: the attempts made are not made
+again, and only what is left of a wait is waited. The completed entry names the
+fallback model that answered (`"fallback": name`), if one did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from orchestrion.agent import Agent
+from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying, StepFailed
+from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, describe
+from orchestrion.messages import ModelRequest, ModelResponse
+from orchestrion.models.base import Model
+from orchestrion.models.with_policy import PolicyModel
+from orchestrion.policy import MODEL_TIMEOUT, Policy, Retry, Settings, is_transient, retry_after
+
+if TYPE_CHECKING:
+    from orchestrion.engine.execution import Execution
+
+MODEL_DEFAULTS = Policy(timeout=MODEL_TIMEOUT, retry=Retry())
+DEFAULT_SETTINGS = Settings(timeout=MODEL_TIMEOUT, retry=Retry())
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One model of a fallback chain, with the settings its calls get."""
+
+    model: Model
+    settings: Settings
+
+
+def model_chain(ex: Execution, agent: Agent[Any]) -> tuple[Link, ...]:
+    """The agent's model and its fallback models, each with its resolved settings."""
+    primary = ex.model_for(agent.model, agent.name)
+    outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
+    if outer is None and not isinstance(primary, PolicyModel):
+        return (Link(primary, DEFAULT_SETTINGS),)
+    own = primary.policy if isinstance(primary, PolicyModel) else None
+    models = [primary]
+    for policy in (own, agent.policy, ex.policy):  # the innermost fallback models win
+        if policy is not None and policy.fallback is not None:
+            found = [f for f in policy.fallback if not isinstance(f, Agent)]
+            if found or not policy.fallback:
+                models += [ex.model_for(f, agent.name) for f in found]  # type: ignore[arg-type]
+                break
+    return tuple(
+        Link(m, model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer))
+        for m in models
+    )
+
+
+def model_settings(policy: Policy | None) -> Settings:
+    resolved = MODEL_DEFAULTS if policy is None else policy.over(MODEL_DEFAULTS)
+    return Settings(
+        timeout=resolved.timeout or None,
+        retry=resolved.retry or None,
+        breaker=resolved.breaker or None,
+    )
+
+
+async def request_with_policy(
+    ex: Execution, key: str, chain: Sequence[Link], request: ModelRequest
+) -> tuple[ModelResponse, int]:
+    """The response of the first model of `chain` that answers, and its position."""
+    index, attempt, resume_at, elapsed = _resume_point(ex.failures.pop(key, []), chain)
+    if (left := resume_at - time.time()) > 0:
+        await asyncio.sleep(left)  # what is left of a journaled wait
+    first = time.time() - elapsed
+    while True:
+        link = chain[index]
+        attempt += 1
+        started = time.time()
+        if attempt == 1:
+            first = started
+        if attempt > 1 or index > 0:
+            ex.check_budget(link.model.name)
+        try:
+            return await _attempt(ex, key, link, request), index
+        except (OrchestrionError, AssertionError) as exc:  # AssertionError: a test fake's verdict
+            if not isinstance(exc, ModelError | BreakerOpen):
+                await ex.failed(key, "model", exc, started)
+                raise
+            error: ModelError | BreakerOpen = exc
+        retry = link.settings.retry
+        wait = None
+        if retry is not None and not isinstance(error, BreakerOpen) and is_transient(error):
+            wait = retry.wait(attempt, retry_after(error), started - first, random.random())
+        result: dict[str, Any] = {**describe(error), "model": link.model.name, "attempt": attempt}
+        following = chain[index + 1].model.name if wait is None and index + 1 < len(chain) else None
+        if wait is not None:
+            result["retry_in"] = round(wait, 3)
+        elif following is not None:
+            result["fallback"] = following
+        await ex.record(key, "model", StepStatus.FAILED, result, started)
+        message = f"{type(error).__name__}: {error}"
+        if wait is not None:
+            if ex.sink is not None:
+                ex.sink(Retrying(ex.run_id, key, "model", link.model.name, attempt, message, wait))
+            await asyncio.sleep(wait)
+        elif following is not None:
+            if ex.sink is not None:
+                ex.sink(FallbackUsed(ex.run_id, key, link.model.name, following, message))
+            index, attempt = index + 1, 0
+        else:
+            if ex.sink is not None:
+                ex.sink(StepFailed(ex.run_id, key, "model", message))
+            raise _final(key, chain, index, error)
+
+
+async def _attempt(ex: Execution, key: str, link: Link, request: ModelRequest) -> ModelResponse:
+    """One call to `link.model`, through its breaker and within its timeout."""
+    model, timeout, breaker = link.model, link.settings.timeout, link.settings.breaker
+    permit = None
+    if breaker is not None:
+        permit = await ex.breakers.acquire(model.name, breaker)
+        if permit.transition is not None:
+            _changed(ex, key, model.name, permit.transition)
+    outcome: bool | None = None
+    try:
+        if timeout is None:
+            response = await ex.send(key, model, request)
+        else:
+            async with asyncio.timeout(timeout) as deadline:
+                response = await ex.send(key, model, request)
+        outcome = True
+        return response
+    except TimeoutError as exc:
+        outcome = False
+        expired = timeout is not None and deadline.expired()
+        what = f"did not answer within {timeout:g} s" if expired else f"timed out ({exc})"
+        raise ModelError(f"Model {model.name} {what}.", transient=True) from exc
+    except ModelError as exc:
+        outcome = False if exc.transient else None
+        raise
+    except (OrchestrionError, AssertionError):
+        raise
+    except Exception as exc:
+        transient = is_transient(exc)
+        outcome = False if transient else None
+        raise ModelError(
+            f"Model {model.name} failed: {type(exc).__name__}: {exc}", transient=transient
+        ) from exc
+    finally:
+        if permit is not None:
+            transition = await ex.breakers.release(permit, outcome)
+            if transition is not None:
+                _changed(ex, key, model.name, transition)
+
+
+def _changed(ex: Execution, key: str, name: str, transition: tuple[str, str]) -> None:
+    if ex.sink is not None:
+        ex.sink(BreakerChanged(ex.run_id, key, name, *transition))
+
+
+def _final(
+    key: str, chain: Sequence[Link], index: int, error: ModelError | BreakerOpen
+) -> ModelError | BreakerOpen:
+    if index == 0:
+        return error
+    tried = ", ".join(link.model.name for link in chain[: index + 1])
+    final = ModelError(
+        f"Every model of the fallback chain failed at {key} ({tried}); the last: {error}",
+        transient=is_transient(error),
+    )
+    final.__cause__ = error
+    return final
+
+
+def _resume_point(
+    failures: list[Entry], chain: Sequence[Link]
+) -> tuple[int, int, float, float]:
+    """(chain position, attempts made there, when the next may start, seconds spent
+    on this model so far) after the journaled failed attempts of a step."""
+    if not failures:
+        return 0, 0, 0.0, 0.0
+    names = [link.model.name for link in chain]
+    last = failures[-1]
+    result = last.result if isinstance(last.result, dict) else {}
+    model, fallback = result.get("model"), result.get("fallback")
+    if "retry_in" in result and model in names:
+        first = last
+        for entry in reversed(failures):  # the first attempt of this model, this round
+            if not isinstance(entry.result, dict) or entry.result.get("model") != model:
+                break
+            first = entry
+            if entry.result.get("attempt") == 1:
+                break
+        elapsed = last.ended_at - first.started_at
+        return names.index(model), int(result["attempt"]), last.ended_at + result["retry_in"], elapsed
+    if fallback in names:
+        return names.index(fallback), 0, 0.0, 0.0
+    return 0, 0, 0.0, 0.0  # the step had failed for good: a resume starts it over

@@ -1,0 +1,164 @@
+"""Circuit breakers, shared by all runs of a runtime, behind a small protocol so
+that a store can share them across workers later.
+
+Written here rather than taken from purgatory: purgatory counts consecutive
+failures rather than failures within a window, lets every call through while
+half-open (no probe limit) and reads the wall clock, which tests cannot drive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from orchestrion._json import JSON
+from orchestrion.errors import BreakerOpen
+from orchestrion.policy import Breaker
+
+State = Literal["closed", "open", "half-open"]
+Transition = tuple[State, State]
+"""(old state, new state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """A call let through by a breaker; hand it back with the call's outcome."""
+
+    name: str
+    probe: bool
+    """Let through while half-open, as one of its probe calls."""
+    transition: Transition | None = None
+    """The state change letting it through caused (open -> half-open), if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    """One breaker as `Runtime.breakers()` shows it."""
+
+    name: str
+    state: State
+    failures: int
+    """Transient failures counted in the current window."""
+    retry_in: float
+    """Seconds until an open circuit lets a probe through; 0 otherwise."""
+    config: Breaker
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "failures": self.failures,
+            "retry_in": round(self.retry_in, 3),
+        }
+
+
+class Breakers(Protocol):
+    """Where breaker state lives. `acquire` raises `BreakerOpen` or lets the call
+    through; `release` reports its outcome: True succeeded, False failed
+    transiently, None neither (a client error, a cancellation)."""
+
+    async def acquire(self, name: str, config: Breaker) -> Permit: ...
+
+    async def release(self, permit: Permit, outcome: bool | None) -> Transition | None: ...
+
+    async def states(self) -> list[BreakerState]: ...
+
+
+class _Circuit:
+    __slots__ = ("config", "failures", "in_flight", "opened_at", "state", "successes")
+
+    def __init__(self, config: Breaker) -> None:
+        self.config = config
+        self.state: State = "closed"
+        self.failures: deque[float] = deque()
+        self.opened_at = 0.0
+        self.in_flight = 0
+        self.successes = 0
+
+
+class MemoryBreakers:
+    """Breakers in this process. `clock` (monotonic seconds) can be driven by tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._circuits: dict[str, _Circuit] = {}
+
+    async def acquire(self, name: str, config: Breaker) -> Permit:
+        circuit = self._circuits.get(name)
+        if circuit is None:
+            circuit = self._circuits[name] = _Circuit(config)
+        if circuit.state == "closed":
+            return Permit(name, False)
+        transition: Transition | None = None
+        if circuit.state == "open":
+            left = circuit.opened_at + circuit.config.cooldown - self._clock()
+            if left > 0:
+                raise self._open(name, circuit, left)
+            circuit.state, circuit.in_flight, circuit.successes = "half-open", 0, 0
+            transition = ("open", "half-open")
+        if circuit.in_flight >= circuit.config.probes:
+            raise self._open(name, circuit, 0.0)
+        circuit.in_flight += 1
+        return Permit(name, True, transition)
+
+    async def release(self, permit: Permit, outcome: bool | None) -> Transition | None:
+        circuit = self._circuits[permit.name]
+        now = self._clock()
+        if permit.probe and circuit.state == "half-open":
+            circuit.in_flight -= 1
+            if outcome is False:
+                return self._trip(circuit, now, "half-open")
+            if outcome is True:
+                circuit.successes += 1
+                if circuit.successes >= circuit.config.probes:
+                    circuit.state = "closed"
+                    circuit.failures.clear()
+                    return ("half-open", "closed")
+            return None
+        if outcome is not False or circuit.state != "closed":
+            return None  # a late answer from before the circuit opened changes nothing
+        failures = circuit.failures
+        failures.append(now)
+        while failures[0] <= now - circuit.config.window:
+            failures.popleft()
+        if len(failures) >= circuit.config.failures:
+            return self._trip(circuit, now, "closed")
+        return None
+
+    async def states(self) -> list[BreakerState]:
+        now = self._clock()
+        return [
+            BreakerState(
+                name,
+                c.state,
+                sum(1 for t in c.failures if t > now - c.config.window),
+                max(0.0, c.opened_at + c.config.cooldown - now) if c.state == "open" else 0.0,
+                c.config,
+            )
+            for name, c in sorted(self._circuits.items())
+        ]
+
+    @staticmethod
+    def _trip(circuit: _Circuit, now: float, old: State) -> Transition:
+        circuit.state, circuit.opened_at = "open", now
+        circuit.failures.clear()
+        return (old, "open")
+
+    @staticmethod
+    def _open(name: str, circuit: _Circuit, left: float) -> BreakerOpen:
+        c = circuit.config
+        why = (
+            f"open after {c.failures} transient failures within {c.window:g} s; "
+            f"it lets a probe call through in {left:.1f} s"
+            if left > 0
+            else f"half-open, and its {c.probes} probe call(s) are under way"
+        )
+        return BreakerOpen(
+            f"The circuit for {name} is {why}. The call was not sent: add a fallback to "
+            "the policy, or wait.",
+            name=name,
+            retry_in=left,
+        )

@@ -1,0 +1,199 @@
+"""Resilience policies: how long a model or tool call may take, when to try it
+again, when to stop calling a failing dependency, and what to use instead.
+
+A `Policy` can sit on a model (`orchestrion.models.with_policy`), a tool, an agent
+and the runtime. For each field the innermost one that is set wins: the model's
+or tool's, then the agent's, then the runtime's, then the defaults (model calls:
+60 s timeout and `Retry()`; tool calls: the tool's own `timeout`, no retry).
+`False` switches a field off where an outer policy set it.
+
+Retries and fallbacks are journaled (see `orchestrion.engine.attempts`), which is
+why the retry loop is written here rather than taken from tenacity or stamina:
+their loops own the attempts and the sleeps, while ours must resume half-way
+through from the journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Literal, Protocol
+
+from orchestrion.errors import ModelError, RetryLater, UserError
+
+MODEL_TIMEOUT = 60.0
+"""Seconds a model call may take unless a policy says otherwise."""
+
+
+class Named(Protocol):
+    """Anything with a name: a `Model` or an `Agent` in a fallback chain."""
+
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Retry:
+    """Try a call again after a transient failure, waiting longer each time.
+
+    Transient: timeouts, connection errors, HTTP 408/409/429/5xx (see
+    `is_transient`); never a validation, authentication or other client error.
+    """
+
+    attempts: int = 3
+    """Attempts in all, the first one included."""
+    initial: float = 0.5
+    """Seconds before the second attempt; each later wait is `multiplier` times longer."""
+    multiplier: float = 2.0
+    max_wait: float = 30.0
+    """The longest single wait. A Retry-After asking for more gives up on the call
+    (and moves to the fallback, if any) instead of waiting."""
+    max_time: float = 120.0
+    """No attempt starts later than this many seconds after the first one started."""
+    jitter: float = 1.0
+    """The share of each wait drawn at random: 1.0 waits uniformly between 0 and
+    the backoff (full jitter, so that many clients do not retry in step); 0 waits
+    exactly the backoff."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise UserError(f"Retry(attempts={self.attempts}): attempts must be >= 1.")
+        if min(self.initial, self.max_wait, self.max_time) < 0 or self.multiplier < 1:
+            raise UserError(
+                f"{self!r}: initial, max_wait and max_time must be >= 0 and multiplier >= 1."
+            )
+        if not 0 <= self.jitter <= 1:
+            raise UserError(f"Retry(jitter={self.jitter}): jitter must be between 0 and 1.")
+
+    def wait(
+        self, attempt: int, retry_after: float | None, elapsed: float, rand: float
+    ) -> float | None:
+        """Seconds to wait after failed attempt number `attempt` (1-based), or None
+        to give up. `elapsed`: seconds since the first attempt started; `rand`: a
+        uniform draw in [0, 1)."""
+        if attempt >= self.attempts:
+            return None
+        if retry_after is not None:
+            if retry_after > self.max_wait:
+                return None
+            wait = retry_after  # the server said when: not sooner, and no jitter
+        else:
+            backoff = min(self.max_wait, self.initial * self.multiplier ** (attempt - 1))
+            wait = backoff * (1 - self.jitter * rand)
+        return wait if elapsed + wait <= self.max_time else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Breaker:
+    """A circuit breaker: after `failures` transient failures within `window`
+    seconds, calls fail at once (no request leaves the process) for `cooldown`
+    seconds; then `probes` calls are let through, and the circuit closes when
+    they succeed or opens again when one fails.
+
+    It is keyed by model name (`openai:gpt-4.1-mini`) or `tool:<name>` and shared
+    by all runs of a runtime; the first policy to use a key sets its numbers."""
+
+    failures: int = 5
+    window: float = 60.0
+    cooldown: float = 30.0
+    probes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.failures < 1 or self.probes < 1:
+            raise UserError(f"{self!r}: failures and probes must be >= 1.")
+        if self.window <= 0 or self.cooldown < 0:
+            raise UserError(f"{self!r}: window must be > 0 and cooldown >= 0.")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Policy:
+    """Timeout, retry, breaker and fallback for the calls of whatever it sits on.
+    None inherits from the enclosing policy; False switches the field off."""
+
+    timeout: float | Literal[False] | None = None
+    """Seconds one attempt may take."""
+    retry: Retry | Literal[False] | None = None
+    breaker: Breaker | Literal[False] | None = None
+    fallback: Sequence[str | Named] | None = None
+    """On a model or runtime policy: models (`Model` or name) tried in order when
+    the model fails. On an agent: models for its calls and/or agents that take
+    over its input when it fails. `()` switches an inherited fallback off."""
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout is not False and self.timeout <= 0:
+            raise UserError(f"Policy(timeout={self.timeout}): a timeout must be > 0 seconds.")
+        if self.fallback is not None:
+            object.__setattr__(self, "fallback", tuple(self.fallback))
+
+    def over(self, outer: Policy | None) -> Policy:
+        """This policy with each unset field taken from `outer`."""
+        if outer is None:
+            return self
+        values = {}
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            values[f.name] = getattr(outer, f.name) if mine is None else mine
+        return Policy(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A resolved policy, as the engine applies it: None means off."""
+
+    timeout: float | None = None
+    retry: Retry | None = None
+    breaker: Breaker | None = None
+
+
+def settings(policy: Policy, default_timeout: float | None = None) -> Settings:
+    """The settings a resolved `policy` gives a call; `default_timeout` when the
+    policy leaves the timeout unset."""
+    timeout = default_timeout if policy.timeout is None else policy.timeout
+    return Settings(
+        timeout=timeout or None,
+        retry=policy.retry or None,
+        breaker=policy.breaker or None,
+    )
+
+
+_TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+_NETWORK_ERRORS = frozenset({"TransportError", "TimeoutException", "ClientConnectionError"})
+"""Base classes of httpx's and aiohttp's network failures, matched by name so that
+neither library is imported here."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying again later may succeed: a `ModelError` marked transient,
+    `RetryLater`, a timeout or connection error, an HTTP 408/409/425/429/5xx
+    (an exception with `status_code`, or a `response` carrying one), or an httpx or
+    aiohttp network error. Validation and authentication errors are not."""
+    if isinstance(exc, ModelError):
+        return exc.transient
+    if isinstance(exc, RetryLater | TimeoutError | ConnectionError):
+        return True
+    status = _status(exc)
+    if status is not None:
+        return status in _TRANSIENT_STATUS or status >= 500
+    return any(c.__name__ in _NETWORK_ERRORS for c in type(exc).__mro__)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds the failed call's server asked to wait (Retry-After), if any."""
+    value = getattr(exc, "retry_after", None)
+    if isinstance(value, int | float):
+        return float(value)
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is not None:
+        try:
+            return float(headers.get("retry-after"))
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _status(exc: BaseException) -> int | None:
+    for owner in (exc, getattr(exc, "response", None)):
+        status = getattr(owner, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
