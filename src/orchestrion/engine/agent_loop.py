@@ -7,7 +7,6 @@ journaled responses and tool results on replay.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from typing import Any
@@ -18,19 +17,15 @@ from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
 from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
-from orchestrion.engine.execution import Context, Execution, Suspended, gather_steps
+from orchestrion.engine.execution import Context, Execution, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
-from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.tool_calls import execute, invoke
 from orchestrion.engine.tool_loops import CallMemory, guard_calls
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
-    DeterminismError,
     MaxTurnsExceeded,
     OutputValidationError,
-    RunHalted,
-    ToolError,
-    WriteUncertain,
     validation_summary,
 )
 from orchestrion.messages import (
@@ -44,7 +39,7 @@ from orchestrion.messages import (
     UserMessage,
     size_of,
 )
-from orchestrion.tools.tool import ModelRetry, Tool
+from orchestrion.tools.tool import Tool
 
 
 async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
@@ -260,7 +255,7 @@ async def _run_tool_call(
         ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
         ex.replayed(key, "tool", done.result)
         if tool is not None and tool.local and not done.result["is_error"]:
-            await _invoke(ex, key, tool, tool.parse_arguments(call.arguments))
+            await invoke(ex, key, tool, tool.parse_arguments(call.arguments))
         return ToolResult(call.id, call.name, done.result["content"], done.result["is_error"])
     if tool is None:
         known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
@@ -278,8 +273,8 @@ async def _run_tool_call(
         if "arguments" in answer:
             arguments = tool.parse_arguments(answer["arguments"])
             note = f"[The user edited the arguments to {dumps_str(answer['arguments'])}] "
-            return await _execute(ex, key, tool, call, arguments, note)
-    return await _execute(ex, key, tool, call, arguments)
+            return await execute(ex, agent, key, tool, call, arguments, note)
+    return await execute(ex, agent, key, tool, call, arguments)
 
 
 async def _approval(
@@ -325,80 +320,3 @@ def _argument_problem(tool: Tool, call: ToolCall, exc: pydantic.ValidationError)
     return (
         f"Invalid arguments for {tool.name!r}: {validation_summary(exc)}. Fix them and call again."
     )
-
-
-async def _execute(
-    ex: Execution,
-    key: str,
-    tool: Tool,
-    call: ToolCall,
-    arguments: dict[str, Any],
-    note: str = "",
-) -> ToolResult:
-    """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
-    write = tool.effect == "write"
-    started = time.time()
-    previous = ex.replay.get(key)
-    if write and (previous is None or previous.status is not StepStatus.STARTED):
-        await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
-    ex.started(key, "tool")
-    is_error = False
-    deadline = None
-    try:
-        if tool.timeout is None:
-            value = await _invoke(ex, key, tool, arguments)
-        else:
-            async with asyncio.timeout(tool.timeout) as deadline:
-                value = await _invoke(ex, key, tool, arguments)
-    except ModelRetry as exc:
-        value, is_error = str(exc), True
-    except (Suspended, AnswerError, DeterminismError, RunHalted):
-        raise  # the run's own control flow and limits, not a failure of the tool
-    except asyncio.CancelledError:
-        if write:  # cut off from outside, e.g. by its branch's timeout: effect unknown
-            ex.cut_off.add(key)
-        raise
-    except TimeoutError as exc:
-        if deadline is None or not deadline.expired():  # the tool's own TimeoutError
-            raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
-        if write:
-            # The effect may or may not have happened: fail the whole run (no pattern
-            # may re-plan around it) so a resume re-executes with the same key.
-            await _tool_failed(ex, key, tool, exc, started, "timed out")
-            raise WriteUncertain(
-                f"Write tool {tool.name!r} timed out after {tool.timeout} s ({key}); whether "
-                "its effect happened is unknown. Resume the run: the call is made again "
-                "with the same idempotency key."
-            ) from exc
-        value, is_error = f"Tool {tool.name!r} timed out after {tool.timeout} s.", True
-    except Exception as exc:
-        raise await _tool_failed(ex, key, tool, exc, started, "raised") from exc
-    try:
-        content = note + (value if isinstance(value, str) else dumps_str(value))
-    except TypeError as exc:
-        how = (
-            f"returned a {type(value).__name__}, which is not JSON: return a str, dict, list "
-            "or pydantic model"
-        )
-        raise await _tool_failed(ex, key, tool, exc, started, how) from exc
-    await ex.completed(
-        key, "tool", {"content": content, "is_error": is_error}, started, durable=write
-    )
-    return ToolResult(call.id, call.name, content, is_error)
-
-
-async def _tool_failed(
-    ex: Execution, key: str, tool: Tool, exc: BaseException, started: float, how: str
-) -> ToolError:
-    error = ToolError(f"Tool {tool.name!r} {how}: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    await ex.failed(key, "tool", error, started, durable=tool.effect == "write")
-    return error
-
-
-async def _invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any]) -> Any:
-    args: tuple[Any, ...] = (Context(ex, key),) if tool.takes_context else ()
-    if tool.is_async:
-        return await tool.function(*args, **arguments)
-    # Synchronous tools may block: run them off the event loop.
-    return await asyncio.to_thread(tool.function, *args, **arguments)

@@ -179,9 +179,7 @@ def _final(
     return final
 
 
-def _resume_point(
-    failures: list[Entry], chain: Sequence[Link]
-) -> tuple[int, int, float, float]:
+def _resume_point(failures: list[Entry], chain: Sequence[Link]) -> tuple[int, int, float, float]:
     """(chain position, attempts made there, when the next may start, seconds spent
     on this model so far) after the journaled failed attempts of a step."""
     if not failures:
@@ -199,7 +197,12 @@ def _resume_point(
             if entry.result.get("attempt") == 1:
                 break
         elapsed = last.ended_at - first.started_at
-        return names.index(model), int(result["attempt"]), last.ended_at + result["retry_in"], elapsed
+        return (
+            names.index(model),
+            int(result["attempt"]),
+            last.ended_at + result["retry_in"],
+            elapsed,
+        )
     if fallback in names:
         return names.index(fallback), 0, 0.0, 0.0
     return 0, 0, 0.0, 0.0  # the step had failed for good: a resume starts it over

@@ -1,0 +1,225 @@
+"""Executing one tool call under its policy: timeout, journaled retries, breaker.
+
+A failed attempt that will be retried is a `failed` entry at the call's key with
+`attempt` and `retry_in`; a resume continues after it. A write tool journals
+`started` before each attempt, so every attempt, and a resume's, carries the
+same idempotency key. It is retried only when its own policy has a `Retry`, and
+inherits no timeout: the agent's and runtime's policies are written for reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import replace
+from typing import Any
+
+from orchestrion._json import dumps_str
+from orchestrion.agent import Agent
+from orchestrion.engine.events import BreakerChanged, Retrying
+from orchestrion.engine.execution import Context, Execution, Suspended
+from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.errors import (
+    AnswerError,
+    BreakerOpen,
+    DeterminismError,
+    RunHalted,
+    ToolError,
+    WriteUncertain,
+    describe,
+)
+from orchestrion.messages import ToolCall, ToolResult
+from orchestrion.policy import Policy, Settings, is_transient, retry_after
+from orchestrion.tools.tool import ModelRetry, Tool
+
+NO_SETTINGS = Settings()
+
+
+def tool_settings(ex: Execution, agent: Agent[Any], tool: Tool) -> Settings:
+    """The tool's policy over the agent's over the runtime's (a write tool takes
+    only the breaker from the outer ones)."""
+    own = tool.policy
+    if tool.timeout is not None:
+        own = Policy(timeout=tool.timeout) if own is None else replace(own, timeout=tool.timeout)
+    outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
+    if outer is not None and tool.effect == "write":
+        outer = Policy(breaker=outer.breaker)
+    policy = own.over(outer) if own is not None else outer
+    if policy is None:
+        return NO_SETTINGS
+    return Settings(
+        timeout=policy.timeout or None, retry=policy.retry or None, breaker=policy.breaker or None
+    )
+
+
+async def execute(
+    ex: Execution,
+    agent: Agent[Any],
+    key: str,
+    tool: Tool,
+    call: ToolCall,
+    arguments: dict[str, Any],
+    note: str = "",
+) -> ToolResult:
+    """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
+    write = tool.effect == "write"
+    settings = tool_settings(ex, agent, tool)
+    attempt, resume_at, elapsed = _resume_point(ex.failures.pop(key, []))
+    if (left := resume_at - time.time()) > 0:
+        await asyncio.sleep(left)  # what is left of a journaled wait
+    first = time.time() - elapsed
+    previous = ex.replay.get(key)
+    ex.started(key, "tool")
+    while True:
+        attempt += 1
+        started = time.time()
+        if attempt == 1:
+            first = started
+        if write and (previous is None or previous.status is not StepStatus.STARTED):
+            await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
+        previous = None
+        try:
+            value, is_error, expired = await _attempt(ex, key, tool, arguments, settings)
+        except (Suspended, AnswerError, DeterminismError, RunHalted):
+            raise  # the run's own control flow and limits, not a failure of the tool
+        except asyncio.CancelledError:
+            if write:  # cut off from outside, e.g. by its branch's timeout: effect unknown
+                ex.cut_off.add(key)
+            raise
+        except BreakerOpen as exc:
+            value, is_error = f"Tool {tool.name!r} is unavailable: {exc}", True
+            break
+        except Exception as exc:
+            failure: Exception = exc
+            expired = False
+        else:
+            if not expired:
+                break
+            failure = value
+        retry = settings.retry
+        if retry is not None and is_transient(failure):
+            wait = retry.wait(attempt, retry_after(failure), started - first, random.random())
+            if wait is not None:
+                await _retrying(ex, key, tool, failure, attempt, wait, started)
+                continue
+        if not expired:
+            raise await _failed(ex, key, tool, failure, started, "raised") from failure
+        if write:
+            # The effect may or may not have happened: fail the whole run (no pattern
+            # may re-plan around it) so a resume re-executes with the same key.
+            await _failed(ex, key, tool, failure, started, "timed out")
+            raise WriteUncertain(
+                f"Write tool {tool.name!r} timed out after {settings.timeout} s ({key}); "
+                "whether its effect happened is unknown. Resume the run: the call is "
+                "made again with the same idempotency key."
+            ) from failure
+        value, is_error = f"Tool {tool.name!r} timed out after {settings.timeout} s.", True
+        break
+    try:
+        content = note + (value if isinstance(value, str) else dumps_str(value))
+    except TypeError as exc:
+        how = (
+            f"returned a {type(value).__name__}, which is not JSON: return a str, dict, list "
+            "or pydantic model"
+        )
+        raise await _failed(ex, key, tool, exc, started, how) from exc
+    await ex.completed(
+        key, "tool", {"content": content, "is_error": is_error}, started, durable=write
+    )
+    return ToolResult(call.id, call.name, content, is_error)
+
+
+async def _attempt(
+    ex: Execution, key: str, tool: Tool, arguments: dict[str, Any], settings: Settings
+) -> tuple[Any, bool, bool]:
+    """(value, is_error, expired) of one call, through the breaker and within the
+    timeout; `expired`: the timeout ran out, and value is its `TimeoutError`."""
+    if settings.breaker is None:
+        return await _timed(ex, key, tool, arguments, settings.timeout)
+    name = f"tool:{tool.name}"
+    permit = await ex.breakers.acquire(name, settings.breaker)
+    if permit.transition is not None and ex.sink is not None:
+        ex.sink(BreakerChanged(ex.run_id, key, name, *permit.transition))
+    outcome: bool | None = None
+    try:
+        result = await _timed(ex, key, tool, arguments, settings.timeout)
+        outcome = not result[2]
+        return result
+    except Exception as exc:
+        outcome = False if is_transient(exc) else None
+        raise
+    finally:
+        transition = await ex.breakers.release(permit, outcome)
+        if transition is not None and ex.sink is not None:
+            ex.sink(BreakerChanged(ex.run_id, key, name, *transition))
+
+
+async def _timed(
+    ex: Execution, key: str, tool: Tool, arguments: dict[str, Any], timeout: float | None
+) -> tuple[Any, bool, bool]:
+    try:
+        if timeout is None:
+            return await invoke(ex, key, tool, arguments), False, False
+        async with asyncio.timeout(timeout) as deadline:
+            return await invoke(ex, key, tool, arguments), False, False
+    except ModelRetry as exc:
+        return str(exc), True, False
+    except TimeoutError as exc:
+        if timeout is not None and deadline.expired():
+            return exc, True, True
+        raise
+
+
+async def _retrying(
+    ex: Execution, key: str, tool: Tool, exc: Exception, attempt: int, wait: float, started: float
+) -> None:
+    """Journal a failed attempt that will be retried, then wait."""
+    error = ToolError(f"Tool {tool.name!r} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    result = {**describe(error), "attempt": attempt, "retry_in": round(wait, 3)}
+    await ex.record(key, "tool", StepStatus.FAILED, result, started, durable=tool.effect == "write")
+    if ex.sink is not None:
+        message = f"{type(exc).__name__}: {exc}"
+        ex.sink(Retrying(ex.run_id, key, "tool", f"tool:{tool.name}", attempt, message, wait))
+    await asyncio.sleep(wait)
+
+
+async def _failed(
+    ex: Execution, key: str, tool: Tool, exc: BaseException, started: float, how: str
+) -> ToolError:
+    error = ToolError(f"Tool {tool.name!r} {how}: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    await ex.failed(key, "tool", error, started, durable=tool.effect == "write")
+    return error
+
+
+async def invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any]) -> Any:
+    args: tuple[Any, ...] = (Context(ex, key),) if tool.takes_context else ()
+    if tool.is_async:
+        return await tool.function(*args, **arguments)
+    # Synchronous tools may block: run them off the event loop.
+    return await asyncio.to_thread(tool.function, *args, **arguments)
+
+
+def _resume_point(failures: list[Entry]) -> tuple[int, float, float]:
+    """(attempts made, when the next may start, seconds spent so far) after the
+    journaled failed attempts of a call; a call that had failed for good starts over."""
+    if not failures or not isinstance(failures[-1].result, dict):
+        return 0, 0.0, 0.0
+    last = failures[-1]
+    if "retry_in" not in last.result:
+        return 0, 0.0, 0.0
+    first = next(
+        (
+            e
+            for e in reversed(failures)
+            if isinstance(e.result, dict) and e.result.get("attempt") == 1
+        ),
+        last,
+    )
+    return (
+        int(last.result["attempt"]),
+        last.ended_at + last.result["retry_in"],
+        last.ended_at - first.started_at,
+    )
