@@ -183,6 +183,14 @@ def run(
     target: Annotated[str, typer.Argument(help="path/to/file.py:agent or package.module:agent")],
     input: Annotated[str | None, typer.Option("--input", "-i", help="Text, or a JSON object.")] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="A key for this request: submitted again, it shows the run it started "
+            "instead of starting another.",
+        ),
+    ] = None,
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
 ) -> None:
@@ -191,7 +199,13 @@ def run(
         runnable = load_target(target)
     result = _go_one(
         store,
-        lambda rt: rt.run(runnable, _parse_input(input), run_id=run_id, target=target),
+        lambda rt: rt.run(
+            runnable,
+            _parse_input(input),
+            run_id=run_id,
+            target=target,
+            idempotency_key=idempotency_key,
+        ),
         live=_interactive() and not as_json,
     )
     _report(result, as_json)

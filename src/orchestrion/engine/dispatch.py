@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
+from orchestrion.engine.events import FallbackUsed
 from orchestrion.engine.execution import Context, Execution
+from orchestrion.errors import RunError, RunHalted, describe
 from orchestrion.runnable import Runnable
 
 
@@ -16,9 +19,41 @@ async def run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) 
     name at the root of a run)."""
     key = f"{scope}/{runnable.name}" if scope else runnable.name
     if isinstance(runnable, Agent):
-        output = await run_agent(ex, key, runnable, input)
+        if runnable.fallback_agents:
+            output = await _with_fallback(ex, scope, runnable, input)
+        else:
+            output = await run_agent(ex, key, runnable, input)
     else:
         output = await runnable.invoke(Context(ex, key), input)
     if scope:  # a member, not the run itself: a run stopped at a limit returns these
         ex.outputs[key] = output
     return output
+
+
+async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
+    """Run `agent`, and on failure each of its fallback agents in turn, on the same
+    input. Giving up on one is the journaled step `<its key>/gave-up`, so a resume
+    goes straight to the agent that was working."""
+    chain = (agent, *agent.fallback_agents)
+    for i, member in enumerate(chain):
+        key = f"{scope}/{member.name}" if scope else member.name
+        if i == len(chain) - 1:
+            break
+        mark = f"{key}/gave-up"
+        done = ex.claim(mark, f"the fallback from agent {member.name!r}")
+        if done is not None:
+            ex.replayed(mark, "fallback", done.result)
+            continue
+        started = time.time()
+        try:
+            return await run_agent(ex, key, member, input)
+        except RunHalted:
+            raise  # a limit of the whole run: no fallback may go on
+        except RunError as exc:
+            following = chain[i + 1].name
+            result = {**describe(exc), "agent": member.name, "fallback": following}
+            await ex.completed(mark, "fallback", result, started)
+            if ex.sink is not None:
+                message = f"{type(exc).__name__}: {exc}"
+                ex.sink(FallbackUsed(ex.run_id, key, member.name, following, message))
+    return await run_agent(ex, key, chain[-1], input)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orchestrion._json import JSON, to_jsonable
+from orchestrion._json import JSON, dumps_str, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
@@ -47,7 +47,7 @@ from orchestrion.errors import (
     UserError,
     describe,
 )
-from orchestrion.messages import ModelResponse
+from orchestrion.messages import ModelResponse, Usage
 from orchestrion.models.base import Model
 from orchestrion.models.registry import infer_model
 from orchestrion.models.with_policy import PolicyModel
@@ -127,6 +127,8 @@ class Runtime:
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
         self._active: dict[str, asyncio.Task[Any]] = {}
+        self._finished: dict[str, asyncio.Event] = {}
+        """Set when the run working here under that id stops working."""
         self._cancelling: set[str] = set()
 
     async def __aenter__(self) -> Runtime:
@@ -149,10 +151,27 @@ class Runtime:
         deps: Any = None,
         target: str | None = None,
         budget: Budget | None = None,
+        idempotency_key: str | None = None,
     ) -> RunResult[Any]:
         """Run `runnable` (an Agent or pattern) on `input` until it completes,
-        fails, or waits for a human."""
-        record = await self._create(runnable, input, run_id, target)
+        fails, or waits for a human.
+
+        With an `idempotency_key` already used, no second run starts: the result
+        is the existing run's (awaited if it works in this process; as it stands
+        otherwise, e.g. `running` for a run that crashed: resume it)."""
+        if idempotency_key is not None:
+            existing = await self._submitted(idempotency_key, runnable, input)
+            if existing is not None:
+                return existing
+        try:
+            record = await self._create(runnable, input, run_id, target, idempotency_key)
+        except StoreError:
+            if idempotency_key is None:
+                raise
+            existing = await self._submitted(idempotency_key, runnable, input)
+            if existing is None:
+                raise
+            return existing  # another submission with the key won the race
         with self._working(record.id):
             return await self._execute(
                 record, runnable, [], {}, deps, self._sink(None), False, budget
@@ -315,8 +334,32 @@ class Runtime:
 
     # -- internals -------------------------------------------------------------
 
+    async def _submitted(
+        self, key: str, runnable: Runnable, input: JSON
+    ) -> RunResult[Any] | None:
+        """The result of the run submitted with idempotency key `key`, if there is one."""
+        record = await self.store.find_run(idempotency_key=key)
+        if record is None:
+            return None
+        if record.name != getattr(runnable, "name", None) or record.input != _jsonable(input):
+            raise UserError(
+                f"Idempotency key {key!r} was used for run {record.id} ({record.name!r} on "
+                f"{_summary(record.input)}); this call runs {getattr(runnable, 'name', runnable)!r} "
+                f"on {_summary(_jsonable(input))}. A new request needs a new key."
+            )
+        finished = self._finished.get(record.id)
+        if finished is not None:
+            await finished.wait()
+            record = await self.get(record.id)
+        return result_of(record)
+
     async def _create(
-        self, runnable: Runnable, input: JSON, run_id: str | None, target: str | None
+        self,
+        runnable: Runnable,
+        input: JSON,
+        run_id: str | None,
+        target: str | None,
+        idempotency_key: str | None = None,
     ) -> RunRecord:
         if not is_runnable(runnable):
             raise UserError(
@@ -340,6 +383,7 @@ class Runtime:
             target=normalize_target(target) if target else None,
             created_at=now,
             updated_at=now,
+            idempotency_key=idempotency_key,
         )
         await self.store.create_run(record)
         self._runnables[record.id] = runnable
@@ -357,10 +401,13 @@ class Runtime:
         task = asyncio.current_task()
         assert task is not None, "runs work inside an asyncio task"
         self._active[run_id] = task
+        finished = self._finished[run_id] = asyncio.Event()
         try:
             yield
         finally:
             del self._active[run_id]
+            del self._finished[run_id]
+            finished.set()
 
     def _sink(self, extra: Sink | None) -> Sink | None:
         sinks = [*self.sinks, extra] if extra is not None else self.sinks
@@ -502,6 +549,32 @@ class Runtime:
             raise
         await store.update_run(run_id, status=RunStatus.COMPLETED, output=output, usage=_usage(ex))
         return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.usage)
+
+
+def result_of(record: RunRecord) -> RunResult[Any]:
+    """A run's result as its record stands (its output as journaled JSON)."""
+    error = record.error if isinstance(record.error, dict) else None
+    return RunResult(
+        record.id,
+        record.status,
+        value=record.output,
+        error=error,
+        interrupts=tuple(Interrupt.from_json(p) for p in record.pending),
+        usage=Usage(*record.usage),
+        partial=dict((error or {}).get("partial") or {}),
+    )
+
+
+def _jsonable(input: JSON) -> JSON:
+    try:
+        return to_jsonable(input)
+    except TypeError:
+        return input
+
+
+def _summary(value: JSON, width: int = 60) -> str:
+    text = dumps_str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _new_id() -> str:
