@@ -3,11 +3,15 @@
 from orchestrion.agent import Agent, ContextLimit
 from orchestrion.budget import Budget
 from orchestrion.context import RunContext
+from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
 from orchestrion.engine.events import (
+    BreakerChanged,
     Event,
+    FallbackUsed,
     InterruptRequested,
     LoopGuardTriggered,
     ModelDelta,
+    Retrying,
     RunFinished,
     RunStarted,
     StepCompleted,
@@ -21,6 +25,7 @@ from orchestrion.engine.result import RunResult
 from orchestrion.engine.runtime import Runtime, StepInfo
 from orchestrion.errors import (
     AnswerError,
+    BreakerOpen,
     BudgetExceeded,
     DeterminismError,
     LoopDetected,
@@ -29,6 +34,7 @@ from orchestrion.errors import (
     ModelRequestsBlocked,
     OrchestrionError,
     OutputValidationError,
+    RetryLater,
     RunError,
     RunFailed,
     RunHalted,
@@ -44,6 +50,7 @@ from orchestrion.errors import (
 from orchestrion.guards import LoopGuard
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
+from orchestrion.models.with_policy import with_policy
 from orchestrion.patterns import (
     BranchResult,
     Concurrent,
@@ -59,6 +66,7 @@ from orchestrion.patterns import (
     TokenBudget,
     workflow,
 )
+from orchestrion.policy import Breaker, Policy, Retry
 from orchestrion.pricing import Price, Prices
 from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
@@ -68,6 +76,11 @@ __all__ = [
     "AnswerError",
     "Approve",
     "BranchResult",
+    "Breaker",
+    "BreakerChanged",
+    "BreakerOpen",
+    "BreakerState",
+    "Breakers",
     "Budget",
     "BudgetExceeded",
     "Concurrent",
@@ -75,6 +88,7 @@ __all__ = [
     "CostBudget",
     "DeterminismError",
     "Event",
+    "FallbackUsed",
     "GroupChat",
     "Handoff",
     "Interrupt",
@@ -84,6 +98,7 @@ __all__ = [
     "LoopGuardTriggered",
     "MaxTurns",
     "MaxTurnsExceeded",
+    "MemoryBreakers",
     "Model",
     "ModelDelta",
     "ModelError",
@@ -94,9 +109,13 @@ __all__ = [
     "OrchestrionError",
     "OutputValidationError",
     "PeerNetwork",
+    "Policy",
     "Price",
     "Prices",
     "Reject",
+    "Retry",
+    "RetryLater",
+    "Retrying",
     "RunContext",
     "RunError",
     "RunFailed",
@@ -132,5 +151,6 @@ __all__ = [
     "Workflow",
     "WriteUncertain",
     "tool",
+    "with_policy",
     "workflow",
 ]

@@ -10,15 +10,41 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from orchestrion.models.base import GATE
+from orchestrion.testing.faults import (
+    ConnectionReset,
+    Fault,
+    Faults,
+    FaultyModel,
+    Hang,
+    Latency,
+    Malformed,
+    RateLimited,
+    ServerError,
+    ServiceError,
+    TimedOut,
+    faulty_tool,
+)
 from orchestrion.testing.models import FunctionModel, ScriptedModel, TestModel, call, example
 
 __all__ = [
+    "ConnectionReset",
+    "Fault",
+    "Faults",
+    "FaultyModel",
     "FunctionModel",
+    "Hang",
+    "Latency",
+    "Malformed",
+    "RateLimited",
     "ScriptedModel",
+    "ServerError",
+    "ServiceError",
     "TestModel",
+    "TimedOut",
     "allow_model_requests",
     "call",
     "example",
+    "faulty_tool",
     "forbid_model_requests",
 ]
 

@@ -127,13 +127,14 @@ class TestModel(_Fake):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, *, text: str = "done") -> None:
+    def __init__(self, *, text: str = "done", name: str = "schema") -> None:
         self._text = text
+        self._name = name
         self.requests: list[ModelRequest] = []
 
     @property
     def name(self) -> str:
-        return "test:schema"
+        return f"test:{self._name}"
 
     async def request(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
@@ -198,8 +199,8 @@ def example(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
 
 
 def test_model_from_string(rest: str) -> TestModel:
-    """`test:<anything>` resolves to a `TestModel` (handy for `ORCHESTRION_MODEL=test:x`)."""
-    return TestModel()
+    """`test:<anything>` resolves to a `TestModel` named so (handy for `ORCHESTRION_MODEL=test:x`)."""
+    return TestModel(name=rest or "schema")
 
 
 test_model_from_string.__test__ = False  # type: ignore[attr-defined]
