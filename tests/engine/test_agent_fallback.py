@@ -1,0 +1,108 @@
+"""Fallback agents: when an agent fails, the next one takes over its input; the
+hand-over is journaled, so a resume goes straight to the agent that was working."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrion import (
+    Agent,
+    Event,
+    FallbackUsed,
+    Policy,
+    RunStatus,
+    Runtime,
+    Sequential,
+    StepStatus,
+    UserError,
+)
+from orchestrion.engine.store import Store, open_store
+from orchestrion.testing import Faults, FaultyModel, FunctionModel, ScriptedModel, ServerError
+from tests.engine._support import Crash
+
+
+def broken(name: str) -> FaultyModel:
+    return FaultyModel(
+        FunctionModel(lambda r: "never", name=name), Faults.rate(1.0, kinds=[ServerError(500)])
+    )
+
+
+async def test_a_fallback_agent_takes_over_and_it_is_journaled(store: Store) -> None:
+    backup_model = ScriptedModel(["handled by the backup"])
+    backup = Agent(name="backup", model=backup_model)
+    primary = Agent(
+        name="primary", model=broken("p"), policy=Policy(retry=False, fallback=[backup])
+    )
+    events: list[Event] = []
+    runtime = Runtime(store, sinks=[events.append])
+    result = await runtime.run(primary, "help me")
+    assert result.output == "handled by the backup"
+    assert backup_model.requests[0].messages[0].content == "help me"  # type: ignore[union-attr]
+    history = {s.key: s for s in await runtime.history(result.run_id)}
+    gave_up = history["primary/gave-up"]
+    assert (gave_up.kind, gave_up.status) == ("fallback", StepStatus.COMPLETED)
+    assert gave_up.result["agent"] == "primary" and gave_up.result["fallback"] == "backup"
+    assert gave_up.result["type"] == "ModelError"
+    assert history["backup/turn-1/model"].status is StepStatus.COMPLETED
+    [used] = [e for e in events if isinstance(e, FallbackUsed)]
+    assert (used.key, used.failed, used.used) == ("primary", "primary", "backup")
+
+
+async def test_a_chain_of_fallback_agents_inside_a_pattern(store: Store) -> None:
+    last = Agent(name="last", model=ScriptedModel(["third time lucky"]))
+    second = Agent(name="second", model=broken("s"))
+    first = Agent(
+        name="first", model=broken("f"), policy=Policy(retry=False, fallback=[second, last])
+    )
+    team = Sequential(name="team", members=[first])
+    runtime = Runtime(store, policy=Policy(retry=False))
+    result = await runtime.run(team, "go")
+    assert result.output == "third time lucky"
+    keys = [s.key for s in await runtime.history(result.run_id) if s.kind == "fallback"]
+    assert keys == ["team/step-0/first/gave-up", "team/step-0/second/gave-up"]
+
+
+async def test_when_every_agent_fails_the_run_fails_with_the_last_cause(store: Store) -> None:
+    backup = Agent(name="backup", model=broken("b"))
+    primary = Agent(
+        name="primary", model=broken("p"), policy=Policy(retry=False, fallback=[backup])
+    )
+    result = await Runtime(store, policy=Policy(retry=False)).run(primary, "go")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error["type"] == "ModelError"
+    assert "test:b" in result.error["message"]
+
+
+async def test_a_resume_goes_straight_to_the_fallback(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
+    primary_model = broken("p")
+    backup_model = ScriptedModel(["from the backup"])
+    backup = Agent(name="backup", model=backup_model)
+    primary = Agent(
+        name="primary", model=primary_model, policy=Policy(retry=False, fallback=[backup])
+    )
+
+    def crash(event: Event) -> None:
+        if isinstance(event, FallbackUsed):
+            raise Crash
+
+    with pytest.raises(Crash):
+        await Runtime(store, sinks=[crash]).run(primary, "go", run_id="r1")
+    assert primary_model.faults.calls == 1
+    resumed = Runtime(store)
+    result = await resumed.resume("r1", runnable=primary)
+    assert result.output == "from the backup"
+    assert primary_model.faults.calls == 1  # the primary was not asked again
+    await resumed.close()
+
+
+def test_fallback_agents_are_checked_at_definition() -> None:
+    twin = Agent(name="a", model="test:x")
+    with pytest.raises(UserError, match="fallback agent names must differ"):
+        Agent(name="a", model="test:x", policy=Policy(fallback=[twin]))
+    with pytest.raises(UserError, match="neither an Agent nor a model"):
+        Agent(name="a", model="test:x", policy=Policy(fallback=[42]))  # type: ignore[list-item]
+    with pytest.raises(UserError, match="runtime's fallback lists models"):
+        Runtime("memory://", policy=Policy(fallback=[twin]))

@@ -1,0 +1,107 @@
+"""`Runtime.run(..., idempotency_key=...)`: a key already used returns the run it
+started instead of starting a second one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrion import Agent, ModelRequest, RunStatus, Runtime, UserError, tool
+from orchestrion.engine.store import Store
+from orchestrion.testing import FunctionModel, ScriptedModel, call
+
+
+async def test_a_used_key_returns_the_finished_run(store: Store) -> None:
+    model = ScriptedModel(["first answer"])
+    agent = Agent(name="a", model=model)
+    runtime = Runtime(store)
+    first = await runtime.run(agent, "go", idempotency_key="order-1")
+    again = await runtime.run(agent, "go", idempotency_key="order-1")
+    assert first.output == again.output == "first answer"
+    assert again.run_id == first.run_id and again.status is RunStatus.COMPLETED
+    assert len(model.requests) == 1
+    assert len(await runtime.list()) == 1
+    other = await runtime.run(
+        Agent(name="a", model=ScriptedModel(["b"])), "go", idempotency_key="order-2"
+    )
+    assert other.run_id != first.run_id
+
+
+async def test_concurrent_submissions_with_one_key_make_one_run(store: Store) -> None:
+    started = 0
+    release = asyncio.Event()
+
+    async def slow(request: ModelRequest) -> str:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return "once"
+
+    agent = Agent(name="a", model=FunctionModel(slow))
+    runtime = Runtime(store)
+    submissions = [
+        asyncio.create_task(runtime.run(agent, "go", idempotency_key="k")) for _ in range(5)
+    ]
+    await asyncio.sleep(0.05)
+    release.set()
+    results = await asyncio.gather(*submissions)
+    assert started == 1
+    assert {r.run_id for r in results} == {results[0].run_id}
+    assert all(r.output == "once" for r in results)
+
+
+async def test_a_used_key_with_another_input_is_refused(store: Store) -> None:
+    agent = Agent(name="a", model=ScriptedModel(["x"]))
+    runtime = Runtime(store)
+    first = await runtime.run(agent, {"amount": 5}, idempotency_key="pay-1")
+    with pytest.raises(
+        UserError, match=rf"Idempotency key 'pay-1' was used for run {first.run_id}"
+    ):
+        await runtime.run(agent, {"amount": 6}, idempotency_key="pay-1")
+    with pytest.raises(UserError, match="A new request needs a new key"):
+        await runtime.run(Agent(name="b", model="test:x"), {"amount": 5}, idempotency_key="pay-1")
+
+
+async def test_a_failed_or_waiting_run_is_returned_as_it_stands(store: Store) -> None:
+    @tool(effect="write", approval=True)
+    def pay(amount: int) -> str:
+        return "paid"
+
+    agent = Agent(name="a", model=ScriptedModel([call("pay", {"amount": 5}), "done"]), tools=[pay])
+    runtime = Runtime(store)
+    first = await runtime.run(agent, "go", idempotency_key="k")
+    again = await runtime.run(agent, "go", idempotency_key="k")
+    assert again.status is RunStatus.INTERRUPTED
+    assert [i.id for i in again.interrupts] == [i.id for i in first.interrupts]
+
+    failing = Agent(
+        name="f", model=FunctionModel(lambda r: (_ for _ in ()).throw(ValueError("bad")))
+    )
+    failed = await runtime.run(failing, "go", idempotency_key="f")
+    assert failed.status is RunStatus.FAILED
+    again_failed = await runtime.run(failing, "go", idempotency_key="f")
+    assert again_failed.status is RunStatus.FAILED and again_failed.error == failed.error
+
+
+async def test_a_run_that_crashed_is_returned_running_for_a_resume(store: Store) -> None:
+    hang = asyncio.Event()
+
+    async def answer(request: ModelRequest) -> str:
+        if not hang.is_set():
+            await asyncio.Event().wait()  # the process "dies" here
+        return "resumed"
+
+    agent = Agent(name="a", model=FunctionModel(answer))
+    task = asyncio.create_task(Runtime(store).run(agent, "go", idempotency_key="k"))
+    await asyncio.sleep(0.05)
+    task.cancel()  # a cancellation that is not Runtime.cancel is a crash: resumable
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    elsewhere = Runtime(store)  # e.g. another process, after the crash
+    again = await elsewhere.run(agent, "go", idempotency_key="k")
+    assert again.status is RunStatus.RUNNING
+    assert len(await elsewhere.list()) == 1
+    hang.set()
+    resumed = await elsewhere.resume(again.run_id, runnable=agent)
+    assert resumed.output == "resumed"
