@@ -39,3 +39,19 @@ mover = Agent(name="mover", model=FunctionModel(_policy), tools=[transfer])
 asker = Agent(name="asker", model=FunctionModel(_ask_policy), tools=[ask_human])
 broken = Agent(name="broken", model=FunctionModel(lambda r: call("nope", "{}")), max_turns=2)
 not_runnable = 42
+
+
+def _flaky_model():  # type: ignore[no-untyped-def]
+    from orchestrion import Policy, Retry, with_policy
+    from orchestrion.testing import Faults, FaultyModel, ServerError
+
+    primary = FaultyModel(
+        FunctionModel(lambda r: "unreachable", name="primary"),
+        Faults.rate(1.0, kinds=[ServerError(503)]),
+    )
+    backup = FunctionModel(lambda r: "from the backup", name="backup")
+    retry = Retry(attempts=2, initial=0.001, jitter=0)
+    return with_policy(primary, Policy(retry=retry, fallback=[backup]))
+
+
+flaky = Agent(name="flaky", model=_flaky_model())

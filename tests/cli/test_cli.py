@@ -19,7 +19,7 @@ def store(tmp_path: Path) -> str:
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -57,7 +57,9 @@ def test_approval_exits_3_then_resume_approves(store: str) -> None:
     assert interrupt["kind"] == "approval"
     assert interrupt["payload"]["arguments"] == {"amount": 10}
 
-    code, out, err = invoke("resume", "m1", "--approve", interrupt["id"], "--store", store, "--json")
+    code, out, err = invoke(
+        "resume", "m1", "--approve", interrupt["id"], "--store", store, "--json"
+    )
     assert code == 0, err
     assert json.loads(out)["output"] == "result: moved 10.0"
 
@@ -179,3 +181,29 @@ def test_an_unknown_demo_is_a_usage_error_listing_the_demos() -> None:
     code, _, err = invoke("demo", "no-such-demo")
     assert code == 2
     assert "loan-team" in err and "incident-response" in err
+
+
+def test_an_idempotency_key_shows_the_run_it_started(store: str) -> None:
+    code, first = run_json(store, "echo", "--input", "hi", "--idempotency-key", "req-1")
+    assert code == 0
+    code, again = run_json(store, "echo", "--input", "hi", "--idempotency-key", "req-1")
+    assert code == 0 and again["run_id"] == first["run_id"] and again["output"] == "echo: hi"
+    code, out, _ = invoke("runs", "--store", store, "--json")
+    assert len(json.loads(out)) == 1
+    code, out, err = invoke(
+        "run", f"{TARGETS}:echo", "--store", store, "--input", "other", "--idempotency-key", "req-1"
+    )
+    assert code == 2 and "A new request needs a new key" in out + err
+
+
+def test_show_tells_the_failed_attempts_and_the_fallback(store: str) -> None:
+    code, result = run_json(store, "flaky", "--run-id", "f1")
+    assert code == 0 and result["output"] == "from the backup"
+    code, out, _ = invoke("show", "f1", "--store", store)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "after 2 failed attempts (last: ModelError: test:primary: HTTP 503 (injected))" in flat
+    assert "answered by fallback test:backup" in flat
+    code, out, _ = invoke("show", "f1", "--store", store, "--json")
+    [step] = json.loads(out)["steps"]
+    assert [a["attempt"] for a in step["attempts"]] == [1, 2]

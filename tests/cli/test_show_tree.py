@@ -311,7 +311,7 @@ def test_json_is_the_record_with_its_steps(store: str) -> None:
     expected["steps"] = [s.to_json() for s in steps]
     assert shown == json.loads(json.dumps(expected))
     assert set(shown["steps"][0]) == {
-        "seq", "key", "kind", "status", "started_at", "ended_at", "result",
+        "seq", "key", "kind", "status", "started_at", "ended_at", "result", "attempts",
     }
     assert shown["status"] == "interrupted" and len(shown["steps"]) == len(steps) > 10
 

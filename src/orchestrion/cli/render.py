@@ -111,7 +111,7 @@ def timeline(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
             step.kind,
             _styled(step.status.value),
             ms,
-            Text(summarize(step.result)),
+            _with_attempts(Text(summarize(step.result)), step),
         )
         previous = step.key
     return Group(_run_header(run), table, *_run_footer(run))
@@ -169,7 +169,23 @@ class _Step:
             summary = Text(f"{error.get('type')}: {error['message']}", style="red")
         else:
             summary = Text(summarize(step.result, 160))
-        return cls(step.key, step.kind, step.status.value, ms, summary)
+        return cls(step.key, step.kind, step.status.value, ms, _with_attempts(summary, step))
+
+
+def _with_attempts(summary: Text, step: StepInfo) -> Text:
+    """The summary, after the failed attempts before it and the fallback that answered
+    (first, so that a narrow terminal cuts the result rather than them)."""
+    notes = []
+    if isinstance(step.result, dict) and isinstance(step.result.get("fallback"), str):
+        notes.append(f"answered by fallback {step.result['fallback']}")
+    if step.attempts:
+        last = step.attempts[-1]
+        what = f"{last.get('type')}: {last.get('message')}" if isinstance(last, dict) else last
+        n = len(step.attempts)
+        notes.append(f"after {n} failed attempt{'s' if n > 1 else ''} (last: {what})")
+    if not notes:
+        return summary
+    return Text.assemble(("[" + "; ".join(notes) + "]  ", "yellow"), summary)
 
 
 _Role = Literal["leaf", "scope", "member", "call"]

@@ -70,6 +70,9 @@ class StepInfo:
     started_at: float
     ended_at: float
     result: JSON
+    attempts: tuple[JSON, ...] = ()
+    """The failures of the attempts before the latest one (retries, fallbacks,
+    an open circuit), oldest first: each `{"type", "message", "attempt", ...}`."""
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -80,6 +83,7 @@ class StepInfo:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "result": self.result,
+            "attempts": list(self.attempts),
         }
 
 
@@ -329,7 +333,12 @@ class Runtime:
         for e in await self.store.load(run_id):
             first = steps.get(e.key)
             seq, started = (first.seq, first.started_at) if first else (e.seq, e.started_at)
-            steps[e.key] = StepInfo(seq, e.key, e.kind, e.status, started, e.ended_at, e.result)
+            attempts = first.attempts if first else ()
+            if first is not None and first.status is StepStatus.FAILED:
+                attempts = (*attempts, first.result)
+            steps[e.key] = StepInfo(
+                seq, e.key, e.kind, e.status, started, e.ended_at, e.result, attempts
+            )
         return sorted(steps.values(), key=lambda s: s.seq)
 
     # -- internals -------------------------------------------------------------
