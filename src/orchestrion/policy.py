@@ -156,7 +156,8 @@ def settings(policy: Policy, default_timeout: float | None = None) -> Settings:
     )
 
 
-_TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+_TRANSIENT_STATUS = frozenset({408, 409, 429})
+"""With 5xx: the providers' SDKs' own retry rule (see `models._http.transient`)."""
 _NETWORK_ERRORS = frozenset({"TransportError", "TimeoutException", "ClientConnectionError"})
 """Base classes of httpx's and aiohttp's network failures, matched by name so that
 neither library is imported here."""
@@ -164,7 +165,7 @@ neither library is imported here."""
 
 def is_transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed: a `ModelError` marked transient,
-    `RetryLater`, a timeout or connection error, an HTTP 408/409/425/429/5xx
+    `RetryLater`, a timeout or connection error, an HTTP 408/409/429/5xx
     (an exception with `status_code`, or a `response` carrying one), or an httpx or
     aiohttp network error. Validation and authentication errors are not."""
     if isinstance(exc, ModelError):

@@ -182,7 +182,9 @@ def _malformed(name: str, response: ModelResponse) -> ModelResponse:
             transient=True,
         )
     first, *rest = response.tool_calls
-    broken = ToolCall(first.id, first.name, first.arguments[: len(first.arguments) // 2])
+    # Half the arguments, or "{" when there is no half to cut: never valid JSON.
+    cut = first.arguments[: len(first.arguments) // 2]
+    broken = ToolCall(first.id, first.name, cut if len(cut) > 1 else "{")
     return replace(response, tool_calls=(broken, *rest))
 
 
