@@ -128,16 +128,16 @@ class ModelError(RunError):
 class BreakerOpen(RunError):
     """The circuit of a model or tool is open: the call failed without being sent."""
 
-    def __init__(self, message: str, *, name: str, retry_in: float) -> None:
+    def __init__(self, message: str, *, name: str, probe_in: float) -> None:
         super().__init__(message)
         self.name = name
         """The breaker's key: a model name or `tool:<name>`."""
-        self.retry_in = retry_in
+        self.probe_in = probe_in
         """Seconds until the circuit lets a probe call through."""
 
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
-        data.update(breaker=self.name, retry_in=round(self.retry_in, 3))
+        data.update(breaker=self.name, probe_in=round(self.probe_in, 3))
         return data
 
 

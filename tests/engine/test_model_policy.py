@@ -275,7 +275,7 @@ async def test_breaker_opens_short_circuits_half_opens_and_closes(store: Store) 
         assert (await runtime.run(agent, "go")).status is RunStatus.FAILED
     assert len(calls) == 3
     [state] = await runtime.breakers()
-    assert (state.name, state.state, state.retry_in) == ("test:flaky", "open", 5.0)
+    assert (state.name, state.state, state.probe_in) == ("test:flaky", "open", 5.0)
 
     # Open: fail fast, nothing sent.
     result = await runtime.run(agent, "go")
@@ -363,3 +363,24 @@ async def test_a_resume_does_not_repeat_journaled_attempts(tmp_path: Path) -> No
     # The second wait (0.4 s) had not passed: the resume waited for what was left.
     assert loop.time() - started > 0.2
     await resumed.close()
+
+
+async def test_a_resume_after_a_breaker_fallback_goes_to_the_fallback(store: Store) -> None:
+    """Found by the soak: an open circuit's own "seconds to the next probe" was
+    read back as a retry wait, so a resume went back to the primary."""
+    primary = FaultyModel(answering("primary", name="primary"), Faults.script([ServerError(503)]))
+    backup = FaultyModel(answering("backup", name="backup"), Faults.script([None, Hang()]))
+    policy = Policy(retry=False, breaker=Breaker(failures=1, cooldown=60), fallback=[backup])
+    agent = Agent(name="a", model=with_policy(primary, policy))
+    runtime = Runtime(store, breakers=MemoryBreakers(Clock()))
+    assert (await runtime.run(agent, "trip the circuit")).output == "backup"
+    task = asyncio.create_task(runtime.run(agent, "go", run_id="b"))
+    await asyncio.sleep(0.05)  # circuit open -> fallback -> the backup hangs: crash here
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    [attempt] = await failed_attempts(runtime, "b", "a/turn-1/model")
+    assert attempt["type"] == "BreakerOpen" and attempt["fallback"] == "test:backup"
+    assert "retry_in" not in attempt and attempt["probe_in"] == 60.0
+    result = await runtime.resume("b", runnable=agent)
+    assert result.output == "backup"
+    assert primary.faults.calls == 1  # the resume went straight to the backup

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrion.agent import Agent
+from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying, StepFailed
 from orchestrion.engine.journal import Entry, StepStatus
 from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, describe
@@ -75,10 +76,13 @@ async def request_with_policy(
     ex: Execution, key: str, chain: Sequence[Link], request: ModelRequest
 ) -> tuple[ModelResponse, int]:
     """The response of the first model of `chain` that answers, and its position."""
-    index, attempt, resume_at, elapsed = _resume_point(ex.failures.pop(key, []), chain)
-    if (left := resume_at - time.time()) > 0:
-        await asyncio.sleep(left)  # what is left of a journaled wait
-    first = time.time() - elapsed
+    index = attempt = 0
+    first = 0.0
+    if ex.failures and (failures := ex.failures.pop(key, None)):
+        index, attempt, resume_at, elapsed = _resume_point(failures, chain)
+        if (left := resume_at - time.time()) > 0:
+            await asyncio.sleep(left)  # what is left of a journaled wait
+        first = time.time() - elapsed
     while True:
         link = chain[index]
         attempt += 1
@@ -133,13 +137,13 @@ async def _attempt(ex: Execution, key: str, link: Link, request: ModelRequest) -
         if timeout is None:
             response = await ex.send(key, model, request)
         else:
-            async with asyncio.timeout(timeout) as deadline:
+            with Deadline(timeout) as deadline:
                 response = await ex.send(key, model, request)
         outcome = True
         return response
     except TimeoutError as exc:
         outcome = False
-        expired = timeout is not None and deadline.expired()
+        expired = timeout is not None and deadline.expired
         what = f"did not answer within {timeout:g} s" if expired else f"timed out ({exc})"
         raise ModelError(f"Model {model.name} {what}.", transient=True) from exc
     except ModelError as exc:

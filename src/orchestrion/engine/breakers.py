@@ -42,7 +42,7 @@ class BreakerState:
     state: State
     failures: int
     """Transient failures counted in the current window."""
-    retry_in: float
+    probe_in: float
     """Seconds until an open circuit lets a probe through; 0 otherwise."""
     config: Breaker
 
@@ -51,7 +51,7 @@ class BreakerState:
             "name": self.name,
             "state": self.state,
             "failures": self.failures,
-            "retry_in": round(self.retry_in, 3),
+            "probe_in": round(self.probe_in, 3),
         }
 
 
@@ -160,5 +160,5 @@ class MemoryBreakers:
             f"The circuit for {name} is {why}. The call was not sent: add a fallback to "
             "the policy, or wait.",
             name=name,
-            retry_in=left,
+            probe_in=left,
         )

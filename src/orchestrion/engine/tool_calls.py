@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrion._json import dumps_str
 from orchestrion.agent import Agent
+from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.events import BreakerChanged, Retrying
 from orchestrion.engine.execution import Context, Execution, Suspended
 from orchestrion.engine.journal import Entry, StepStatus
@@ -65,10 +66,12 @@ async def execute(
     """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
     write = tool.effect == "write"
     settings = tool_settings(ex, agent, tool)
-    attempt, resume_at, elapsed = _resume_point(ex.failures.pop(key, []))
-    if (left := resume_at - time.time()) > 0:
-        await asyncio.sleep(left)  # what is left of a journaled wait
-    first = time.time() - elapsed
+    attempt, first = 0, 0.0
+    if ex.failures and (failures := ex.failures.pop(key, None)):
+        attempt, resume_at, elapsed = _resume_point(failures)
+        if (left := resume_at - time.time()) > 0:
+            await asyncio.sleep(left)  # what is left of a journaled wait
+        first = time.time() - elapsed
     previous = ex.replay.get(key)
     ex.started(key, "tool")
     while True:
@@ -161,12 +164,12 @@ async def _timed(
     try:
         if timeout is None:
             return await invoke(ex, key, tool, arguments), False, False
-        async with asyncio.timeout(timeout) as deadline:
+        with Deadline(timeout) as deadline:
             return await invoke(ex, key, tool, arguments), False, False
     except ModelRetry as exc:
         return str(exc), True, False
     except TimeoutError as exc:
-        if timeout is not None and deadline.expired():
+        if timeout is not None and deadline.expired:
             return exc, True, True
         raise
 
