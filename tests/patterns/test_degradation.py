@@ -13,8 +13,8 @@ from orchestrion import (
     MemoryBreakers,
     Policy,
     Retry,
-    Runtime,
     RunStatus,
+    Runtime,
     Supervisor,
 )
 from orchestrion.engine.store import Store
