@@ -271,9 +271,11 @@ async def test_breaker_opens_short_circuits_half_opens_and_closes(store: Store) 
         sinks=[events.append],
     )
     agent = Agent(name="a", model=FunctionModel(flaky, name="flaky"))
-    for _ in range(3):
-        assert (await runtime.run(agent, "go")).status is RunStatus.FAILED
+    runs = [await runtime.run(agent, "go") for _ in range(3)]
+    assert all(r.status is RunStatus.FAILED for r in runs)
     assert len(calls) == 3
+    opened = [(await failed_attempts(runtime, r.run_id, "a/turn-1/model"))[0] for r in runs]
+    assert [a.get("opened_circuit", False) for a in opened] == [False, False, True]
     [state] = await runtime.breakers()
     assert (state.name, state.state, state.probe_in) == ("test:flaky", "open", 5.0)
 
@@ -384,3 +386,18 @@ async def test_a_resume_after_a_breaker_fallback_goes_to_the_fallback(store: Sto
     result = await runtime.resume("b", runnable=agent)
     assert result.output == "backup"
     assert primary.faults.calls == 1  # the resume went straight to the backup
+
+
+async def test_retries_stop_at_the_runs_budget(store: Store) -> None:
+    from orchestrion import Budget
+
+    model = FaultyModel(answering(), Faults.rate(1.0, kinds=[ServerError(503)]))
+    retry = Retry(attempts=50, initial=0.02, multiplier=1, jitter=0)
+    runtime = Runtime(store, policy=Policy(retry=retry), budget=Budget(seconds=0.1))
+    result = await runtime.run(Agent(name="a", model=model), "go")
+    # Every retry checks the budget first: the run stops (resumable) instead of
+    # retrying 50 times, and the attempts made are in the journal.
+    assert result.status is RunStatus.STOPPED
+    assert result.error is not None and result.error["budget"] == "seconds"
+    attempts = await failed_attempts(runtime, result.run_id, "a/turn-1/model")
+    assert 1 <= len(attempts) < 50 and model.faults.calls == len(attempts)

@@ -84,8 +84,12 @@ def runs_table(runs: list[RunRecord]) -> Table:
         created = datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M:%S")
         tokens = str(run.usage[0] + run.usage[1]) if run.usage else "0"
         table.add_row(
-            Text(run.id), Text(run.name), _styled(run.status.value), created,
-            str(len(run.pending) or ""), tokens,
+            Text(run.id),
+            Text(run.name),
+            _styled(run.status.value),
+            created,
+            str(len(run.pending) or ""),
+            tokens,
         )
     return table
 
@@ -183,6 +187,11 @@ def _with_attempts(summary: Text, step: StepInfo) -> Text:
         what = f"{last.get('type')}: {last.get('message')}" if isinstance(last, dict) else last
         n = len(step.attempts)
         notes.append(f"after {n} failed attempt{'s' if n > 1 else ''} (last: {what})")
+        tripped = [a for a in step.attempts if isinstance(a, dict) and a.get("opened_circuit")]
+        if tripped:
+            notes.append(
+                f"attempt {tripped[0].get('attempt')} opened the circuit of {tripped[0].get('model')}"
+            )
     if not notes:
         return summary
     return Text.assemble(("[" + "; ".join(notes) + "]  ", "yellow"), summary)

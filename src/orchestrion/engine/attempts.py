@@ -92,17 +92,20 @@ async def request_with_policy(
         if attempt > 1 or index > 0:
             ex.check_budget(link.model.name)
         try:
-            return await _attempt(ex, key, link, request), index
+            response, error, opened = await _attempt(ex, key, link, request)
         except (OrchestrionError, AssertionError) as exc:  # AssertionError: a test fake's verdict
-            if not isinstance(exc, ModelError | BreakerOpen):
-                await ex.failed(key, "model", exc, started)
-                raise
-            error: ModelError | BreakerOpen = exc
+            await ex.failed(key, "model", exc, started)
+            raise
+        if error is None:
+            assert response is not None
+            return response, index
         retry = link.settings.retry
         wait = None
         if retry is not None and not isinstance(error, BreakerOpen) and is_transient(error):
             wait = retry.wait(attempt, retry_after(error), started - first, random.random())
         result: dict[str, Any] = {**describe(error), "model": link.model.name, "attempt": attempt}
+        if opened:
+            result["opened_circuit"] = True
         following = chain[index + 1].model.name if wait is None and index + 1 < len(chain) else None
         if wait is not None:
             result["retry_in"] = round(wait, 3)
@@ -124,44 +127,57 @@ async def request_with_policy(
             raise _final(key, chain, index, error)
 
 
-async def _attempt(ex: Execution, key: str, link: Link, request: ModelRequest) -> ModelResponse:
-    """One call to `link.model`, through its breaker and within its timeout."""
-    model, timeout, breaker = link.model, link.settings.timeout, link.settings.breaker
-    permit = None
-    if breaker is not None:
+async def _attempt(
+    ex: Execution, key: str, link: Link, request: ModelRequest
+) -> tuple[ModelResponse | None, ModelError | BreakerOpen | None, bool]:
+    """One call to `link.model`, through its breaker and within its timeout: its
+    response, or why it failed and whether that failure opened the circuit."""
+    model, breaker = link.model, link.settings.breaker
+    if breaker is None:
+        try:
+            return await _call(ex, key, link, request), None, False
+        except ModelError as exc:
+            return None, exc, False
+    try:
         permit = await ex.breakers.acquire(model.name, breaker)
-        if permit.transition is not None:
-            _changed(ex, key, model.name, permit.transition)
+    except BreakerOpen as exc:
+        return None, exc, False
+    if permit.transition is not None:
+        _changed(ex, key, model.name, permit.transition)
     outcome: bool | None = None
+    response = error = None
+    try:
+        response = await _call(ex, key, link, request)
+        outcome = True
+    except ModelError as exc:
+        outcome = False if exc.transient else None
+        error = exc
+    finally:  # on cancellation and other errors too: the probe slot is given back
+        transition = await ex.breakers.release(permit, outcome)
+        if transition is not None:
+            _changed(ex, key, model.name, transition)
+    opened = transition is not None and transition[1] == "open"
+    return response, error, opened
+
+
+async def _call(ex: Execution, key: str, link: Link, request: ModelRequest) -> ModelResponse:
+    """The request within the timeout; any failure of the model as a `ModelError`."""
+    model, timeout = link.model, link.settings.timeout
     try:
         if timeout is None:
-            response = await ex.send(key, model, request)
-        else:
-            with Deadline(timeout) as deadline:
-                response = await ex.send(key, model, request)
-        outcome = True
-        return response
+            return await ex.send(key, model, request)
+        with Deadline(timeout) as deadline:
+            return await ex.send(key, model, request)
     except TimeoutError as exc:
-        outcome = False
         expired = timeout is not None and deadline.expired
         what = f"did not answer within {timeout:g} s" if expired else f"timed out ({exc})"
         raise ModelError(f"Model {model.name} {what}.", transient=True) from exc
-    except ModelError as exc:
-        outcome = False if exc.transient else None
-        raise
     except (OrchestrionError, AssertionError):
         raise
     except Exception as exc:
-        transient = is_transient(exc)
-        outcome = False if transient else None
         raise ModelError(
-            f"Model {model.name} failed: {type(exc).__name__}: {exc}", transient=transient
+            f"Model {model.name} failed: {type(exc).__name__}: {exc}", transient=is_transient(exc)
         ) from exc
-    finally:
-        if permit is not None:
-            transition = await ex.breakers.release(permit, outcome)
-            if transition is not None:
-                _changed(ex, key, model.name, transition)
 
 
 def _changed(ex: Execution, key: str, name: str, transition: tuple[str, str]) -> None:
