@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+
+
+def python_blocks(markdown: str) -> list[str]:
+    """The ```python blocks of a Markdown text, in order."""
+    return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.DOTALL | re.MULTILINE)
+
+
+BLOCKS = python_blocks(README.read_text())
 
 
 def test_readme_has_python_examples() -> None:

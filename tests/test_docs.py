@@ -1,0 +1,55 @@
+"""Every ```python block of each page in docs/ runs as written, in order, sharing
+one namespace per page (STYLE: every code block is executed)."""
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+
+from tests.test_readme import python_blocks
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+
+
+def run_page(page: Path) -> str:
+    """Run the page's blocks in order; what they printed."""
+    blocks = python_blocks(page.read_text())
+    assert blocks, f"{page.name} has no ```python block"
+    namespace: dict[str, object] = {"__name__": f"__docs_{page.stem}__"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for i, source in enumerate(blocks, 1):
+            exec(compile(source, f"{page}:block-{i}", "exec"), namespace)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_page_blocks_run(page: Path, tmp_path: Path) -> None:
+    # Synchronous on purpose: the blocks call asyncio.run(), which needs no running loop.
+    with contextlib.chdir(tmp_path):
+        run_page(page)
+
+
+def test_the_resilience_page_prints_what_it_says(tmp_path: Path) -> None:
+    with contextlib.chdir(tmp_path):
+        printed = run_page(DOCS / "resilience.md")
+    for expected in (
+        "Balance: 4,800.00",
+        "teller/turn-1/model: attempt 1 failed: test:bank-model: HTTP 503 (injected)",
+        "teller/turn-1/model: attempt 2 failed: test:bank-model: HTTP 503 (injected)",
+        "pong",
+        "test:primary -> test:backup",
+        "Answered by the backup.",
+        "Handled by the backup desk.",
+        "circuit test:fragile: closed -> open",
+        "3 calls reached the model in 10 runs",
+        "test:fragile: open, a probe in 30 s",
+        "Loan paid.",
+        "1 payment applied",
+        "True Order placed.",
+        "You have 4,800.00.",
+    ):
+        assert expected in printed, f"{expected!r} not in:\n{printed}"
+
