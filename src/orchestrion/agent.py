@@ -152,6 +152,8 @@ class Agent(Generic[OutputT]):
 
 
     def _fallback_agents(self) -> tuple[Agent[Any], ...]:
+        if self.policy is not None and not isinstance(self.policy, Policy):
+            raise UserError(f"Agent {self.name!r}: policy={self.policy!r} is not a Policy(...).")
         agents: list[Agent[Any]] = []
         fallback = self.policy.fallback if self.policy is not None else None
         for f in fallback or ():

@@ -15,7 +15,10 @@ through from the journal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import email.utils
+import math
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, Protocol
 
@@ -56,12 +59,12 @@ class Retry:
     exactly the backoff."""
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise UserError(f"Retry(attempts={self.attempts}): attempts must be >= 1.")
-        if min(self.initial, self.max_wait, self.max_time) < 0 or self.multiplier < 1:
-            raise UserError(
-                f"{self!r}: initial, max_wait and max_time must be >= 0 and multiplier >= 1."
-            )
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise UserError(f"Retry(attempts={self.attempts!r}): attempts must be an int >= 1.")
+        _seconds(self, initial=self.initial, max_wait=self.max_wait, max_time=self.max_time)
+        _seconds(self, multiplier=self.multiplier, jitter=self.jitter)
+        if self.multiplier < 1:
+            raise UserError(f"{self!r}: multiplier must be >= 1.")
         if not 0 <= self.jitter <= 1:
             raise UserError(f"Retry(jitter={self.jitter}): jitter must be between 0 and 1.")
 
@@ -99,10 +102,13 @@ class Breaker:
     probes: int = 1
 
     def __post_init__(self) -> None:
-        if self.failures < 1 or self.probes < 1:
-            raise UserError(f"{self!r}: failures and probes must be >= 1.")
-        if self.window <= 0 or self.cooldown < 0:
-            raise UserError(f"{self!r}: window must be > 0 and cooldown >= 0.")
+        for name in ("failures", "probes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{self!r}: {name} must be an int >= 1.")
+        _seconds(self, window=self.window, cooldown=self.cooldown)
+        if self.window <= 0:
+            raise UserError(f"{self!r}: window must be > 0 seconds.")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,8 +126,23 @@ class Policy:
     over its input when it fails. `()` switches an inherited fallback off."""
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and self.timeout is not False and self.timeout <= 0:
-            raise UserError(f"Policy(timeout={self.timeout}): a timeout must be > 0 seconds.")
+        if self.timeout is not None and self.timeout is not False:
+            _seconds(self, timeout=self.timeout)
+            if self.timeout <= 0:
+                raise UserError(f"Policy(timeout={self.timeout}): a timeout must be > 0 seconds.")
+        for name, kind in (("retry", Retry), ("breaker", Breaker)):
+            value = getattr(self, name)
+            if value is not None and value is not False and not isinstance(value, kind):
+                raise UserError(
+                    f"Policy({name}={value!r}): give a {kind.__name__}(...), False to switch "
+                    "it off, or None to inherit it."
+                )
+        if isinstance(self.fallback, str) or (
+            self.fallback is not None and not isinstance(self.fallback, Sequence)
+        ):
+            raise UserError(
+                f"Policy(fallback={self.fallback!r}): give a list, e.g. fallback=[{self.fallback!r}]."
+            )
         if self.fallback is not None:
             object.__setattr__(self, "fallback", tuple(self.fallback))
 
@@ -134,6 +155,18 @@ class Policy:
             mine = getattr(self, f.name)
             values[f.name] = getattr(outer, f.name) if mine is None else mine
         return Policy(**values)
+
+
+def _seconds(owner: object, **values: object) -> None:
+    """Numbers of a policy must be finite numbers >= 0 (not NaN, not a bool)."""
+    for name, value in values.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise UserError(f"{type(owner).__name__}({name}={value!r}): give a finite number >= 0.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,27 +205,40 @@ def is_transient(exc: BaseException) -> bool:
         return exc.transient
     if isinstance(exc, RetryLater | TimeoutError | ConnectionError):
         return True
-    status = _status(exc)
+    status = status_code(exc)
     if status is not None:
         return status in _TRANSIENT_STATUS or status >= 500
     return any(c.__name__ in _NETWORK_ERRORS for c in type(exc).__mro__)
 
 
 def retry_after(exc: BaseException) -> float | None:
-    """The seconds the failed call's server asked to wait (Retry-After), if any."""
+    """The seconds the failed call's server asked to wait (Retry-After), if any:
+    the exception's `retry_after`, or the headers of its `response`."""
     value = getattr(exc, "retry_after", None)
     if isinstance(value, int | float):
-        return float(value)
+        return max(0.0, float(value))
     headers = getattr(getattr(exc, "response", None), "headers", None)
-    if headers is not None:
-        try:
-            return float(headers.get("retry-after"))
-        except (TypeError, ValueError):
-            return None
-    return None
+    return retry_after_header(headers) if isinstance(headers, Mapping) else None
 
 
-def _status(exc: BaseException) -> int | None:
+def retry_after_header(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    try:
+        return max(0.0, float(headers["retry-after-ms"]) / 1000)
+    except (KeyError, ValueError, TypeError):
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status a failed call's exception carries, if any."""
     for owner in (exc, getattr(exc, "response", None)):
         status = getattr(owner, "status_code", None)
         if isinstance(status, int):

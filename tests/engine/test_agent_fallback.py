@@ -11,7 +11,10 @@ from orchestrion import (
     Agent,
     Event,
     FallbackUsed,
+    ModelError,
+    ModelRequest,
     Policy,
+    RunContext,
     RunStatus,
     Runtime,
     Sequential,
@@ -19,6 +22,7 @@ from orchestrion import (
     UserError,
 )
 from orchestrion.engine.store import Store, open_store
+from orchestrion.messages import ToolResult
 from orchestrion.testing import Faults, FaultyModel, FunctionModel, ScriptedModel, ServerError
 from tests.engine._support import Crash
 
@@ -45,7 +49,7 @@ async def test_a_fallback_agent_takes_over_and_it_is_journaled(store: Store) -> 
     assert (gave_up.kind, gave_up.status) == ("fallback", StepStatus.COMPLETED)
     assert gave_up.result["agent"] == "primary" and gave_up.result["fallback"] == "backup"
     assert gave_up.result["type"] == "ModelError"
-    assert history["backup/turn-1/model"].status is StepStatus.COMPLETED
+    assert history["primary/fallback/backup/turn-1/model"].status is StepStatus.COMPLETED
     [used] = [e for e in events if isinstance(e, FallbackUsed)]
     assert (used.key, used.failed, used.used) == ("primary", "primary", "backup")
 
@@ -61,7 +65,7 @@ async def test_a_chain_of_fallback_agents_inside_a_pattern(store: Store) -> None
     result = await runtime.run(team, "go")
     assert result.output == "third time lucky"
     keys = [s.key for s in await runtime.history(result.run_id) if s.kind == "fallback"]
-    assert keys == ["team/step-0/first/gave-up", "team/step-0/second/gave-up"]
+    assert keys == ["team/step-0/first/gave-up", "team/step-0/first/fallback/second/gave-up"]
 
 
 async def test_when_every_agent_fails_the_run_fails_with_the_last_cause(store: Store) -> None:
@@ -106,3 +110,101 @@ def test_fallback_agents_are_checked_at_definition() -> None:
         Agent(name="a", model="test:x", policy=Policy(fallback=[42]))  # type: ignore[list-item]
     with pytest.raises(UserError, match="runtime's fallback lists models"):
         Runtime("memory://", policy=Policy(fallback=[twin]))
+
+
+async def test_one_backup_can_stand_in_for_several_agents(store: Store) -> None:
+    """Fallbacks are keyed under the agent they replace, so a shared backup (or one
+    that also runs on its own) never reuses a step key."""
+    from orchestrion import workflow
+
+    backup = Agent(name="backup", model=FunctionModel(lambda r: "backup ok"))
+    first = Agent(name="first", model=broken("f"), policy=Policy(retry=False, fallback=[backup]))
+    second = Agent(name="second", model=broken("s"), policy=Policy(retry=False, fallback=[backup]))
+
+    @workflow
+    async def both(ctx, input):  # type: ignore[no-untyped-def]
+        return [
+            await ctx.run(first, input),
+            await ctx.run(second, input),
+            await ctx.run(backup, input),
+        ]
+
+    result = await Runtime(store).run(both, "go")
+    assert result.output == ["backup ok"] * 3
+
+
+async def test_a_fallbacks_own_fallbacks_take_part(store: Store) -> None:
+    c = Agent(name="c", model=FunctionModel(lambda r: "c answered"))
+    b = Agent(name="b", model=broken("b"), policy=Policy(retry=False, fallback=[c]))
+    a = Agent(name="a", model=broken("a"), policy=Policy(retry=False, fallback=[b]))
+    result = await Runtime(store).run(a, "go")
+    assert result.output == "c answered"
+
+
+async def test_no_fallback_after_the_agent_wrote(store: Store) -> None:
+    """The replacement would pay again under its own idempotency key."""
+    from orchestrion import tool
+    from orchestrion.testing import call
+
+    paid: list[str] = []
+
+    @tool(effect="write")
+    def pay(ctx: RunContext[None]) -> str:
+        paid.append(ctx.idempotency_key)
+        return "paid"
+
+    def pays_then_breaks(request: ModelRequest) -> object:
+        if not any(isinstance(m, ToolResult) for m in request.messages):
+            return call("pay")
+        raise ModelError("HTTP 400 bad request", status_code=400)
+
+    backup = Agent(
+        name="backup", model=ScriptedModel([call("pay"), "paid by the backup"]), tools=[pay]
+    )
+    payer = Agent(
+        name="payer",
+        model=FunctionModel(pays_then_breaks),
+        tools=[pay],
+        policy=Policy(retry=False, fallback=[backup]),
+    )
+    result = await Runtime(store).run(payer, "pay")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert "so its fallback 'backup' was not started" in result.error["message"]
+    assert len(paid) == 1
+
+
+async def test_a_resume_counts_what_the_replaced_agent_spent(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
+
+    def once_then_down(request: ModelRequest) -> object:
+        if not any(isinstance(m, ToolResult) for m in request.messages):
+            return call("noop")
+        raise ModelError("HTTP 500", status_code=500, transient=True)
+
+    from orchestrion import tool
+    from orchestrion.testing import call
+
+    @tool
+    def noop() -> str:
+        return "ok"
+
+    backup = Agent(name="backup", model=ScriptedModel(["from the backup"]))
+    primary = Agent(
+        name="primary",
+        model=FunctionModel(once_then_down),
+        tools=[noop],
+        policy=Policy(retry=False, fallback=[backup]),
+    )
+
+    def crash(event: Event) -> None:
+        if isinstance(event, FallbackUsed):
+            raise Crash
+
+    with pytest.raises(Crash):
+        await Runtime(store, sinks=[crash]).run(primary, "go", run_id="r1")
+    resumed = Runtime(store)
+    result = await resumed.resume("r1", runnable=primary)
+    assert result.output == "from the backup"
+    assert result.usage.requests == 2  # the primary's answer before it broke, and the backup's
+    await resumed.close()

@@ -4,6 +4,7 @@ started instead of starting a second one."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,22 @@ async def test_a_run_that_crashed_is_returned_running_for_a_resume(store: Store)
     hang.set()
     resumed = await elsewhere.resume(again.run_id, runnable=agent)
     assert resumed.output == "resumed"
+
+
+async def test_a_submission_racing_the_first_ones_store_write_waits_for_it(store: Store) -> None:
+    """The run is reserved in this process before its record is written: a second
+    submission that finds the record (a store slow to answer) waits for the run."""
+    real_create = store.create_run
+
+    async def slow_ack(*args: Any, **kwargs: Any) -> None:
+        await real_create(*args, **kwargs)
+        await asyncio.sleep(0.05)  # committed, not yet acknowledged
+
+    store.create_run = slow_ack  # type: ignore[method-assign]
+    agent = Agent(name="a", model=ScriptedModel(["only once"]))
+    runtime = Runtime(store)
+    first = asyncio.create_task(runtime.run(agent, "go", idempotency_key="k"))
+    await asyncio.sleep(0.01)
+    second = await runtime.run(agent, "go", idempotency_key="k")
+    assert second.status is RunStatus.COMPLETED and second.output == "only once"
+    assert (await first).run_id == second.run_id

@@ -401,3 +401,128 @@ async def test_retries_stop_at_the_runs_budget(store: Store) -> None:
     assert result.error is not None and result.error["budget"] == "seconds"
     attempts = await failed_attempts(runtime, result.run_id, "a/turn-1/model")
     assert 1 <= len(attempts) < 50 and model.faults.calls == len(attempts)
+
+
+class HTTPStatusError(Exception):
+    """Shaped like httpx's: the status and headers live on `response`."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.response = type("Response", (), {"status_code": status, "headers": headers})()
+
+
+async def test_an_http_error_keeps_its_status_and_retry_after(store: Store) -> None:
+    calls = 0
+
+    def answer(request: ModelRequest) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise HTTPStatusError(429, {"retry-after-ms": "20"})
+        return "done"
+
+    retry = Retry(attempts=2, initial=5.0, max_wait=1.0)
+    runtime = Runtime(store, policy=Policy(retry=retry))
+    result = await runtime.run(Agent(name="a", model=FunctionModel(answer)), "go")
+    assert result.output == "done"
+    [attempt] = await failed_attempts(runtime, result.run_id, "a/turn-1/model")
+    assert (attempt["status_code"], attempt["retry_after"], attempt["retry_in"]) == (
+        429,
+        0.02,
+        0.02,
+    )
+
+
+async def test_a_model_raising_retry_later_is_retried(store: Store) -> None:
+    from orchestrion import RetryLater
+
+    calls = 0
+
+    def answer(request: ModelRequest) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RetryLater("busy", retry_after=0.001)
+        return "done"
+
+    runtime = Runtime(store, policy=Policy(retry=FAST))
+    assert (await runtime.run(Agent(name="a", model=FunctionModel(answer)), "go")).output == "done"
+
+
+async def test_max_time_counts_the_attempts_and_the_waits(store: Store) -> None:
+    async def slow_failure(request: ModelRequest) -> str:
+        await asyncio.sleep(0.06)
+        raise ConnectionResetError("reset")
+
+    model = FunctionModel(slow_failure)
+    retry = Retry(attempts=10, initial=0.01, multiplier=1, jitter=0, max_time=0.1)
+    runtime = Runtime(store, policy=Policy(retry=retry))
+    result = await runtime.run(Agent(name="a", model=model), "go")
+    assert result.status is RunStatus.FAILED
+    # 60 ms an attempt: the third would start after 130 ms, past max_time.
+    assert len(model.requests) == 2
+    assert result.error is not None and result.error["message"].endswith("(2 attempts)")
+
+
+async def test_the_attempt_that_opens_the_circuit_goes_straight_to_the_fallback(
+    store: Store,
+) -> None:
+    events: list[Event] = []
+    primary = FaultyModel(answering(name="primary"), Faults.script([ServerError(503)]))
+    policy = Policy(
+        retry=Retry(attempts=3, initial=30.0, jitter=0),  # a wait nobody should sit through
+        breaker=Breaker(failures=1),
+        fallback=[answering("backup", name="backup")],
+    )
+    runtime = Runtime(store, breakers=MemoryBreakers(Clock()), sinks=[events.append])
+    result = await asyncio.wait_for(
+        runtime.run(Agent(name="a", model=with_policy(primary, policy)), "go"), timeout=10
+    )
+    assert result.output == "backup"
+    assert not [e for e in events if isinstance(e, Retrying)]
+    [attempt] = await failed_attempts(runtime, result.run_id, "a/turn-1/model")
+    assert attempt["opened_circuit"] is True and attempt["fallback"] == "test:backup"
+
+
+async def test_a_sink_that_raises_does_not_leak_the_probe(store: Store) -> None:
+    clock = Clock()
+    breakers = MemoryBreakers(clock)
+    model = FaultyModel(answering(), Faults.script([ServerError(503)]))
+    policy = Policy(retry=False, breaker=Breaker(failures=1, cooldown=5))
+    agent = Agent(name="a", model=model, policy=policy)
+    assert (await Runtime(store, breakers=breakers).run(agent, "go")).status is RunStatus.FAILED
+    clock.now += 6
+
+    def broken_sink(event: Event) -> None:
+        if isinstance(event, BreakerChanged):
+            raise RuntimeError("the sink is broken")
+
+    with pytest.raises(RuntimeError, match="the sink is broken"):
+        await Runtime(store, breakers=breakers, sinks=[broken_sink]).run(agent, "go")
+    # The probe's slot came back: the next run probes, succeeds and closes the circuit.
+    assert (await Runtime(store, breakers=breakers).run(agent, "go")).output == "done"
+    assert (await breakers.states())[0].state == "closed"
+
+
+async def test_a_retry_wait_past_the_seconds_budget_stops_at_once(store: Store) -> None:
+    from orchestrion import Budget
+
+    model = FaultyModel(answering(), Faults.script([ServerError(503)]))
+    retry = Retry(attempts=2, initial=30.0, jitter=0, max_wait=60)
+    runtime = Runtime(store, policy=Policy(retry=retry), budget=Budget(seconds=5))
+    result = await asyncio.wait_for(runtime.run(Agent(name="a", model=model), "go"), timeout=10)
+    assert result.status is RunStatus.STOPPED
+    assert result.error is not None and "during a retry wait of 30.0 s" in result.error["message"]
+
+
+async def test_an_unpriced_fallback_is_refused_before_the_first_call(store: Store) -> None:
+    from orchestrion import Budget, Price, UserError
+
+    primary = answering(name="priced")
+    policy = Policy(fallback=[answering(name="unpriced")])
+    runtime = Runtime(
+        store, budget=Budget(cost=1.0), prices={"test:priced": Price(input=1, output=1)}
+    )
+    with pytest.raises(UserError, match="model 'test:unpriced' has no known price"):
+        await runtime.run(Agent(name="a", model=with_policy(primary, policy)), "go")
+    assert primary.requests == []

@@ -245,8 +245,26 @@ def test_a_tool_policy_is_checked_at_definition() -> None:
         tool(timeout=1, policy=Policy(timeout=2))(f)
     with pytest.raises(UserError, match="a timeout must be > 0"):
         Policy(timeout=0)
-    with pytest.raises(UserError, match="attempts must be >= 1"):
+    with pytest.raises(UserError, match="attempts must be an int >= 1"):
         Retry(attempts=0)
+    with pytest.raises(UserError, match="attempts must be an int >= 1"):
+        Retry(attempts=2.5)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=r"Retry\(initial=nan\): give a finite number >= 0"):
+        Retry(initial=float("nan"))
+    with pytest.raises(UserError, match=r"Policy\(timeout=inf\)"):
+        Policy(timeout=float("inf"))
+    with pytest.raises(UserError, match=r"Policy\(retry=True\): give a Retry\(...\)"):
+        Policy(retry=True)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=r"give a list, e.g. fallback=\['test:b'\]"):
+        Policy(fallback="test:b")
+    with pytest.raises(UserError, match="window must be > 0"):
+        Breaker(window=0)
+    with pytest.raises(UserError, match="is not a Policy"):
+        tool(policy=Retry())(f)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="is not a Policy"):
+        Agent(name="a", policy=Breaker())  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="give a Policy"):
+        Runtime("memory://", policy=Retry())  # type: ignore[arg-type]
 
 
 async def test_a_resume_continues_a_write_tools_retries_with_the_same_key(tmp_path: Path) -> None:
@@ -276,3 +294,43 @@ async def test_a_resume_continues_a_write_tools_retries_with_the_same_key(tmp_pa
     # The resume went on with attempt 2 (which failed) and 3, not from 1 again.
     assert [e.attempt for e in events if isinstance(e, Retrying)] == [2]
     await resumed.close()
+
+
+async def test_a_write_cut_off_during_its_retry_wait_leaves_the_run_uncertain(
+    store: Store,
+) -> None:
+    from orchestrion import Concurrent
+
+    @tool(effect="write", policy=Policy(retry=Retry(attempts=3, initial=5.0, jitter=0)))
+    def pay() -> str:
+        raise ConnectionResetError("the bank's answer was lost")  # paid or not: unknown
+
+    payer = Agent(name="payer", model=ScriptedModel([call("pay"), "unused"]), tools=[pay])
+    fan = Concurrent(name="fan", branches=[payer], min_success=0, timeout=0.1)
+    result = await asyncio.wait_for(Runtime(store).run(fan, "go"), timeout=10)
+    # Not a quietly failed branch that the run goes on without.
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error["type"] == "WriteUncertain"
+
+
+async def test_a_sync_write_that_timed_out_is_not_called_again_beside_itself(
+    store: Store,
+) -> None:
+    import threading
+
+    release = threading.Event()
+    calls = 0
+
+    @tool(effect="write", timeout=0.05, policy=Policy(retry=FAST))
+    def pay() -> str:
+        nonlocal calls
+        calls += 1
+        release.wait(5)  # still running in its thread after the timeout
+        return "paid"
+
+    model = ScriptedModel([call("pay"), "unused"])
+    result = await Runtime(store).run(Agent(name="a", model=model, tools=[pay]), "go")
+    release.set()
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error["type"] == "WriteUncertain"
+    assert calls == 1

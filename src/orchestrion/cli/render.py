@@ -393,10 +393,12 @@ class LiveView:
             case Retrying(key=key, kind=kind, attempt=attempt, error=error, wait=wait):
                 what = Text(f"attempt {attempt} failed ({error}); next in {wait:.1f} s")
                 self.steps[key] = _Step(key, kind, "retrying", None, what)
+                self.streaming = ""  # what the failed attempt streamed is void
             case FallbackUsed(key=key, failed=failed, used=used, error=error):
                 key = f"{key}/fallback"  # a row under the step or member that gave up
                 what = Text(f"{failed} -> {used}: {error}")
                 self.steps[key] = _Step(key, "fallback", "fallback", None, what)
+                self.streaming = ""
             case BreakerChanged(key=key, name=name, old=old, new=new):
                 key = f"{key}/breaker"
                 what = Text(f"circuit {name}: {old} -> {new}")

@@ -22,11 +22,19 @@ from orchestrion.agent import Agent
 from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying, StepFailed
 from orchestrion.engine.journal import Entry, StepStatus
-from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, describe
+from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, RetryLater, describe
 from orchestrion.messages import ModelRequest, ModelResponse
 from orchestrion.models.base import Model
 from orchestrion.models.with_policy import PolicyModel
-from orchestrion.policy import MODEL_TIMEOUT, Policy, Retry, Settings, is_transient, retry_after
+from orchestrion.policy import (
+    MODEL_TIMEOUT,
+    Policy,
+    Retry,
+    Settings,
+    is_transient,
+    retry_after,
+    status_code,
+)
 
 if TYPE_CHECKING:
     from orchestrion.engine.execution import Execution
@@ -101,8 +109,9 @@ async def request_with_policy(
             return response, index
         retry = link.settings.retry
         wait = None
-        if retry is not None and not isinstance(error, BreakerOpen) and is_transient(error):
-            wait = retry.wait(attempt, retry_after(error), started - first, random.random())
+        # An attempt that opened the circuit (or met it open) goes to the fallback.
+        if retry is not None and not opened and is_transient(error):
+            wait = retry.wait(attempt, retry_after(error), time.time() - first, random.random())
         result: dict[str, Any] = {**describe(error), "model": link.model.name, "attempt": attempt}
         if opened:
             result["opened_circuit"] = True
@@ -114,6 +123,7 @@ async def request_with_policy(
         await ex.record(key, "model", StepStatus.FAILED, result, started)
         message = f"{type(error).__name__}: {error}"
         if wait is not None:
+            ex.check_budget(link.model.name, ahead=wait)  # not a wait past the budget
             if ex.sink is not None:
                 ex.sink(Retrying(ex.run_id, key, "model", link.model.name, attempt, message, wait))
             await asyncio.sleep(wait)
@@ -124,7 +134,7 @@ async def request_with_policy(
         else:
             if ex.sink is not None:
                 ex.sink(StepFailed(ex.run_id, key, "model", message))
-            raise _final(key, chain, index, error)
+            raise _final(key, chain, index, attempt, error)
 
 
 async def _attempt(
@@ -142,17 +152,17 @@ async def _attempt(
         permit = await ex.breakers.acquire(model.name, breaker)
     except BreakerOpen as exc:
         return None, exc, False
-    if permit.transition is not None:
-        _changed(ex, key, model.name, permit.transition)
     outcome: bool | None = None
     response = error = None
     try:
+        if permit.transition is not None:
+            _changed(ex, key, model.name, permit.transition)
         response = await _call(ex, key, link, request)
         outcome = True
     except ModelError as exc:
         outcome = False if exc.transient else None
         error = exc
-    finally:  # on cancellation and other errors too: the probe slot is given back
+    finally:  # on cancellation and other errors too: a probe's slot is given back
         transition = await ex.breakers.release(permit, outcome)
         if transition is not None:
             _changed(ex, key, model.name, transition)
@@ -161,7 +171,8 @@ async def _attempt(
 
 
 async def _call(ex: Execution, key: str, link: Link, request: ModelRequest) -> ModelResponse:
-    """The request within the timeout; any failure of the model as a `ModelError`."""
+    """The request within the timeout; any failure of the model as a `ModelError`
+    (a transient one for timeouts, connection errors, 429, 5xx and `RetryLater`)."""
     model, timeout = link.model, link.settings.timeout
     try:
         if timeout is None:
@@ -172,12 +183,23 @@ async def _call(ex: Execution, key: str, link: Link, request: ModelRequest) -> M
         expired = timeout is not None and deadline.expired
         what = f"did not answer within {timeout:g} s" if expired else f"timed out ({exc})"
         raise ModelError(f"Model {model.name} {what}.", transient=True) from exc
-    except (OrchestrionError, AssertionError):
+    except ModelError:
         raise
+    except (OrchestrionError, AssertionError) as exc:
+        if not isinstance(exc, RetryLater):
+            raise
+        raise _as_model_error(model, exc) from exc
     except Exception as exc:
-        raise ModelError(
-            f"Model {model.name} failed: {type(exc).__name__}: {exc}", transient=is_transient(exc)
-        ) from exc
+        raise _as_model_error(model, exc) from exc
+
+
+def _as_model_error(model: Model, exc: Exception) -> ModelError:
+    return ModelError(
+        f"Model {model.name} failed: {type(exc).__name__}: {exc}",
+        status_code=status_code(exc),
+        retry_after=retry_after(exc),
+        transient=is_transient(exc),
+    )
 
 
 def _changed(ex: Execution, key: str, name: str, transition: tuple[str, str]) -> None:
@@ -186,10 +208,20 @@ def _changed(ex: Execution, key: str, name: str, transition: tuple[str, str]) ->
 
 
 def _final(
-    key: str, chain: Sequence[Link], index: int, error: ModelError | BreakerOpen
+    key: str, chain: Sequence[Link], index: int, attempts: int, error: ModelError | BreakerOpen
 ) -> ModelError | BreakerOpen:
+    """The error a step fails with once no model of its chain is left to try."""
     if index == 0:
-        return error
+        if attempts == 1 or not isinstance(error, ModelError):
+            return error
+        final = ModelError(
+            f"{error} ({attempts} attempts)",
+            status_code=error.status_code,
+            retry_after=error.retry_after,
+            transient=error.transient,
+        )
+        final.__cause__ = error.__cause__
+        return final
     tried = ", ".join(link.model.name for link in chain[: index + 1])
     final = ModelError(
         f"Every model of the fallback chain failed at {key} ({tried}); the last: {error}",
@@ -216,7 +248,8 @@ def _resume_point(failures: list[Entry], chain: Sequence[Link]) -> tuple[int, in
             first = entry
             if entry.result.get("attempt") == 1:
                 break
-        elapsed = last.ended_at - first.started_at
+        # Seconds from the first attempt to when the next one was due: the wait counts.
+        elapsed = last.ended_at + result["retry_in"] - first.started_at
         return (
             names.index(model),
             int(result["attempt"]),

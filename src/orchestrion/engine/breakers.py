@@ -32,6 +32,9 @@ class Permit:
     """Let through while half-open, as one of its probe calls."""
     transition: Transition | None = None
     """The state change letting it through caused (open -> half-open), if any."""
+    round: int = 0
+    """Which opening of the circuit a probe belongs to: a probe answering after
+    the circuit opened again says nothing about the new round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +71,28 @@ class Breakers(Protocol):
 
 
 class _Circuit:
-    __slots__ = ("config", "failures", "in_flight", "opened_at", "state", "successes")
+    __slots__ = (
+        "admitted",
+        "config",
+        "failures",
+        "opened_at",
+        "reopened",
+        "round",
+        "state",
+        "successes",
+    )
 
     def __init__(self, config: Breaker) -> None:
         self.config = config
         self.state: State = "closed"
         self.failures: deque[float] = deque()
         self.opened_at = 0.0
-        self.in_flight = 0
+        self.round = 0
+        """Incremented each time the circuit opens."""
+        self.reopened = False
+        """Opened by a failed probe rather than by `failures` failures."""
+        self.admitted = 0
+        """Probe calls let through in this half-open round (a neutral one gives its slot back)."""
         self.successes = 0
 
 
@@ -97,26 +114,29 @@ class MemoryBreakers:
             left = circuit.opened_at + circuit.config.cooldown - self._clock()
             if left > 0:
                 raise self._open(name, circuit, left)
-            circuit.state, circuit.in_flight, circuit.successes = "half-open", 0, 0
+            circuit.state, circuit.admitted, circuit.successes = "half-open", 0, 0
             transition = ("open", "half-open")
-        if circuit.in_flight >= circuit.config.probes:
+        if circuit.admitted >= circuit.config.probes:
             raise self._open(name, circuit, 0.0)
-        circuit.in_flight += 1
-        return Permit(name, True, transition)
+        circuit.admitted += 1
+        return Permit(name, True, transition, circuit.round)
 
     async def release(self, permit: Permit, outcome: bool | None) -> Transition | None:
         circuit = self._circuits[permit.name]
         now = self._clock()
-        if permit.probe and circuit.state == "half-open":
-            circuit.in_flight -= 1
+        if permit.probe:
+            if circuit.state != "half-open" or permit.round != circuit.round:
+                return None  # a probe of an earlier round
             if outcome is False:
                 return self._trip(circuit, now, "half-open")
-            if outcome is True:
-                circuit.successes += 1
-                if circuit.successes >= circuit.config.probes:
-                    circuit.state = "closed"
-                    circuit.failures.clear()
-                    return ("half-open", "closed")
+            if outcome is None:
+                circuit.admitted -= 1  # no verdict: another call may probe instead
+                return None
+            circuit.successes += 1
+            if circuit.successes >= circuit.config.probes:
+                circuit.state = "closed"
+                circuit.failures.clear()
+                return ("half-open", "closed")
             return None
         if outcome is not False or circuit.state != "closed":
             return None  # a late answer from before the circuit opened changes nothing
@@ -144,21 +164,28 @@ class MemoryBreakers:
     @staticmethod
     def _trip(circuit: _Circuit, now: float, old: State) -> Transition:
         circuit.state, circuit.opened_at = "open", now
+        circuit.round += 1
+        circuit.reopened = old == "half-open"
         circuit.failures.clear()
         return (old, "open")
 
     @staticmethod
     def _open(name: str, circuit: _Circuit, left: float) -> BreakerOpen:
         c = circuit.config
-        why = (
-            f"open after {c.failures} transient failures within {c.window:g} s; "
-            f"it lets a probe call through in {left:.1f} s"
-            if left > 0
-            else f"half-open, and its {c.probes} probe call(s) are under way"
-        )
+        if left <= 0:
+            why = f"half-open, and its {c.probes} probe call(s) are under way"
+        elif circuit.reopened:
+            why = (
+                f"open again after a failed probe call; the next probe goes through in {left:.1f} s"
+            )
+        else:
+            why = (
+                f"open after {c.failures} transient failures within {c.window:g} s; "
+                f"a probe call goes through in {left:.1f} s"
+            )
+        advice = "" if name.startswith("tool:") else " Add a fallback to the policy, or wait."
         return BreakerOpen(
-            f"The circuit for {name} is {why}. The call was not sent: add a fallback to "
-            "the policy, or wait.",
+            f"The circuit for {name} is {why}. The call was not sent.{advice}",
             name=name,
-            probe_in=left,
+            probe_in=max(left, 0.0),
         )

@@ -31,17 +31,21 @@ async def run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) 
 
 
 async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
-    """Run `agent`, and on failure each of its fallback agents in turn, on the same
-    input. Giving up on one is the journaled step `<its key>/gave-up`, so a resume
-    goes straight to the agent that was working."""
-    chain = (agent, *agent.fallback_agents)
+    """Run `agent`, and on failure each of its fallback agents in turn (theirs too),
+    on the same input, keyed under `<agent's key>/fallback/`. Giving up on one is the
+    journaled step `<its key>/gave-up`, so a resume goes straight to the agent that
+    was working. An agent whose write tool ran is not replaced: its replacement
+    would repeat the write under another idempotency key."""
+    primary = f"{scope}/{agent.name}" if scope else agent.name
+    chain = _chain(agent)
     for i, member in enumerate(chain):
-        key = f"{scope}/{member.name}" if scope else member.name
+        key = primary if i == 0 else f"{primary}/fallback/{member.name}"
         if i == len(chain) - 1:
-            break
+            return await run_agent(ex, key, member, input)
         mark = f"{key}/gave-up"
         done = ex.claim(mark, f"the fallback from agent {member.name!r}")
         if done is not None:
+            ex.usage += ex.usage_under(key)  # what the agent spent before it gave up
             ex.replayed(mark, "fallback", done.result)
             continue
         started = time.time()
@@ -51,9 +55,32 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
             raise  # a limit of the whole run: no fallback may go on
         except RunError as exc:
             following = chain[i + 1].name
+            wrote = sorted(k for k in ex.writes if k.startswith(key + "/"))
+            if wrote:
+                raise RunError(
+                    f"Agent {member.name!r} failed after its write tool call {wrote[0]} ran, "
+                    f"so its fallback {following!r} was not started: it would repeat the "
+                    f"write under another idempotency key. The failure: {exc}"
+                ) from exc
             result = {**describe(exc), "agent": member.name, "fallback": following}
             await ex.completed(mark, "fallback", result, started)
             if ex.sink is not None:
                 message = f"{type(exc).__name__}: {exc}"
                 ex.sink(FallbackUsed(ex.run_id, key, member.name, following, message))
-    return await run_agent(ex, key, chain[-1], input)
+    raise AssertionError("unreachable: the last agent of the chain returns or raises")
+
+
+def _chain(agent: Agent[Any]) -> list[Agent[Any]]:
+    """The agent, then its fallback agents depth first (each with its own), each once."""
+    chain: list[Agent[Any]] = []
+    seen: set[str] = set()
+
+    def add(a: Agent[Any]) -> None:
+        if a.name not in seen:
+            seen.add(a.name)
+            chain.append(a)
+            for f in a.fallback_agents:
+                add(f)
+
+    add(agent)
+    return chain

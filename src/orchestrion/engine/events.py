@@ -98,7 +98,9 @@ class Transferred:
 @dataclass(frozen=True, slots=True)
 class Retrying:
     """The call at step `key` (`kind`: model or tool) to `target` (a model name or
-    `tool:<name>`) failed transiently; attempt `attempt + 1` follows in `wait` seconds."""
+    `tool:<name>`) failed transiently; attempt `attempt + 1` follows in `wait` seconds.
+    The `ModelDelta`s the failed attempt streamed are void: the next attempt streams
+    its answer from the start (so does the model a `FallbackUsed` names)."""
 
     run_id: str
     key: str

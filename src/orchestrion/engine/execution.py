@@ -94,6 +94,7 @@ class Execution:
         "store",
         "sync",
         "usage",
+        "writes",
     )
 
     def __init__(
@@ -120,9 +121,13 @@ class Execution:
         self.failures: dict[str, list[Entry]] = {}
         """Failed attempts journaled before this execution, by step key: where a
         step's retries and fallbacks resume."""
+        self.writes: set[str] = set()
+        """Keys of the write-tool calls that started, journaled or live."""
         for e in entries:
             if e.status is StepStatus.FAILED:
                 self.failures.setdefault(e.key, []).append(e)
+            elif e.status is StepStatus.STARTED:
+                self.writes.add(e.key)
         self.seq = entries[-1].seq + 1 if entries else 0
         self.sink = sink
         self.sync = sync
@@ -240,6 +245,9 @@ class Execution:
         recorded = self.replay.get(key)
         if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
             self.check_budget(model.name)
+            if self.budget.cost is not None:  # a fallback must be priced before it is needed
+                for link in chain[1:]:
+                    self._check_price(self.budget.cost, link.model.name)
         done = self.claim(key, f"a model request ({model.name})")
         if done is not None:
             response = ModelResponse.from_json(done.result)
@@ -264,26 +272,33 @@ class Execution:
         """One request to `model`, streamed to the sink if there is one."""
         return model.request(request) if self.sink is None else self._stream(key, model, request)
 
-    def check_budget(self, model: str) -> None:
-        """Raise `BudgetExceeded` if the run's budget is spent (before a model call)."""
+    def check_budget(self, model: str, *, ahead: float = 0.0) -> None:
+        """Raise `BudgetExceeded` if the run's budget is spent (before a model call),
+        or will be after `ahead` more seconds (before a retry's wait)."""
         budget = self.budget
         if budget is None:
             return
-        if budget.cost is not None and (self.prices is None or self.prices.pricer(model) is None):
-            raise UserError(
-                f"Budget cost={budget.cost:g} cannot be kept: model {model!r} has no known "
-                f"price. Give it one: Runtime(prices={{{model!r}: Price(input=..., "
-                "output=...)}) in USD per million tokens."
-            )
-        reached = budget.exceeded(self.usage, self.steps, time.time() - self.created_at)
+        if budget.cost is not None:
+            self._check_price(budget.cost, model)
+        reached = budget.exceeded(self.usage, self.steps, time.time() + ahead - self.created_at)
         if reached is not None:
             limit, what = reached
+            if ahead and limit == "seconds":
+                what = f"would pass {budget.seconds:g} s during a retry wait of {ahead:.1f} s"
             raise BudgetExceeded(
                 f"Run {self.run_id} stopped before its next model call: it {what} "
                 f"(Budget {limit}). Its {self.steps} steps are kept in the journal; resume "
                 "it with a larger budget to go on.",
                 budget=limit,
                 steps_done=self.steps,
+            )
+
+    def _check_price(self, cost: float, model: str) -> None:
+        if self.prices is None or self.prices.pricer(model) is None:
+            raise UserError(
+                f"Budget cost={cost:g} cannot be kept: model {model!r} has no known "
+                f"price. Give it one: Runtime(prices={{{model!r}: Price(input=..., "
+                "output=...)}) in USD per million tokens."
             )
 
     async def _stream(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:

@@ -109,6 +109,8 @@ class Runtime:
     ) -> None:
         if durability not in ("sync", "async"):
             raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
+        if policy is not None and not isinstance(policy, Policy):
+            raise UserError(f"Runtime(policy={policy!r}): give a Policy(...).")
         if policy is not None and any(isinstance(f, Agent) for f in policy.fallback or ()):
             raise UserError(
                 "Runtime(policy=...): the runtime's fallback lists models; give fallback "
@@ -167,16 +169,17 @@ class Runtime:
             existing = await self._submitted(idempotency_key, runnable, input)
             if existing is not None:
                 return existing
-        try:
-            record = await self._create(runnable, input, run_id, target, idempotency_key)
-        except StoreError:
-            if idempotency_key is None:
-                raise
-            existing = await self._submitted(idempotency_key, runnable, input)
-            if existing is None:
-                raise
-            return existing  # another submission with the key won the race
-        with self._working(record.id):
+        # Reserved before the record exists, so a submission that finds it waits for it.
+        with self._working(run_id or _new_id()) as reserved:
+            try:
+                record = await self._create(runnable, input, reserved, target, idempotency_key)
+            except StoreError:
+                if idempotency_key is None:
+                    raise
+                existing = await self._submitted(idempotency_key, runnable, input)
+                if existing is None:
+                    raise
+                return existing  # another submission with the key won the race
             return await self._execute(
                 record, runnable, [], {}, deps, self._sink(None), False, budget
             )
@@ -399,7 +402,7 @@ class Runtime:
         return record
 
     @contextmanager
-    def _working(self, run_id: str) -> Iterator[None]:
+    def _working(self, run_id: str) -> Iterator[str]:
         """Reserve `run_id` for the current task before any await, so two resumes
         of one run in this process cannot both execute it."""
         if run_id in self._active:
@@ -412,7 +415,7 @@ class Runtime:
         self._active[run_id] = task
         finished = self._finished[run_id] = asyncio.Event()
         try:
-            yield
+            yield run_id
         finally:
             del self._active[run_id]
             del self._finished[run_id]

@@ -65,60 +65,14 @@ async def execute(
 ) -> ToolResult:
     """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
     write = tool.effect == "write"
-    settings = tool_settings(ex, agent, tool)
-    attempt, first = 0, 0.0
-    if ex.failures and (failures := ex.failures.pop(key, None)):
-        attempt, resume_at, elapsed = _resume_point(failures)
-        if (left := resume_at - time.time()) > 0:
-            await asyncio.sleep(left)  # what is left of a journaled wait
-        first = time.time() - elapsed
-    previous = ex.replay.get(key)
-    ex.started(key, "tool")
-    while True:
-        attempt += 1
-        started = time.time()
-        if attempt == 1:
-            first = started
-        if write and (previous is None or previous.status is not StepStatus.STARTED):
-            await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
-        previous = None
-        try:
-            value, is_error, expired = await _attempt(ex, key, tool, arguments, settings)
-        except (Suspended, AnswerError, DeterminismError, RunHalted):
-            raise  # the run's own control flow and limits, not a failure of the tool
-        except asyncio.CancelledError:
-            if write:  # cut off from outside, e.g. by its branch's timeout: effect unknown
-                ex.cut_off.add(key)
-            raise
-        except BreakerOpen as exc:
-            value, is_error = f"Tool {tool.name!r} is unavailable: {exc}", True
-            break
-        except Exception as exc:
-            failure: Exception = exc
-            expired = False
-        else:
-            if not expired:
-                break
-            failure = value
-        retry = settings.retry
-        if retry is not None and is_transient(failure):
-            wait = retry.wait(attempt, retry_after(failure), started - first, random.random())
-            if wait is not None:
-                await _retrying(ex, key, tool, failure, attempt, wait, started)
-                continue
-        if not expired:
-            raise await _failed(ex, key, tool, failure, started, "raised") from failure
-        if write:
-            # The effect may or may not have happened: fail the whole run (no pattern
-            # may re-plan around it) so a resume re-executes with the same key.
-            await _failed(ex, key, tool, failure, started, "timed out")
-            raise WriteUncertain(
-                f"Write tool {tool.name!r} timed out after {settings.timeout} s ({key}); "
-                "whether its effect happened is unknown. Resume the run: the call is "
-                "made again with the same idempotency key."
-            ) from failure
-        value, is_error = f"Tool {tool.name!r} timed out after {settings.timeout} s.", True
-        break
+    try:
+        value, is_error, started = await _attempts(
+            ex, key, tool, arguments, tool_settings(ex, agent, tool)
+        )
+    except asyncio.CancelledError:
+        if write:  # cut off from outside (its branch's timeout), in a call or a retry's wait
+            ex.cut_off.add(key)
+        raise
     try:
         content = note + (value if isinstance(value, str) else dumps_str(value))
     except TypeError as exc:
@@ -133,6 +87,64 @@ async def execute(
     return ToolResult(call.id, call.name, content, is_error)
 
 
+async def _attempts(
+    ex: Execution, key: str, tool: Tool, arguments: dict[str, Any], settings: Settings
+) -> tuple[Any, bool, float]:
+    """(value, is_error, when the last attempt started), retrying as `settings` say."""
+    write = tool.effect == "write"
+    attempt, first = 0, 0.0
+    if ex.failures and (failures := ex.failures.pop(key, None)):
+        attempt, resume_at, elapsed = _resume_point(failures)
+        if (left := resume_at - time.time()) > 0:
+            await asyncio.sleep(left)  # what is left of a journaled wait
+        first = time.time() - elapsed
+    previous = ex.replay.get(key)
+    ex.started(key, "tool")
+    while True:
+        attempt += 1
+        started = time.time()
+        if attempt == 1:
+            first = started
+        if write and (previous is None or previous.status is not StepStatus.STARTED):
+            ex.writes.add(key)
+            await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
+        previous = None
+        try:
+            value, is_error, expired = await _attempt(ex, key, tool, arguments, settings)
+        except (Suspended, AnswerError, DeterminismError, RunHalted):
+            raise  # the run's own control flow and limits, not a failure of the tool
+        except BreakerOpen as exc:
+            return f"Tool {tool.name!r} is unavailable: {exc}", True, started
+        except Exception as exc:
+            failure: Exception = exc
+            expired = False
+        else:
+            if not expired:
+                return value, is_error, started
+            failure = value
+        retry = settings.retry
+        # A synchronous tool cut off by its timeout may still be running in its
+        # thread: a write is not called again beside it.
+        overlapping = expired and write and not tool.is_async
+        if retry is not None and is_transient(failure) and not overlapping:
+            wait = retry.wait(attempt, retry_after(failure), time.time() - first, random.random())
+            if wait is not None:
+                await _retrying(ex, key, tool, failure, attempt, wait, started)
+                continue
+        if not expired:
+            raise await _failed(ex, key, tool, failure, started, "raised") from failure
+        if write:
+            # The effect may or may not have happened: fail the whole run (no pattern
+            # may re-plan around it) so a resume re-executes with the same key.
+            await _failed(ex, key, tool, failure, started, "timed out")
+            raise WriteUncertain(
+                f"Write tool {tool.name!r} timed out after {settings.timeout} s ({key}); "
+                "whether its effect happened is unknown. Resume the run: the call is "
+                "made again with the same idempotency key."
+            ) from failure
+        return f"Tool {tool.name!r} timed out after {settings.timeout} s.", True, started
+
+
 async def _attempt(
     ex: Execution, key: str, tool: Tool, arguments: dict[str, Any], settings: Settings
 ) -> tuple[Any, bool, bool]:
@@ -142,10 +154,10 @@ async def _attempt(
         return await _timed(ex, key, tool, arguments, settings.timeout)
     name = f"tool:{tool.name}"
     permit = await ex.breakers.acquire(name, settings.breaker)
-    if permit.transition is not None and ex.sink is not None:
-        ex.sink(BreakerChanged(ex.run_id, key, name, *permit.transition))
     outcome: bool | None = None
     try:
+        if permit.transition is not None and ex.sink is not None:
+            ex.sink(BreakerChanged(ex.run_id, key, name, *permit.transition))
         result = await _timed(ex, key, tool, arguments, settings.timeout)
         outcome = not result[2]
         return result
@@ -206,7 +218,7 @@ async def invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any])
 
 
 def _resume_point(failures: list[Entry]) -> tuple[int, float, float]:
-    """(attempts made, when the next may start, seconds spent so far) after the
+    """(attempts made, when the next may start, seconds from the first attempt to then) after the
     journaled failed attempts of a call; a call that had failed for good starts over."""
     if not failures or not isinstance(failures[-1].result, dict):
         return 0, 0.0, 0.0
@@ -221,8 +233,5 @@ def _resume_point(failures: list[Entry]) -> tuple[int, float, float]:
         ),
         last,
     )
-    return (
-        int(last.result["attempt"]),
-        last.ended_at + last.result["retry_in"],
-        last.ended_at - first.started_at,
-    )
+    due = last.ended_at + last.result["retry_in"]  # the wait counts towards max_time
+    return int(last.result["attempt"]), due, due - first.started_at

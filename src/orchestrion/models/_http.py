@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
+
+from orchestrion.policy import retry_after_header as retry_after
 
 
 class _Closable(Protocol):
@@ -38,22 +38,6 @@ class OwnsClient(Generic[ClientT]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
-    try:
-        return float(headers["retry-after-ms"]) / 1000
-    except (KeyError, ValueError):
-        pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
 def transient(status: int, headers: Mapping[str, str]) -> bool:

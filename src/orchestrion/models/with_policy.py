@@ -44,11 +44,13 @@ def with_policy(model: Model | str, policy: Policy) -> PolicyModel:
         Agent(model=with_policy("openai:gpt-4.1-mini", Policy(timeout=20,
               fallback=["anthropic:claude-haiku-4-5"])), ...)
     """
-    if isinstance(model, PolicyModel):
-        return PolicyModel(model.model, policy.over(model.policy))
+    if not isinstance(policy, Policy):
+        raise UserError(f"with_policy({model!r}, {policy!r}): give a Policy(...).")
     if any(not isinstance(f, str) and not isinstance(f, Model) for f in policy.fallback or ()):
         raise UserError(
             f"with_policy({model!r}): a model's fallback lists models (or their names), "
             "not agents; give fallback agents to the agent's policy."
         )
+    if isinstance(model, PolicyModel):
+        return PolicyModel(model.model, policy.over(model.policy))
     return PolicyModel(model, policy)

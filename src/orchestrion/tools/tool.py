@@ -72,6 +72,8 @@ class Tool:
             )
         if self.local and self.effect == "write":
             raise UserError(f"Tool {name!r}: a write tool cannot be local (it would run again on replay).")
+        if self.policy is not None and not isinstance(self.policy, Policy):
+            raise UserError(f"Tool {name!r}: policy={self.policy!r} is not a Policy(...).")
         if self.policy is not None and self.policy.fallback:
             raise UserError(f"Tool {name!r}: a tool's policy cannot have a fallback.")
         if self.policy is not None and self.timeout is not None and self.policy.timeout is not None:
