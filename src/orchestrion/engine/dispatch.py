@@ -10,6 +10,7 @@ from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
 from orchestrion.engine.events import FallbackUsed
 from orchestrion.engine.execution import Context, Execution
+from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import RunError, RunHalted, describe
 from orchestrion.runnable import Runnable
 
@@ -43,10 +44,12 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
         if i == len(chain) - 1:
             return await run_agent(ex, key, member, input)
         mark = f"{key}/gave-up"
-        done = ex.claim(mark, f"the fallback from agent {member.name!r}")
-        if done is not None:
+        site = f"the fallback from agent {member.name!r}"
+        recorded = ex.replay.get(mark)
+        if recorded is not None and recorded.status is StepStatus.COMPLETED:
+            ex.claim(mark, site)  # a step only where the agent did give up
             ex.usage += ex.usage_under(key)  # what the agent spent before it gave up
-            ex.replayed(mark, "fallback", done.result)
+            ex.replayed(mark, "fallback", recorded.result)
             continue
         started = time.time()
         try:
@@ -63,6 +66,7 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
                     f"write under another idempotency key. The failure: {exc}"
                 ) from exc
             result = {**describe(exc), "agent": member.name, "fallback": following}
+            ex.claim(mark, site)
             await ex.completed(mark, "fallback", result, started)
             if ex.sink is not None:
                 message = f"{type(exc).__name__}: {exc}"
