@@ -100,13 +100,17 @@ async def request_with_policy(
         if attempt > 1 or index > 0:
             ex.check_budget(link.model.name)
         try:
-            response, error, opened = await _attempt(ex, key, link, request)
+            if link.settings.breaker is None:
+                return await _call(ex, key, link, request), index
+            response, error, opened = await _guarded(ex, key, link, request)
+            if error is None:
+                assert response is not None
+                return response, index
+        except ModelError as exc:
+            error, opened = exc, False
         except (OrchestrionError, AssertionError) as exc:  # AssertionError: a test fake's verdict
             await ex.failed(key, "model", exc, started)
             raise
-        if error is None:
-            assert response is not None
-            return response, index
         retry = link.settings.retry
         wait = None
         # An attempt that opened the circuit (or met it open) goes to the fallback.
@@ -137,17 +141,13 @@ async def request_with_policy(
             raise _final(key, chain, index, attempt, error)
 
 
-async def _attempt(
+async def _guarded(
     ex: Execution, key: str, link: Link, request: ModelRequest
 ) -> tuple[ModelResponse | None, ModelError | BreakerOpen | None, bool]:
-    """One call to `link.model`, through its breaker and within its timeout: its
-    response, or why it failed and whether that failure opened the circuit."""
+    """One call to `link.model` through its breaker: its response, or why it failed
+    and whether that failure opened the circuit."""
     model, breaker = link.model, link.settings.breaker
-    if breaker is None:
-        try:
-            return await _call(ex, key, link, request), None, False
-        except ModelError as exc:
-            return None, exc, False
+    assert breaker is not None
     try:
         permit = await ex.breakers.acquire(model.name, breaker)
     except BreakerOpen as exc:

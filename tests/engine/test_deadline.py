@@ -1,0 +1,65 @@
+"""`Deadline` behaves like `asyncio.timeout`, on its own timer or on the coarse watch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrion.engine import deadline as deadlines
+from orchestrion.engine.deadline import Deadline
+
+
+@pytest.fixture(params=["timer", "watch"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "watch":  # every deadline goes through the watch, ticking fast
+        monkeypatch.setattr(deadlines, "COARSE", 0.0)
+        monkeypatch.setattr(deadlines, "TICK", 0.005)
+    return str(request.param)
+
+
+async def test_a_deadline_that_runs_out_raises_timeout_error(mode: str) -> None:
+    with pytest.raises(TimeoutError):
+        with Deadline(0.02) as d:
+            await asyncio.Event().wait()
+    assert d.expired
+
+
+async def test_a_block_that_finishes_in_time_is_left_alone(mode: str) -> None:
+    with Deadline(1.0) as d:
+        await asyncio.sleep(0.01)
+    assert not d.expired
+    await asyncio.sleep(0.03)  # no late cancellation reaches the task
+
+
+async def test_a_cancellation_from_outside_stays_a_cancellation(mode: str) -> None:
+    async def body() -> None:
+        with Deadline(10.0):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_nested_deadlines_the_inner_one_fires(mode: str) -> None:
+    with Deadline(10.0) as outer:
+        with pytest.raises(TimeoutError), Deadline(0.02):
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)
+    assert not outer.expired
+
+
+async def test_the_watch_stops_ticking_when_no_deadline_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(deadlines, "COARSE", 0.0)
+    monkeypatch.setattr(deadlines, "TICK", 0.005)
+    with Deadline(10.0):
+        await asyncio.sleep(0)
+    watch = deadlines._watch(asyncio.get_running_loop())
+    assert watch.deadlines == {}
+    await asyncio.sleep(0.02)
+    assert watch.armed is False
