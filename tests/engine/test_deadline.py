@@ -19,9 +19,8 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 async def test_a_deadline_that_runs_out_raises_timeout_error(mode: str) -> None:
-    with pytest.raises(TimeoutError):
-        with Deadline(0.02) as d:
-            await asyncio.Event().wait()
+    with pytest.raises(TimeoutError), Deadline(0.02) as d:
+        await asyncio.Event().wait()
     assert d.expired
 
 
