@@ -146,6 +146,12 @@ class Policy:
         if self.fallback is not None:
             object.__setattr__(self, "fallback", tuple(self.fallback))
 
+    def settings(self) -> Settings:
+        """What this policy, resolved, gives a call: None for each field that is off."""
+        return Settings(
+            timeout=self.timeout or None, retry=self.retry or None, breaker=self.breaker or None
+        )
+
     def over(self, outer: Policy | None) -> Policy:
         """This policy with each unset field taken from `outer`."""
         if outer is None:
@@ -176,17 +182,6 @@ class Settings:
     timeout: float | None = None
     retry: Retry | None = None
     breaker: Breaker | None = None
-
-
-def settings(policy: Policy, default_timeout: float | None = None) -> Settings:
-    """The settings a resolved `policy` gives a call; `default_timeout` when the
-    policy leaves the timeout unset."""
-    timeout = default_timeout if policy.timeout is None else policy.timeout
-    return Settings(
-        timeout=timeout or None,
-        retry=policy.retry or None,
-        breaker=policy.breaker or None,
-    )
 
 
 _TRANSIENT_STATUS = frozenset({408, 409, 429})

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from orchestrion.engine.execution import Execution
 
 MODEL_DEFAULTS = Policy(timeout=MODEL_TIMEOUT, retry=Retry())
-DEFAULT_SETTINGS = Settings(timeout=MODEL_TIMEOUT, retry=Retry())
+DEFAULT_SETTINGS = MODEL_DEFAULTS.settings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +72,7 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> tuple[Link, ...]:
 
 
 def model_settings(policy: Policy | None) -> Settings:
-    resolved = MODEL_DEFAULTS if policy is None else policy.over(MODEL_DEFAULTS)
-    return Settings(
-        timeout=resolved.timeout or None,
-        retry=resolved.retry or None,
-        breaker=resolved.breaker or None,
-    )
+    return (MODEL_DEFAULTS if policy is None else policy.over(MODEL_DEFAULTS)).settings()
 
 
 async def request_with_policy(

@@ -47,11 +47,7 @@ def tool_settings(ex: Execution, agent: Agent[Any], tool: Tool) -> Settings:
     if outer is not None and tool.effect == "write":
         outer = Policy(breaker=outer.breaker)
     policy = own.over(outer) if own is not None else outer
-    if policy is None:
-        return NO_SETTINGS
-    return Settings(
-        timeout=policy.timeout or None, retry=policy.retry or None, breaker=policy.breaker or None
-    )
+    return NO_SETTINGS if policy is None else policy.settings()
 
 
 async def execute(
