@@ -125,3 +125,16 @@ async def test_a_submission_racing_the_first_ones_store_write_waits_for_it(store
     second = await runtime.run(agent, "go", idempotency_key="k")
     assert second.status is RunStatus.COMPLETED and second.output == "only once"
     assert (await first).run_id == second.run_id
+
+
+async def test_streaming_with_a_used_key_yields_the_existing_runs_end(store: Store) -> None:
+    from orchestrion import RunFinished, StepCompleted
+
+    agent = Agent(name="a", model=ScriptedModel(["streamed once"]))
+    runtime = Runtime(store)
+    first = [e async for e in runtime.stream(agent, "go", idempotency_key="k")]
+    assert any(isinstance(e, StepCompleted) for e in first)
+    again = [e async for e in runtime.stream(agent, "go", idempotency_key="k")]
+    assert len(again) == 1 and isinstance(again[0], RunFinished)
+    assert again[0].result.run_id == first[-1].run_id  # type: ignore[union-attr]
+    assert again[0].result.output == "streamed once"

@@ -165,10 +165,28 @@ class Runtime:
         With an `idempotency_key` already used, no second run starts: the result
         is the existing run's (awaited if it works in this process; as it stands
         otherwise, e.g. `running` for a run that crashed: resume it)."""
+        result, _ = await self._start(
+            runnable, input, run_id, target, idempotency_key, deps, budget, self._sink(None)
+        )
+        return result
+
+    async def _start(
+        self,
+        runnable: Runnable,
+        input: JSON,
+        run_id: str | None,
+        target: str | None,
+        idempotency_key: str | None,
+        deps: Any,
+        budget: Budget | None,
+        sink: Sink | None,
+    ) -> tuple[RunResult[Any], bool]:
+        """A new run's result, or (with a key already used) the existing run's;
+        True when it is the existing one."""
         if idempotency_key is not None:
             existing = await self._submitted(idempotency_key, runnable, input)
             if existing is not None:
-                return existing
+                return existing, True
         # Reserved before the record exists, so a submission that finds it waits for it.
         with self._working(run_id or _new_id()) as reserved:
             try:
@@ -179,10 +197,8 @@ class Runtime:
                 existing = await self._submitted(idempotency_key, runnable, input)
                 if existing is None:
                     raise
-                return existing  # another submission with the key won the race
-            return await self._execute(
-                record, runnable, [], {}, deps, self._sink(None), False, budget
-            )
+                return existing, True  # another submission with the key won the race
+            return await self._execute(record, runnable, [], {}, deps, sink, False, budget), False
 
     async def stream(
         self,
@@ -192,16 +208,20 @@ class Runtime:
         run_id: str | None = None,
         deps: Any = None,
         budget: Budget | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncIterator[Event]:
-        """Run like `run`, yielding events as they happen; the last is `RunFinished`."""
+        """Run like `run`, yielding events as they happen; the last is `RunFinished`.
+        With an `idempotency_key` already used, only the existing run's `RunFinished`."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        record = await self._create(runnable, input, run_id, None)
 
         async def work() -> RunResult[Any]:
-            with self._working(record.id):
-                return await self._execute(
-                    record, runnable, [], {}, deps, self._sink(queue.put_nowait), False, budget
-                )
+            sink = self._sink(queue.put_nowait)
+            result, existing = await self._start(
+                runnable, input, run_id, None, idempotency_key, deps, budget, sink
+            )
+            if existing:
+                queue.put_nowait(RunFinished(result.run_id, result))
+            return result
 
         task = asyncio.create_task(work())
         task.add_done_callback(lambda _: queue.put_nowait(None))
