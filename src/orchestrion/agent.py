@@ -150,7 +150,6 @@ class Agent(Generic[OutputT]):
             sum(len(d.name) + len(d.description) + len(str(d.parameters)) for d in definitions),
         )
 
-
     def _fallback_agents(self) -> tuple[Agent[Any], ...]:
         if self.policy is not None and not isinstance(self.policy, Policy):
             raise UserError(f"Agent {self.name!r}: policy={self.policy!r} is not a Policy(...).")
@@ -168,6 +167,16 @@ class Agent(Generic[OutputT]):
                 raise UserError(
                     f"Agent {self.name!r}: policy fallback {f!r} is neither an Agent nor a model."
                 )
+        named: dict[str, Agent[Any]] = {self.name: self}
+        stack = list(agents)
+        while stack:  # the fallbacks' own fallbacks join the chain: names stay unique
+            a = stack.pop()
+            if named.setdefault(a.name, a) is not a:
+                raise UserError(
+                    f"Agent {self.name!r}: two different agents named {a.name!r} are in its "
+                    "chain of fallbacks; their steps are keyed by name. Rename one."
+                )
+            stack.extend(a.fallback_agents)
         return tuple(agents)
 
 

@@ -59,7 +59,11 @@ class Retry:
     exactly the backoff."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
+        if (
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or self.attempts < 1
+        ):
             raise UserError(f"Retry(attempts={self.attempts!r}): attempts must be an int >= 1.")
         _seconds(self, initial=self.initial, max_wait=self.max_wait, max_time=self.max_time)
         _seconds(self, multiplier=self.multiplier, jitter=self.jitter)
@@ -81,7 +85,10 @@ class Retry:
                 return None
             wait = retry_after  # the server said when: not sooner, and no jitter
         else:
-            backoff = min(self.max_wait, self.initial * self.multiplier ** (attempt - 1))
+            try:
+                backoff = min(self.max_wait, self.initial * self.multiplier ** (attempt - 1))
+            except OverflowError:
+                backoff = self.max_wait
             wait = backoff * (1 - self.jitter * rand)
         return wait if elapsed + wait <= self.max_time else None
 
@@ -104,7 +111,7 @@ class Breaker:
     def __post_init__(self) -> None:
         for name in ("failures", "probes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{self!r}: {name} must be an int >= 1.")
         _seconds(self, window=self.window, cooldown=self.cooldown)
         if self.window <= 0:
@@ -208,34 +215,43 @@ def is_transient(exc: BaseException) -> bool:
 
 def retry_after(exc: BaseException) -> float | None:
     """The seconds the failed call's server asked to wait (Retry-After), if any:
-    the exception's `retry_after`, or the headers of its `response`."""
+    the exception's `retry_after`, or the headers of its `response` (or its own)."""
     value = getattr(exc, "retry_after", None)
-    if isinstance(value, int | float):
-        return max(0.0, float(value))
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    return retry_after_header(headers) if isinstance(headers, Mapping) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _wait(float(value))
+    for owner in (getattr(exc, "response", None), exc):
+        headers = getattr(owner, "headers", None)
+        if isinstance(headers, Mapping):
+            return retry_after_header(headers)
+    return None
 
 
 def retry_after_header(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
     try:
-        return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        return _wait(float(headers["retry-after-ms"]) / 1000)
     except (KeyError, ValueError, TypeError):
         pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        return _wait(float(value))
     except ValueError:
         parsed = email.utils.parsedate_tz(value)
         return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
+def _wait(seconds: float) -> float | None:
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def status_code(exc: BaseException) -> int | None:
-    """The HTTP status a failed call's exception carries, if any."""
+    """The HTTP status a failed call's exception carries, if any: its or its
+    `response`'s `status_code` (httpx, requests) or `status` (aiohttp)."""
     for owner in (exc, getattr(exc, "response", None)):
-        status = getattr(owner, "status_code", None)
-        if isinstance(status, int):
-            return status
+        for name in ("status_code", "status"):
+            status = getattr(owner, name, None)
+            if isinstance(status, int) and not isinstance(status, bool):
+                return status
     return None

@@ -208,3 +208,50 @@ async def test_a_resume_counts_what_the_replaced_agent_spent(tmp_path: Path) -> 
     assert result.output == "from the backup"
     assert result.usage.requests == 2  # the primary's answer before it broke, and the backup's
     await resumed.close()
+
+
+def test_two_different_agents_of_one_name_in_a_chain_are_refused() -> None:
+    inner = Agent(name="helper", model="test:x")
+    middle = Agent(name="middle", model="test:x", policy=Policy(fallback=[inner]))
+    other = Agent(name="helper", model="test:y")
+    with pytest.raises(UserError, match="two different agents named 'helper'"):
+        Agent(name="top", model="test:x", policy=Policy(fallback=[middle, other]))
+    shared = Agent(name="top2", model="test:x", policy=Policy(fallback=[middle, inner]))
+    assert shared.fallback_agents == (middle, inner)  # the same agent twice is fine
+
+
+async def test_a_replaced_agents_fallbacks_are_not_counted_twice_on_resume(tmp_path: Path) -> None:
+    from orchestrion import tool
+    from orchestrion.testing import call
+
+    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
+    backup_model = ScriptedModel([call("noop"), "done"])
+
+    @tool
+    def noop() -> str:
+        return "ok"
+
+    paused: list[bool] = []
+
+    def crash_once(event: Event) -> None:
+        from orchestrion import StepCompleted
+
+        if (
+            isinstance(event, StepCompleted)
+            and event.key.endswith("backup/turn-1/model")
+            and not paused
+        ):
+            paused.append(True)
+            raise Crash
+
+    backup = Agent(name="backup", model=backup_model, tools=[noop])
+    primary = Agent(
+        name="primary", model=broken("p"), policy=Policy(retry=False, fallback=[backup])
+    )
+    with pytest.raises(Crash):
+        await Runtime(store, sinks=[crash_once]).run(primary, "go", run_id="r1")
+    resumed = Runtime(store)
+    result = await resumed.resume("r1", runnable=primary)
+    assert result.output == "done"
+    assert result.usage.requests == 2  # the backup's two answers, once each
+    await resumed.close()

@@ -54,7 +54,7 @@ async def test_half_open_admits_probes_per_round_not_per_moment() -> None:
     await breakers.release(first, True)
     second = await breakers.acquire("m", config)
     # Two probes this round already: a third call is refused even though none is in flight.
-    with pytest.raises(BreakerOpen, match="half-open, and its 2 probe call"):
+    with pytest.raises(BreakerOpen, match="half-open, and the 2 probe call"):
         await breakers.acquire("m", config)
     assert await breakers.release(second, True) == ("half-open", "closed")
 

@@ -62,3 +62,18 @@ async def test_the_watch_stops_ticking_when_no_deadline_is_left(
     assert watch.deadlines == {}
     await asyncio.sleep(0.02)
     assert watch.armed is False
+
+
+def test_a_loop_that_is_done_with_is_not_kept_alive() -> None:
+    import gc
+
+    async def one_call() -> None:
+        with Deadline(60.0):  # the coarse watch: the default model timeout
+            await asyncio.sleep(0)
+
+    for _ in range(20):
+        asyncio.run(one_call())
+    gc.collect()
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    assert len(loops) <= 1  # at most pytest's own
+    assert len(deadlines._watches) <= 1

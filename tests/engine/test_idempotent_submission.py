@@ -138,3 +138,20 @@ async def test_streaming_with_a_used_key_yields_the_existing_runs_end(store: Sto
     assert len(again) == 1 and isinstance(again[0], RunFinished)
     assert again[0].result.run_id == first[-1].run_id  # type: ignore[union-attr]
     assert again[0].result.output == "streamed once"
+
+
+async def test_a_repeat_with_the_same_run_id_and_key_waits_for_the_first(store: Store) -> None:
+    real_create = store.create_run
+
+    async def slow_insert(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.05)  # the record is not written yet when the repeat comes
+        await real_create(*args, **kwargs)
+
+    store.create_run = slow_insert  # type: ignore[method-assign]
+    agent = Agent(name="a", model=ScriptedModel(["answer"]))
+    runtime = Runtime(store)
+    first = asyncio.create_task(runtime.run(agent, "go", run_id="order-1", idempotency_key="k"))
+    await asyncio.sleep(0.01)
+    again = await runtime.run(agent, "go", run_id="order-1", idempotency_key="k")
+    assert again.run_id == "order-1" and again.output == "answer"
+    assert (await first).output == "answer"

@@ -334,3 +334,22 @@ async def test_a_sync_write_that_timed_out_is_not_called_again_beside_itself(
     assert result.status is RunStatus.FAILED
     assert result.error is not None and result.error["type"] == "WriteUncertain"
     assert calls == 1
+
+
+def test_policy_edges_are_refused_or_safe() -> None:
+    from orchestrion.policy import retry_after_header
+
+    with pytest.raises(UserError, match="attempts must be an int"):
+        Retry(attempts=True)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="probes must be an int"):
+        Breaker(probes=True)  # type: ignore[arg-type]
+    huge = Retry(attempts=50, multiplier=1e10, max_wait=3.0, max_time=1e9, jitter=0)
+    assert huge.wait(40, None, 0.0, 0.5) == 3.0  # no OverflowError
+    assert retry_after_header({"retry-after": "nan"}) is None
+    assert retry_after_header({"retry-after": "-5"}) == 0.0
+
+    def f() -> str:
+        return ""
+
+    with pytest.raises(UserError, match=r"Tool 'f': timeout=-1 must be a number of seconds > 0"):
+        tool(timeout=-1)(f)

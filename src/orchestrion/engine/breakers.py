@@ -173,7 +173,7 @@ class MemoryBreakers:
     def _open(name: str, circuit: _Circuit, left: float) -> BreakerOpen:
         c = circuit.config
         if left <= 0:
-            why = f"half-open, and its {c.probes} probe call(s) are under way"
+            why = f"half-open, and the {c.probes} probe call(s) of this round are taken"
         elif circuit.reopened:
             why = (
                 f"open again after a failed probe call; the next probe goes through in {left:.1f} s"

@@ -40,7 +40,7 @@ class Deadline:
         self._watch: _Watch | None = None
         if self._seconds >= COARSE:
             self._watch = _watch(loop)
-            self._watch.add(self, loop.time() + self._seconds)
+            self._watch.add(loop, self, loop.time() + self._seconds)
         else:
             self._handle = loop.call_at(loop.time() + self._seconds, self.expire)
         return self
@@ -68,46 +68,45 @@ class Deadline:
 
 
 class _Watch:
-    """The long deadlines of one event loop, looked at once a second while there are any."""
+    """The long deadlines of one event loop, looked at once a second while there are any.
+    It holds its loop weakly: a loop that is done with is not kept alive by it."""
 
-    __slots__ = ("armed", "deadlines", "loop")
+    __slots__ = ("__weakref__", "armed", "deadlines")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.deadlines: dict[Deadline, float] = {}
         self.armed = False
 
-    def add(self, deadline: Deadline, when: float) -> None:
+    def add(self, loop: asyncio.AbstractEventLoop, deadline: Deadline, when: float) -> None:
         self.deadlines[deadline] = when
         if not self.armed:
             self.armed = True
-            self.loop.call_later(TICK, self.tick)
+            loop.call_later(TICK, self.tick, loop)
 
-    def tick(self) -> None:
-        now = self.loop.time()
+    def tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
         for deadline, when in list(self.deadlines.items()):
             if when <= now:
                 del self.deadlines[deadline]
                 deadline.expire()
         self.armed = bool(self.deadlines)
         if self.armed:
-            self.loop.call_later(TICK, self.tick)
+            loop.call_later(TICK, self.tick, loop)
 
 
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = (
-    weakref.WeakKeyDictionary()
-)
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
 
 
-_last: _Watch | None = None
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], _Watch] | None = None
+"""The loop seen last and its watch: the usual case, one loop, skips the lookup."""
 
 
 def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
     global _last
-    if _last is not None and _last.loop is loop:  # the usual case: one loop
-        return _last
+    if _last is not None and _last[0]() is loop:
+        return _last[1]
     watch = _watches.get(loop)
     if watch is None:
-        watch = _watches[loop] = _Watch(loop)
-    _last = watch
+        watch = _watches[loop] = _Watch()
+    _last = (weakref.ref(loop), watch)
     return watch

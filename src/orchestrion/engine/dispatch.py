@@ -48,7 +48,8 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
         recorded = ex.replay.get(mark)
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             ex.claim(mark, site)  # a step only where the agent did give up
-            ex.usage += ex.usage_under(key)  # what the agent spent before it gave up
+            # What the agent spent before it gave up; its fallbacks' steps replay themselves.
+            ex.usage += ex.usage_under(key, besides=f"{primary}/fallback" if i == 0 else None)
             ex.replayed(mark, "fallback", recorded.result)
             continue
         started = time.time()

@@ -192,9 +192,10 @@ class Execution:
         self.seq += 1
         return self.store.append(self.run_id, (entry,), durable=durable or self.sync)
 
-    def usage_under(self, key: str) -> Usage:
-        """Usage of the journaled model steps below `key`: a replayed step that
-        skips its children (a delegation, a branch) still counts what they spent."""
+    def usage_under(self, key: str, *, besides: str | None = None) -> Usage:
+        """Usage of the journaled model steps below `key` (except those below
+        `besides`): a replayed step that skips its children (a delegation, a
+        branch) still counts what they spent."""
         if self._model_keys is None:  # built once per resume, on first need
             models = sorted(
                 (k, ModelResponse.from_json(e.result).usage)
@@ -203,13 +204,19 @@ class Execution:
             )
             self._model_keys = [k for k, _ in models]
             self._model_usage = [u for _, u in models]
-        prefix = key + "/"
-        start = bisect.bisect_left(self._model_keys, prefix)
-        end = bisect.bisect_left(self._model_keys, prefix + "\U0010ffff")
+        start, end = self._span(key)
+        skip_start, skip_end = self._span(besides) if besides is not None else (end, end)
         total = Usage()
-        for usage in self._model_usage[start:end]:
+        for usage in self._model_usage[start:skip_start] + self._model_usage[skip_end:end]:
             total += usage
         return total
+
+    def _span(self, key: str) -> tuple[int, int]:
+        """Where the model keys below `key` lie in the sorted `_model_keys`."""
+        assert self._model_keys is not None
+        prefix = key + "/"
+        start = bisect.bisect_left(self._model_keys, prefix)
+        return start, bisect.bisect_left(self._model_keys, prefix + "\U0010ffff")
 
     def replayed(self, key: str, kind: str, result: JSON) -> None:
         if self.sink is not None:
@@ -272,13 +279,13 @@ class Execution:
         """One request to `model`, streamed to the sink if there is one."""
         return model.request(request) if self.sink is None else self._stream(key, model, request)
 
-    def check_budget(self, model: str, *, ahead: float = 0.0) -> None:
-        """Raise `BudgetExceeded` if the run's budget is spent (before a model call),
-        or will be after `ahead` more seconds (before a retry's wait)."""
+    def check_budget(self, model: str | None, *, ahead: float = 0.0) -> None:
+        """Raise `BudgetExceeded` if the run's budget is spent (before a call of
+        `model`, if given), or will be after `ahead` more seconds (before a retry's wait)."""
         budget = self.budget
         if budget is None:
             return
-        if budget.cost is not None:
+        if budget.cost is not None and model is not None:
             self._check_price(budget.cost, model)
         reached = budget.exceeded(self.usage, self.steps, time.time() + ahead - self.created_at)
         if reached is not None:
@@ -286,7 +293,7 @@ class Execution:
             if ahead and limit == "seconds":
                 what = f"would pass {budget.seconds:g} s during a retry wait of {ahead:.1f} s"
             raise BudgetExceeded(
-                f"Run {self.run_id} stopped before its next model call: it {what} "
+                f"Run {self.run_id} stopped before its next {'model ' if model else ''}call: it {what} "
                 f"(Budget {limit}). Its {self.steps} steps are kept in the journal; resume "
                 "it with a larger budget to go on.",
                 budget=limit,

@@ -184,6 +184,8 @@ class Runtime:
         """A new run's result, or (with a key already used) the existing run's;
         True when it is the existing one."""
         if idempotency_key is not None:
+            if run_id is not None and (working := self._finished.get(run_id)) is not None:
+                await working.wait()  # the same submission, its record not written yet
             existing = await self._submitted(idempotency_key, runnable, input)
             if existing is not None:
                 return existing, True
@@ -366,9 +368,7 @@ class Runtime:
 
     # -- internals -------------------------------------------------------------
 
-    async def _submitted(
-        self, key: str, runnable: Runnable, input: JSON
-    ) -> RunResult[Any] | None:
+    async def _submitted(self, key: str, runnable: Runnable, input: JSON) -> RunResult[Any] | None:
         """The result of the run submitted with idempotency key `key`, if there is one."""
         record = await self.store.find_run(idempotency_key=key)
         if record is None:
@@ -558,7 +558,9 @@ class Runtime:
             partial = _partial(ex.outputs)
             error = {**describe(exc), "partial": partial}
             await store.update_run(run_id, status=RunStatus.STOPPED, error=error, usage=_usage(ex))
-            return RunResult(run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.usage)
+            return RunResult(
+                run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.usage
+            )
         except RunError as exc:
             error = describe(exc)
             await store.update_run(run_id, status=RunStatus.FAILED, error=error, usage=_usage(ex))

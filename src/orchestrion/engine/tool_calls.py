@@ -190,6 +190,7 @@ async def _retrying(
     error.__cause__ = exc
     result = {**describe(error), "attempt": attempt, "retry_in": round(wait, 3)}
     await ex.record(key, "tool", StepStatus.FAILED, result, started, durable=tool.effect == "write")
+    ex.check_budget(None, ahead=wait)  # not a wait past the run's budget
     if ex.sink is not None:
         message = f"{type(exc).__name__}: {exc}"
         ex.sink(Retrying(ex.run_id, key, "tool", f"tool:{tool.name}", attempt, message, wait))

@@ -72,6 +72,13 @@ class Tool:
             )
         if self.local and self.effect == "write":
             raise UserError(f"Tool {name!r}: a write tool cannot be local (it would run again on replay).")
+        if self.timeout is not None:
+            try:
+                Policy(timeout=self.timeout)  # the same check: a finite number > 0
+            except UserError:
+                raise UserError(
+                    f"Tool {name!r}: timeout={self.timeout!r} must be a number of seconds > 0."
+                ) from None
         if self.policy is not None and not isinstance(self.policy, Policy):
             raise UserError(f"Tool {name!r}: policy={self.policy!r} is not a Policy(...).")
         if self.policy is not None and self.policy.fallback:
