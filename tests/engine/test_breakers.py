@@ -29,7 +29,12 @@ async def test_failures_count_only_within_the_window() -> None:
         assert await breakers.release(await breakers.acquire("m", config), False) is None
     clock.now = 11  # both failures are out of the window now
     assert await breakers.release(await breakers.acquire("m", config), False) is None
-    assert (await breakers.states())[0].failures == 1
+    assert (await breakers.states())[0].to_json() == {
+        "name": "m",
+        "state": "closed",
+        "failures": 1,
+        "probe_in": 0.0,
+    }
     await breakers.release(await breakers.acquire("m", config), False)
     transition = await breakers.release(await breakers.acquire("m", config), False)
     assert transition == ("closed", "open")
