@@ -82,10 +82,8 @@ async def request_with_policy(
     index = attempt = 0
     first = 0.0
     if ex.failures and (failures := ex.failures.pop(key, None)):
-        index, attempt, resume_at, elapsed = _resume_point(failures, chain)
-        if (left := resume_at - time.time()) > 0:
-            await asyncio.sleep(left)  # what is left of a journaled wait
-        first = time.time() - elapsed
+        index, attempt, due, elapsed = _resume_point(failures, chain)
+        first = await resume_wait(due, elapsed)
     while True:
         link = chain[index]
         attempt += 1
@@ -151,7 +149,7 @@ async def _guarded(
     response = error = None
     try:
         if permit.transition is not None:
-            _changed(ex, key, model.name, permit.transition)
+            breaker_changed(ex, key, model.name, permit.transition)
         response = await _call(ex, key, link, request)
         outcome = True
     except ModelError as exc:
@@ -160,7 +158,7 @@ async def _guarded(
     finally:  # on cancellation and other errors too: a probe's slot is given back
         transition = await ex.breakers.release(permit, outcome)
         if transition is not None:
-            _changed(ex, key, model.name, transition)
+            breaker_changed(ex, key, model.name, transition)
     opened = transition is not None and transition[1] == "open"
     return response, error, opened
 
@@ -197,7 +195,7 @@ def _as_model_error(model: Model, exc: Exception) -> ModelError:
     )
 
 
-def _changed(ex: Execution, key: str, name: str, transition: tuple[str, str]) -> None:
+def breaker_changed(ex: Execution, key: str, name: str, transition: tuple[str, str]) -> None:
     if ex.sink is not None:
         ex.sink(BreakerChanged(ex.run_id, key, name, *transition))
 
@@ -227,30 +225,39 @@ def _final(
 
 
 def _resume_point(failures: list[Entry], chain: Sequence[Link]) -> tuple[int, int, float, float]:
-    """(chain position, attempts made there, when the next may start, seconds spent
-    on this model so far) after the journaled failed attempts of a step."""
-    if not failures:
-        return 0, 0, 0.0, 0.0
+    """(chain position, attempts made there, when the next may start, seconds from its
+    first attempt to then) after the journaled failed attempts of a step."""
     names = [link.model.name for link in chain]
-    last = failures[-1]
-    result = last.result if isinstance(last.result, dict) else {}
-    model, fallback = result.get("model"), result.get("fallback")
-    if "retry_in" in result and model in names:
-        first = last
-        for entry in reversed(failures):  # the first attempt of this model, this round
-            if not isinstance(entry.result, dict) or entry.result.get("model") != model:
-                break
-            first = entry
-            if entry.result.get("attempt") == 1:
-                break
-        # Seconds from the first attempt to when the next one was due: the wait counts.
-        elapsed = last.ended_at + result["retry_in"] - first.started_at
-        return (
-            names.index(model),
-            int(result["attempt"]),
-            last.ended_at + result["retry_in"],
-            elapsed,
-        )
-    if fallback in names:
-        return names.index(fallback), 0, 0.0, 0.0
+    retry = retry_point(failures)
+    last = failures[-1].result if failures and isinstance(failures[-1].result, dict) else {}
+    if retry is not None and last.get("model") in names:
+        return (names.index(last["model"]), *retry)
+    if last.get("fallback") in names:
+        return names.index(last["fallback"]), 0, 0.0, 0.0
     return 0, 0, 0.0, 0.0  # the step had failed for good: a resume starts it over
+
+
+def retry_point(failures: list[Entry]) -> tuple[int, float, float] | None:
+    """(attempts made, when the next is due, seconds from the first attempt to then)
+    when the last journaled failure of a call was to be retried, else None. The
+    first attempt is the latest `attempt == 1` of the same target (`model`, if any)."""
+    last = failures[-1] if failures else None
+    if last is None or not isinstance(last.result, dict) or "retry_in" not in last.result:
+        return None
+    target, first = last.result.get("model"), last
+    for entry in reversed(failures):
+        if not isinstance(entry.result, dict) or entry.result.get("model") != target:
+            break
+        first = entry
+        if entry.result.get("attempt") == 1:
+            break
+    due = last.ended_at + last.result["retry_in"]  # the wait counts towards max_time
+    return int(last.result["attempt"]), due, due - first.started_at
+
+
+async def resume_wait(due: float, elapsed: float) -> float:
+    """Wait what is left until `due`, a journaled retry's time; return when the
+    first attempt counts as started, so that `max_time` goes on where it was."""
+    if (left := due - time.time()) > 0:
+        await asyncio.sleep(left)
+    return time.time() - elapsed

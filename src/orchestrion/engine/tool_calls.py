@@ -17,10 +17,11 @@ from typing import Any
 
 from orchestrion._json import dumps_str
 from orchestrion.agent import Agent
+from orchestrion.engine.attempts import breaker_changed, resume_wait, retry_point
 from orchestrion.engine.deadline import Deadline
-from orchestrion.engine.events import BreakerChanged, Retrying
+from orchestrion.engine.events import Retrying
 from orchestrion.engine.execution import Context, Execution, Suspended
-from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import (
     AnswerError,
     BreakerOpen,
@@ -89,11 +90,10 @@ async def _attempts(
     """(value, is_error, when the last attempt started), retrying as `settings` say."""
     write = tool.effect == "write"
     attempt, first = 0, 0.0
-    if ex.failures and (failures := ex.failures.pop(key, None)):
-        attempt, resume_at, elapsed = _resume_point(failures)
-        if (left := resume_at - time.time()) > 0:
-            await asyncio.sleep(left)  # what is left of a journaled wait
-        first = time.time() - elapsed
+    failures = ex.failures.pop(key, None) if ex.failures else None
+    if failures and (journaled := retry_point(failures)) is not None:  # else it starts over
+        attempt, due, elapsed = journaled
+        first = await resume_wait(due, elapsed)
     previous = ex.replay.get(key)
     ex.started(key, "tool")
     while True:
@@ -152,8 +152,8 @@ async def _attempt(
     permit = await ex.breakers.acquire(name, settings.breaker)
     outcome: bool | None = None
     try:
-        if permit.transition is not None and ex.sink is not None:
-            ex.sink(BreakerChanged(ex.run_id, key, name, *permit.transition))
+        if permit.transition is not None:
+            breaker_changed(ex, key, name, permit.transition)
         result = await _timed(ex, key, tool, arguments, settings.timeout)
         outcome = not result[2]
         return result
@@ -162,8 +162,8 @@ async def _attempt(
         raise
     finally:
         transition = await ex.breakers.release(permit, outcome)
-        if transition is not None and ex.sink is not None:
-            ex.sink(BreakerChanged(ex.run_id, key, name, *transition))
+        if transition is not None:
+            breaker_changed(ex, key, name, transition)
 
 
 async def _timed(
@@ -212,23 +212,3 @@ async def invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any])
         return await tool.function(*args, **arguments)
     # Synchronous tools may block: run them off the event loop.
     return await asyncio.to_thread(tool.function, *args, **arguments)
-
-
-def _resume_point(failures: list[Entry]) -> tuple[int, float, float]:
-    """(attempts made, when the next may start, seconds from the first attempt to then) after the
-    journaled failed attempts of a call; a call that had failed for good starts over."""
-    if not failures or not isinstance(failures[-1].result, dict):
-        return 0, 0.0, 0.0
-    last = failures[-1]
-    if "retry_in" not in last.result:
-        return 0, 0.0, 0.0
-    first = next(
-        (
-            e
-            for e in reversed(failures)
-            if isinstance(e.result, dict) and e.result.get("attempt") == 1
-        ),
-        last,
-    )
-    due = last.ended_at + last.result["retry_in"]  # the wait counts towards max_time
-    return int(last.result["attempt"]), due, due - first.started_at
