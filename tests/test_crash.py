@@ -33,7 +33,8 @@ def start_and_kill(tmp_path: Path, hang: dict[str, str]) -> tuple[dict[str, str]
     """Start a run that hangs where asked, wait until it hangs, SIGKILL it."""
     effects = tmp_path / "effects.jsonl"
     store = f"sqlite:///{tmp_path / 'runs.db'}"
-    env = {**os.environ, "CRASH_EFFECTS": str(effects)}
+    # A short lease: the killed process's claim ends within a second.
+    env = {**os.environ, "CRASH_EFFECTS": str(effects), "ORCHESTRION_LEASE_TTL": "1"}
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as err, subprocess.Popen(
         [sys.executable, "-m", "orchestrion", "run", TARGET, "--run-id", "crash-1",
@@ -55,7 +56,7 @@ def start_and_kill(tmp_path: Path, hang: dict[str, str]) -> tuple[dict[str, str]
 
 
 def resume(env: dict[str, str], store: str) -> dict[str, object]:
-    done = cli("resume", "crash-1", "--store", store, "--json", env=env)
+    done = cli("resume", "crash-1", "--store", store, "--json", "--wait", "20", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "completed"

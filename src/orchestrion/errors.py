@@ -5,11 +5,14 @@
     │   ├── TargetError           `orchestrion run TARGET` cannot load TARGET
     │   ├── ModelNotFound         a model string names no known provider
     │   ├── RunNotFound           no run has that id
+    │   ├── StoreNotFound         a store opened for reading does not exist
     │   ├── RunNotResumable       the run is completed or cancelled
+    │   │   └── RunBusy           another process holds the run's lease
     │   ├── AnswerError           an answer does not fit its interrupt
     │   └── ModelRequestsBlocked  a real model request while tests forbid them
     ├── DeterminismError          the same step key was used twice in one run
     ├── StoreError                the store cannot be read or written
+    │   └── LeaseLost             this process no longer owns the run it writes
     └── RunError                  a run failed while it worked
         ├── ModelError            the model provider failed or answered nonsense
         ├── BreakerOpen           a circuit is open: the call failed at once, unsent
@@ -31,6 +34,7 @@ Errors are plain data: constructing one has no side effects.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pydantic
@@ -64,8 +68,32 @@ class RunNotFound(UserError):
         self.run_id = run_id
 
 
+class StoreNotFound(UserError):
+    """A store opened read-only (`orchestrion runs`, `show`) does not exist."""
+
+
 class RunNotResumable(UserError):
     """The run cannot be resumed because it already ended for good."""
+
+
+class RunBusy(RunNotResumable):
+    """Another process holds a live lease on the run: it is working on it now."""
+
+    def __init__(self, run_id: str, owner: str, since: float, until: float) -> None:
+        super().__init__(
+            f"Run {run_id} is being worked on by {owner} (since {_clock(since)}); its lease "
+            f"ends at {_clock(until)} unless renewed. Wait for it (resume with --wait SECONDS), "
+            f"or, if that process is gone, resume after {_clock(until)}."
+        )
+        self.run_id = run_id
+        self.owner = owner
+        self.since = since
+        self.until = until
+
+
+def _clock(epoch: float) -> str:
+    """A moment as local date and time to the second, for messages."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 class AnswerError(UserError):
@@ -86,6 +114,27 @@ class DeterminismError(OrchestrionError):
 
 class StoreError(OrchestrionError):
     """The store cannot be opened, read or written."""
+
+
+class LeaseLost(StoreError):
+    """A write carried a fencing token that is no longer the run's: another
+    process claimed the run (this one's lease had ended) or cancelled it. The
+    write was refused; this process must stop working on the run."""
+
+    def __init__(self, message: str, *, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def lease_lost(run_id: str, token: int, current: int | None) -> LeaseLost:
+    """The refusal of a write of `run_id` carrying `token` while the run's is `current`."""
+    return LeaseLost(
+        f"Run {run_id} is no longer owned by this process: its write carried fencing token "
+        f"{token}, the run's is now {current}. Another process claimed it (this process's "
+        "lease had ended) or cancelled it; this process stops working on it. See "
+        f"`orchestrion show {run_id}`.",
+        run_id=run_id,
+    )
 
 
 class RunError(OrchestrionError):

@@ -130,10 +130,22 @@ def test_bad_target_is_a_usage_error(target: str, message: str, store: str) -> N
 
 
 def test_unknown_run_id_is_a_usage_error(store: str) -> None:
-    for command in ("show", "resume"):
+    run_json(store, "echo", "--run-id", "other")
+    for command in ("show", "resume", "cancel"):
         code, _, err = invoke(command, "nope", "--store", store)
         assert code == 2
         assert "'nope'" in err and "orchestrion runs" in err
+
+
+@pytest.mark.parametrize("command", [["runs"], ["show", "r1"], ["show", "r1", "--json"]])
+def test_reading_a_store_that_does_not_exist_names_it_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "typo" / "runs.db"
+    code, _, err = invoke(*command, "--store", f"sqlite:///{missing}")
+    assert code == 2
+    assert str(missing) in err and "does not exist" in err
+    assert not (tmp_path / "typo").exists()
 
 
 def test_resuming_a_completed_run_is_a_usage_error(store: str) -> None:

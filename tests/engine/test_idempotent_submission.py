@@ -113,9 +113,10 @@ async def test_a_submission_racing_the_first_ones_store_write_waits_for_it(store
     submission that finds the record (a store slow to answer) waits for the run."""
     real_create = store.create_run
 
-    async def slow_ack(*args: Any, **kwargs: Any) -> None:
-        await real_create(*args, **kwargs)
+    async def slow_ack(*args: Any, **kwargs: Any) -> Any:
+        lease = await real_create(*args, **kwargs)
         await asyncio.sleep(0.05)  # committed, not yet acknowledged
+        return lease
 
     store.create_run = slow_ack  # type: ignore[method-assign]
     agent = Agent(name="a", model=ScriptedModel(["only once"]))
@@ -143,9 +144,9 @@ async def test_streaming_with_a_used_key_yields_the_existing_runs_end(store: Sto
 async def test_a_repeat_with_the_same_run_id_and_key_waits_for_the_first(store: Store) -> None:
     real_create = store.create_run
 
-    async def slow_insert(*args: Any, **kwargs: Any) -> None:
+    async def slow_insert(*args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(0.05)  # the record is not written yet when the repeat comes
-        await real_create(*args, **kwargs)
+        return await real_create(*args, **kwargs)
 
     store.create_run = slow_insert  # type: ignore[method-assign]
     agent = Agent(name="a", model=ScriptedModel(["answer"]))

@@ -1,4 +1,5 @@
-"""`orchestrion` commands. Exit codes: 0 completed, 1 failed, 2 usage error, 3 waiting for a human."""
+"""`orchestrion` commands. Exit codes: 0 completed, 1 failed, 2 usage error, 3 waiting
+for a human, 4 stopped at a limit, 5 the run is busy in another process."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import importlib
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
@@ -29,9 +31,9 @@ from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunStatus
 from orchestrion.engine.result import RunResult
 from orchestrion.engine.runtime import Runtime
-from orchestrion.engine.store import DEFAULT_STORE_URL
+from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL, open_store
 from orchestrion.engine.targets import load_target
-from orchestrion.errors import OrchestrionError, UserError
+from orchestrion.errors import OrchestrionError, RunBusy, UserError
 
 EXIT = {
     RunStatus.COMPLETED: 0,
@@ -42,8 +44,10 @@ EXIT = {
     RunStatus.STOPPED: 4,
 }
 """Exit codes: 0 completed, 1 failed, 2 usage error, 3 waiting for a human,
-4 stopped at a limit (a budget or a loop guard; resumable)."""
+4 stopped at a limit (a budget or a loop guard; resumable), 5 busy: another
+process holds the run (try again, or resume with --wait)."""
 USAGE_ERROR = 2
+BUSY = 5
 
 app = typer.Typer(
     name="orchestrion",
@@ -60,6 +64,15 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        "--lease-ttl",
+        envvar="ORCHESTRION_LEASE_TTL",
+        help="Seconds this process's claim on a run lasts unless renewed (renewed every "
+        "third of it); after a crash, the run can be resumed elsewhere once it ends.",
+    ),
+]
 
 
 def main() -> None:
@@ -77,6 +90,8 @@ def _fail(message: str, code: int) -> NoReturn:
 def _errors() -> Iterator[None]:
     try:
         yield
+    except RunBusy as exc:
+        _fail(str(exc), BUSY)
     except UserError as exc:
         _fail(str(exc), USAGE_ERROR)
     except OrchestrionError as exc:
@@ -90,10 +105,10 @@ def _interactive() -> bool:
 class _Session:
     """A runtime on one store; `follow` shows the live view while a run works."""
 
-    def __init__(self, store: str, live: bool) -> None:
+    def __init__(self, store: str, live: bool, lease_ttl: float) -> None:
         self.live = live
         self.view = LiveView()
-        self.runtime = Runtime(store, sinks=[self.view] if live else [])
+        self.runtime = Runtime(store, sinks=[self.view] if live else [], lease_ttl=lease_ttl)
 
     async def follow(self, work: Callable[[Runtime], Awaitable[RunResult[Any]]]) -> RunResult[Any]:
         if not self.live:
@@ -102,9 +117,15 @@ class _Session:
             return await work(self.runtime)
 
 
-def _go(store: str, script: Callable[[_Session], Awaitable[RunResult[Any]]], *, live: bool) -> RunResult[Any]:
+def _go(
+    store: str,
+    script: Callable[[_Session], Awaitable[RunResult[Any]]],
+    *,
+    live: bool,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+) -> RunResult[Any]:
     async def main() -> RunResult[Any]:
-        session = _Session(store, live)
+        session = _Session(store, live, lease_ttl)
         try:
             return await script(session)
         finally:
@@ -115,9 +136,25 @@ def _go(store: str, script: Callable[[_Session], Awaitable[RunResult[Any]]], *, 
 
 
 def _go_one(
-    store: str, work: Callable[[Runtime], Awaitable[RunResult[Any]]], *, live: bool
+    store: str,
+    work: Callable[[Runtime], Awaitable[RunResult[Any]]],
+    *,
+    live: bool,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> RunResult[Any]:
-    return _go(store, lambda session: session.follow(work), live=live)
+    return _go(store, lambda session: session.follow(work), live=live, lease_ttl=lease_ttl)
+
+
+async def _read(store: str, work: Callable[[Runtime], Awaitable[Any]]) -> Any:
+    """`work` on a runtime over the store opened read-only (nothing created or changed)."""
+    async with Runtime(open_store(store, read_only=True)) as runtime:
+        return await work(runtime)
+
+
+def _record_json(record: Any) -> dict[str, JSON]:
+    data: dict[str, JSON] = record.to_json()
+    data["orphaned_since"] = record.orphaned_since(time.time())
+    return data
 
 
 def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
@@ -193,6 +230,7 @@ def run(
     ] = None,
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
+    lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
 ) -> None:
     """Start a run of TARGET and follow it until it completes, fails or waits for a human."""
     with _errors():
@@ -207,6 +245,7 @@ def run(
             idempotency_key=idempotency_key,
         ),
         live=_interactive() and not as_json,
+        lease_ttl=lease_ttl,
     )
     _report(result, as_json)
 
@@ -222,13 +261,9 @@ def runs(
     with _errors():
         wanted = _status(status)
 
-        async def fetch() -> list[Any]:
-            async with Runtime(store) as runtime:
-                return await runtime.list(status=wanted, limit=limit)
-
-        records = asyncio.run(fetch())
+        records = asyncio.run(_read(store, lambda rt: rt.list(status=wanted, limit=limit)))
     if as_json:
-        print(dumps_str([r.to_json() for r in records]))
+        print(dumps_str([_record_json(r) for r in records]))
     else:
         console().print(runs_table(records))
 
@@ -255,14 +290,13 @@ def show(
 ) -> None:
     """A run as a tree of its agents and patterns, each step with its status, timing and result."""
 
-    async def fetch() -> tuple[Any, Any]:
-        async with Runtime(store) as runtime:
-            return await runtime.get(run_id), await runtime.history(run_id)
+    async def fetch(runtime: Runtime) -> tuple[Any, Any]:
+        return await runtime.get(run_id), await runtime.history(run_id)
 
     with _errors():
-        record, steps = asyncio.run(fetch())
+        record, steps = asyncio.run(_read(store, fetch))
     if as_json:
-        data = record.to_json()
+        data = _record_json(record)
         data["steps"] = [s.to_json() for s in steps]
         print(dumps_str(data))
     else:
@@ -285,8 +319,17 @@ def resume(
         str | None,
         typer.Option("--answers", help='Several answers as one JSON object: {"ID": answer, ...}.'),
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="If another process holds the run, wait up to this many seconds for it "
+            "to let go (or for its lease to end) instead of failing at once.",
+        ),
+    ] = 0.0,
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
+    lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
 ) -> None:
     """Continue an interrupted, failed or crashed run, answering its interrupts.
 
@@ -304,7 +347,10 @@ def resume(
     if not answers and _interactive():
         answers = _ask(run_id, store)
     result = _go_one(
-        store, lambda rt: rt.resume(run_id, answers), live=_interactive() and not as_json
+        store,
+        lambda rt: rt.resume(run_id, answers, wait=wait),
+        live=_interactive() and not as_json,
+        lease_ttl=lease_ttl,
     )
     _report(result, as_json)
 
@@ -328,12 +374,8 @@ def _object(raw: str, flag: str) -> dict[str, JSON]:
 
 
 def _ask(run_id: str, store: str) -> dict[str, Any]:
-    async def fetch() -> Any:
-        async with Runtime(store) as runtime:
-            return await runtime.get(run_id)
-
     with _errors():
-        record = asyncio.run(fetch())
+        record = asyncio.run(_read(store, lambda rt: rt.get(run_id)))
     return prompts.ask_all([Interrupt.from_json(i) for i in record.pending])
 
 
@@ -347,13 +389,40 @@ def fork(
     new_run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
+    lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
 ) -> None:
     """Start a new run from RUN_ID's journal before step AT (optionally edited) and continue it live."""
     kwargs: dict[str, Any] = {"at": at, "new_run_id": new_run_id}
     if edit is not None:
         kwargs["edit"] = _json_or_text(edit)
-    result = _go_one(store, lambda rt: rt.fork(run_id, **kwargs), live=_interactive() and not as_json)
+    result = _go_one(
+        store,
+        lambda rt: rt.fork(run_id, **kwargs),
+        live=_interactive() and not as_json,
+        lease_ttl=lease_ttl,
+    )
     _report(result, as_json)
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+    store: StoreOption = DEFAULT_STORE_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop a run for good. A run working in another process is taken from it: that
+    process stops at its next step, before any further write."""
+
+    async def stop() -> Any:
+        async with Runtime(store) as runtime:
+            return await runtime.cancel(run_id)
+
+    with _errors():
+        record = asyncio.run(stop())
+    if as_json:
+        print(dumps_str(_record_json(record)))
+    else:
+        console().print(f"run [bold]{record.id}[/bold] {record.status.value}", highlight=False)
 
 
 def _resumer(run_id: str, answers: dict[str, Any]) -> Callable[[Runtime], Awaitable[RunResult[Any]]]:

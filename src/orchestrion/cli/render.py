@@ -80,13 +80,18 @@ def runs_table(runs: list[RunRecord]) -> Table:
     table = Table(title="Runs", title_justify="left")
     for column in ("run id", "name", "status", "created", "waiting", "tokens"):
         table.add_column(column)
+    now = time.time()
     for run in runs:
         created = datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M:%S")
         tokens = str(run.usage[0] + run.usage[1]) if run.usage else "0"
+        status = _styled(run.status.value)
+        orphaned = run.orphaned_since(now)
+        if orphaned is not None:
+            status.append(f" · orphaned since {_clock(orphaned)}", style="red")
         table.add_row(
             Text(run.id),
             Text(run.name),
-            _styled(run.status.value),
+            status,
             created,
             str(len(run.pending) or ""),
             tokens,
@@ -127,7 +132,32 @@ def _run_header(run: RunRecord) -> Text:
     )
     if run.parent_id:
         header.append(f"  forked from {run.parent_id} at {run.fork_at}", style="dim")
+    ownership = ownership_line(run, time.time())
+    if ownership:
+        header.append("\n" + ownership, style="red" if "orphaned" in ownership else "dim")
     return header
+
+
+def ownership_line(run: RunRecord, now: float) -> str:
+    """Who works on a `running` run, or since when nobody does (empty for other runs)."""
+    if run.status is not RunStatus.RUNNING:
+        return ""
+    orphaned = run.orphaned_since(now)
+    if orphaned is not None:
+        return (
+            f"orphaned since {_clock(orphaned)}: the process working on it is gone. "
+            f"Resume it: orchestrion resume {run.id}"
+        )
+    lease = run.lease
+    assert lease is not None  # not orphaned: a live lease holds it
+    return (
+        f"working: owned by {lease.owner} since {_clock(lease.since)}, "
+        f"lease renewed until {_clock(lease.until)}"
+    )
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _run_footer(run: RunRecord) -> list[RenderableType]:

@@ -81,7 +81,9 @@ class Execution:
         "cut_off",
         "deps",
         "failures",
+        "halted",
         "model_for",
+        "origin_keys",
         "outputs",
         "policy",
         "prices",
@@ -93,6 +95,7 @@ class Execution:
         "steps",
         "store",
         "sync",
+        "token",
         "usage",
         "writes",
     )
@@ -114,20 +117,29 @@ class Execution:
         prices: Prices | None = None,
         policy: Policy | None = None,
         breakers: Breakers | None = None,
+        token: int | None = None,
     ) -> None:
         self.run_id = run_id
         self.store = store
+        self.token = token
+        """The fencing token of this process's lease on the run: every append carries it."""
+        self.halted: BaseException | None = None
+        """Set (to a `LeaseLost`) when this process lost the run: the next step raises it."""
         self.replay = latest_by_key(entries)
         self.failures: dict[str, list[Entry]] = {}
         """Failed attempts journaled before this execution, by step key: where a
         step's retries and fallbacks resume."""
         self.writes: set[str] = set()
         """Keys of the write-tool calls that started, journaled or live."""
+        self.origin_keys: dict[str, str] = {}
+        """Idempotency keys of writes that started in the run this one was forked from."""
         for e in entries:
             if e.status is StepStatus.FAILED:
                 self.failures.setdefault(e.key, []).append(e)
             elif e.status is StepStatus.STARTED:
                 self.writes.add(e.key)
+                if isinstance(e.result, dict) and "idempotency_key" in e.result:
+                    self.origin_keys[e.key] = e.result["idempotency_key"]
         self.seq = entries[-1].seq + 1 if entries else 0
         self.sink = sink
         self.sync = sync
@@ -160,6 +172,8 @@ class Execution:
 
     def claim(self, key: str, site: str) -> Entry | None:
         """Reserve `key` for this step; return its recorded completion, if any."""
+        if self.halted is not None:
+            raise self.halted
         first = self.claimed.get(key)
         if first is not None:
             fix = (
@@ -188,9 +202,13 @@ class Execution:
         *,
         durable: bool = False,
     ) -> Awaitable[None]:
+        if self.halted is not None:
+            raise self.halted
         entry = Entry(self.seq, key, kind, status, result, started_at, time.time())
         self.seq += 1
-        return self.store.append(self.run_id, (entry,), durable=durable or self.sync)
+        return self.store.append(
+            self.run_id, (entry,), durable=durable or self.sync, token=self.token
+        )
 
     def usage_under(self, key: str, *, besides: str | None = None) -> Usage:
         """Usage of the journaled model steps below `key` (except those below
@@ -403,8 +421,12 @@ class Context(Generic[DepsT]):
 
     @property
     def idempotency_key(self) -> str:
-        digest = hashlib.blake2b(f"{self._ex.run_id}\x00{self.key}".encode(), digest_size=16)
-        return digest.hexdigest()
+        ex = self._ex
+        if ex.origin_keys:
+            origin = ex.origin_keys.get(self.key)
+            if origin is not None:
+                return origin
+        return idempotency_key_of(ex.run_id, self.key)
 
     def _name(self, name: str | None, stem: str) -> str:
         if name is None:
@@ -475,6 +497,11 @@ class Context(Generic[DepsT]):
             return await gather_steps(steps)
         finally:
             self._gathering -= 1
+
+
+def idempotency_key_of(run_id: str, key: str) -> str:
+    """The idempotency key of the step at `key` in run `run_id`: stable across resumes."""
+    return hashlib.blake2b(f"{run_id}\x00{key}".encode(), digest_size=16).hexdigest()
 
 
 async def gather_steps(steps: Iterable[Awaitable[T]]) -> list[T]:

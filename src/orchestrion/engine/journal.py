@@ -7,7 +7,8 @@ accepts every schema version up to its own; fields are only ever added, with
 defaults, and `v` is bumped when one is.
 
 Versions: 1, the first; 2, a run can be `stopped` (it reached a limit) and
-usage carries a fourth number, the cost in USD.
+usage carries a fourth number, the cost in USD; 3, a run record carries the
+lease of the process that works on it (`lease`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 
 from orchestrion._json import JSON
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class RunStatus(StrEnum):
@@ -86,6 +87,33 @@ class Entry(NamedTuple):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A process's ownership of a run, granted by the store for a while.
+
+    Every claim increments the run's fencing `token`; the store refuses a write
+    carrying an older token, so a process that lost its lease (it stalled past
+    `until`, or the run was cancelled elsewhere) cannot write any more."""
+
+    owner: str
+    """Who holds it: `host:pid:nonce` of the process's runtime."""
+    token: int
+    since: float
+    """When it was claimed (epoch seconds)."""
+    until: float
+    """When it ends unless renewed (epoch seconds)."""
+
+    def live(self, now: float) -> bool:
+        return now < self.until
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"owner": self.owner, "token": self.token, "since": self.since, "until": self.until}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Lease:
+        return cls(data["owner"], int(data["token"]), data["since"], data["until"])
+
+
 @dataclass(slots=True)
 class RunRecord:
     """A run's identity, input, status and outcome."""
@@ -110,7 +138,20 @@ class RunRecord:
     idempotency_key: str | None = None
     usage: list[JSON] = field(default_factory=lambda: [0, 0, 0])
     """Input tokens, output tokens, model requests and, when priced, cost in USD."""
+    lease: Lease | None = None
+    """The lease of the process working on the run, if one holds it (live or expired)."""
+    token: int = 0
+    """The run's fencing token: the number of claims so far."""
     v: int = SCHEMA_VERSION
+
+    def orphaned_since(self, now: float) -> float | None:
+        """When a `running` run lost its owner (its lease ended, or it has none),
+        or None while an owner holds it or the run is not `running`."""
+        if self.status is not RunStatus.RUNNING:
+            return None
+        if self.lease is None:
+            return self.updated_at
+        return None if self.lease.live(now) else self.lease.until
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -129,6 +170,8 @@ class RunRecord:
             "fork_at": self.fork_at,
             "idempotency_key": self.idempotency_key,
             "usage": self.usage,
+            "lease": None if self.lease is None else self.lease.to_json(),
+            "token": self.token,
         }
 
     @classmethod
@@ -154,6 +197,8 @@ class RunRecord:
             fork_at=data.get("fork_at"),
             idempotency_key=data.get("idempotency_key"),
             usage=list(data.get("usage") or [0, 0, 0]),
+            lease=Lease.from_json(data["lease"]) if data.get("lease") else None,
+            token=int(data.get("token") or 0),
             v=version,
         )
 

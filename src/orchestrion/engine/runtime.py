@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import os
 import secrets
+import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,7 +26,7 @@ from orchestrion.engine.events import (
     RunStarted,
     Sink,
 )
-from orchestrion.engine.execution import Execution, Suspended
+from orchestrion.engine.execution import Execution, Suspended, idempotency_key_of
 from orchestrion.engine.interrupts import (
     Answer,
     Interrupt,
@@ -32,13 +34,15 @@ from orchestrion.engine.interrupts import (
     interrupt_id,
     normalize_approval,
 )
-from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
+from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.result import RunResult
-from orchestrion.engine.store import Store, open_store
+from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import is_runnable, load_target, normalize_target
 from orchestrion.errors import (
     AnswerError,
     DeterminismError,
+    LeaseLost,
+    RunBusy,
     RunError,
     RunLimitReached,
     RunNotFound,
@@ -93,6 +97,12 @@ class Runtime:
     `durability="async"` (default) writes model and read-tool steps behind the
     run (group-committed) and waits for the commit of write-tool steps,
     answers and status changes; `"sync"` waits for every step's commit.
+
+    A run works here only while this runtime holds its lease in the store
+    (`owner`, renewed every third of `lease_ttl` seconds): `run`, `resume` and
+    `fork` claim it before anything executes, so another process (a second
+    `resume --approve`, a worker) is refused, and a process that dies leaves a
+    lease that ends after `lease_ttl`, after which anyone may resume the run.
     """
 
     def __init__(
@@ -106,7 +116,13 @@ class Runtime:
         prices: Prices | Mapping[str, Price] | None = None,
         policy: Policy | None = None,
         breakers: Breakers | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
+        if not (isinstance(lease_ttl, int | float) and 0.1 <= lease_ttl < float("inf")):
+            raise UserError(
+                f"lease_ttl={lease_ttl!r}: give the seconds a run's lease lasts unless renewed "
+                f"(at least 0.1; default {DEFAULT_LEASE_TTL:g})."
+            )
         if durability not in ("sync", "async"):
             raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
         if policy is not None and not isinstance(policy, Policy):
@@ -136,6 +152,13 @@ class Runtime:
         self._finished: dict[str, asyncio.Event] = {}
         """Set when the run working here under that id stops working."""
         self._cancelling: set[str] = set()
+        self.lease_ttl = float(lease_ttl)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        """This runtime's name in the leases it holds: host, process id and a nonce."""
+        self._leases: dict[str, Lease] = {}
+        """The leases this runtime holds, by run id; renewed by `_heartbeat`."""
+        self._executions: dict[str, Execution] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -192,7 +215,9 @@ class Runtime:
         # Reserved before the record exists, so a submission that finds it waits for it.
         with self._working(run_id or _new_id()) as reserved:
             try:
-                record = await self._create(runnable, input, reserved, target, idempotency_key)
+                record, lease = await self._create(
+                    runnable, input, reserved, target, idempotency_key
+                )
             except StoreError:
                 if idempotency_key is None:
                     raise
@@ -200,7 +225,10 @@ class Runtime:
                 if existing is None:
                     raise
                 return existing, True  # another submission with the key won the race
-            return await self._execute(record, runnable, [], {}, deps, sink, False, budget), False
+            result = await self._execute(
+                record, lease, runnable, [], {}, deps, sink, False, budget
+            )
+            return result, False
 
     async def stream(
         self,
@@ -248,22 +276,52 @@ class Runtime:
         runnable: Runnable | None = None,
         deps: Any = None,
         budget: Budget | None = None,
+        wait: float = 0.0,
     ) -> RunResult[Any]:
         """Continue a run that was interrupted, failed or crashed. `answers` maps
-        interrupt ids to `Approve()`, `Reject(reason)` or a free JSON answer."""
+        interrupt ids to `Approve()`, `Reject(reason)` or a free JSON answer.
+
+        The run is claimed first: while another process holds it, `RunBusy` is
+        raised at once, or after waiting up to `wait` seconds for it to let go.
+        Answers are checked against the run as it stands once claimed, so of two
+        resumes answering the same interrupt one executes and the other is
+        refused before anything runs."""
         with self._working(run_id):
-            record = await self.get(run_id)
-            if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-                raise RunNotResumable(
-                    f"Run {run_id} is {record.status.value}; there is nothing to resume. "
-                    f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
-                )
-            checked = _check_answers(record, answers or {})
-            runnable = runnable or self._find_runnable(record)
-            entries = await self.store.load(run_id)
+            record = await self._claim(run_id, wait)
+            lease = record.lease
+            assert lease is not None
+            try:
+                if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+                    raise RunNotResumable(
+                        f"Run {run_id} is {record.status.value}; there is nothing to resume. "
+                        f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
+                    )
+                checked = _check_answers(record, answers or {})
+                runnable = runnable or self._find_runnable(record)
+                entries = await self.store.load(run_id)
+                checked = _not_yet_answered(run_id, entries, checked)
+            except BaseException:
+                await _quietly(self.store.release(run_id, lease.token))
+                raise
             return await self._execute(
-                record, runnable, entries, checked, deps, self._sink(None), True, budget
+                record, lease, runnable, entries, checked, deps, self._sink(None), True, budget
             )
+
+    async def _claim(self, run_id: str, wait: float) -> RunRecord:
+        """The run's record, claimed by this runtime; waits up to `wait` seconds
+        for another owner to let go."""
+        deadline = time.monotonic() + wait
+        pause = 0.05
+        while True:
+            try:
+                return await self.store.claim(run_id, self.owner, ttl=self.lease_ttl)
+            except RunBusy as busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                # Its lease ends at busy.until at the latest, if nobody renews it.
+                await asyncio.sleep(max(min(pause, left, busy.until - time.time()), 0.01))
+                pause = min(pause * 2, 1.0)
 
     async def fork(
         self,
@@ -287,7 +345,7 @@ class Runtime:
                 f"Run {run_id} has no step {at!r}. Its steps: {keys[:20]}"
                 f"{' ...' if len(keys) > 20 else ''} (see `orchestrion show {run_id}`)."
             )
-        prefix = [_renumber(e, i) for i, e in enumerate(entries[:index])]
+        prefix = [_copied(run_id, e, i) for i, e in enumerate(entries[:index])]
         kind = entries[index].kind
         answers: dict[str, JSON] = {}
         if edit is not _NO_EDIT and kind in ("approval", "interrupt"):
@@ -315,26 +373,50 @@ class Runtime:
             fork_at=at,
         )
         with self._working(fork.id):
-            await self.store.create_run(fork, prefix)
+            lease = await self.store.create_run(
+                fork, prefix, owner=self.owner, ttl=self.lease_ttl
+            )
+            assert lease is not None
             self._runnables[fork.id] = runnable
             try:
                 return await self._execute(
-                    fork, runnable, prefix, answers, deps, self._sink(None), True, budget
+                    fork, lease, runnable, prefix, answers, deps, self._sink(None), True, budget
                 )
             except AnswerError as exc:
-                await self.store.update_run(fork.id, status=RunStatus.FAILED, error=describe(exc))
+                # The edit was the bad answer: the fork is failed, not left waiting for one.
+                await self.store.update_run(
+                    fork.id, status=RunStatus.FAILED, error=describe(exc), token=lease.token
+                )
                 raise
 
-    async def cancel(self, run_id: str) -> None:
-        """Stop a run: its task if it works in this process; its status in any case."""
-        record = await self.get(run_id)
+    async def cancel(self, run_id: str) -> RunRecord:
+        """Stop a run for good and return its record as it ends.
+
+        A run working in this process stops at once. One working elsewhere is
+        taken from its owner: the lease passes to this runtime (a new fencing
+        token), so the owner's next step is refused by the store before it
+        writes anything, and the status stays `cancelled`. A completed run is
+        left as it is."""
         task = self._active.get(run_id)
         if task is not None:
             self._cancelling.add(run_id)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        elif record.status is not RunStatus.COMPLETED:
-            await self.store.update_run(run_id, status=RunStatus.CANCELLED, usage=record.usage)
+            return await self.get(run_id)
+        record = await self.store.claim(run_id, self.owner, ttl=self.lease_ttl, steal=True)
+        lease = record.lease
+        assert lease is not None
+        if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            await self.store.release(run_id, lease.token)
+            return await self.get(run_id)
+        await self.store.update_run(
+            run_id,
+            status=RunStatus.CANCELLED,
+            usage=record.usage,
+            token=lease.token,
+            release=True,
+        )
+        return await self.get(run_id)
 
     # -- inspecting ------------------------------------------------------------
 
@@ -392,7 +474,7 @@ class Runtime:
         run_id: str | None,
         target: str | None,
         idempotency_key: str | None = None,
-    ) -> RunRecord:
+    ) -> tuple[RunRecord, Lease]:
         if not is_runnable(runnable):
             raise UserError(
                 f"Cannot run {runnable!r}: pass an Agent or a pattern (an object with a name "
@@ -417,9 +499,10 @@ class Runtime:
             updated_at=now,
             idempotency_key=idempotency_key,
         )
-        await self.store.create_run(record)
+        lease = await self.store.create_run(record, owner=self.owner, ttl=self.lease_ttl)
+        assert lease is not None
         self._runnables[record.id] = runnable
-        return record
+        return record, lease
 
     @contextmanager
     def _working(self, run_id: str) -> Iterator[str]:
@@ -487,6 +570,7 @@ class Runtime:
     async def _execute(
         self,
         record: RunRecord,
+        lease: Lease,
         runnable: Runnable,
         entries: builtins.list[Entry],
         answers: dict[str, JSON],
@@ -495,8 +579,9 @@ class Runtime:
         resumed: bool,
         budget: Budget | None,
     ) -> RunResult[Any]:
+        run_id = record.id
         ex = Execution(
-            run_id=record.id,
+            run_id=run_id,
             store=self.store,
             entries=entries,
             sink=sink,
@@ -510,24 +595,41 @@ class Runtime:
             prices=self.prices,
             policy=self.policy,
             breakers=self._breakers,
+            token=lease.token,
         )
-        if resumed:
-            # Pending interrupts stay listed until the run suspends again or ends,
-            # so a crash during this resume leaves them answerable.
-            await self.store.update_run(
-                record.id, status=RunStatus.RUNNING, pending=record.pending, usage=record.usage
-            )
-        if sink is not None:
-            sink(RunStarted(record.id, record.name, resumed))
-        result = await self._work(ex, record, runnable)
+        self._hold(run_id, lease, ex)
+        try:
+            if resumed:
+                # Pending interrupts stay listed until the run suspends again or ends,
+                # so a crash during this resume leaves them answerable.
+                await self.store.update_run(
+                    run_id,
+                    status=RunStatus.RUNNING,
+                    pending=record.pending,
+                    usage=record.usage,
+                    token=lease.token,
+                )
+            if sink is not None:
+                sink(RunStarted(run_id, record.name, resumed))
+            try:
+                result = await self._work(ex, record, runnable)
+            except LeaseLost:
+                # Cancelled from another process (or taken over after this one stalled
+                # past its lease): the store says how the run stands.
+                current = await self.store.get_run(run_id)
+                if current is None or current.status is not RunStatus.CANCELLED:
+                    raise
+                result = result_of(current)
+        finally:
+            await self._let_go(run_id)
         if sink is not None:
             for interrupt in result.interrupts:
-                sink(InterruptRequested(record.id, interrupt))
-            sink(RunFinished(record.id, result))
+                sink(InterruptRequested(run_id, interrupt))
+            sink(RunFinished(run_id, result))
         return result
 
     async def _work(self, ex: Execution, record: RunRecord, runnable: Runnable) -> RunResult[Any]:
-        store, run_id = self.store, record.id
+        run_id = record.id
         try:
             value = await run_child(ex, "", runnable, record.input)
             output = to_jsonable(value)
@@ -538,9 +640,7 @@ class Runtime:
                 )
         except Suspended as suspended:
             pending = [i.to_json() for i in suspended.interrupts]
-            await store.update_run(
-                run_id, status=RunStatus.INTERRUPTED, pending=pending, usage=_usage(ex)
-            )
+            await self._end(ex, RunStatus.INTERRUPTED, pending=pending)
             return RunResult(
                 run_id,
                 RunStatus.INTERRUPTED,
@@ -550,39 +650,105 @@ class Runtime:
         except AnswerError:
             # Answers validated before the bad one were journaled: they no longer wait.
             pending = [p for p in record.pending if p["id"] not in ex.answered]
-            await store.update_run(
-                run_id, status=RunStatus.INTERRUPTED, pending=pending, usage=record.usage
-            )
+            await self._end(ex, RunStatus.INTERRUPTED, pending=pending, usage=record.usage)
             raise
         except RunLimitReached as exc:
             partial = _partial(ex.outputs)
             error = {**describe(exc), "partial": partial}
-            await store.update_run(run_id, status=RunStatus.STOPPED, error=error, usage=_usage(ex))
+            await self._end(ex, RunStatus.STOPPED, error=error)
             return RunResult(
                 run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.usage
             )
         except RunError as exc:
             error = describe(exc)
-            await store.update_run(run_id, status=RunStatus.FAILED, error=error, usage=_usage(ex))
+            await self._end(ex, RunStatus.FAILED, error=error)
             return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.usage)
         except asyncio.CancelledError:
             # Only `Runtime.cancel` ends a run for good. Any other cancellation (Ctrl-C,
             # a caller's timeout, shutdown) is a crash: the run stays resumable.
             if run_id in self._cancelling:
                 self._cancelling.discard(run_id)
-                await asyncio.shield(
-                    store.update_run(run_id, status=RunStatus.CANCELLED, usage=_usage(ex))
-                )
+                await asyncio.shield(self._end(ex, RunStatus.CANCELLED))
             raise
         except BaseException as exc:
             # A bug or a configuration mistake: keep the store honest, then surface it.
             if not isinstance(exc, StoreError):
-                await store.update_run(
-                    run_id, status=RunStatus.FAILED, error=describe(exc), usage=_usage(ex)
-                )
+                await self._end(ex, RunStatus.FAILED, error=describe(exc))
             raise
-        await store.update_run(run_id, status=RunStatus.COMPLETED, output=output, usage=_usage(ex))
+        await self._end(ex, RunStatus.COMPLETED, output=output)
         return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.usage)
+
+    async def _end(
+        self,
+        ex: Execution,
+        status: RunStatus,
+        *,
+        output: JSON = None,
+        error: JSON = None,
+        pending: builtins.list[JSON] | None = None,
+        usage: builtins.list[JSON] | None = None,
+    ) -> None:
+        """Write the run's new status under its lease, and let the lease go."""
+        await self.store.update_run(
+            ex.run_id,
+            status=status,
+            output=output,
+            error=error,
+            pending=pending,
+            usage=ex.usage.to_json() if usage is None else usage,
+            token=ex.token,
+            release=True,
+        )
+        self._leases.pop(ex.run_id, None)
+
+    # -- leases ----------------------------------------------------------------
+
+    def _hold(self, run_id: str, lease: Lease, ex: Execution) -> None:
+        """Keep `lease` renewed while the run works here."""
+        self._leases[run_id] = lease
+        self._executions[run_id] = ex
+        loop = asyncio.get_running_loop()
+        beat = self._heartbeat
+        if beat is None or beat.done() or beat.get_loop() is not loop:
+            self._heartbeat = loop.create_task(self._renew_leases(), name="orchestrion-leases")
+
+    async def _let_go(self, run_id: str) -> None:
+        """The run stopped working here: release its lease if still held (a crash-like
+        stop leaves the run resumable at once), and stop renewing it."""
+        self._executions.pop(run_id, None)
+        lease = self._leases.pop(run_id, None)
+        if not self._leases and self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        if lease is not None:
+            await asyncio.shield(_quietly(self.store.release(run_id, lease.token)))
+
+    async def _renew_leases(self) -> None:
+        """Renew every lease held here each third of `lease_ttl`; a lease found lost
+        (the run was cancelled or taken over elsewhere) halts its run at its next step."""
+        while self._leases:
+            await asyncio.sleep(self.lease_ttl / 3)
+            held = {run_id: lease.token for run_id, lease in self._leases.items()}
+            try:
+                lost = await self.store.renew(held, ttl=self.lease_ttl)
+            except StoreError:
+                continue  # the store is unreachable: fencing still refuses stale writes
+            for run_id in lost:
+                lease = self._leases.pop(run_id, None)
+                ex = self._executions.get(run_id)
+                if lease is not None and ex is not None:
+                    ex.halted = LeaseLost(
+                        f"Run {run_id} is no longer owned by this process: its lease (token "
+                        f"{lease.token}) was taken, by a cancel or by another process after "
+                        "this one's lease ended. This process stops working on it.",
+                        run_id=run_id,
+                    )
+
+
+async def _quietly(aw: Awaitable[None]) -> None:
+    """Await a clean-up write whose failure must not hide the error being raised."""
+    with contextlib.suppress(StoreError):
+        await aw
 
 
 def result_of(record: RunRecord) -> RunResult[Any]:
@@ -626,12 +792,41 @@ def _partial(outputs: dict[str, Any]) -> dict[str, JSON]:
     }
 
 
-def _usage(ex: Execution) -> list[JSON]:
-    return ex.usage.to_json()
-
-
-def _renumber(entry: Entry, seq: int) -> Entry:
+def _copied(run_id: str, entry: Entry, seq: int) -> Entry:
+    """An entry of run `run_id` as a fork's prefix holds it, at `seq`. A write that
+    started in the parent and may have happened keeps the parent's idempotency
+    key, so the fork's retry of it is recognised downstream as the same call."""
+    if entry.kind == "tool" and entry.status is StepStatus.STARTED:
+        origin = entry.result.get("idempotency_key") if isinstance(entry.result, dict) else None
+        key = origin or idempotency_key_of(run_id, entry.key)
+        return entry._replace(seq=seq, result={"idempotency_key": key})
     return entry._replace(seq=seq)
+
+
+def _not_yet_answered(
+    run_id: str, entries: builtins.list[Entry], answers: dict[str, JSON]
+) -> dict[str, JSON]:
+    """`answers` without those the journal already holds (a resume that answered
+    them crashed afterwards): the same answer again is dropped, another refused."""
+    if not answers:
+        return answers
+    journaled = {
+        interrupt_id(e.key): e.result
+        for e in entries
+        if e.kind in ("approval", "interrupt") and e.status is StepStatus.COMPLETED
+    }
+    fresh: dict[str, JSON] = {}
+    for iid, answer in answers.items():
+        if iid not in journaled:
+            fresh[iid] = answer
+        elif journaled[iid] != answer:
+            raise AnswerError(
+                f"Interrupt {iid} of run {run_id} was already answered with "
+                f"{_summary(journaled[iid])}; it cannot be answered again with "
+                f"{_summary(answer)}. Resume without answering it, or fork the run at "
+                "that step to answer differently."
+            )
+    return fresh
 
 
 def _edited(kind: str, key: str, edit: Any) -> JSON:

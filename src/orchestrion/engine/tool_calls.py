@@ -26,6 +26,7 @@ from orchestrion.errors import (
     AnswerError,
     BreakerOpen,
     DeterminismError,
+    LeaseLost,
     RunHalted,
     ToolError,
     WriteUncertain,
@@ -107,7 +108,7 @@ async def _attempts(
         previous = None
         try:
             value, is_error, expired = await _attempt(ex, key, tool, arguments, settings)
-        except (Suspended, AnswerError, DeterminismError, RunHalted):
+        except (Suspended, AnswerError, DeterminismError, RunHalted, LeaseLost):
             raise  # the run's own control flow and limits, not a failure of the tool
         except BreakerOpen as exc:
             return f"Tool {tool.name!r} is unavailable: {exc}", True, started

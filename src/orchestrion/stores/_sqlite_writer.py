@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import queue
 import sqlite3
 import sys
@@ -15,21 +16,24 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrion._json import dumps_str, loads
-from orchestrion.engine.journal import Entry, RunRecord
-from orchestrion.errors import StoreError
+from orchestrion.engine.journal import Entry, Lease, RunRecord
+from orchestrion.errors import (
+    OrchestrionError,
+    RunBusy,
+    RunNotFound,
+    StoreError,
+    StoreNotFound,
+    lease_lost,
+)
 from orchestrion.stores.memory import duplicate_seq_error, idempotency_key_error, seq_error
-
-SCHEMA_VERSION = 1
-"""Version of the table layout, kept in `PRAGMA user_version`. Bumped (with a
-migration in `_Writer._open`) when a table or column is added."""
 
 DEFAULT_PATH = ".orchestrion/orchestrion.db"
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS runs (
+_V1 = (
+    """CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -38,11 +42,11 @@ _SCHEMA = (
         idempotency_key TEXT,
         data TEXT NOT NULL
     )""",
-    "CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency_key ON runs (idempotency_key) "
+    "CREATE UNIQUE INDEX runs_idempotency_key ON runs (idempotency_key) "
     "WHERE idempotency_key IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS runs_created_at ON runs (created_at)",
-    "CREATE INDEX IF NOT EXISTS runs_status_created_at ON runs (status, created_at)",
-    """CREATE TABLE IF NOT EXISTS journal (
+    "CREATE INDEX runs_created_at ON runs (created_at)",
+    "CREATE INDEX runs_status_created_at ON runs (status, created_at)",
+    """CREATE TABLE journal (
         run_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
         key TEXT NOT NULL,
@@ -52,11 +56,26 @@ _SCHEMA = (
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID""",
 )
+_V2 = (  # leases: who works on a run, until when, and the fencing token
+    "ALTER TABLE runs ADD COLUMN owner TEXT",
+    "ALTER TABLE runs ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN lease_since REAL",
+    "ALTER TABLE runs ADD COLUMN lease_until REAL",
+)
+MIGRATIONS = (_V1, _V2)
+"""The table layout, one step per version, append-only: a file at version N gets
+the steps after N. The version is kept in `PRAGMA user_version`."""
+SCHEMA_VERSION = len(MIGRATIONS)
+_TABLES = frozenset({"runs", "journal"})
 
 _INSERT_RUN = (
-    "INSERT INTO runs (id, name, status, created_at, updated_at, idempotency_key, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO runs (id, name, status, created_at, updated_at, idempotency_key, data, "
+    "owner, token, lease_since, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_RUN_COLUMNS = "data, owner, token, lease_since, lease_until"
+_V1_RUN_COLUMNS = "data, NULL, 0, NULL, NULL"
+"""What a read-only store selects from a file of layout version 1 (no lease columns)."""
+_UNLEASE = "owner = NULL, lease_since = NULL, lease_until = NULL"
 _INSERT_ENTRY = (
     "INSERT INTO journal (run_id, seq, key, kind, status, data) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -64,12 +83,31 @@ _ORDER = " ORDER BY created_at DESC, rowid DESC LIMIT ?"
 
 # Operation codes. An operation is a plain tuple `(code, argument, waiter)`:
 # the non-durable append is the hot path and a tuple is the cheapest record.
-_CREATE, _UPDATE, _APPEND, _GET, _FIND, _LIST, _LOAD, _STOP = range(8)
-_WRITES = frozenset({_CREATE, _UPDATE, _APPEND})
+_CREATE, _UPDATE, _APPEND, _GET, _FIND, _LIST, _LOAD, _STOP, _CLAIM, _RENEW, _RELEASE = range(11)
+_LEASES = frozenset({_CLAIM, _RENEW, _RELEASE})
+"""Writes of leases: never refused for a run's earlier lost writes."""
+_WRITES = frozenset({_CREATE, _UPDATE, _APPEND}) | _LEASES
 _MAX_BATCH = 20_000
 
 Op = tuple[int, Any, Any]
 Row = tuple[str, int, str, str, str, str]
+
+
+class Claim(NamedTuple):
+    run_id: str
+    owner: str
+    ttl: float
+    steal: bool
+
+
+class Renew(NamedTuple):
+    leases: dict[str, int]
+    ttl: float
+
+
+class Release(NamedTuple):
+    run_id: str
+    token: int
 
 
 class _SyncWaiter:
@@ -93,16 +131,20 @@ class _Failure:
     """Why a write of a run failed. Until a load of the run after the error was
     raised, the run's later writes are refused, so that its journal stays a prefix."""
 
-    __slots__ = ("cause", "message", "reported")
+    __slots__ = ("cause", "kind", "message", "reported")
 
-    def __init__(self, message: str, cause: BaseException | None) -> None:
+    def __init__(
+        self, message: str, cause: BaseException | None, kind: type[StoreError] = StoreError
+    ) -> None:
         self.message = message
         self.cause = cause
+        self.kind = kind
+        """The class of the error raised (`LeaseLost` for a refused token)."""
         self.reported = False
         """Set once the error was raised to a caller (in that caller's thread)."""
 
     def error(self) -> StoreError:
-        error = StoreError(self.message)
+        error = self.kind(self.message)
         error.__cause__ = self.cause
         return error
 
@@ -115,7 +157,7 @@ def _resolve(items: list[Delivery]) -> None:
     for fut, result, failure in items:
         if fut.done():  # the caller was cancelled: a run's failure stays unreported
             continue
-        if isinstance(result, StoreError):
+        if isinstance(result, Exception):
             fut.set_exception(result)
             if failure is not None:
                 failure.reported = True
@@ -165,7 +207,7 @@ def _store_error(path: str, exc: BaseException, doing: str, waited: float) -> St
 
 def _copy(error: StoreError) -> StoreError:
     """A new exception with the same message and cause (one instance per caller)."""
-    copy = StoreError(str(error))
+    copy = type(error)(str(error))
     copy.__cause__ = error.__cause__
     return copy
 
@@ -191,9 +233,15 @@ def _lost(
 class _Writer:
     """The one thread and connection that touch the database file."""
 
-    def __init__(self, path: str, busy_timeout: float) -> None:
+    def __init__(self, path: str, busy_timeout: float, *, read_only: bool = False) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.read_only = read_only
+        self.run_columns = _RUN_COLUMNS
+        self._identity: tuple[int, int] | None = None
+        """(device, inode) of the file opened: a file deleted or replaced under
+        this process is noticed at the next write (`_check_file`)."""
+        self._synchronous = ""
         self.queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self.known: set[str] = set()
         """Ids of runs known to exist; written by this thread, read by callers."""
@@ -209,7 +257,7 @@ class _Writer:
         self.closing = False
         self._conn: sqlite3.Connection | None = None
         self._ready = threading.Event()
-        self._init_error: StoreError | None = None
+        self._init_error: OrchestrionError | None = None
         self.thread = threading.Thread(target=self._main, name="orchestrion-sqlite", daemon=True)
         self.thread.start()
         self._ready.wait()
@@ -225,7 +273,7 @@ class _Writer:
         except Exception as exc:  # never leave the constructor waiting
             self._init_error = (
                 exc
-                if isinstance(exc, StoreError)
+                if isinstance(exc, OrchestrionError)
                 else _store_error(self.path, exc, "opening it", self.busy_timeout)
             )
             self._ready.set()
@@ -242,35 +290,103 @@ class _Writer:
                 self._deliver([stop], [None])
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _store_error(self.path, exc, "creating its directory", 0) from exc
+        if self.read_only:
+            if not os.path.isfile(self.path):
+                raise StoreNotFound(
+                    f"No store at {self.path}: the file does not exist. Check --store "
+                    "(or ORCHESTRION_STORE), or run something first to create it."
+                )
+        else:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _store_error(self.path, exc, "creating its directory", 0) from exc
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=True
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                conn.close()
-                raise StoreError(
-                    f"The store {self.path} has layout version {version}, newer than this "
-                    f"orchestrion understands ({SCHEMA_VERSION}): upgrade orchestrion."
+            if self.read_only:
+                conn = sqlite3.connect(
+                    f"{Path(self.path).as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout,
+                    isolation_level=None, check_same_thread=True,
                 )
+            else:
+                conn = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout, isolation_level=None,
+                    check_same_thread=True,
+                )
+            stat = os.stat(self.path)
+            self._identity = (stat.st_dev, stat.st_ino)
+            # Nothing is changed before the file is known to be ours (or empty).
+            version = self._check_layout(conn)
+            if self.read_only:
+                if version < 2:
+                    self.run_columns = _V1_RUN_COLUMNS
+                return conn
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._set_synchronous(conn, "NORMAL")
             if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+                # Read again under the lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for step in MIGRATIONS[version:]:
+                    for statement in step:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             return conn
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError, OrchestrionError) as exc:
             if conn is not None:
                 conn.close()
+            if isinstance(exc, OrchestrionError):
+                raise
             raise _store_error(self.path, exc, "opening it", self.busy_timeout) from exc
+
+    def _check_layout(self, conn: sqlite3.Connection) -> int:
+        """The file's layout version; a StoreError if the file belongs to another
+        application or to a newer orchestrion."""
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"The store {self.path} has layout version {version}, newer than this "
+                f"orchestrion understands ({SCHEMA_VERSION}): upgrade orchestrion."
+            )
+        if (version == 0 and tables) or (version > 0 and not _TABLES.issubset(tables)):
+            shown = ", ".join(sorted(tables)[:8]) or "none"
+            raise StoreError(
+                f"{self.path} is not an orchestrion store: it is another application's SQLite "
+                f"database (tables: {shown}; layout version {version}). Nothing was changed. "
+                "Point --store at a new file, e.g. sqlite:///.orchestrion/orchestrion.db."
+            )
+        if self.read_only and version == 0:
+            raise StoreError(f"{self.path} is an empty database: it holds no runs yet.")
+        return version
+
+    def _set_synchronous(self, conn: sqlite3.Connection, level: str) -> None:
+        """FULL fsyncs each commit (it survives an OS crash or power loss);
+        NORMAL may lose the last commits then (still safe against a process kill)."""
+        if level != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
+
+    def _check_file(self) -> StoreError | None:
+        """A StoreError if the file this process opened was deleted or replaced."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            stat = None
+        if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
+            return None
+        what = "deleted" if stat is None else "replaced by another file"
+        return StoreError(
+            f"The store {self.path} was {what} while this process used it: writes would go to "
+            "a file nobody can open any more, so none is made. Restore the file (or point "
+            "--store at the right one) and resume the runs that were working."
+        )
 
     def _serve(self) -> Op | None:
         """Drain the queue batch by batch until a stop operation; return it."""
@@ -376,6 +492,17 @@ class _Writer:
         the _Failure of its run). Retried while another connection holds the lock."""
         conn = self._conn
         assert conn is not None
+        if self.read_only:
+            return self._fail(ops, StoreError(
+                f"The store {self.path} was opened read-only (for runs and show): it cannot "
+                "write. Open it without read_only to run or resume."
+            ))
+        moved = self._check_file()
+        if moved is not None:
+            return self._fail(ops, moved)
+        # A durable write (a write tool's start, an answer, a status change) is
+        # fsync'd; a batch of model and read-tool steps only is not (see `durable`).
+        self._set_synchronous(conn, "FULL" if any(op[2] is not None for op in ops) else "NORMAL")
         started = time.monotonic()
         deadline: float | None = None
         pause = 0.005
@@ -422,6 +549,11 @@ class _Writer:
                 self.known.add(arg[0])
             elif code == _APPEND and result is None:
                 self.known.add(arg[0])
+            elif code == _CLAIM and isinstance(result, RunRecord):
+                # A new owner starts from what was saved: earlier lost writes of
+                # this process no longer refuse its writes.
+                self.failed.pop(arg.run_id, None)
+                self.next_seq.pop(arg.run_id, None)
         self.next_seq.update(ends)
         self.failed.update(fenced)
         return results
@@ -430,12 +562,16 @@ class _Writer:
         """The batch `ops` was not written: fail every run that had a write in it."""
         by_run: dict[str, list[Op]] = {}
         for op in ops:
-            if op[0] != _CREATE:  # a run that was not created has nothing to lose
+            # A run that was not created, or a lease not taken, has nothing to lose.
+            if op[0] != _CREATE and op[0] not in _LEASES:
                 by_run.setdefault(op[1][0], []).append(op)
         for run_id, run_ops in by_run.items():
             if run_id not in self.failed:  # else the first failure stays the one reported
                 self.failed[run_id] = _lost(run_id, run_ops, cause)
-        return [_copy(cause) if code == _CREATE else self.failed[arg[0]] for code, arg, _ in ops]
+        return [
+            _copy(cause) if code == _CREATE or code in _LEASES else self.failed[arg[0]]
+            for code, arg, _ in ops
+        ]
 
     def _apply(
         self, ops: list[Op], *, isolate: bool
@@ -448,8 +584,16 @@ class _Writer:
         results: list[object] = []
         fenced: dict[str, _Failure] = {}
         ends: dict[str, int] = {}
+        tokens: dict[str, int | None] = {}
+        """Each run's fencing token as this transaction sees it (None: no such run)."""
         rows: list[Row] = []  # consecutive appends, inserted with one executemany
         for code, arg, _ in ops:
+            if code in _LEASES:
+                if rows:
+                    conn.executemany(_INSERT_ENTRY, rows)
+                    rows = []
+                results.append(self._lease(code, arg, tokens))
+                continue
             run_id = arg[0]
             if (fenced or failed) and code != _CREATE:
                 failure = fenced.get(run_id) or failed.get(run_id)
@@ -458,10 +602,24 @@ class _Writer:
                     continue
             if code == _APPEND:
                 new: list[Row] = arg[1]
-                missing = self._missing(run_id)
-                if missing is not None:
-                    results.append(missing)
-                    continue
+                token: int | None = arg[2]
+                if token is None:
+                    missing = self._missing(run_id)
+                    if missing is not None:
+                        results.append(missing)
+                        continue
+                else:
+                    current = tokens[run_id] if run_id in tokens else self._token(run_id, tokens)
+                    if current != token:
+                        if current is None:
+                            results.append(StoreError(
+                                f"Cannot append to run {run_id!r}: it does not exist."
+                            ))
+                            continue
+                        lost = lease_lost(run_id, token, current)
+                        failure = fenced[run_id] = _Failure(str(lost), None, type(lost))
+                        results.append(failure)
+                        continue
                 expected = ends.get(run_id)
                 if expected is None:
                     expected = self._journal_end(run_id)
@@ -501,11 +659,11 @@ class _Writer:
                 conn.executemany(_INSERT_ENTRY, rows)
                 rows = []
             if not isolate:
-                result = self._apply_one(code, arg)
+                result = self._apply_one(code, arg, tokens)
             else:
                 conn.execute("SAVEPOINT op")
                 try:
-                    result = self._apply_one(code, arg)
+                    result = self._apply_one(code, arg, tokens)
                 except sqlite3.IntegrityError as exc:
                     conn.execute("ROLLBACK TO op")
                     result = self._integrity_error(code, arg, exc)
@@ -518,7 +676,7 @@ class _Writer:
             conn.executemany(_INSERT_ENTRY, rows)
         return results, fenced, ends
 
-    def _apply_one(self, code: int, arg: Any) -> StoreError | None:
+    def _apply_one(self, code: int, arg: Any, tokens: dict[str, int | None]) -> StoreError | None:
         conn = self._conn
         assert conn is not None
         if code == _CREATE:
@@ -526,18 +684,67 @@ class _Writer:
             conn.execute(_INSERT_RUN, run_row)
             if entry_rows:
                 conn.executemany(_INSERT_ENTRY, entry_rows)
+            tokens[arg[0]] = run_row[8]
             return None
-        run_id, status, updated_at, patch = arg
-        row = conn.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
+        run_id, status, updated_at, patch, token, release = arg
+        row = conn.execute("SELECT data, token FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return StoreError(f"Cannot update run {run_id!r}: it does not exist.")
+        if token is not None and row[1] != token:
+            return lease_lost(run_id, token, row[1])
         data = loads(row[0])
         data.update(loads(patch))
         conn.execute(
-            "UPDATE runs SET status = ?, updated_at = ?, data = ? WHERE id = ?",
+            "UPDATE runs SET status = ?, updated_at = ?, data = ?"
+            + (f", {_UNLEASE}" if release else "")
+            + " WHERE id = ?",
             (status, updated_at, dumps_str(data), run_id),
         )
         return None
+
+    def _token(self, run_id: str, tokens: dict[str, int | None]) -> int | None:
+        assert self._conn is not None
+        row = self._conn.execute("SELECT token FROM runs WHERE id = ?", (run_id,)).fetchone()
+        current = tokens[run_id] = None if row is None else row[0]
+        return current
+
+    def _lease(self, code: int, arg: Any, tokens: dict[str, int | None]) -> object:
+        """Claim, renew or release a lease in the open transaction."""
+        conn = self._conn
+        assert conn is not None
+        now = time.time()
+        if code == _RENEW:
+            lost: set[str] = set()
+            until = now + arg.ttl
+            for run_id, token in arg.leases.items():
+                cur = conn.execute(
+                    "UPDATE runs SET lease_until = ? WHERE id = ? AND token = ? "
+                    "AND owner IS NOT NULL",
+                    (until, run_id, token),
+                )
+                if cur.rowcount != 1:
+                    lost.add(run_id)
+            return lost
+        if code == _RELEASE:
+            conn.execute(
+                f"UPDATE runs SET {_UNLEASE} WHERE id = ? AND token = ?", (arg.run_id, arg.token)
+            )
+            return None
+        row = conn.execute(
+            f"SELECT {self.run_columns} FROM runs WHERE id = ?", (arg.run_id,)
+        ).fetchone()
+        if row is None:
+            return RunNotFound(arg.run_id, f"sqlite:///{self.path}")
+        held = _record(row).lease
+        if held is not None and held.live(now) and held.owner != arg.owner and not arg.steal:
+            return RunBusy(arg.run_id, held.owner, held.since, held.until)
+        token = row[2] + 1
+        conn.execute(
+            "UPDATE runs SET owner = ?, token = ?, lease_since = ?, lease_until = ? WHERE id = ?",
+            (arg.owner, token, now, now + arg.ttl, arg.run_id),
+        )
+        tokens[arg.run_id] = token
+        return _record((row[0], arg.owner, token, now, now + arg.ttl))
 
     def _missing(self, run_id: str) -> StoreError | None:
         if run_id in self.known:
@@ -605,20 +812,19 @@ class _Writer:
                 else:
                     self.next_seq.pop(arg, None)
                 return entries
+            select = f"SELECT {self.run_columns} FROM runs"
             if code == _LIST:
                 status, limit = arg
                 if status is None:
-                    cur = conn.execute("SELECT data FROM runs" + _ORDER, (limit,))
+                    cur = conn.execute(select + _ORDER, (limit,))
                 else:
-                    cur = conn.execute(
-                        "SELECT data FROM runs WHERE status = ?" + _ORDER, (status, limit)
-                    )
-                return [RunRecord.from_json(loads(data)) for (data,) in cur]
+                    cur = conn.execute(select + " WHERE status = ?" + _ORDER, (status, limit))
+                return [_record(row) for row in cur]
             column = "id" if code == _GET else "idempotency_key"
-            row = conn.execute(f"SELECT data FROM runs WHERE {column} = ?", (arg,)).fetchone()
+            row = conn.execute(f"{select} WHERE {column} = ?", (arg,)).fetchone()
             if row is None:
                 return None
-            record = RunRecord.from_json(loads(row[0]))
+            record = _record(row)
             self.known.add(record.id)
             return record
         except (sqlite3.Error, ValueError, KeyError) as exc:
@@ -633,6 +839,15 @@ class _Writer:
         waiter = _SyncWaiter()
         self.queue.put((_STOP, None, waiter))
         self.thread.join()
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    """A run's record from its row (`_RUN_COLUMNS`): the lease columns are the truth."""
+    data, owner, token, since, until = row
+    record = RunRecord.from_json(loads(data))
+    record.token = token
+    record.lease = None if owner is None else Lease(owner, token, since, until)
+    return record
 
 
 _open_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from orchestrion._json import JSON
-from orchestrion.engine.journal import Entry, RunRecord, RunStatus
-from orchestrion.errors import StoreError
+from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
+from orchestrion.engine.store import DEFAULT_LEASE_TTL
+from orchestrion.errors import RunBusy, RunNotFound, StoreError, lease_lost
 
 
 def duplicate_seq_error(run_id: str, seq: int) -> StoreError:
@@ -49,23 +50,73 @@ class MemoryStore:
     url = "memory://"
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryStore:
+    def from_url(cls, url: str, *, read_only: bool = False) -> MemoryStore:
         return cls()
 
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._journals: dict[str, list[Entry]] = {}
 
-    async def create_run(self, run: RunRecord, entries: Sequence[Entry] = ()) -> None:
+    async def create_run(
+        self,
+        run: RunRecord,
+        entries: Sequence[Entry] = (),
+        *,
+        owner: str | None = None,
+        ttl: float = DEFAULT_LEASE_TTL,
+    ) -> Lease | None:
         if run.id in self._runs:
             raise StoreError(f"A run with id {run.id!r} already exists; choose another id.")
         key = run.idempotency_key
         if key is not None:
-            owner = next((r.id for r in self._runs.values() if r.idempotency_key == key), None)
-            if owner is not None:
-                raise idempotency_key_error(run.id, key, owner)
-        self._runs[run.id] = dataclasses.replace(run, pending=list(run.pending))
+            used_by = next((r.id for r in self._runs.values() if r.idempotency_key == key), None)
+            if used_by is not None:
+                raise idempotency_key_error(run.id, key, used_by)
+        now = time.time()
+        lease = None if owner is None else Lease(owner, 1, now, now + ttl)
+        self._runs[run.id] = dataclasses.replace(
+            run, pending=list(run.pending), lease=lease, token=0 if lease is None else 1
+        )
         self._journals[run.id] = list(entries)
+        return lease
+
+    async def claim(
+        self, run_id: str, owner: str, *, ttl: float = DEFAULT_LEASE_TTL, steal: bool = False
+    ) -> RunRecord:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFound(run_id, self.url)
+        now = time.time()
+        held = run.lease
+        if held is not None and held.live(now) and held.owner != owner and not steal:
+            raise RunBusy(run_id, held.owner, held.since, held.until)
+        run.token += 1
+        run.lease = Lease(owner, run.token, now, now + ttl)
+        return dataclasses.replace(run, pending=list(run.pending))
+
+    async def renew(self, leases: Mapping[str, int], *, ttl: float = DEFAULT_LEASE_TTL) -> set[str]:
+        lost: set[str] = set()
+        until = time.time() + ttl
+        for run_id, token in leases.items():
+            run = self._runs.get(run_id)
+            if run is None or run.lease is None or run.lease.token != token:
+                lost.add(run_id)
+            else:
+                run.lease = dataclasses.replace(run.lease, until=until)
+        return lost
+
+    async def release(self, run_id: str, token: int) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.lease is not None and run.lease.token == token:
+            run.lease = None
+
+    def _fence(self, run_id: str, token: int | None) -> RunRecord:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise StoreError(f"Cannot write run {run_id!r}: it does not exist.")
+        if token is not None and token != run.token:
+            raise lease_lost(run_id, token, run.token)
+        return run
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         run = self._runs.get(run_id)
@@ -94,10 +145,15 @@ class MemoryStore:
         error: JSON = None,
         pending: list[JSON] | None = None,
         usage: list[JSON] | None = None,
+        token: int | None = None,
+        release: bool = False,
     ) -> None:
         run = self._runs.get(run_id)
         if run is None:
             raise StoreError(f"Cannot update run {run_id!r}: it does not exist.")
+        run = self._fence(run_id, token)
+        if release:
+            run.lease = None
         run.status = status
         run.output = output
         run.error = error
@@ -106,10 +162,14 @@ class MemoryStore:
             run.usage = list(usage)
         run.updated_at = time.time()
 
-    async def append(self, run_id: str, entries: Sequence[Entry], *, durable: bool) -> None:
+    async def append(
+        self, run_id: str, entries: Sequence[Entry], *, durable: bool, token: int | None = None
+    ) -> None:
         journal = self._journals.get(run_id)
         if journal is None:
             raise StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
+        if token is not None:
+            self._fence(run_id, token)
         # A journal is a gap-free prefix: each entry's seq is the journal's length
         # when it is appended. Checked for all entries before any is added.
         expected = len(journal)

@@ -33,22 +33,29 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchestrion._json import JSON, dumps_str
-from orchestrion.engine.journal import Entry, RunRecord, RunStatus
+from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
+from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
 from orchestrion.stores._sqlite_writer import (
     _APPEND,
+    _CLAIM,
     _CREATE,
     _FIND,
     _GET,
     _LIST,
     _LOAD,
+    _RELEASE,
+    _RENEW,
     _STOP,
     _UPDATE,
     DEFAULT_PATH,
+    Claim,
+    Release,
+    Renew,
     Row,
     _open_writers,
     _Writer,
@@ -61,20 +68,27 @@ class SQLiteStore:
     `busy_timeout` is how long (seconds) to wait for another process's lock. A
     group commit that still finds the file locked is retried for as long again;
     then the writes of the runs in it fail with `StoreError` (see the module
-    docstring for how each run hears of it).
+    docstring for how each run hears of it). `read_only` opens an existing file
+    for reading only (`orchestrion runs` and `show`): nothing is created or changed.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, *, busy_timeout: float = 5.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_PATH,
+        *,
+        busy_timeout: float = 5.0,
+        read_only: bool = False,
+    ):
         self.path = os.fspath(path)
         self.url = f"sqlite:///{self.path}"
-        self._writer = _Writer(os.path.abspath(self.path), busy_timeout)
+        self._writer = _Writer(os.path.abspath(self.path), busy_timeout, read_only=read_only)
         self._put = self._writer.queue.put
         self._known = self._writer.known
         self._failed = self._writer.failed
         _open_writers.add(self._writer)
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, read_only: bool = False) -> SQLiteStore:
         """`sqlite:///relative/path.db` or `sqlite:////absolute/path.db`."""
         prefix = "sqlite:///"
         path = url[len(prefix) :] if url.startswith(prefix) else ""
@@ -83,7 +97,7 @@ class SQLiteStore:
                 f"SQLite store URL {url!r} names no file: use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db (or memory:// for a store that is not kept)."
             )
-        return cls(path)
+        return cls(path, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -115,8 +129,19 @@ class SQLiteStore:
 
     # -- Store protocol ------------------------------------------------------
 
-    async def create_run(self, run: RunRecord, entries: Sequence[Entry] = ()) -> None:
-        data = self._encode(run.id, run.to_json())
+    async def create_run(
+        self,
+        run: RunRecord,
+        entries: Sequence[Entry] = (),
+        *,
+        owner: str | None = None,
+        ttl: float = DEFAULT_LEASE_TTL,
+    ) -> Lease | None:
+        fields = run.to_json()
+        del fields["lease"], fields["token"]  # kept in their own columns
+        data = self._encode(run.id, fields)
+        now = time.time()
+        lease = None if owner is None else Lease(owner, 1, now, now + ttl)
         row = (
             run.id,
             run.name,
@@ -125,8 +150,26 @@ class SQLiteStore:
             run.updated_at,
             run.idempotency_key,
             data,
+            owner,
+            0 if lease is None else 1,
+            None if lease is None else lease.since,
+            None if lease is None else lease.until,
         )
         await self._call(_CREATE, (run.id, row, self._rows(run.id, entries)))
+        return lease
+
+    async def claim(
+        self, run_id: str, owner: str, *, ttl: float = DEFAULT_LEASE_TTL, steal: bool = False
+    ) -> RunRecord:
+        record: RunRecord = await self._call(_CLAIM, Claim(run_id, owner, ttl, steal))
+        return record
+
+    async def renew(self, leases: Mapping[str, int], *, ttl: float = DEFAULT_LEASE_TTL) -> set[str]:
+        lost: set[str] = await self._call(_RENEW, Renew(dict(leases), ttl))
+        return lost
+
+    async def release(self, run_id: str, token: int) -> None:
+        await self._call(_RELEASE, Release(run_id, token))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         record: RunRecord | None = await self._call(_GET, run_id)
@@ -153,6 +196,8 @@ class SQLiteStore:
         error: JSON = None,
         pending: list[JSON] | None = None,
         usage: list[JSON] | None = None,
+        token: int | None = None,
+        release: bool = False,
     ) -> None:
         if self._failed:
             self._refuse(run_id)
@@ -167,20 +212,24 @@ class SQLiteStore:
         }
         if usage is not None:
             patch["usage"] = list(usage)
-        await self._call(_UPDATE, (run_id, status.value, now, self._encode(run_id, patch)))
+        await self._call(
+            _UPDATE, (run_id, status.value, now, self._encode(run_id, patch), token, release)
+        )
 
-    async def append(self, run_id: str, entries: Sequence[Entry], *, durable: bool) -> None:
+    async def append(
+        self, run_id: str, entries: Sequence[Entry], *, durable: bool, token: int | None = None
+    ) -> None:
         if self._failed:
             self._refuse(run_id)
         if self._writer.closing:
             self._check_open()
         rows = self._rows(run_id, entries)
         if not durable and run_id in self._known:
-            self._put((_APPEND, (run_id, rows), None))
+            self._put((_APPEND, (run_id, rows, token), None))
             return
         # Durable, or the first append to a run this store has not seen: wait,
         # so appending to a missing run fails here as it does in every store.
-        await self._call(_APPEND, (run_id, rows))
+        await self._call(_APPEND, (run_id, rows, token))
 
     async def load(self, run_id: str) -> list[Entry]:
         # Reads go through the same queue as writes, behind every append made
