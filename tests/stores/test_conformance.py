@@ -16,7 +16,7 @@ import pytest
 
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.store import Store, open_store
-from orchestrion.errors import StoreError
+from orchestrion.errors import LeaseLost, RunBusy, RunNotFound, StoreError
 from orchestrion.stores.memory import MemoryStore
 
 
@@ -325,3 +325,129 @@ async def test_times_are_floats(store: Store) -> None:
     await store.create_run(run("run-1", created_at=now))
     got = await store.get_run("run-1")
     assert got is not None and got.created_at == now
+
+
+# -- leases and fencing ------------------------------------------------------
+
+
+async def test_create_with_an_owner_claims_the_run_in_the_same_write(store: Store) -> None:
+    before = time.time()
+    lease = await store.create_run(run("run-1"), owner="host:1:a", ttl=30)
+    assert lease is not None and (lease.owner, lease.token) == ("host:1:a", 1)
+    assert before <= lease.since <= lease.until - 30 + 0.001
+    got = await store.get_run("run-1")
+    assert got is not None and got.lease == lease and got.token == 1
+    assert got.orphaned_since(time.time()) is None
+    assert await store.create_run(run("run-2")) is None
+    unowned = await store.get_run("run-2")
+    assert unowned is not None and unowned.lease is None and unowned.token == 0
+
+
+async def test_a_live_lease_refuses_another_owner_naming_the_holder(store: Store) -> None:
+    held = await store.create_run(run("run-1"), owner="host:1:a", ttl=30)
+    assert held is not None
+    with pytest.raises(RunBusy) as busy:
+        await store.claim("run-1", "host:2:b", ttl=30)
+    assert (busy.value.owner, busy.value.since, busy.value.until) == (
+        "host:1:a", held.since, held.until,
+    )
+    assert "host:1:a" in str(busy.value) and "--wait" in str(busy.value)
+    got = await store.get_run("run-1")
+    assert got is not None and got.lease == held  # nothing changed
+
+
+async def test_each_claim_increments_the_token(store: Store) -> None:
+    await store.create_run(run("run-1"), owner="a", ttl=30)
+    again = await store.claim("run-1", "a", ttl=30)  # the holder may claim again
+    assert again.lease is not None and again.lease.token == 2 and again.token == 2
+    stolen = await store.claim("run-1", "b", ttl=30, steal=True)
+    assert stolen.lease is not None and (stolen.lease.owner, stolen.lease.token) == ("b", 3)
+
+
+async def test_an_expired_lease_can_be_claimed_and_shows_the_run_orphaned(store: Store) -> None:
+    lease = await store.create_run(run("run-1"), owner="a", ttl=0.05)
+    assert lease is not None
+    await asyncio.sleep(0.1)
+    got = await store.get_run("run-1")
+    assert got is not None and got.orphaned_since(time.time()) == lease.until
+    claimed = await store.claim("run-1", "b", ttl=30)
+    assert claimed.lease is not None and claimed.lease.owner == "b" and claimed.token == 2
+    assert claimed.orphaned_since(time.time()) is None
+
+
+async def test_claiming_a_missing_run_raises_run_not_found(store: Store) -> None:
+    with pytest.raises(RunNotFound, match="'nope'"):
+        await store.claim("nope", "a")
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_an_append_with_a_stale_token_is_refused_and_writes_nothing(
+    store: Store, durable: bool
+) -> None:
+    await store.create_run(run("run-1"), owner="a", ttl=30)
+    await store.append("run-1", [entry(0)], durable=True, token=1)
+    await store.claim("run-1", "b", ttl=30, steal=True)  # token 2
+    with pytest.raises(LeaseLost, match="token 1.*now 2"):
+        # Not waited for: the refusal reaches the run's next call.
+        await store.append("run-1", [entry(1)], durable=durable, token=1)
+        await store.append("run-1", [entry(2)], durable=True, token=1)
+    assert [e.seq for e in await store.load("run-1")] == [0]
+    await store.append("run-1", [entry(1)], durable=True, token=2)  # the new owner goes on
+    assert [e.seq for e in await store.load("run-1")] == [0, 1]
+
+
+async def test_a_status_change_with_a_stale_token_is_refused(store: Store) -> None:
+    await store.create_run(run("run-1"), owner="a", ttl=30)
+    taken = await store.claim("run-1", "b", ttl=30, steal=True)
+    await store.update_run("run-1", status=RunStatus.CANCELLED, token=2, release=True)
+    with pytest.raises(LeaseLost):
+        await store.update_run("run-1", status=RunStatus.COMPLETED, output="paid", token=1)
+    got = await store.get_run("run-1")
+    assert got is not None and got.status is RunStatus.CANCELLED and got.output is None
+    assert got.lease is None and got.token == taken.token  # released; the token stays
+
+
+async def test_renew_extends_live_leases_and_names_the_lost_ones(store: Store) -> None:
+    a = await store.create_run(run("run-a"), owner="me", ttl=1)
+    b = await store.create_run(run("run-b"), owner="me", ttl=1)
+    assert a is not None and b is not None
+    await store.claim("run-b", "other", ttl=30, steal=True)
+    lost = await store.renew({"run-a": 1, "run-b": 1, "nope": 1}, ttl=60)
+    assert lost == {"run-b", "nope"}
+    got = await store.get_run("run-a")
+    assert got is not None and got.lease is not None and got.lease.until >= a.until + 50
+    other = await store.get_run("run-b")
+    assert other is not None and other.lease is not None and other.lease.owner == "other"
+
+
+async def test_release_ends_only_the_current_lease(store: Store) -> None:
+    await store.create_run(run("run-1"), owner="a", ttl=30)
+    await store.claim("run-1", "b", ttl=30, steal=True)
+    await store.release("run-1", 1)  # stale: nothing happens
+    got = await store.get_run("run-1")
+    assert got is not None and got.lease is not None and got.lease.owner == "b"
+    await store.release("run-1", 2)
+    got = await store.get_run("run-1")
+    assert got is not None and got.lease is None
+    assert got.orphaned_since(time.time()) == got.updated_at  # running, nobody on it
+    assert await store.renew({"run-1": 2}) == {"run-1"}  # a released lease is not renewed
+    claimed = await store.claim("run-1", "c")
+    assert claimed.token == 3
+
+
+async def test_the_final_status_can_release_the_lease(store: Store) -> None:
+    await store.create_run(run("run-1"), owner="a", ttl=30)
+    await store.update_run("run-1", status=RunStatus.INTERRUPTED, token=1, release=True)
+    got = await store.get_run("run-1")
+    assert got is not None and got.lease is None and got.status is RunStatus.INTERRUPTED
+    assert got.orphaned_since(time.time()) is None  # waiting for a human, not orphaned
+    listed = await store.list_runs()
+    assert listed[0].lease is None and listed[0].token == 1
+
+
+async def test_leases_show_in_every_read(store: Store) -> None:
+    lease = await store.create_run(run("run-1", idempotency_key="k"), owner="a", ttl=30)
+    found = await store.find_run(idempotency_key="k")
+    listed = await store.list_runs()
+    assert found is not None and found.lease == lease
+    assert listed[0].lease == lease

@@ -1,0 +1,306 @@
+"""One owner per run: two runtimes on one store stand for two processes (the
+multi-process proof with real processes is tests/test_ownership_processes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from orchestrion import Agent, Approve, RunContext, RunStatus, Runtime, tool
+from orchestrion.engine.execution import idempotency_key_of
+from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.store import Store
+from orchestrion.errors import AnswerError, LeaseLost, RunBusy, RunNotResumable, UserError
+from orchestrion.messages import ModelRequest
+from orchestrion.patterns import Concurrent
+from orchestrion.testing import FunctionModel, ScriptedModel, call
+
+
+class Payments:
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def tool(self, *, approval: bool = False) -> Any:
+        payments = self
+
+        @tool(effect="write", approval=approval)
+        async def pay(ctx: RunContext[None], amount: float) -> str:
+            """Pay `amount`."""
+            payments.keys.append(ctx.idempotency_key)
+            return f"paid {amount}"
+
+        return pay
+
+
+def gated_model(gate: asyncio.Event, entered: asyncio.Event, script: list[Any]) -> FunctionModel:
+    """Answers from `script` in order; before the second answer it waits for `gate`."""
+    answers = iter(script)
+    calls = 0
+
+    async def answer(request: ModelRequest) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            entered.set()
+            await gate.wait()
+        return next(answers)
+
+    return FunctionModel(answer)
+
+
+async def test_a_run_working_in_one_runtime_is_refused_to_another_before_anything_runs(
+    store: Store,
+) -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+    payments = Payments()
+    agent = Agent(
+        name="payer",
+        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
+        tools=[payments.tool()],
+    )
+    owner, other = Runtime(store), Runtime(store)
+    work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
+    await entered.wait()
+    with pytest.raises(RunBusy) as busy:
+        await other.resume("r1", runnable=agent)
+    assert busy.value.owner == owner.owner and busy.value.until > time.time()
+    assert f"being worked on by {owner.owner}" in str(busy.value)
+    gate.set()
+    assert (await work).output == "done"
+    assert len(payments.keys) == 2
+    with pytest.raises(RunNotResumable, match="completed"):
+        await other.resume("r1", runnable=agent)
+    record = await other.get("r1")
+    assert record.lease is None  # released with the final status
+
+
+async def test_resume_can_wait_for_the_owner_to_let_go(store: Store) -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+    payments = Payments()
+    agent = Agent(
+        name="payer",
+        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
+        tools=[payments.tool(approval=True)],
+    )
+    owner, other = Runtime(store), Runtime(store)
+    first = await owner.run(agent, "pay", run_id="r1")
+    assert first.status is RunStatus.INTERRUPTED
+    approval = first.interrupts[0].id
+    work = asyncio.create_task(owner.resume("r1", {approval: Approve()}))
+    await entered.wait()
+    waiting = asyncio.create_task(other.resume("r1", wait=10, runnable=agent))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    gate.set()
+    second = await work
+    assert second.status is RunStatus.INTERRUPTED  # the second payment waits for approval
+    resumed = await waiting  # claimed once the owner let go: nothing to answer, it waits again
+    assert resumed.status is RunStatus.INTERRUPTED
+    assert len(payments.keys) == 1
+
+
+async def test_two_resumes_answering_one_approval_execute_the_write_once(store: Store) -> None:
+    payments = Payments()
+    agent = Agent(
+        name="payer",
+        model=ScriptedModel([call("pay", {"amount": 5}), "paid"]),
+        tools=[payments.tool(approval=True)],
+    )
+    first = await Runtime(store).run(agent, "pay", run_id="r1")
+    approval = first.interrupts[0].id
+    a, b = Runtime(store), Runtime(store)
+    outcomes = await asyncio.gather(
+        a.resume("r1", {approval: Approve()}, runnable=agent),
+        b.resume("r1", {approval: Approve()}, runnable=agent),
+        return_exceptions=True,
+    )
+    won = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(won) == 1 and won[0].status is RunStatus.COMPLETED
+    assert len(refused) == 1 and isinstance(refused[0], RunBusy | RunNotResumable)
+    assert len(payments.keys) == 1
+    assert (await a.get("r1")).status is RunStatus.COMPLETED
+
+
+async def test_a_crashed_owners_lease_blocks_until_it_ends(store: Store) -> None:
+    payments = Payments()
+    agent = Agent(
+        name="payer",
+        model=ScriptedModel([call("pay", {"amount": 5}), "paid"]),
+        tools=[payments.tool()],
+    )
+    await store.create_run(
+        _record("r1", agent.name), owner="dead-host:1:x", ttl=0.3
+    )  # a process that claimed the run, then died
+    runtime = Runtime(store)
+    with pytest.raises(RunBusy, match="dead-host:1:x"):
+        await runtime.resume("r1", runnable=agent)
+    assert payments.keys == []
+    assert (await runtime.get("r1")).orphaned_since(time.time()) is None
+    await asyncio.sleep(0.35)
+    assert (await runtime.get("r1")).orphaned_since(time.time()) is not None
+    result = await runtime.resume("r1", runnable=agent)
+    assert result.output == "paid" and len(payments.keys) == 1
+
+
+async def test_cancel_from_another_runtime_stops_the_owner_before_its_next_write(
+    store: Store,
+) -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+    payments = Payments()
+    agent = Agent(
+        name="payer",
+        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
+        tools=[payments.tool()],
+    )
+    owner, other = Runtime(store), Runtime(store)
+    work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
+    await entered.wait()  # the first payment went out; the model is being asked again
+    cancelled = await other.cancel("r1")
+    assert cancelled.status is RunStatus.CANCELLED and cancelled.lease is None
+    gate.set()  # the model answers "pay 2": the owner must not pay
+    result = await work
+    assert result.status is RunStatus.CANCELLED
+    assert len(payments.keys) == 1
+    assert (await other.get("r1")).status is RunStatus.CANCELLED
+    steps = await other.history("r1")
+    assert [s.key for s in steps if s.kind == "tool"] == ["payer/turn-1/tool/pay#call_1_0"]
+
+
+async def test_cancel_of_a_completed_run_leaves_it_completed(store: Store) -> None:
+    runtime = Runtime(store)
+    done = await runtime.run(Agent(name="a", model=ScriptedModel(["ok"])), "go")
+    assert (await Runtime(store).cancel(done.run_id)).status is RunStatus.COMPLETED
+
+
+async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(store: Store) -> None:
+    async def slow(request: ModelRequest) -> str:
+        await asyncio.sleep(0.5)
+        return "finally"
+
+    owner, other = Runtime(store, lease_ttl=0.15), Runtime(store)
+    work = asyncio.create_task(owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1"))
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        with pytest.raises(RunBusy):
+            await other.resume("r1", runnable=Agent(name="a", model=ScriptedModel(["x"])))
+    assert (await work).output == "finally"
+
+
+async def test_an_owner_that_lost_its_lease_stops_at_its_next_step(store: Store) -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+    payments = Payments()
+    agent = Agent(
+        name="payer",
+        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
+        tools=[payments.tool()],
+    )
+    owner = Runtime(store, lease_ttl=0.15)
+    work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
+    await entered.wait()
+    # Another process takes the run over (as if this one had stalled past its lease).
+    await store.claim("r1", "elsewhere", ttl=30, steal=True)
+    await asyncio.sleep(0.2)  # the owner's heartbeat finds the lease lost
+    gate.set()
+    with pytest.raises(LeaseLost, match="no longer owned by this process"):
+        await work
+    assert len(payments.keys) == 1
+    record = await Runtime(store).get("r1")
+    assert record.status is RunStatus.RUNNING and record.lease is not None
+    assert record.lease.owner == "elsewhere"
+
+
+async def test_an_answer_journaled_before_a_crash_is_not_applied_twice(store: Store) -> None:
+    payments = Payments()
+
+    def agent(model: Any) -> Agent[str]:
+        return Agent(name="payer", model=model, tools=[payments.tool(approval=True)])
+
+    first = await Runtime(store).run(agent(ScriptedModel([call("pay", {"amount": 5})])), "pay", run_id="r1")
+    approval = first.interrupts[0].id
+
+    hanging = asyncio.Event()
+
+    async def hang(request: ModelRequest) -> str:
+        hanging.set()  # after the approval and the payment were journaled
+        await asyncio.sleep(3600)
+        return "never"
+
+    crashing = asyncio.create_task(
+        Runtime(store).resume("r1", {approval: Approve()}, runnable=agent(FunctionModel(hang)))
+    )
+    await hanging.wait()
+    crashing.cancel()  # a crash: the run stays running, its approval still listed
+    await asyncio.gather(crashing, return_exceptions=True)
+    assert len(payments.keys) == 1
+    assert [p["id"] for p in (await store.get_run("r1")).pending] == [approval]  # type: ignore[union-attr]
+    with pytest.raises(AnswerError, match="already answered"):
+        await Runtime(store).resume(
+            "r1", {approval: {"approved": False, "reason": "no"}}, runnable=agent(ScriptedModel(["x"]))
+        )
+    again = await Runtime(store).resume(
+        "r1", {approval: Approve()}, runnable=agent(ScriptedModel(["paid"]))
+    )
+    assert again.status is RunStatus.COMPLETED and again.output == "paid"
+    assert len(payments.keys) == 1
+
+
+async def test_a_fork_keeps_the_idempotency_key_of_a_write_started_in_the_parent(
+    store: Store,
+) -> None:
+    payments = Payments()
+    cut = asyncio.Event()
+
+    @tool(effect="write")
+    async def slow_pay(ctx: RunContext[None], amount: float) -> str:
+        """Pay slowly."""
+        payments.keys.append(ctx.idempotency_key)
+        if not cut.is_set():
+            cut.set()
+            await asyncio.sleep(10)  # cut off by its branch's timeout, effect unknown
+        return "paid"
+
+    def pay_once(request: ModelRequest) -> Any:
+        paid = any(type(m).__name__ == "ToolResult" for m in request.messages)
+        return "ok" if paid else call("slow_pay", {"amount": 9})
+
+    def team(model_b: Any) -> Concurrent:
+        return Concurrent(
+            name="fan",
+            branches=[
+                Agent(name="payer", model=FunctionModel(pay_once), tools=[slow_pay]),
+                Agent(name="writer", model=model_b),
+            ],
+            timeout=0.2,
+        )
+
+    runtime = Runtime(store)
+    parent = await runtime.run(team(ScriptedModel(["draft"])), "go", run_id="parent")
+    assert parent.status is RunStatus.FAILED  # WriteUncertain: the payment may have happened
+    started_key = "fan/branch-0/payer/turn-1/tool/slow_pay#call_1_0"
+    history = {s.key: s for s in await runtime.history("parent")}
+    assert history[started_key].status is StepStatus.STARTED
+    # Fork at a step after the write started: the copied prefix holds the write in flight.
+    later = max(history.values(), key=lambda s: s.seq)
+    fork = await runtime.fork(
+        "parent", at=later.key, runnable=team(ScriptedModel(["draft 2"]))
+    )
+    assert fork.status is RunStatus.COMPLETED
+    parent_key = idempotency_key_of("parent", started_key)
+    assert payments.keys == [parent_key, parent_key]  # the bank sees the same call again
+
+
+def test_a_lease_ttl_that_is_not_positive_is_refused() -> None:
+    for bad in (0, -1, float("nan"), "30"):
+        with pytest.raises(UserError, match="lease_ttl"):
+            Runtime("memory://", lease_ttl=bad)  # type: ignore[arg-type]
+
+
+def _record(run_id: str, name: str) -> Any:
+    from orchestrion.engine.journal import RunRecord
+
+    now = time.time()
+    return RunRecord(id=run_id, name=name, status=RunStatus.RUNNING, input="pay", created_at=now, updated_at=now)
