@@ -75,7 +75,7 @@ def test_racing_approvals_execute_the_write_once_and_end_completed(
     # Each loser was refused before executing anything: busy (5) while the winner
     # held the run, or nothing to resume (2) once it had completed.
     assert set(codes[1:]) <= {2, 5}, outcomes
-    for code, out, err in outcomes:
+    for code, _, err in outcomes:
         if code == 5:
             assert "is being worked on by" in err and "--wait" in err
         elif code == 2:
@@ -129,7 +129,7 @@ def test_cancel_from_another_process_stops_the_owner_before_its_next_write(
     shown = bench.json("show", "r1")
     assert isinstance(shown, dict) and shown["status"] == "running"
     assert shown["lease"]["owner"].split(":")[1] == str(owner.pid)
-    code, out, _ = bench.cli("show", "r1")
+    _, out, _ = bench.cli("show", "r1")
     assert "working: owned by" in out
 
     cancelled = bench.json("cancel", "r1")

@@ -387,7 +387,7 @@ async def test_an_append_with_a_stale_token_is_refused_and_writes_nothing(
     await store.create_run(run("run-1"), owner="a", ttl=30)
     await store.append("run-1", [entry(0)], durable=True, token=1)
     await store.claim("run-1", "b", ttl=30, steal=True)  # token 2
-    with pytest.raises(LeaseLost, match="token 1.*now 2"):
+    with pytest.raises(LeaseLost, match=r"token 1.*now 2"):
         # Not waited for: the refusal reaches the run's next call.
         await store.append("run-1", [entry(1)], durable=durable, token=1)
         await store.append("run-1", [entry(2)], durable=True, token=1)
