@@ -136,3 +136,26 @@ async def test_a_file_deleted_or_replaced_under_a_running_process_fails_loudly(
     with pytest.raises(StoreError, match=f"was {how}"):
         await store.update_run("r1", status=RunStatus.COMPLETED, token=1)
     await store.close()  # every failure was heard of
+
+
+async def test_durable_writes_and_status_changes_are_fsynced_model_steps_are_not(
+    tmp_path: Path,
+) -> None:
+    """What reaches `PRAGMA synchronous` before each commit (FULL fsyncs the WAL)."""
+    store = SQLiteStore(tmp_path / "runs.db")
+    levels: list[str] = []
+    real = store._writer._set_synchronous
+
+    def spy(conn: sqlite3.Connection, level: str) -> None:
+        levels.append(level)
+        real(conn, level)
+
+    store._writer._set_synchronous = spy  # type: ignore[method-assign]
+    await store.create_run(run("r1"), owner="me")  # a creation: not fsync'd
+    await store.append("r1", [entry(0)], durable=False, token=1)  # a model step
+    await store.load("r1")  # (waits for the batch above)
+    await store.append("r1", [entry(1)], durable=True, token=1)  # a write tool's start
+    await store.renew({"r1": 1})  # a heartbeat
+    await store.update_run("r1", status=RunStatus.COMPLETED, token=1, release=True)
+    await store.close()
+    assert levels == ["NORMAL", "NORMAL", "FULL", "NORMAL", "FULL"]

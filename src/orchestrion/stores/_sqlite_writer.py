@@ -500,9 +500,16 @@ class _Writer:
         moved = self._check_file()
         if moved is not None:
             return self._fail(ops, moved)
-        # A durable write (a write tool's start, an answer, a status change) is
-        # fsync'd; a batch of model and read-tool steps only is not (see `durable`).
-        self._set_synchronous(conn, "FULL" if any(op[2] is not None for op in ops) else "NORMAL")
+        # A durable append (a write tool's start and end, an answer) and a status
+        # change are fsync'd: they must survive an OS crash or a power cut, since a
+        # write re-asked of a real model after one would come back with a new call
+        # id, hence a new idempotency key. The fsync also flushes the model and
+        # read-tool steps committed before it. Those alone, run creations and
+        # leases are not fsync'd: a power cut kills every process that shares this
+        # file, so no lease outlives it, and a run created but not yet stepped is
+        # nothing lost.
+        fsync = any(op[0] == _UPDATE or (op[0] == _APPEND and op[2] is not None) for op in ops)
+        self._set_synchronous(conn, "FULL" if fsync else "NORMAL")
         started = time.monotonic()
         deadline: float | None = None
         pause = 0.005
