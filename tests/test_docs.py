@@ -53,3 +53,21 @@ def test_the_resilience_page_prints_what_it_says(tmp_path: Path) -> None:
     ):
         assert expected in printed, f"{expected!r} not in:\n{printed}"
 
+
+
+def test_the_ownership_page_prints_what_it_says(tmp_path: Path) -> None:
+    with contextlib.chdir(tmp_path):
+        printed = run_page(DOCS / "ownership.md")
+    lines = printed.splitlines()
+    assert lines[:3] == [
+        "approved: completed Paid.",
+        lines[1],  # the owner's name holds this process's host and pid
+        "payments: 1",
+    ]
+    assert lines[1].startswith("refused: Run loan-1 is being worked on by ")
+    assert lines[3:] == [
+        "still owned by gone-host:1:dead",
+        "orphaned: True",
+        "interrupted waiting for approval",
+        "loan-3 cancelled",
+    ]

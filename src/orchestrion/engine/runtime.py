@@ -96,7 +96,8 @@ class Runtime:
 
     `durability="async"` (default) writes model and read-tool steps behind the
     run (group-committed) and waits for the commit of write-tool steps,
-    answers and status changes; `"sync"` waits for every step's commit.
+    answers and status changes (fsync'd on SQLite); `"sync"` waits for every
+    step's commit.
 
     A run works here only while this runtime holds its lease in the store
     (`owner`, renewed every third of `lease_ttl` seconds): `run`, `resume` and
@@ -167,6 +168,9 @@ class Runtime:
         await self.close()
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         await self.store.close()
 
     # -- running -------------------------------------------------------------
