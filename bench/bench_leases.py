@@ -54,7 +54,13 @@ async def lease_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
             record = await store.claim(f"r{i}", "bench")  # type: ignore[attr-defined]
             await store.release(f"r{i}", record.token)  # type: ignore[attr-defined]
 
-        rows.append(Row(f"{name}: claim + release", await measure(claim_release, warmup=warmup, repeat=repeat), 1))
+        rows.append(
+            Row(
+                f"{name}: claim + release",
+                await measure(claim_release, warmup=warmup, repeat=repeat),
+                1,
+            )
+        )
         for n in (1, 100, 1000):
             held = {f"r{i}": 0 for i in range(n)}
             for run_id in held:
@@ -64,7 +70,13 @@ async def lease_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
                 lost = await store.renew(held)  # type: ignore[attr-defined]
                 assert not lost
 
-            rows.append(Row(f"{name}: renew {n} leases", await measure(renew, warmup=5, repeat=min(repeat, 100)), 1))
+            rows.append(
+                Row(
+                    f"{name}: renew {n} leases",
+                    await measure(renew, warmup=5, repeat=min(repeat, 100)),
+                    1,
+                )
+            )
         await store.close()
     return rows
 
@@ -78,14 +90,24 @@ async def fsync_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
                 lambda self, conn, level: real(self, conn, "NORMAL")
             )
         try:
-            model = ScriptedModel(([call("record", {"i": n}) for n in range(STEPS)] + ["done"]) * (warmup + repeat))
+            model = ScriptedModel(
+                ([call("record", {"i": n}) for n in range(STEPS)] + ["done"]) * (warmup + repeat)
+            )
             agent = Agent(name="bench", model=model, tools=[record], max_turns=STEPS + 1)
             async with Runtime(f"sqlite:///{tmp / f'fsync-{forced}.db'}") as runtime:
 
-                async def one(i: int, runtime: Runtime = runtime, agent: Agent[str] = agent) -> None:
+                async def one(
+                    i: int, runtime: Runtime = runtime, agent: Agent[str] = agent
+                ) -> None:
                     assert (await runtime.run(agent, "go")).value == "done"
 
-                rows.append(Row(f"10 write steps, {label}", await measure(one, warmup=warmup, repeat=repeat), STEPS))
+                rows.append(
+                    Row(
+                        f"10 write steps, {label}",
+                        await measure(one, warmup=warmup, repeat=repeat),
+                        STEPS,
+                    )
+                )
         finally:
             _sqlite_writer._Writer._set_synchronous = real  # type: ignore[method-assign]
     return rows

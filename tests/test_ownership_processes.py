@@ -28,7 +28,10 @@ class Bench:
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "orchestrion", *args, "--store", self.store],
-            env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def cli(self, *args: str, **env: str) -> tuple[int, str, str]:
@@ -91,7 +94,9 @@ def test_a_killed_owner_is_refused_until_its_lease_ends_then_resumed_once(
     tmp_path: Path,
 ) -> None:
     bench = Bench(tmp_path, OWN_PAYMENTS="2", ORCHESTRION_LEASE_TTL="2")
-    owner = bench.start("run", f"{TARGET}:agent", "--run-id", "r1", "--json", OWN_GATE=str(tmp_path / "never"))
+    owner = bench.start(
+        "run", f"{TARGET}:agent", "--run-id", "r1", "--json", OWN_GATE=str(tmp_path / "never")
+    )
     bench.wait_for("waiting", owner)
     owner.send_signal(signal.SIGKILL)
     owner.communicate(timeout=10)
@@ -143,4 +148,6 @@ def test_cancel_from_another_process_stops_the_owner_before_its_next_write(
     assert [e["n"] for e in bench.log("effect")] == [1]
     shown = bench.json("show", "r1")
     assert isinstance(shown, dict) and shown["status"] == "cancelled"
-    assert [s["key"] for s in shown["steps"] if s["kind"] == "tool"] == ["payer/turn-1/tool/pay#call_1"]
+    assert [s["key"] for s in shown["steps"] if s["kind"] == "tool"] == [
+        "payer/turn-1/tool/pay#call_1"
+    ]

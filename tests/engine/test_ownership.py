@@ -51,16 +51,25 @@ def gated_model(gate: asyncio.Event, entered: asyncio.Event, script: list[Any]) 
     return FunctionModel(answer)
 
 
+def gated_payer(
+    *, approval: bool = False
+) -> tuple[asyncio.Event, asyncio.Event, Payments, Agent[str]]:
+    """An agent paying 1, then 2: its second model request waits for the gate."""
+    gate, entered = asyncio.Event(), asyncio.Event()
+    payments = Payments()
+    script = [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]
+    agent = Agent(
+        name="payer",
+        model=gated_model(gate, entered, script),
+        tools=[payments.tool(approval=approval)],
+    )
+    return gate, entered, payments, agent
+
+
 async def test_a_run_working_in_one_runtime_is_refused_to_another_before_anything_runs(
     store: Store,
 ) -> None:
-    gate, entered = asyncio.Event(), asyncio.Event()
-    payments = Payments()
-    agent = Agent(
-        name="payer",
-        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
-        tools=[payments.tool()],
-    )
+    gate, entered, payments, agent = gated_payer()
     owner, other = Runtime(store), Runtime(store)
     work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
     await entered.wait()
@@ -78,13 +87,7 @@ async def test_a_run_working_in_one_runtime_is_refused_to_another_before_anythin
 
 
 async def test_resume_can_wait_for_the_owner_to_let_go(store: Store) -> None:
-    gate, entered = asyncio.Event(), asyncio.Event()
-    payments = Payments()
-    agent = Agent(
-        name="payer",
-        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
-        tools=[payments.tool(approval=True)],
-    )
+    gate, entered, payments, agent = gated_payer(approval=True)
     owner, other = Runtime(store), Runtime(store)
     first = await owner.run(agent, "pay", run_id="r1")
     assert first.status is RunStatus.INTERRUPTED
@@ -149,13 +152,7 @@ async def test_a_crashed_owners_lease_blocks_until_it_ends(store: Store) -> None
 async def test_cancel_from_another_runtime_stops_the_owner_before_its_next_write(
     store: Store,
 ) -> None:
-    gate, entered = asyncio.Event(), asyncio.Event()
-    payments = Payments()
-    agent = Agent(
-        name="payer",
-        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
-        tools=[payments.tool()],
-    )
+    gate, entered, payments, agent = gated_payer()
     owner, other = Runtime(store), Runtime(store)
     work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
     await entered.wait()  # the first payment went out; the model is being asked again
@@ -182,7 +179,9 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(store: Store) -
         return "finally"
 
     owner, other = Runtime(store, lease_ttl=0.15), Runtime(store)
-    work = asyncio.create_task(owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1"))
+    work = asyncio.create_task(
+        owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1")
+    )
     for _ in range(4):
         await asyncio.sleep(0.1)
         with pytest.raises(RunBusy):
@@ -191,13 +190,7 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(store: Store) -
 
 
 async def test_an_owner_that_lost_its_lease_stops_at_its_next_step(store: Store) -> None:
-    gate, entered = asyncio.Event(), asyncio.Event()
-    payments = Payments()
-    agent = Agent(
-        name="payer",
-        model=gated_model(gate, entered, [call("pay", {"amount": 1}), call("pay", {"amount": 2}), "done"]),
-        tools=[payments.tool()],
-    )
+    gate, entered, payments, agent = gated_payer()
     owner = Runtime(store, lease_ttl=0.15)
     work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
     await entered.wait()
@@ -219,7 +212,9 @@ async def test_an_answer_journaled_before_a_crash_is_not_applied_twice(store: St
     def agent(model: Any) -> Agent[str]:
         return Agent(name="payer", model=model, tools=[payments.tool(approval=True)])
 
-    first = await Runtime(store).run(agent(ScriptedModel([call("pay", {"amount": 5})])), "pay", run_id="r1")
+    first = await Runtime(store).run(
+        agent(ScriptedModel([call("pay", {"amount": 5})])), "pay", run_id="r1"
+    )
     approval = first.interrupts[0].id
 
     hanging = asyncio.Event()
@@ -239,7 +234,9 @@ async def test_an_answer_journaled_before_a_crash_is_not_applied_twice(store: St
     assert [p["id"] for p in (await store.get_run("r1")).pending] == [approval]  # type: ignore[union-attr]
     with pytest.raises(AnswerError, match="already answered"):
         await Runtime(store).resume(
-            "r1", {approval: {"approved": False, "reason": "no"}}, runnable=agent(ScriptedModel(["x"]))
+            "r1",
+            {approval: {"approved": False, "reason": "no"}},
+            runnable=agent(ScriptedModel(["x"])),
         )
     again = await Runtime(store).resume(
         "r1", {approval: Approve()}, runnable=agent(ScriptedModel(["paid"]))
@@ -285,9 +282,7 @@ async def test_a_fork_keeps_the_idempotency_key_of_a_write_started_in_the_parent
     assert history[started_key].status is StepStatus.STARTED
     # Fork at a step after the write started: the copied prefix holds the write in flight.
     later = max(history.values(), key=lambda s: s.seq)
-    fork = await runtime.fork(
-        "parent", at=later.key, runnable=team(ScriptedModel(["draft 2"]))
-    )
+    fork = await runtime.fork("parent", at=later.key, runnable=team(ScriptedModel(["draft 2"])))
     assert fork.status is RunStatus.COMPLETED
     parent_key = idempotency_key_of("parent", started_key)
     assert payments.keys == [parent_key, parent_key]  # the bank sees the same call again
@@ -303,4 +298,6 @@ def _record(run_id: str, name: str) -> Any:
     from orchestrion.engine.journal import RunRecord
 
     now = time.time()
-    return RunRecord(id=run_id, name=name, status=RunStatus.RUNNING, input="pay", created_at=now, updated_at=now)
+    return RunRecord(
+        id=run_id, name=name, status=RunStatus.RUNNING, input="pay", created_at=now, updated_at=now
+    )

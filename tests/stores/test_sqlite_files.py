@@ -50,7 +50,9 @@ def test_another_applications_database_is_refused_before_anything_changes(
     path = tmp_path / "app.db"
     foreign_db(path, user_version=min(user_version, SCHEMA_VERSION))
     before = fingerprint(path)
-    with pytest.raises(StoreError, match=r"not an orchestrion store.*invoices.*Nothing was changed"):
+    with pytest.raises(
+        StoreError, match=r"not an orchestrion store.*invoices.*Nothing was changed"
+    ):
         SQLiteStore(path, read_only=read_only)
     assert fingerprint(path) == before
     conn = sqlite3.connect(path)
@@ -92,8 +94,8 @@ async def test_a_file_of_layout_version_1_migrates_and_keeps_its_runs(tmp_path: 
         conn.execute(statement)
     conn.execute(
         "INSERT INTO runs VALUES ('old', 'agent', 'running', 1.0, 2.0, NULL, "
-        "'{\"v\": 2, \"id\": \"old\", \"name\": \"agent\", \"status\": \"running\", "
-        "\"updated_at\": 2.0}')"
+        '\'{"v": 2, "id": "old", "name": "agent", "status": "running", '
+        '"updated_at": 2.0}\')'
     )
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
