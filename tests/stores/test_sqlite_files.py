@@ -161,3 +161,13 @@ async def test_durable_writes_and_status_changes_are_fsynced_model_steps_are_not
     await store.update_run("r1", status=RunStatus.COMPLETED, token=1, release=True)
     await store.close()
     assert levels == ["NORMAL", "NORMAL", "FULL", "NORMAL", "FULL"]
+
+
+async def test_a_refused_stale_write_nobody_heard_of_is_not_raised_at_close(tmp_path: Path) -> None:
+    """The owner that lost its run stops; closing its store must not report the
+    refusal as lost writes: the journal is whole, as the new owner wrote it."""
+    store = SQLiteStore(tmp_path / "runs.db")
+    await store.create_run(run("r1"), owner="me")
+    await store.claim("r1", "other", steal=True)
+    await store.append("r1", [entry(0)], durable=False, token=1)  # refused in the writer
+    await store.close()

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from orchestrion._json import dumps_str, loads
 from orchestrion.engine.journal import Entry, Lease, RunRecord
 from orchestrion.errors import (
+    LeaseLost,
     OrchestrionError,
     RunBusy,
     RunNotFound,
@@ -479,8 +480,13 @@ class _Writer:
                 loop.call_soon_threadsafe(_resolve, items)
 
     def take_unreported(self) -> list[tuple[str, _Failure]]:
-        """The failures no caller has heard of yet, marked as heard."""
-        unreported = [(r, f) for r, f in list(self.failed.items()) if not f.reported]
+        """The failures no caller has heard of yet, marked as heard. A write refused
+        for a stale token is none: the run went on elsewhere, nothing of it is lost."""
+        unreported = [
+            (r, f)
+            for r, f in list(self.failed.items())
+            if not f.reported and not issubclass(f.kind, LeaseLost)
+        ]
         for _, failure in unreported:
             failure.reported = True
         return unreported
