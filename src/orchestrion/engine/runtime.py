@@ -7,7 +7,7 @@ import builtins
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,6 +53,7 @@ from orchestrion.models.registry import infer_model
 from orchestrion.models.with_policy import PolicyModel
 from orchestrion.policy import Policy
 from orchestrion.pricing import Price, Prices
+from orchestrion.redact import SupportsSecret, register_secret
 from orchestrion.runnable import Runnable
 
 Durability = Literal["sync", "async"]
@@ -93,6 +94,9 @@ class Runtime:
     `durability="async"` (default) writes model and read-tool steps behind the
     run (group-committed) and waits for the commit of write-tool steps,
     answers and status changes; `"sync"` waits for every step's commit.
+
+    `secrets` are values to keep out of journals, events, error texts and what
+    models read (`orchestrion.register_secret`, for the whole process).
     """
 
     def __init__(
@@ -106,7 +110,9 @@ class Runtime:
         prices: Prices | Mapping[str, Price] | None = None,
         policy: Policy | None = None,
         breakers: Breakers | None = None,
+        secrets: Iterable[str | SupportsSecret | None] = (),
     ) -> None:
+        _register(secrets)
         if durability not in ("sync", "async"):
             raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
         if policy is not None and not isinstance(policy, Policy):
@@ -583,6 +589,18 @@ class Runtime:
             raise
         await store.update_run(run_id, status=RunStatus.COMPLETED, output=output, usage=_usage(ex))
         return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.usage)
+
+
+def _register(secrets: Iterable[str | SupportsSecret | None]) -> None:
+    if isinstance(secrets, str) or hasattr(secrets, "get_secret_value"):
+        raise UserError(
+            "Runtime(secrets=...) takes a list of secrets, not one (a string would be "
+            "read as its characters): write secrets=[value]."
+        )
+    try:
+        register_secret(*secrets)
+    except TypeError as exc:
+        raise UserError(f"Runtime(secrets=...): {exc}") from None
 
 
 def result_of(record: RunRecord) -> RunResult[Any]:

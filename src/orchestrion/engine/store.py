@@ -17,6 +17,7 @@ from typing import Protocol
 from orchestrion._json import JSON
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus
 from orchestrion.errors import UserError
+from orchestrion.redact import redact_url
 
 
 class Store(Protocol):
@@ -98,7 +99,7 @@ def open_store(url: str | None = None) -> Store:
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise UserError(
-            f"Store URL {url!r} has no scheme: use memory://, sqlite:///path/to/file.db "
+            f"Store URL {redact_url(url)!r} has no scheme: use memory://, sqlite:///path/to/file.db "
             "or a registered scheme."
         )
     if scheme in _registered:
@@ -111,5 +112,5 @@ def open_store(url: str | None = None) -> Store:
             _registered[scheme] = factory
             return factory(url)
     raise UserError(
-        f"Unknown store scheme {scheme!r} in {url!r}: use memory:// or sqlite:///path.db."
+        f"Unknown store scheme {scheme!r} in {redact_url(url)!r}: use memory:// or sqlite:///path.db."
     )
