@@ -71,6 +71,7 @@ from orchestrion.patterns import (
 )
 from orchestrion.policy import Breaker, Policy, Retry
 from orchestrion.pricing import Price, Prices
+from orchestrion.redact import redact, register_secret
 from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
@@ -156,6 +157,8 @@ __all__ = [
     "UserError",
     "Workflow",
     "WriteUncertain",
+    "redact",
+    "register_secret",
     "tool",
     "with_policy",
     "workflow",

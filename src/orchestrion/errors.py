@@ -33,11 +33,12 @@ Errors are plain data: constructing one has no side effects.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import pydantic
+
+from orchestrion.redact import redact
 
 
 class OrchestrionError(Exception):
@@ -278,14 +279,3 @@ def validation_summary(exc: pydantic.ValidationError) -> str:
         f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
     )
 
-
-_SECRET_NAMES = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def redact(text: str) -> str:
-    """Replace the values of secret-looking environment variables (`*_API_KEY`,
-    `*_TOKEN`, ...) found in `text`: journals and logs never hold secrets."""
-    for name, value in os.environ.items():
-        if len(value) >= 8 and value in text and any(s in name.upper() for s in _SECRET_NAMES):
-            text = text.replace(value, "<redacted>")
-    return text

@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
@@ -34,6 +35,7 @@ from orchestrion.engine.runtime import Runtime
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL, open_store
 from orchestrion.engine.targets import load_target
 from orchestrion.errors import OrchestrionError, RunBusy, UserError
+from orchestrion.redact import redact
 
 EXIT = {
     RunStatus.COMPLETED: 0,
@@ -76,12 +78,16 @@ LeaseOption = Annotated[
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # a bug, in a target or here: its traceback, without secrets
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+        raise SystemExit(1) from None
 
 
 def _fail(message: str, code: int) -> NoReturn:
     console(stderr=True).print(
-        f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True
+        f"[red]error:[/red] {escape(redact(message))}", highlight=False, soft_wrap=True
     )
     raise typer.Exit(code)
 

@@ -2,6 +2,9 @@
 
 Sinks (the CLI's live view, `Runtime.stream`, later tracing and metrics)
 receive them in order. The engine builds events only when a sink listens.
+
+An event's `error` text is redacted when the event is built (`orchestrion.redact`):
+whoever builds one, no sink sees a secret in it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
 from orchestrion._json import JSON
+from orchestrion.redact import redact
 
 if TYPE_CHECKING:
     from orchestrion.engine.interrupts import Interrupt
@@ -50,6 +54,9 @@ class StepFailed:
     key: str
     kind: str
     error: str
+
+    def __post_init__(self) -> None:
+        _redact_error(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,9 @@ class Retrying:
     error: str
     wait: float
 
+    def __post_init__(self) -> None:
+        _redact_error(self)
+
 
 @dataclass(frozen=True, slots=True)
 class FallbackUsed:
@@ -120,6 +130,9 @@ class FallbackUsed:
     failed: str
     used: str
     error: str
+
+    def __post_init__(self) -> None:
+        _redact_error(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +169,7 @@ Event: TypeAlias = (
 
 Sink = Callable[[Event], None]
 """A callable receiving each event; it must not block."""
+
+
+def _redact_error(event: StepFailed | Retrying | FallbackUsed) -> None:
+    object.__setattr__(event, "error", redact(event.error))  # frozen: set once, while built

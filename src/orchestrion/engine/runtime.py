@@ -6,12 +6,12 @@ import asyncio
 import builtins
 import contextlib
 import os
-import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from secrets import token_hex
 from typing import Any, Literal
 
 from orchestrion._json import JSON, dumps_str, to_jsonable
@@ -57,6 +57,7 @@ from orchestrion.models.registry import infer_model
 from orchestrion.models.with_policy import PolicyModel
 from orchestrion.policy import Policy
 from orchestrion.pricing import Price, Prices
+from orchestrion.redact import SupportsSecret, register_secret
 from orchestrion.runnable import Runnable
 
 Durability = Literal["sync", "async"]
@@ -104,6 +105,9 @@ class Runtime:
     `fork` claim it before anything executes, so another process (a second
     `resume --approve`, a worker) is refused, and a process that dies leaves a
     lease that ends after `lease_ttl`, after which anyone may resume the run.
+
+    `secrets` are values to keep out of journals, events, error texts and what
+    models read (`orchestrion.register_secret`, for the whole process).
     """
 
     def __init__(
@@ -118,7 +122,9 @@ class Runtime:
         policy: Policy | None = None,
         breakers: Breakers | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
+        secrets: Iterable[str | SupportsSecret | None] = (),
     ) -> None:
+        _register(secrets)
         if not (isinstance(lease_ttl, int | float) and 0.1 <= lease_ttl < float("inf")):
             raise UserError(
                 f"lease_ttl={lease_ttl!r}: give the seconds a run's lease lasts unless renewed "
@@ -154,7 +160,7 @@ class Runtime:
         """Set when the run working here under that id stops working."""
         self._cancelling: set[str] = set()
         self.lease_ttl = float(lease_ttl)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{token_hex(3)}"
         """This runtime's name in the leases it holds: host, process id and a nonce."""
         self._leases: dict[str, Lease] = {}
         """The leases this runtime holds, by run id; renewed by `_heartbeat`."""
@@ -755,6 +761,18 @@ async def _quietly(aw: Awaitable[None]) -> None:
         await aw
 
 
+def _register(secrets: Iterable[str | SupportsSecret | None]) -> None:
+    if isinstance(secrets, str) or hasattr(secrets, "get_secret_value"):
+        raise UserError(
+            "Runtime(secrets=...) takes a list of secrets, not one (a string would be "
+            "read as its characters): write secrets=[value]."
+        )
+    try:
+        register_secret(*secrets)
+    except TypeError as exc:
+        raise UserError(f"Runtime(secrets=...): {exc}") from None
+
+
 def result_of(record: RunRecord) -> RunResult[Any]:
     """A run's result as its record stands (its output as journaled JSON)."""
     error = record.error if isinstance(record.error, dict) else None
@@ -782,7 +800,7 @@ def _summary(value: JSON, width: int = 60) -> str:
 
 
 def _new_id() -> str:
-    return secrets.token_hex(8)
+    return token_hex(8)
 
 
 def _partial(outputs: dict[str, Any]) -> dict[str, JSON]:

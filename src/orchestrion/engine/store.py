@@ -17,6 +17,7 @@ from typing import Protocol
 from orchestrion._json import JSON
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.errors import UserError
+from orchestrion.redact import redact_url
 
 DEFAULT_LEASE_TTL = 30.0
 """Seconds a claim lasts unless renewed; a runtime renews its leases every third of it."""
@@ -147,7 +148,7 @@ def open_store(url: str | None = None, *, read_only: bool = False) -> Store:
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise UserError(
-            f"Store URL {url!r} has no scheme: use memory://, sqlite:///path/to/file.db "
+            f"Store URL {redact_url(url)!r} has no scheme: use memory://, sqlite:///path/to/file.db "
             "or a registered scheme."
         )
     if scheme in _registered:
@@ -161,5 +162,5 @@ def open_store(url: str | None = None, *, read_only: bool = False) -> Store:
             _registered[scheme] = factory
             return factory(url)
     raise UserError(
-        f"Unknown store scheme {scheme!r} in {url!r}: use memory:// or sqlite:///path.db."
+        f"Unknown store scheme {scheme!r} in {redact_url(url)!r}: use memory:// or sqlite:///path.db."
     )

@@ -34,6 +34,7 @@ from orchestrion.errors import (
 )
 from orchestrion.messages import ToolCall, ToolResult
 from orchestrion.policy import Policy, Settings, is_transient, retry_after
+from orchestrion.redact import redact, redact_known
 from orchestrion.tools.tool import ModelRetry, Tool
 
 NO_SETTINGS = Settings()
@@ -79,6 +80,9 @@ async def execute(
             "or pydantic model"
         )
         raise await _failed(ex, key, tool, exc, started, how) from exc
+    # What the model reads is what the journal keeps: an error's text (a `ModelRetry`
+    # message, say) without any secret, a result without the secrets known as such.
+    content = redact(content) if is_error else redact_known(content)
     await ex.completed(
         key, "tool", {"content": content, "is_error": is_error}, started, durable=write
     )

@@ -41,6 +41,7 @@ from orchestrion.messages import (
 )
 from orchestrion.models import _http
 from orchestrion.models.base import check_requests_allowed
+from orchestrion.redact import redact_url
 
 __all__ = ["OpenAIModel", "compatible_from_string", "from_string"]
 
@@ -82,8 +83,8 @@ class OpenAIModel(_http.OwnsClient[openai.AsyncOpenAI]):
 
     @property
     def name(self) -> str:
-        if self.provider == "openai-compatible":
-            return f"openai-compatible:{self.base_url}#{self.model}"
+        if self.provider == "openai-compatible":  # the name is journaled: no password in it
+            return f"openai-compatible:{redact_url(self.base_url or '')}#{self.model}"
         return f"{self.provider}:{self.model}"
 
     def __repr__(self) -> str:

@@ -40,6 +40,7 @@ from orchestrion._json import JSON, dumps_str
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
+from orchestrion.redact import redact_url
 from orchestrion.stores._sqlite_writer import (
     _APPEND,
     _CLAIM,
@@ -94,7 +95,7 @@ class SQLiteStore:
         path = url[len(prefix) :] if url.startswith(prefix) else ""
         if not path or path == ":memory:":
             raise UserError(
-                f"SQLite store URL {url!r} names no file: use sqlite:///relative/path.db or "
+                f"SQLite store URL {redact_url(url)!r} names no file: use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db (or memory:// for a store that is not kept)."
             )
         return cls(path, read_only=read_only)
