@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orchestrion._json import JSON, dumps_str, to_jsonable
+from orchestrion._json import JSON, NotJSON, clean_data, dumps_str, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
@@ -399,7 +399,7 @@ class Runtime:
                 "and an async invoke(ctx, input))."
             )
         try:
-            input = to_jsonable(input)
+            input = to_jsonable(input, "input")
         except TypeError as exc:
             raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
         if isinstance(runnable, Agent):
@@ -530,7 +530,7 @@ class Runtime:
         store, run_id = self.store, record.id
         try:
             value = await run_child(ex, "", runnable, record.input)
-            output = to_jsonable(value)
+            output = _output(run_id, value)
             if ex.answers:
                 raise DeterminismError(
                     f"Run {run_id} finished without reaching the interrupts answered "
@@ -556,13 +556,13 @@ class Runtime:
             raise
         except RunLimitReached as exc:
             partial = _partial(ex.outputs)
-            error = {**describe(exc), "partial": partial}
+            error = {**_described(exc), "partial": partial}
             await store.update_run(run_id, status=RunStatus.STOPPED, error=error, usage=_usage(ex))
             return RunResult(
                 run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.usage
             )
         except RunError as exc:
-            error = describe(exc)
+            error = _described(exc)
             await store.update_run(run_id, status=RunStatus.FAILED, error=error, usage=_usage(ex))
             return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.usage)
         except asyncio.CancelledError:
@@ -578,7 +578,7 @@ class Runtime:
             # A bug or a configuration mistake: keep the store honest, then surface it.
             if not isinstance(exc, StoreError):
                 await store.update_run(
-                    run_id, status=RunStatus.FAILED, error=describe(exc), usage=_usage(ex)
+                    run_id, status=RunStatus.FAILED, error=_described(exc), usage=_usage(ex)
                 )
             raise
         await store.update_run(run_id, status=RunStatus.COMPLETED, output=output, usage=_usage(ex))
@@ -597,6 +597,22 @@ def result_of(record: RunRecord) -> RunResult[Any]:
         usage=Usage(*record.usage),
         partial=dict((error or {}).get("partial") or {}),
     )
+
+
+def _output(run_id: str, value: Any) -> JSON:
+    """A run's output as the store will hold it."""
+    try:
+        return to_jsonable(value, "output")
+    except NotJSON as exc:
+        raise RunError(
+            f"Run {run_id} returned a {type(value).__name__}, which is not JSON: {exc}"
+        ) from exc
+
+
+def _described(exc: BaseException) -> dict[str, JSON]:
+    """`describe(exc)` as every store can hold it (an exception's message may hold anything)."""
+    described: dict[str, JSON] = clean_data(describe(exc))
+    return described
 
 
 def _jsonable(input: JSON) -> JSON:
