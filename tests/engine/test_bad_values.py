@@ -28,6 +28,7 @@ from orchestrion import (
     tool,
     workflow,
 )
+from orchestrion.patterns import Sequential
 from orchestrion.testing import ScriptedModel, call
 
 from ._support import journal_snapshot, last_tool_result, tool_results
@@ -284,4 +285,25 @@ async def test_an_approval_with_nan_in_its_edited_arguments_is_refused(runtime: 
     assert await journal_snapshot(runtime, first.run_id) == before
     done = await runtime.resume(first.run_id, {interrupt.id: Approve({"amount": 2})})
     assert done.output == "paid"
+
+
+# -- names -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["bank\n", "bank\r\n", "\nbank"])
+def test_a_name_with_a_newline_is_refused(name: str) -> None:
+    async def flow(ctx: RunContext[None], input: Any) -> Any:
+        return input
+
+    async def fn() -> str:
+        return ""
+
+    with pytest.raises(UserError, match=r"Agent name .* is invalid"):
+        Agent(name=name)
+    with pytest.raises(UserError, match=r"Tool name .* is invalid"):
+        tool(name=name)(fn)
+    with pytest.raises(UserError, match=r"Workflow name .* is invalid"):
+        workflow(name=name)(flow)
+    with pytest.raises(UserError, match=r"name .* is invalid"):
+        Sequential(name=name, members=[Agent(name="a")])
 
