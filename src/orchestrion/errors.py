@@ -19,6 +19,7 @@
         ├── MaxTurnsExceeded      the agent used all its turns
         ├── RunHalted             ends the whole run; patterns pass it on
         │   ├── WriteUncertain    a write tool was cut off: its effect is unknown
+        │   ├── NestingTooDeep    members nested past the limit (a workflow running itself)
         │   └── RunLimitReached   a limit of the whole run (status `stopped`)
         │       ├── BudgetExceeded  the run reached a limit of its Budget
         │       └── LoopDetected    an agent or a pattern kept going in circles
@@ -181,6 +182,12 @@ class WriteUncertain(RunHalted):
     """A write tool was cut off (its own timeout, its branch's): whether its effect
     happened is unknown. The run fails; a resume executes the call again with the
     same idempotency key, never as a new call."""
+
+
+class NestingTooDeep(RunHalted):
+    """Members are nested deeper than `engine.dispatch.MAX_NESTING` (a workflow or
+    agent that runs itself without end): the run fails with one line, not a
+    RecursionError."""
 
 
 class RunLimitReached(RunHalted):

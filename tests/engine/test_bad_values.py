@@ -28,8 +28,9 @@ from orchestrion import (
     tool,
     workflow,
 )
+from orchestrion.engine.dispatch import MAX_NESTING
 from orchestrion.patterns import Sequential
-from orchestrion.testing import ScriptedModel, call
+from orchestrion.testing import FunctionModel, ScriptedModel, call
 
 from ._support import journal_snapshot, last_tool_result, tool_results
 
@@ -306,4 +307,58 @@ def test_a_name_with_a_newline_is_refused(name: str) -> None:
         workflow(name=name)(flow)
     with pytest.raises(UserError, match=r"name .* is invalid"):
         Sequential(name=name, members=[Agent(name="a")])
+
+
+# -- nesting ---------------------------------------------------------------------
+
+
+@workflow
+async def itself(ctx: RunContext[None], input: Any) -> Any:
+    return await ctx.run(itself, input)
+
+
+async def test_a_workflow_that_runs_itself_fails_with_one_line(runtime: Runtime) -> None:
+    result = await runtime.run(itself, None)
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error["type"] == "NestingTooDeep"
+    message = result.error["message"]
+    assert "\n" not in message
+    assert f"nests members {MAX_NESTING + 1} deep, past the limit of {MAX_NESTING}" in message
+    assert "at itself/itself/itself/.../itself/itself" in message
+    assert (await runtime.get(result.run_id)).status is RunStatus.FAILED
+
+
+async def test_an_agent_that_delegates_to_itself_fails_with_one_line(runtime: Runtime) -> None:
+    @tool
+    async def again(ctx: RunContext[None]) -> str:
+        """Ask myself."""
+        return str(await ctx.run(me, "go"))
+
+    me = Agent(name="me", model=FunctionModel(lambda request: call("again")), tools=[again])
+    result = await runtime.run(me, "go")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error["type"] == "NestingTooDeep"
+    assert "\n" not in result.error["message"]
+
+
+async def test_nesting_is_counted_per_branch_and_per_call(runtime: Runtime) -> None:
+    @workflow
+    async def down(ctx: RunContext[None], n: Any) -> Any:
+        return n if n == 0 else await ctx.run(down, n - 1)
+
+    @workflow
+    async def wide(ctx: RunContext[None], input: Any) -> Any:
+        deep = MAX_NESTING - 3  # each well within the limit; together far beyond it
+        first = await ctx.run(down, deep, key="first")
+        second = await ctx.run(down, deep, key="second")
+        both = await ctx.gather(
+            ctx.run(down, deep, key="left"), ctx.run(down, deep, key="right")
+        )
+        return [first, second, *both]
+
+    result = await runtime.run(wide, None)
+    assert result.status is RunStatus.COMPLETED, result.error
+    assert result.output == [0, 0, 0, 0]
 
