@@ -32,6 +32,8 @@ Errors are plain data: constructing one has no side effects.
 from __future__ import annotations
 
 import os
+import sysconfig
+import traceback
 from typing import Any
 
 import pydantic
@@ -158,7 +160,42 @@ class RetryLater(RunError):
 
 
 class ToolError(RunError):
-    """A tool raised an exception the model was not meant to handle."""
+    """A tool raised an exception the model was not meant to handle. Its journaled
+    form also says where that exception came from: `where` (file:line of the raise)
+    and `traceback`, the last frames from the tool's code on (redacted)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        frames = _tool_frames(self.__cause__)
+        if frames:
+            last = frames[-1]
+            data["where"] = redact(f"{last.filename}:{last.lineno}")
+            data["traceback"] = [
+                redact(f"{f.filename}:{f.lineno} in {f.name}" + (f": {f.line}" if f.line else ""))
+                for f in frames[-_TRACEBACK_FRAMES:]
+            ]
+        return data
+
+
+_TRACEBACK_FRAMES = 8
+_PLUMBING = (
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine") + os.sep,
+    os.path.join(sysconfig.get_paths()["stdlib"], "asyncio") + os.sep,
+    os.path.join(sysconfig.get_paths()["stdlib"], "concurrent") + os.sep,
+)
+"""Where the frames that call a tool live (the engine, asyncio, a thread pool)."""
+
+
+def _tool_frames(exc: BaseException | None) -> list[traceback.FrameSummary]:
+    """The frames of `exc`'s traceback from the first one outside the plumbing that
+    called the tool: the tool's own, and what it called."""
+    if exc is None or exc.__traceback__ is None:
+        return []
+    frames = traceback.extract_tb(exc.__traceback__)
+    start = 0
+    while start < len(frames) and frames[start].filename.startswith(_PLUMBING):
+        start += 1
+    return list(frames[start:])
 
 
 class OutputValidationError(RunError):

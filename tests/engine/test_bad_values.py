@@ -11,6 +11,7 @@ tool's exception came from.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from orchestrion import (
     RunContext,
     RunStatus,
     Runtime,
+    StepStatus,
     ToolCall,
     UserError,
     tool,
@@ -361,4 +363,60 @@ async def test_nesting_is_counted_per_branch_and_per_call(runtime: Runtime) -> N
     result = await runtime.run(wide, None)
     assert result.status is RunStatus.COMPLETED, result.error
     assert result.output == [0, 0, 0, 0]
+
+
+# -- where a tool's exception came from -----------------------------------------------
+
+SECRET = "sk-test-0123456789abcdef"
+
+
+@tool
+async def explode() -> str:
+    """Fails."""
+    raise ValueError("refused by sk-test-0123456789abcdef")  # raised here
+
+
+def _raise_line() -> int:
+    lines = Path(__file__).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.endswith("# raised here"))
+
+
+async def test_a_tool_exception_keeps_where_it_came_from(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYMENTS_API_KEY", SECRET)
+    model = ScriptedModel([call("explode", id="e1")])
+    result = await runtime.run(Agent(name="x", model=model, tools=[explode]), "go")
+    assert result.status is RunStatus.FAILED
+    where = f"{__file__}:{_raise_line()}"
+    failed = await _journaled(runtime, result.run_id, "x/turn-1/tool/explode#e1")
+    for error in (failed, result.error, (await runtime.get(result.run_id)).error):
+        assert error is not None
+        assert error["where"] == where
+        assert error["traceback"] == [
+            f"{where} in explode: raise ValueError(\"refused by <redacted>\")  # raised here"
+        ]
+        assert SECRET not in str(error)
+    history = await runtime.history(result.run_id)
+    assert history[-1].status is StepStatus.FAILED
+
+
+async def test_a_failing_sync_tool_shows_its_own_frames_not_the_thread_pool(
+    runtime: Runtime,
+) -> None:
+    def helper() -> None:
+        raise KeyError("missing")
+
+    @tool
+    def lookup() -> str:
+        """Look up."""
+        helper()
+        return "never"
+
+    agent = Agent(name="x", model=ScriptedModel([call("lookup")]), tools=[lookup])
+    result = await runtime.run(agent, "go")
+    assert result.error is not None
+    trace = result.error["traceback"]
+    assert [frame.split(" in ")[1].split(":")[0] for frame in trace] == ["lookup", "helper"]
+    assert result.error["where"] == trace[-1].split(" in ")[0]
 

@@ -135,13 +135,29 @@ def _run_footer(run: RunRecord) -> list[RenderableType]:
     parts: list[RenderableType] = []
     if run.status in (RunStatus.FAILED, RunStatus.STOPPED) and run.error:
         error = run.error if isinstance(run.error, dict) else {"message": run.error}
-        style = STATUS_STYLE[run.status.value]
-        parts.append(Text(f"error: {error.get('type')}: {error.get('message')}", style=style))
+        parts.extend(error_lines(error, STATUS_STYLE[run.status.value], "error: "))
     if run.status is RunStatus.COMPLETED:
         parts.append(Text(f"output: {summarize(run.output, 200)}", style="green"))
     for item in run.pending:
         parts.append(pending_line(Interrupt.from_json(item)))
     return parts
+
+
+def error_lines(error: dict[str, Any], style: str = "red", prefix: str = "") -> list[Text]:
+    """A journaled error (`describe(exc)`): `Type: message`, then, for a tool's
+    exception, where it was raised and its short traceback."""
+    lines = [Text(f"{prefix}{error.get('type')}: {error.get('message')}", style=style)]
+    if isinstance(error.get("where"), str):
+        lines.append(Text(f"  at {error['where']}", style="dim"))
+        trace = error.get("traceback")
+        if isinstance(trace, list) and len(trace) > 1:
+            lines.extend(Text(f"    {frame}", style="dim") for frame in trace)
+    return lines
+
+
+def _error_summary(error: dict[str, Any]) -> Text:
+    where = f" (at {error['where']})" if isinstance(error.get("where"), str) else ""
+    return Text(f"{error.get('type')}: {error.get('message')}{where}", style="red")
 
 
 def tree_key(key: str, previous: str) -> Text:
@@ -170,7 +186,7 @@ class _Step:
         ms = (step.ended_at - step.started_at) * 1000 if ended else None
         error = step.result if step.status is StepStatus.FAILED else None
         if isinstance(error, dict) and "message" in error:  # `describe(exc)` of the failure
-            summary = Text(f"{error.get('type')}: {error['message']}", style="red")
+            summary = _error_summary(error)
         else:
             summary = Text(summarize(step.result, 160))
         return cls(step.key, step.kind, step.status.value, ms, _with_attempts(summary, step))
