@@ -28,7 +28,7 @@ OutputT = TypeVar("OutputT")
 FINAL_RESULT_TOOL = "final_result"
 TRANSFER = "transfer_to_"
 DELEGATE = "delegate_to_"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 Instructions = str | Callable[[RunContext[Any]], str]
 
@@ -76,7 +76,7 @@ class Agent(Generic[OutputT]):
     fallback_agents: tuple[Agent[Any], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise UserError(
                 f"Agent name {self.name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.'"
                 " (it becomes part of every step key)."

@@ -22,6 +22,7 @@
         ├── MaxTurnsExceeded      the agent used all its turns
         ├── RunHalted             ends the whole run; patterns pass it on
         │   ├── WriteUncertain    a write tool was cut off: its effect is unknown
+        │   ├── NestingTooDeep    members nested past the limit (a workflow running itself)
         │   └── RunLimitReached   a limit of the whole run (status `stopped`)
         │       ├── BudgetExceeded  the run reached a limit of its Budget
         │       └── LoopDetected    an agent or a pattern kept going in circles
@@ -33,7 +34,10 @@ Errors are plain data: constructing one has no side effects.
 
 from __future__ import annotations
 
+import os
+import sysconfig
 import time
+import traceback
 from typing import Any
 
 import pydantic
@@ -207,7 +211,42 @@ class RetryLater(RunError):
 
 
 class ToolError(RunError):
-    """A tool raised an exception the model was not meant to handle."""
+    """A tool raised an exception the model was not meant to handle. Its journaled
+    form also says where that exception came from: `where` (file:line of the raise)
+    and `traceback`, the last frames from the tool's code on (redacted)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        frames = _tool_frames(self.__cause__)
+        if frames:
+            last = frames[-1]
+            data["where"] = redact(f"{last.filename}:{last.lineno}")
+            data["traceback"] = [
+                redact(f"{f.filename}:{f.lineno} in {f.name}" + (f": {f.line}" if f.line else ""))
+                for f in frames[-_TRACEBACK_FRAMES:]
+            ]
+        return data
+
+
+_TRACEBACK_FRAMES = 8
+_PLUMBING = (
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine") + os.sep,
+    os.path.join(sysconfig.get_paths()["stdlib"], "asyncio") + os.sep,
+    os.path.join(sysconfig.get_paths()["stdlib"], "concurrent") + os.sep,
+)
+"""Where the frames that call a tool live (the engine, asyncio, a thread pool)."""
+
+
+def _tool_frames(exc: BaseException | None) -> list[traceback.FrameSummary]:
+    """The frames of `exc`'s traceback from the first one outside the plumbing that
+    called the tool: the tool's own, and what it called."""
+    if exc is None or exc.__traceback__ is None:
+        return []
+    frames = traceback.extract_tb(exc.__traceback__)
+    start = 0
+    while start < len(frames) and frames[start].filename.startswith(_PLUMBING):
+        start += 1
+    return list(frames[start:])
 
 
 class OutputValidationError(RunError):
@@ -231,6 +270,12 @@ class WriteUncertain(RunHalted):
     """A write tool was cut off (its own timeout, its branch's): whether its effect
     happened is unknown. The run fails; a resume executes the call again with the
     same idempotency key, never as a new call."""
+
+
+class NestingTooDeep(RunHalted):
+    """Members are nested deeper than `engine.dispatch.MAX_NESTING` (a workflow or
+    agent that runs itself without end): the run fails with one line, not a
+    RecursionError."""
 
 
 class RunLimitReached(RunHalted):

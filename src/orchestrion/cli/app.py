@@ -15,13 +15,14 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.live import Live
-from rich.markup import escape
+from rich.text import Text
 
 from orchestrion._json import JSON, dumps_str, loads, to_jsonable
 from orchestrion.cli import prompts
 from orchestrion.cli.render import (
     LiveView,
     console,
+    error_lines,
     pending_line,
     run_tree,
     runs_table,
@@ -87,7 +88,7 @@ def main() -> None:
 
 def _fail(message: str, code: int) -> NoReturn:
     console(stderr=True).print(
-        f"[red]error:[/red] {escape(redact(message))}", highlight=False, soft_wrap=True
+        Text.assemble(("error:", "red"), " ", redact(message)), soft_wrap=True
     )
     raise typer.Exit(code)
 
@@ -167,24 +168,29 @@ def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
     if as_json:
         print(dumps_str(_result_json(result)))
         raise typer.Exit(EXIT[result.status])
+    # Everything from a run is printed as text, never read as markup; the lines
+    # with an id or a command are never wrapped, so that they can be copied.
     out = console()
     style = {"completed": "green", "failed": "red"}.get(result.status, "yellow")
-    out.print(f"run [bold]{result.run_id}[/bold] [{style}]{result.status.value}[/{style}]")
+    status = (result.status.value, style)
+    out.print(Text.assemble("run ", (result.run_id, "bold"), " ", status), soft_wrap=True)
     if result.status is RunStatus.COMPLETED:
-        out.print(summarize(result.value, 2000), markup=False)
+        out.print(Text(summarize(result.value, 2000)))
     elif result.error:
-        out.print(f"[red]{result.error['type']}[/red]: {result.error['message']}", highlight=False)
+        for line in error_lines(result.error):
+            out.print(line)
     for key, value in result.partial.items():
-        out.print(f"[dim]finished before the stop:[/dim] {key}: {summarize(value, 300)}", highlight=False)
+        done = (("finished before the stop:", "dim"), f" {key}: {summarize(value, 300)}")
+        out.print(Text.assemble(*done))
     for interrupt in result.interrupts:
-        out.print(pending_line(interrupt))
+        out.print(pending_line(interrupt), soft_wrap=True)
     if result.interrupts:
         first = result.interrupts[0]
         flag = "--approve" if first.kind == "approval" else "--answer"
         value = "" if first.kind == "approval" else " JSON"
         out.print(
-            f"Answer with: orchestrion resume {result.run_id} {flag} {first.id}{value}",
-            markup=False,
+            Text(f"Answer with: orchestrion resume {result.run_id} {flag} {first.id}{value}"),
+            soft_wrap=True,
         )
     raise typer.Exit(EXIT[result.status])
 
@@ -205,6 +211,20 @@ def _result_json(result: RunResult[Any]) -> dict[str, JSON]:
         },
         "partial": result.partial,
     }
+
+
+def _utf8(*args: tuple[str, str | None]) -> None:
+    """Refuse arguments that are not UTF-8 (a usage error): Python hands their bad
+    bytes over as lone surrogates, which no store holds and no model should read."""
+    for flag, value in args:
+        bad = next((i for i, c in enumerate(value or "") if "\ud800" <= c <= "\udfff"), None)
+        if value is not None and bad is not None:
+            code = ord(value[bad])
+            what = f"byte 0x{code - 0xDC00:02x}" if code >= 0xDC80 else f"U+{code:04X}"
+            _fail(
+                f"{flag} is not valid UTF-8 ({what} at character {bad}): give it as UTF-8 text.",
+                USAGE_ERROR,
+            )
 
 
 def _parse_input(text: str | None) -> JSON:
@@ -239,6 +259,7 @@ def run(
     lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
 ) -> None:
     """Start a run of TARGET and follow it until it completes, fails or waits for a human."""
+    _utf8(("--input", input), ("--run-id", run_id), ("--idempotency-key", idempotency_key))
     with _errors():
         runnable = load_target(target)
     result = _go_one(
@@ -295,6 +316,7 @@ def show(
     ] = False,
 ) -> None:
     """A run as a tree of its agents and patterns, each step with its status, timing and result."""
+    _utf8(("RUN_ID", run_id))
 
     async def fetch(runtime: Runtime) -> tuple[Any, Any]:
         return await runtime.get(run_id), await runtime.history(run_id)
@@ -340,6 +362,9 @@ def resume(
     """Continue an interrupted, failed or crashed run, answering its interrupts.
 
     With no answers on a terminal, asks for each pending interrupt."""
+    _utf8(("RUN_ID", run_id), ("--answers", answers_json), *(("--answer", a) for a in answer or ()))
+    _utf8(*(("--approve", a) for a in approve or ()), *(("--reject", a) for a in reject or ()))
+    _utf8(*(("--reason", a) for a in reason or ()))
     answers: dict[str, Any] = {i: Approve() for i in approve or []}
     reasons = list(reason or [])
     for i, interrupt_id in enumerate(reject or []):
@@ -398,6 +423,7 @@ def fork(
     lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
 ) -> None:
     """Start a new run from RUN_ID's journal before step AT (optionally edited) and continue it live."""
+    _utf8(("RUN_ID", run_id), ("--at", at), ("--edit", edit), ("--run-id", new_run_id))
     kwargs: dict[str, Any] = {"at": at, "new_run_id": new_run_id}
     if edit is not None:
         kwargs["edit"] = _json_or_text(edit)
@@ -428,7 +454,7 @@ def cancel(
     if as_json:
         print(dumps_str(_record_json(record)))
     else:
-        console().print(f"run [bold]{record.id}[/bold] {record.status.value}", highlight=False)
+        console().print(Text.assemble("run ", (record.id, "bold"), " ", record.status.value), soft_wrap=True)
 
 
 def _resumer(run_id: str, answers: dict[str, Any]) -> Callable[[Runtime], Awaitable[RunResult[Any]]]:
@@ -451,11 +477,12 @@ def demo(
     task: str = importlib.import_module(DEMOS[name]).TASK
     out = console()
     model = os.environ.get("ORCHESTRION_MODEL")
-    out.print(f"demo [bold]{name}[/bold]: {task}")
+    out.print(Text.assemble("demo ", (name, "bold"), f": {task}"))
     out.print(
-        f"model: {model}" if model else
-        "model: deterministic stand-in (offline); set ORCHESTRION_MODEL and a key for a real one",
-        highlight=False,
+        Text(
+            f"model: {model}" if model else
+            "model: deterministic stand-in (offline); set ORCHESTRION_MODEL and a key for a real one"
+        )
     )
     interactive = _interactive()
 
@@ -471,5 +498,5 @@ def demo(
         return result
 
     result = _go(store, script, live=interactive)
-    out.print(f"Inspect it with: orchestrion show {result.run_id} --store {store}", markup=False)
+    out.print(Text(f"Inspect it with: orchestrion show {result.run_id} --store {store}"), soft_wrap=True)
     _report(result, False)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, assert_never
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -108,22 +109,40 @@ def run_tree(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
 
 def timeline(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
     """A run's steps as a flat table, in the order they were journaled."""
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("#", "step", "kind", "status", "ms", "result"):
-        table.add_column(column, overflow="fold")
-    previous = ""
-    for step in steps:
-        ms = f"{(step.ended_at - step.started_at) * 1000:.1f}" if step.ended_at else ""
-        table.add_row(
-            str(step.seq),
-            tree_key(step.key, previous),
-            step.kind,
-            _styled(step.status.value),
-            ms,
-            _with_attempts(Text(summarize(step.result)), step),
-        )
-        previous = step.key
-    return Group(_run_header(run), table, *_run_footer(run))
+    return Group(_run_header(run), _Flat(steps), *_run_footer(run))
+
+
+_FLAT_OTHERS = 50
+"""Columns of the flat table besides the key, at their narrowest (with the borders)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Flat:
+    """The flat table, laid out for the width it gets: a key is never broken where it
+    fits beside the other columns (the result gives way first); only a terminal too
+    narrow for it folds it."""
+
+    steps: list[StepInfo]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        longest = max((len(step.key) for step in self.steps), default=0)
+        whole = longest + _FLAT_OTHERS <= options.max_width
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("#", "step", "kind", "status", "ms", "result"):
+            table.add_column(column, overflow="fold", no_wrap=whole and column == "step")
+        previous = ""
+        for step in self.steps:
+            ms = f"{(step.ended_at - step.started_at) * 1000:.1f}" if step.ended_at else ""
+            table.add_row(
+                str(step.seq),
+                tree_key(step.key, previous),
+                step.kind,
+                _styled(step.status.value),
+                ms,
+                _with_attempts(Text(summarize(step.result)), step),
+            )
+            previous = step.key
+        yield table
 
 
 def _run_header(run: RunRecord) -> Text:
@@ -165,13 +184,29 @@ def _run_footer(run: RunRecord) -> list[RenderableType]:
     parts: list[RenderableType] = []
     if run.status in (RunStatus.FAILED, RunStatus.STOPPED) and run.error:
         error = run.error if isinstance(run.error, dict) else {"message": run.error}
-        style = STATUS_STYLE[run.status.value]
-        parts.append(Text(f"error: {error.get('type')}: {error.get('message')}", style=style))
+        parts.extend(error_lines(error, STATUS_STYLE[run.status.value], "error: "))
     if run.status is RunStatus.COMPLETED:
         parts.append(Text(f"output: {summarize(run.output, 200)}", style="green"))
     for item in run.pending:
         parts.append(pending_line(Interrupt.from_json(item)))
     return parts
+
+
+def error_lines(error: dict[str, Any], style: str = "red", prefix: str = "") -> list[Text]:
+    """A journaled error (`describe(exc)`): `Type: message`, then, for a tool's
+    exception, where it was raised and its short traceback."""
+    lines = [Text(f"{prefix}{error.get('type')}: {error.get('message')}", style=style)]
+    if isinstance(error.get("where"), str):
+        lines.append(Text(f"  at {error['where']}", style="dim"))
+        trace = error.get("traceback")
+        if isinstance(trace, list) and len(trace) > 1:
+            lines.extend(Text(f"    {frame}", style="dim") for frame in trace)
+    return lines
+
+
+def _error_summary(error: dict[str, Any]) -> Text:
+    where = f" (at {error['where']})" if isinstance(error.get("where"), str) else ""
+    return Text(f"{error.get('type')}: {error.get('message')}{where}", style="red")
 
 
 def tree_key(key: str, previous: str) -> Text:
@@ -200,7 +235,7 @@ class _Step:
         ms = (step.ended_at - step.started_at) * 1000 if ended else None
         error = step.result if step.status is StepStatus.FAILED else None
         if isinstance(error, dict) and "message" in error:  # `describe(exc)` of the failure
-            summary = Text(f"{error.get('type')}: {error['message']}", style="red")
+            summary = _error_summary(error)
         else:
             summary = Text(summarize(step.result, 160))
         return cls(step.key, step.kind, step.status.value, ms, _with_attempts(summary, step))
@@ -446,5 +481,16 @@ class LiveView:
         return Group(*parts)
 
 
+UNWRAPPED = 100_000
+"""The width of output that is not a terminal: wide enough never to wrap a line."""
+
+
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    """A console that prints text as given (no markup in data is ever read: print
+    `Text`, or strings with `markup=False`). Output that is not a terminal (a pipe,
+    a file, a CI log) is not wrapped at 80 columns, so ids, keys and commands stay
+    on one line to be copied; COLUMNS still sets a width."""
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not out.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        out.width = UNWRAPPED
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic
 
-from orchestrion._json import JSON, dumps_str, loads
+from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
 from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
@@ -281,7 +281,10 @@ async def _approval(
     ex: Execution, agent: Agent[Any], key: str, tool: Tool, call: ToolCall
 ) -> dict[str, Any]:
     def validate(iid: str, answer: JSON) -> JSON:
-        checked = normalize_approval(iid, answer)
+        try:
+            checked = to_jsonable(normalize_approval(iid, answer), "answer")
+        except NotJSON as exc:
+            raise AnswerError(f"Answer to approval {iid} is not JSON: {exc}") from None
         if "arguments" in checked:
             try:
                 tool.parse_arguments(checked["arguments"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from orchestrion._json import JSON
@@ -11,14 +12,42 @@ from orchestrion.engine.agent_loop import run_agent
 from orchestrion.engine.events import FallbackUsed
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.journal import StepStatus
-from orchestrion.errors import RunError, RunHalted, describe
+from orchestrion.errors import NestingTooDeep, RunError, RunHalted, describe
 from orchestrion.runnable import Runnable
+
+MAX_NESTING = 50
+"""How deep members may nest (a pattern in a pattern, a worker's agent, ...): far
+beyond any real team, well before Python's recursion limit."""
+
+_depth: ContextVar[int] = ContextVar("orchestrion_nesting", default=0)
+"""The members being run around this point; a context variable, so each branch
+of a gather counts its own."""
 
 
 async def run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) -> Any:
     """Run `runnable` with its steps keyed under `<scope>/<its name>` (or its bare
     name at the root of a run)."""
     key = f"{scope}/{runnable.name}" if scope else runnable.name
+    depth = _depth.get() + 1 if scope else 1  # a run started inside a tool starts over
+    if depth > MAX_NESTING:
+        raise NestingTooDeep(
+            f"Run {ex.run_id} nests members {depth} deep, past the limit of {MAX_NESTING}, "
+            f"at {_shorten(key)}: a workflow or agent that runs itself needs a condition "
+            "that ends it."
+        )
+    token = _depth.set(depth)
+    try:
+        return await _run(ex, scope, key, runnable, input)
+    finally:
+        _depth.reset(token)
+
+
+def _shorten(key: str) -> str:
+    parts = key.split("/")
+    return key if len(parts) <= 6 else "/".join([*parts[:3], "...", *parts[-2:]])
+
+
+async def _run(ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON) -> Any:
     if isinstance(runnable, Agent):
         if runnable.fallback_agents:
             output = await _with_fallback(ex, scope, runnable, input)

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import pydantic
 
-from orchestrion._json import JSON, to_jsonable
+from orchestrion._json import JSON, NotJSON, clean_data, clean_text, json_text, to_jsonable
 from orchestrion.budget import Budget
 from orchestrion.engine.attempts import Link, request_with_policy
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
@@ -39,13 +39,14 @@ from orchestrion.errors import (
     BudgetExceeded,
     DeterminismError,
     ModelError,
+    RunError,
     RunHalted,
     UserError,
     WriteUncertain,
     describe,
     validation_summary,
 )
-from orchestrion.messages import ModelRequest, ModelResponse, TextDelta, Usage
+from orchestrion.messages import ModelRequest, ModelResponse, TextDelta, ToolCall, Usage
 from orchestrion.models.base import Model
 from orchestrion.policy import Policy
 from orchestrion.pricing import Prices
@@ -204,6 +205,8 @@ class Execution:
     ) -> Awaitable[None]:
         if self.halted is not None:
             raise self.halted
+        if status is StepStatus.FAILED:  # an exception's message may hold anything
+            result = clean_data(result)
         entry = Entry(self.seq, key, kind, status, result, started_at, time.time())
         self.seq += 1
         return self.store.append(
@@ -281,6 +284,7 @@ class Execution:
             started = time.time()
             self.started(key, "model", size)
             response, index = await request_with_policy(self, key, chain, request)
+            response = _clean_response(response)  # the run goes on with what is journaled
             answered = chain[index].model.name
             if self.prices is not None and (pricer := self.prices.pricer(answered)):
                 response = replace(
@@ -333,7 +337,7 @@ class Execution:
             if isinstance(item, ModelResponse):
                 return item
             if isinstance(item, TextDelta):
-                sink(ModelDelta(self.run_id, key, item.text))
+                sink(ModelDelta(self.run_id, key, clean_text(item.text)))
         raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
     async def custom_step(self, key: str, fn: Callable[[], Awaitable[Any]], site: str) -> JSON:
@@ -345,7 +349,7 @@ class Execution:
         started = time.time()
         self.started(key, "step")
         try:
-            value = to_jsonable(await fn())
+            value = _step_value(key, await fn())
         except Suspended:
             raise
         except Exception as exc:
@@ -460,16 +464,21 @@ class Context(Generic[DepsT]):
         schema = clean_schema(adapter.json_schema())
 
         def validate(iid: str, value: JSON) -> JSON:
+            # Strictly, as the JSON it is: `true` is no int, "yes" no bool, "1" no number.
             try:
-                return to_jsonable(adapter.validate_python(value))
-            except pydantic.ValidationError as exc:
+                checked = adapter.validate_json(json_text(value, "answer"), strict=True)
+                return to_jsonable(checked, "answer")
+            except (pydantic.ValidationError, NotJSON) as exc:
+                problem = (
+                    validation_summary(exc) if isinstance(exc, pydantic.ValidationError) else exc
+                )
                 raise AnswerError(
                     f"Answer {value!r} to interrupt {iid} ({key}) is invalid: "
-                    f"{validation_summary(exc)}. Expected JSON matching {schema}."
+                    f"{problem}. Expected JSON matching {schema}."
                 ) from None
 
         answer = await self._ex.interrupt(
-            key, "input", to_jsonable(payload), schema, validate, _caller()
+            key, "input", _payload(key, payload), schema, validate, _caller()
         )
         return adapter.validate_python(answer)
 
@@ -527,6 +536,36 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     if adapter is None:
         adapter = _adapters[tp] = pydantic.TypeAdapter(tp)
     return adapter
+
+
+def _payload(key: str, payload: Any) -> JSON:
+    try:
+        return to_jsonable(payload, "payload")
+    except NotJSON as exc:
+        raise RunError(f"The payload of interrupt {key} is not JSON: {exc}") from exc
+
+
+def _step_value(key: str, value: Any) -> JSON:
+    """A custom step's value as the journal holds it, which is what the run uses."""
+    try:
+        return to_jsonable(value, "result")
+    except NotJSON as exc:
+        raise RunError(
+            f"Step {key} returned a {type(value).__name__}, which is not JSON: {exc}"
+        ) from exc
+
+
+def _clean_response(response: ModelResponse) -> ModelResponse:
+    """`response` with the lone surrogates of its text and tool calls replaced (see
+    `orchestrion._json.clean_text`): no store can hold them."""
+    text = response.text if response.text is None else clean_text(response.text)
+    calls = tuple(
+        ToolCall(clean_text(c.id), clean_text(c.name), clean_text(c.arguments))
+        for c in response.tool_calls
+    )
+    if text == response.text and calls == response.tool_calls:
+        return response
+    return replace(response, text=text, tool_calls=calls)
 
 
 def _caller() -> str:

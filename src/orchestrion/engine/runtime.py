@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from secrets import token_hex
 from typing import Any, Literal
 
-from orchestrion._json import JSON, dumps_str, to_jsonable
+from orchestrion._json import JSON, NotJSON, clean_data, dumps_str, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
@@ -395,7 +395,7 @@ class Runtime:
             except AnswerError as exc:
                 # The edit was the bad answer: the fork is failed, not left waiting for one.
                 await self.store.update_run(
-                    fork.id, status=RunStatus.FAILED, error=describe(exc), token=lease.token
+                    fork.id, status=RunStatus.FAILED, error=_described(exc), token=lease.token
                 )
                 raise
 
@@ -491,7 +491,7 @@ class Runtime:
                 "and an async invoke(ctx, input))."
             )
         try:
-            input = to_jsonable(input)
+            input = to_jsonable(input, "input")
         except TypeError as exc:
             raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
         if isinstance(runnable, Agent):
@@ -642,7 +642,7 @@ class Runtime:
         run_id = record.id
         try:
             value = await run_child(ex, "", runnable, record.input)
-            output = to_jsonable(value)
+            output = _output(run_id, value)
             if ex.answers:
                 raise DeterminismError(
                     f"Run {run_id} finished without reaching the interrupts answered "
@@ -664,13 +664,13 @@ class Runtime:
             raise
         except RunLimitReached as exc:
             partial = _partial(ex.outputs)
-            error = {**describe(exc), "partial": partial}
+            error = {**_described(exc), "partial": partial}
             await self._end(ex, RunStatus.STOPPED, error=error)
             return RunResult(
                 run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.usage
             )
         except RunError as exc:
-            error = describe(exc)
+            error = _described(exc)
             await self._end(ex, RunStatus.FAILED, error=error)
             return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.usage)
         except asyncio.CancelledError:
@@ -683,7 +683,7 @@ class Runtime:
         except BaseException as exc:
             # A bug or a configuration mistake: keep the store honest, then surface it.
             if not isinstance(exc, StoreError):
-                await self._end(ex, RunStatus.FAILED, error=describe(exc))
+                await self._end(ex, RunStatus.FAILED, error=_described(exc))
             raise
         await self._end(ex, RunStatus.COMPLETED, output=output)
         return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.usage)
@@ -785,6 +785,22 @@ def result_of(record: RunRecord) -> RunResult[Any]:
         usage=Usage(*record.usage),
         partial=dict((error or {}).get("partial") or {}),
     )
+
+
+def _output(run_id: str, value: Any) -> JSON:
+    """A run's output as the store will hold it."""
+    try:
+        return to_jsonable(value, "output")
+    except NotJSON as exc:
+        raise RunError(
+            f"Run {run_id} returned a {type(value).__name__}, which is not JSON: {exc}"
+        ) from exc
+
+
+def _described(exc: BaseException) -> dict[str, JSON]:
+    """`describe(exc)` as every store can hold it (an exception's message may hold anything)."""
+    described: dict[str, JSON] = clean_data(describe(exc))
+    return described
 
 
 def _jsonable(input: JSON) -> JSON:

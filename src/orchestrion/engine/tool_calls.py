@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from orchestrion._json import dumps_str
+from orchestrion._json import clean_text, json_text
 from orchestrion.agent import Agent
 from orchestrion.engine.attempts import breaker_changed, resume_wait, retry_point
 from orchestrion.engine.deadline import Deadline
@@ -73,12 +73,10 @@ async def execute(
             ex.cut_off.add(key)
         raise
     try:
-        content = note + (value if isinstance(value, str) else dumps_str(value))
+        # What the model reads is what the journal holds (see `orchestrion._json`).
+        content = clean_text(note + (value if isinstance(value, str) else json_text(value, "result")))
     except TypeError as exc:
-        how = (
-            f"returned a {type(value).__name__}, which is not JSON: return a str, dict, list "
-            "or pydantic model"
-        )
+        how = f"returned a {type(value).__name__}, which is not JSON"
         raise await _failed(ex, key, tool, exc, started, how) from exc
     # What the model reads is what the journal keeps: an error's text (a `ModelRetry`
     # message, say) without any secret, a result without the secrets known as such.

@@ -9,11 +9,11 @@ from orchestrion.agent import Agent
 from orchestrion.errors import UserError
 from orchestrion.runnable import Runnable, Workflow
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UserError(
             f"{kind} name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.'"
             " (it becomes part of every step key)."

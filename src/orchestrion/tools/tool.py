@@ -23,7 +23,7 @@ from orchestrion.messages import ToolDefinition
 from orchestrion.policy import Policy
 
 Effect = Literal["read", "write"]
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI and Anthropic accept
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI and Anthropic accept
 Approval = bool | Callable[[dict[str, Any]], bool]
 
 
@@ -66,7 +66,7 @@ class Tool:
         if not callable(fn):
             raise UserError(f"Tool function must be callable, got {fn!r}.")
         name = self.name or getattr(fn, "__name__", "")
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise UserError(
                 f"Tool name {name!r} is invalid: use 1-64 letters, digits, '_' or '-'."
             )
