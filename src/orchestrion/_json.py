@@ -201,3 +201,9 @@ def _clean_other(value: Any, path: str) -> JSON:
         f"has type {type(value).__name__}: use a str, number, bool, None, "
         "list, dict, dataclass or pydantic model.",
     )
+
+
+def short_json(value: JSON, width: int = 60) -> str:
+    """`value` as JSON text, cut to `width` characters for a message."""
+    text = dumps_str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from secrets import token_hex
 from typing import Any, Literal
 
-from orchestrion._json import JSON, NotJSON, clean_data, dumps_str, to_jsonable
+from orchestrion._json import JSON, NotJSON, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
+from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
 from orchestrion.engine.dispatch import run_child
 from orchestrion.engine.events import (
@@ -26,15 +26,14 @@ from orchestrion.engine.events import (
     RunStarted,
     Sink,
 )
-from orchestrion.engine.execution import Execution, Suspended, idempotency_key_of
+from orchestrion.engine.execution import Execution, Suspended
+from orchestrion.engine.forks import NO_EDIT, fork_prefix
 from orchestrion.engine.interrupts import (
     Answer,
     Interrupt,
-    answer_to_json,
-    interrupt_id,
-    normalize_approval,
 )
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus, StepStatus
+from orchestrion.engine.leases import Leases, quietly
 from orchestrion.engine.result import RunResult
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import is_runnable, load_target, normalize_target
@@ -51,7 +50,7 @@ from orchestrion.errors import (
     UserError,
     describe,
 )
-from orchestrion.messages import ModelResponse, Usage
+from orchestrion.messages import Usage
 from orchestrion.models.base import Model
 from orchestrion.models.registry import infer_model
 from orchestrion.models.with_policy import PolicyModel
@@ -61,7 +60,6 @@ from orchestrion.redact import SupportsSecret, register_secret
 from orchestrion.runnable import Runnable
 
 Durability = Literal["sync", "async"]
-_NO_EDIT: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +160,7 @@ class Runtime:
         self.lease_ttl = float(lease_ttl)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{token_hex(3)}"
         """This runtime's name in the leases it holds: host, process id and a nonce."""
-        self._leases: dict[str, Lease] = {}
-        """The leases this runtime holds, by run id; renewed by `_heartbeat`."""
-        self._executions: dict[str, Execution] = {}
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._leases = Leases(store, self.lease_ttl)
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -174,9 +169,7 @@ class Runtime:
         await self.close()
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+        self._leases.stop()
         await self.store.close()
 
     # -- running -------------------------------------------------------------
@@ -306,12 +299,12 @@ class Runtime:
                         f"Run {run_id} is {record.status.value}; there is nothing to resume. "
                         f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
                     )
-                checked = _check_answers(record, answers or {})
+                checked = check_answers(record, answers or {})
                 runnable = runnable or self._find_runnable(record)
                 entries = await self.store.load(run_id)
-                checked = _not_yet_answered(run_id, entries, checked)
+                checked = not_yet_answered(run_id, entries, checked)
             except BaseException:
-                await _quietly(self.store.release(run_id, lease.token))
+                await quietly(self.store.release(run_id, lease.token))
                 raise
             return await self._execute(
                 record, lease, runnable, entries, checked, deps, self._sink(None), True, budget
@@ -338,7 +331,7 @@ class Runtime:
         run_id: str,
         *,
         at: str,
-        edit: Any = _NO_EDIT,
+        edit: Any = NO_EDIT,
         new_run_id: str | None = None,
         runnable: Runnable | None = None,
         deps: Any = None,
@@ -347,28 +340,7 @@ class Runtime:
         """A new run reusing the journal of `run_id` before step `at`, with `edit`
         as that step's result if given, continuing live from there."""
         record = await self.get(run_id)
-        entries = await self.store.load(run_id)
-        index = next((i for i, e in enumerate(entries) if e.key == at), None)
-        if index is None:
-            keys = list(dict.fromkeys(e.key for e in entries))
-            raise UserError(
-                f"Run {run_id} has no step {at!r}. Its steps: {keys[:20]}"
-                f"{' ...' if len(keys) > 20 else ''} (see `orchestrion show {run_id}`)."
-            )
-        prefix = [_copied(run_id, e, i) for i, e in enumerate(entries[:index])]
-        kind = entries[index].kind
-        answers: dict[str, JSON] = {}
-        if edit is not _NO_EDIT and kind in ("approval", "interrupt"):
-            # Validated where the run asks for it, like any answer, before it is journaled.
-            iid = interrupt_id(at)
-            answers[iid] = (
-                normalize_approval(iid, edit) if kind == "approval" else answer_to_json(edit)
-            )
-        elif edit is not _NO_EDIT:
-            now = time.time()
-            prefix.append(
-                Entry(index, at, kind, StepStatus.COMPLETED, _edited(kind, at, edit), now, now)
-            )
+        prefix, answers = fork_prefix(run_id, await self.store.load(run_id), at, edit)
         runnable = runnable or self._find_runnable(record)
         now = time.time()
         fork = RunRecord(
@@ -468,8 +440,8 @@ class Runtime:
         if record.name != getattr(runnable, "name", None) or record.input != _jsonable(input):
             raise UserError(
                 f"Idempotency key {key!r} was used for run {record.id} ({record.name!r} on "
-                f"{_summary(record.input)}); this call runs {getattr(runnable, 'name', runnable)!r} "
-                f"on {_summary(_jsonable(input))}. A new request needs a new key."
+                f"{short_json(record.input)}); this call runs {getattr(runnable, 'name', runnable)!r} "
+                f"on {short_json(_jsonable(input))}. A new request needs a new key."
             )
         finished = self._finished.get(record.id)
         if finished is not None:
@@ -607,7 +579,7 @@ class Runtime:
             breakers=self._breakers,
             token=lease.token,
         )
-        self._hold(run_id, lease, ex)
+        self._leases.hold(lease, ex)
         try:
             if resumed:
                 # Pending interrupts stay listed until the run suspends again or ends,
@@ -631,7 +603,7 @@ class Runtime:
                     raise
                 result = result_of(current)
         finally:
-            await self._let_go(run_id)
+            await self._leases.let_go(run_id)
         if sink is not None:
             for interrupt in result.interrupts:
                 sink(InterruptRequested(run_id, interrupt))
@@ -709,56 +681,7 @@ class Runtime:
             token=ex.token,
             release=True,
         )
-        self._leases.pop(ex.run_id, None)
-
-    # -- leases ----------------------------------------------------------------
-
-    def _hold(self, run_id: str, lease: Lease, ex: Execution) -> None:
-        """Keep `lease` renewed while the run works here."""
-        self._leases[run_id] = lease
-        self._executions[run_id] = ex
-        loop = asyncio.get_running_loop()
-        beat = self._heartbeat
-        if beat is None or beat.done() or beat.get_loop() is not loop:
-            self._heartbeat = loop.create_task(self._renew_leases(), name="orchestrion-leases")
-
-    async def _let_go(self, run_id: str) -> None:
-        """The run stopped working here: release its lease if still held (a crash-like
-        stop leaves the run resumable at once), and stop renewing it."""
-        self._executions.pop(run_id, None)
-        lease = self._leases.pop(run_id, None)
-        if not self._leases and self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
-        if lease is not None:
-            await asyncio.shield(_quietly(self.store.release(run_id, lease.token)))
-
-    async def _renew_leases(self) -> None:
-        """Renew every lease held here each third of `lease_ttl`; a lease found lost
-        (the run was cancelled or taken over elsewhere) halts its run at its next step."""
-        while self._leases:
-            await asyncio.sleep(self.lease_ttl / 3)
-            held = {run_id: lease.token for run_id, lease in self._leases.items()}
-            try:
-                lost = await self.store.renew(held, ttl=self.lease_ttl)
-            except StoreError:
-                continue  # the store is unreachable: fencing still refuses stale writes
-            for run_id in lost:
-                lease = self._leases.pop(run_id, None)
-                ex = self._executions.get(run_id)
-                if lease is not None and ex is not None:
-                    ex.halted = LeaseLost(
-                        f"Run {run_id} is no longer owned by this process: its lease (token "
-                        f"{lease.token}) was taken, by a cancel or by another process after "
-                        "this one's lease ended. This process stops working on it.",
-                        run_id=run_id,
-                    )
-
-
-async def _quietly(aw: Awaitable[None]) -> None:
-    """Await a clean-up write whose failure must not hide the error being raised."""
-    with contextlib.suppress(StoreError):
-        await aw
+        self._leases.released(ex.run_id)
 
 
 def _register(secrets: Iterable[str | SupportsSecret | None]) -> None:
@@ -810,9 +733,6 @@ def _jsonable(input: JSON) -> JSON:
         return input
 
 
-def _summary(value: JSON, width: int = 60) -> str:
-    text = dumps_str(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _new_id() -> str:
@@ -828,85 +748,3 @@ def _partial(outputs: dict[str, Any]) -> dict[str, JSON]:
         for key, value in outputs.items()
         if not any(key[:i] in outer for i, c in enumerate(key) if c == "/")
     }
-
-
-def _copied(run_id: str, entry: Entry, seq: int) -> Entry:
-    """An entry of run `run_id` as a fork's prefix holds it, at `seq`. A write that
-    started in the parent and may have happened keeps the parent's idempotency
-    key, so the fork's retry of it is recognised downstream as the same call."""
-    if entry.kind == "tool" and entry.status is StepStatus.STARTED:
-        origin = entry.result.get("idempotency_key") if isinstance(entry.result, dict) else None
-        key = origin or idempotency_key_of(run_id, entry.key)
-        return entry._replace(seq=seq, result={"idempotency_key": key})
-    return entry._replace(seq=seq)
-
-
-def _not_yet_answered(
-    run_id: str, entries: builtins.list[Entry], answers: dict[str, JSON]
-) -> dict[str, JSON]:
-    """`answers` without those the journal already holds (a resume that answered
-    them crashed afterwards): the same answer again is dropped, another refused."""
-    if not answers:
-        return answers
-    journaled = {
-        interrupt_id(e.key): e.result
-        for e in entries
-        if e.kind in ("approval", "interrupt") and e.status is StepStatus.COMPLETED
-    }
-    fresh: dict[str, JSON] = {}
-    for iid, answer in answers.items():
-        if iid not in journaled:
-            fresh[iid] = answer
-        elif journaled[iid] != answer:
-            raise AnswerError(
-                f"Interrupt {iid} of run {run_id} was already answered with "
-                f"{_summary(journaled[iid])}; it cannot be answered again with "
-                f"{_summary(answer)}. Resume without answering it, or fork the run at "
-                "that step to answer differently."
-            )
-    return fresh
-
-
-def _edited(kind: str, key: str, edit: Any) -> JSON:
-    """The journaled form of an edited step result, checked for its kind."""
-    if kind == "model":
-        if isinstance(edit, ModelResponse):
-            return edit.to_json()
-        if isinstance(edit, str):
-            return ModelResponse(text=edit).to_json()
-        try:
-            return ModelResponse.from_json(edit).to_json()
-        except (TypeError, KeyError, AttributeError) as exc:
-            raise UserError(
-                f"Edit for model step {key!r} must be a ModelResponse, a str or its JSON form: {exc}"
-            ) from None
-    if kind == "tool":
-        if isinstance(edit, str):
-            return {"content": edit, "is_error": False}
-        if isinstance(edit, dict) and isinstance(edit.get("content"), str):
-            return {"content": edit["content"], "is_error": bool(edit.get("is_error", False))}
-        raise UserError(
-            f"Edit for tool step {key!r} must be the text the model reads, or "
-            '{"content": str, "is_error": bool}.'
-        )
-    return to_jsonable(edit)
-
-
-def _check_answers(record: RunRecord, answers: Mapping[str, Answer]) -> dict[str, JSON]:
-    """Check answers against the run's pending interrupts before anything runs."""
-    pending = {i["id"]: Interrupt.from_json(i) for i in record.pending}
-    by_key = {i.key: i for i in pending.values()}
-    checked: dict[str, JSON] = {}
-    for given, answer in answers.items():
-        interrupt = pending.get(given) or by_key.get(given)
-        if interrupt is None:
-            ids = sorted(pending) or "none"
-            raise AnswerError(
-                f"Run {record.id} has no pending interrupt {given!r}. Pending: {ids} "
-                f"(see `orchestrion show {record.id}`)."
-            )
-        if interrupt.kind == "approval":
-            checked[interrupt.id] = normalize_approval(interrupt.id, answer)
-        else:
-            checked[interrupt.id] = answer_to_json(answer)
-    return checked

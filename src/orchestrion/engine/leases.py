@@ -1,0 +1,79 @@
+"""`Leases`: the runs a runtime owns, kept renewed by one heartbeat task.
+
+A runtime claims a run in the store before working on it (see `Store`); this
+keeps each claim alive while the run works here, releases it when the run stops
+working here, and halts a run whose lease turns out lost (cancelled from
+another process, or taken over after this process stalled past its lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+
+from orchestrion.engine.execution import Execution
+from orchestrion.engine.journal import Lease
+from orchestrion.engine.store import Store
+from orchestrion.errors import LeaseLost, StoreError
+
+
+class Leases:
+    """The leases one runtime holds, renewed every third of `ttl` in one store write."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._held: dict[str, tuple[Lease, Execution]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def hold(self, lease: Lease, ex: Execution) -> None:
+        """Keep `lease` on `ex.run_id` renewed while the run works here."""
+        self._held[ex.run_id] = (lease, ex)
+        loop = asyncio.get_running_loop()
+        beat = self._heartbeat
+        if beat is None or beat.done() or beat.get_loop() is not loop:
+            self._heartbeat = loop.create_task(self._renew(), name="orchestrion-leases")
+
+    def released(self, run_id: str) -> None:
+        """The run's lease was released with its final status: stop renewing it."""
+        self._held.pop(run_id, None)
+
+    async def let_go(self, run_id: str) -> None:
+        """The run stopped working here: release its lease if still held (a crash-like
+        stop leaves the run resumable at once), and stop renewing it."""
+        held = self._held.pop(run_id, None)
+        if not self._held:
+            self.stop()
+        if held is not None:
+            await asyncio.shield(quietly(self.store.release(run_id, held[0].token)))
+
+    def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+
+    async def _renew(self) -> None:
+        while self._held:
+            await asyncio.sleep(self.ttl / 3)
+            tokens = {run_id: lease.token for run_id, (lease, _) in self._held.items()}
+            try:
+                lost = await self.store.renew(tokens, ttl=self.ttl)
+            except StoreError:
+                continue  # the store is unreachable: fencing still refuses stale writes
+            for run_id in lost:
+                held = self._held.pop(run_id, None)
+                if held is not None:
+                    lease, ex = held
+                    ex.halted = LeaseLost(
+                        f"Run {run_id} is no longer owned by this process: its lease (token "
+                        f"{lease.token}) was taken, by a cancel or by another process after "
+                        "this one's lease ended. This process stops working on it.",
+                        run_id=run_id,
+                    )
+
+
+async def quietly(aw: Awaitable[None]) -> None:
+    """Await a clean-up write whose failure must not hide the error being raised."""
+    with contextlib.suppress(StoreError):
+        await aw
