@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
+from random import Random
 from typing import Any, Generic, TypeVar, overload
+from uuid import UUID, uuid4
 
 import pydantic
 
@@ -318,24 +322,26 @@ class Execution:
                 sink(ModelDelta(self.run_id, key, item.text))
         raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
-    async def custom_step(self, key: str, fn: Callable[[], Awaitable[Any]], site: str) -> JSON:
+    async def custom_step(
+        self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: str = "step"
+    ) -> JSON:
         done = self.claim(key, site)
         if done is not None:
             self.usage += self.usage_under(key)
-            self.replayed(key, "step", done.result)
+            self.replayed(key, kind, done.result)
             return done.result
         started = time.time()
-        self.started(key, "step")
+        self.started(key, kind)
         try:
             value = to_jsonable(await fn())
         except Suspended:
             raise
         except Exception as exc:
-            await self.failed(key, "step", exc, started)
+            await self.failed(key, kind, exc, started)
             if self.cut_off and not isinstance(exc, RunHalted):
                 self._raise_if_cut_off(key, exc)
             raise
-        await self.completed(key, "step", value, started)
+        await self.completed(key, kind, value, started)
         return value
 
     def _raise_if_cut_off(self, key: str, exc: Exception) -> None:
@@ -380,12 +386,13 @@ class Execution:
 class Context(Generic[DepsT]):
     """The engine's `RunContext`: one per scope (a run, an agent, a tool call)."""
 
-    __slots__ = ("_count", "_ex", "_gathering", "key")
+    __slots__ = ("_counts", "_ex", "_gathering", "key")
 
     def __init__(self, ex: Execution, key: str) -> None:
         self._ex = ex
         self.key = key
-        self._count = 0
+        self._counts: dict[str, int] | None = None
+        """How many unnamed steps of each kind (`interrupt`, `now`, ...) this scope made."""
         self._gathering = 0
 
     @property
@@ -413,8 +420,9 @@ class Context(Generic[DepsT]):
                     f"ctx.{stem} inside ctx.gather needs name=...: branches finish in a "
                     "different order on replay, so numbering them would mix up their answers."
                 )
-            self._count += 1
-            return f"{self.key}/{stem}-{self._count}"
+            counts = self._counts = self._counts or {}
+            count = counts[stem] = counts.get(stem, 0) + 1
+            return f"{self.key}/{stem}-{count}"
         return f"{self.key}/{name}"
 
     @overload
@@ -475,6 +483,33 @@ class Context(Generic[DepsT]):
             return await gather_steps(steps)
         finally:
             self._gathering -= 1
+
+    async def now(self, *, name: str | None = None) -> datetime:
+        key = self._name(name, "now")
+        stamp = await self._ex.custom_step(key, _clock, _caller(), "clock")
+        return datetime.fromtimestamp(stamp, UTC)
+
+    async def random(self, *, name: str | None = None) -> Random:
+        key = self._name(name, "random")
+        seed = await self._ex.custom_step(key, _seed, _caller(), "random")
+        return Random(seed)
+
+    async def uuid(self, *, name: str | None = None) -> UUID:
+        key = self._name(name, "uuid")
+        value = await self._ex.custom_step(key, _uuid, _caller(), "uuid")
+        return UUID(str(value))
+
+
+async def _clock() -> float:
+    return time.time()
+
+
+async def _seed() -> int:
+    return secrets.randbits(53)  # exact in every JSON reader, JavaScript's included
+
+
+async def _uuid() -> str:
+    return str(uuid4())
 
 
 async def gather_steps(steps: Iterable[Awaitable[T]]) -> list[T]:
