@@ -1,9 +1,11 @@
-"""The journaled helpers `ctx.now`, `ctx.random`, `ctx.uuid`: a resume sees the
-values of the first run."""
+"""Code that takes another path on resume fails before its new step runs; the
+journaled helpers (`ctx.now`, `ctx.random`, `ctx.uuid`) keep it on the path."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,10 @@ import pytest
 
 from orchestrion import (
     Agent,
+    Concurrent,
+    DeterminismError,
+    GroupChat,
+    MaxTurns,
     RunContext,
     RunStatus,
     Runtime,
@@ -22,6 +28,8 @@ from orchestrion import (
 from orchestrion.engine.store import Store
 from orchestrion.messages import ModelRequest
 from orchestrion.testing import FunctionModel
+
+from ._support import Crash
 
 
 def counting(name: str, calls: Counter[str]) -> Agent[str]:
@@ -36,6 +44,243 @@ def counting(name: str, calls: Counter[str]) -> Agent[str]:
 
 async def entries_of(store: Store, run_id: str) -> list[tuple[int, str, str]]:
     return [(e.seq, e.key, e.status.value) for e in await store.load(run_id)]
+
+
+# -- code that takes another path ------------------------------------------------------
+
+
+async def test_a_step_named_from_random_fails_on_resume_before_it_runs_again(
+    runtime: Runtime,
+) -> None:
+    charges: list[str] = []
+
+    @workflow
+    async def checkout(ctx: RunContext[None], order: str) -> str:
+        async def charge() -> str:
+            charges.append(order)  # the side effect: a card is charged
+            return "charged"
+
+        await ctx.step(f"charge-{random.randrange(10**12)}", charge)
+        approved = await ctx.interrupt({"ship": order})
+        return f"shipped {order}: {approved}"
+
+    first = await runtime.run(checkout, "order-7", run_id="r")
+    assert first.status is RunStatus.INTERRUPTED
+    [charged] = [s.key for s in await runtime.history("r") if s.key.startswith("checkout/charge-")]
+    before = await entries_of(runtime.store, "r")
+
+    with pytest.raises(DeterminismError) as info:
+        await Runtime(runtime.store).resume("r", {first.interrupts[0].id: "yes"}, runnable=checkout)
+
+    assert charges == ["order-7"]  # not charged again
+    message = str(info.value)
+    [new] = {k for k in message.split("'") if k.startswith("checkout/charge-") and k != charged}
+    assert f"asks for step '{new}', which its journal does not have" in message
+    assert f"while '{charged}', journaled in the same scope 'checkout', was never asked for" in (
+        message
+    )
+    assert "ctx.now(), ctx.random() or ctx.uuid()" in message
+    assert f"orchestrion fork r --at {charged}" in message
+    record = await runtime.get("r")
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None and record.error["type"] == "DeterminismError"
+    assert await entries_of(runtime.store, "r") == before  # nothing journaled for the new step
+
+
+async def test_a_step_named_from_the_clock_fails_on_resume_after_a_crash(runtime: Runtime) -> None:
+    sent: list[str] = []
+    crash = {"armed": True}
+
+    @workflow
+    async def report(ctx: RunContext[None], _: None) -> str:
+        async def send() -> str:
+            sent.append("report")
+            return "sent"
+
+        async def archive() -> str:
+            if crash["armed"]:
+                crash["armed"] = False
+                raise Crash("the process dies")
+            return "archived"
+
+        await ctx.step(f"send-{time.time_ns()}", send)
+        return str(await ctx.step("archive", archive))
+
+    with pytest.raises(Crash):
+        await runtime.run(report, None, run_id="c")
+    diverged = r"asks for step 'report/send-\d+'.*while 'report/send-"
+    with pytest.raises(DeterminismError, match=diverged):
+        await Runtime(runtime.store).resume("c", runnable=report)
+    assert sent == ["report"]
+    assert (await runtime.get("c")).status is RunStatus.FAILED
+
+
+async def test_a_member_picked_at_random_fails_before_its_model_is_asked(runtime: Runtime) -> None:
+    calls: Counter[str] = Counter()
+    members = [counting("alice", calls), counting("bob", calls)]
+    picks = iter([0, 1])  # what random.choice gave in the first process, then in the second
+
+    @workflow
+    async def assign(ctx: RunContext[None], task: str) -> str:
+        done = await ctx.run(members[next(picks)], task)
+        return str(done) + " / " + await ctx.interrupt("close the ticket?")
+
+    first = await runtime.run(assign, "ticket", run_id="m")
+    assert calls == Counter(alice=1)
+    with pytest.raises(DeterminismError) as info:
+        await Runtime(runtime.store).resume("m", {first.interrupts[0].id: "ok"}, runnable=assign)
+    assert calls == Counter(alice=1)  # bob's model never asked
+    message = str(info.value)
+    assert "asks for step 'assign/bob/turn-1/model'" in message
+    assert "while 'assign/alice/turn-1/model', journaled in the same scope 'assign'" in message
+
+
+async def test_a_workflow_member_picked_at_random_fails_before_its_first_step(
+    runtime: Runtime,
+) -> None:
+    effects: list[str] = []
+
+    def member(name: str) -> Any:
+        @workflow(name=name)
+        async def flow(ctx: RunContext[None], task: str) -> str:
+            async def prepare() -> str:
+                effects.append(name)
+                return "ready"
+
+            await ctx.step("prepare", prepare)
+            return await ctx.interrupt(f"{name}: go?")
+
+        return flow
+
+    members = [member("alice"), member("bob")]
+    picks = iter([0, 1])
+
+    @workflow
+    async def assign(ctx: RunContext[None], task: str) -> str:
+        return str(await ctx.run(members[next(picks)], task))
+
+    first = await runtime.run(assign, "ticket", run_id="w")
+    with pytest.raises(DeterminismError, match=r"'assign/bob/prepare'.*'assign/alice/prepare'"):
+        await Runtime(runtime.store).resume("w", {first.interrupts[0].id: "go"}, runnable=assign)
+    assert effects == ["alice"]
+
+
+async def test_a_speaker_function_picking_at_random_fails_on_resume(runtime: Runtime) -> None:
+    calls: Counter[str] = Counter()
+    picks = iter(["a", "b", "b"])  # one process picks a, then b; its resume starts with b
+    crash = {"armed": True}
+
+    def b_dies_once(request: ModelRequest) -> str:
+        if crash["armed"]:
+            crash["armed"] = False
+            raise Crash("the process dies")
+        return "b done"
+
+    chat = GroupChat(
+        name="chat",
+        participants=[counting("a", calls), Agent(name="b", model=FunctionModel(b_dies_once))],
+        speaker=lambda state, names: next(picks),
+        termination=MaxTurns(2),
+        loop_guard=None,
+    )
+    with pytest.raises(Crash):
+        await runtime.run(chat, "topic", run_id="g")
+    with pytest.raises(DeterminismError, match=r"'chat/turn-1/b/turn-1/model'.*'chat/turn-1/a/"):
+        await Runtime(runtime.store).resume("g", runnable=chat)
+    assert calls == Counter(a=1)
+    assert crash == {"armed": False}
+
+
+async def test_divergence_inside_a_concurrent_branch_is_caught_too(runtime: Runtime) -> None:
+    effects: list[str] = []
+
+    @workflow
+    async def notify(ctx: RunContext[None], text: str) -> str:
+        async def page() -> str:
+            effects.append("page")
+            return "paged"
+
+        await ctx.step(f"page-{random.randrange(10**12)}", page)
+        return await ctx.interrupt("acknowledged?")
+
+    calls: Counter[str] = Counter()
+    fan = Concurrent(name="fan", branches=[notify, counting("logs", calls)])
+    first = await runtime.run(fan, "incident", run_id="f")
+    assert first.status is RunStatus.INTERRUPTED
+    with pytest.raises(DeterminismError, match=r"same scope 'fan/branch-0/notify'"):
+        await Runtime(runtime.store).resume("f", {first.interrupts[0].id: "yes"}, runnable=fan)
+    assert effects == ["page"]
+    assert calls == Counter(logs=1)
+
+
+# -- other paths that are right ---------------------------------------------------------
+
+
+async def test_a_step_that_failed_and_succeeds_on_resume_may_lead_elsewhere(
+    runtime: Runtime,
+) -> None:
+    state = {"down": True, "crash": True}
+
+    @workflow
+    async def flow(ctx: RunContext[None], _: None) -> str:
+        async def fetch() -> str:
+            if state["down"]:
+                raise ConnectionError("the service is down")
+            return "live"
+
+        async def cached() -> str:
+            return "cached"
+
+        try:
+            data = await ctx.step("fetch", fetch)
+        except ConnectionError:
+            data = await ctx.step("cached", cached)
+
+        async def publish() -> str:
+            if state["crash"]:
+                state["crash"] = False
+                raise Crash("the process dies")
+            return str(data)
+
+        return str(await ctx.step("publish", publish))
+
+    with pytest.raises(Crash):
+        await runtime.run(flow, None, run_id="f")
+    state["down"] = False
+    # The failed step runs again on resume, succeeds, and the journaled fallback is moot.
+    result = await Runtime(runtime.store).resume("f", runnable=flow)
+    assert result.output == "live"
+
+
+async def test_steps_awaited_with_a_plain_asyncio_gather_resume(runtime: Runtime) -> None:
+    crash = {"armed": True}
+    runs: Counter[str] = Counter()
+
+    @workflow
+    async def flow(ctx: RunContext[None], _: None) -> list[str]:
+        async def slow() -> str:
+            runs["slow"] += 1
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if crash["armed"]:
+                crash["armed"] = False
+                raise Crash("the process dies")
+            return "slow"
+
+        async def fast() -> str:
+            runs["fast"] += 1
+            return "fast"
+
+        # Not ctx.gather: on resume "slow" is asked for before "fast", whose task
+        # has not started yet; the check cannot see that it will, so stays silent.
+        return list(await asyncio.gather(ctx.step("slow", slow), ctx.step("fast", fast)))
+
+    with pytest.raises(Crash):
+        await runtime.run(flow, None, run_id="g")
+    assert [s.key for s in await runtime.history("g")] == ["flow/fast"]
+    result = await Runtime(runtime.store).resume("g", runnable=flow)
+    assert result.output == ["slow", "fast"]
+    assert runs == Counter(slow=2, fast=1)
 
 
 # -- the journaled helpers ---------------------------------------------------------------

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
 from orchestrion.engine.events import FallbackUsed
-from orchestrion.engine.execution import Context, Execution
+from orchestrion.engine.execution import Context, Execution, thread
 from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import RunError, RunHalted, describe
 from orchestrion.runnable import Runnable
 
 
-async def run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) -> Any:
+def run_child(
+    ex: Execution, scope: str, runnable: Runnable, input: JSON
+) -> Coroutine[Any, Any, Any]:
     """Run `runnable` with its steps keyed under `<scope>/<its name>` (or its bare
     name at the root of a run)."""
+    if not scope:  # the run itself: its task is the run's first sequential thread
+        return thread("", _run_child(ex, scope, runnable, input))
+    return _run_child(ex, scope, runnable, input)  # no coroutine of its own: fan-outs
+
+
+async def _run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) -> Any:
     key = f"{scope}/{runnable.name}" if scope else runnable.name
     if isinstance(runnable, Agent):
         if runnable.fallback_agents:
@@ -49,7 +58,9 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             ex.claim(mark, site)  # a step only where the agent did give up
             # What the agent spent before it gave up; its fallbacks' steps replay themselves.
-            ex.usage += ex.usage_under(key, besides=f"{primary}/fallback" if i == 0 else None)
+            besides = f"{primary}/fallback" if i == 0 else None
+            ex.usage += ex.usage_under(key, besides=besides)
+            ex.divergence.skipped(key, besides=besides)
             ex.replayed(mark, "fallback", recorded.result)
             continue
         started = time.time()

@@ -27,6 +27,7 @@ from orchestrion._json import JSON, to_jsonable
 from orchestrion.budget import Budget
 from orchestrion.engine.attempts import Link, request_with_policy
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
+from orchestrion.engine.divergence import THREAD, Divergence, Thread
 from orchestrion.engine.events import (
     LoopGuardTriggered,
     ModelDelta,
@@ -84,6 +85,7 @@ class Execution:
         "created_at",
         "cut_off",
         "deps",
+        "divergence",
         "failures",
         "model_for",
         "outputs",
@@ -133,6 +135,8 @@ class Execution:
             elif e.status is StepStatus.STARTED:
                 self.writes.add(e.key)
         self.seq = entries[-1].seq + 1 if entries else 0
+        self.divergence = Divergence(entries, self.replay)
+        """Catches code that takes another path than the journal's on resume."""
         self.sink = sink
         self.sync = sync
         self.answers = answers
@@ -162,8 +166,9 @@ class Execution:
 
     # -- primitives --------------------------------------------------------
 
-    def claim(self, key: str, site: str) -> Entry | None:
-        """Reserve `key` for this step; return its recorded completion, if any."""
+    def claim(self, key: str, site: str, *, nests: bool = False) -> Entry | None:
+        """Reserve `key` for this step; return its recorded completion, if any.
+        `nests`: the step runs a function of the user's, which may claim steps too."""
         first = self.claimed.get(key)
         if first is not None:
             fix = (
@@ -179,6 +184,8 @@ class Execution:
         self.claimed[key] = site
         if not key.endswith("/"):  # a `ctx.run` scope is not a step
             self.steps += 1
+        if self.divergence.waiting:  # before the step runs: a new one off the path raises
+            self.divergence.asked(key, self.claimed, self.run_id, nests=nests)
         done = self.replay.get(key)
         return done if done is not None and done.status is COMPLETED else None
 
@@ -325,7 +332,7 @@ class Execution:
     async def custom_step(
         self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: str = "step"
     ) -> JSON:
-        done = self.claim(key, site)
+        done = self.claim(key, site, nests=True)
         if done is not None:
             self.usage += self.usage_under(key)
             self.replayed(key, kind, done.result)
@@ -334,8 +341,8 @@ class Execution:
         self.started(key, kind)
         try:
             value = to_jsonable(await fn())
-        except Suspended:
-            raise
+        except (Suspended, DeterminismError):
+            raise  # the run waits, or its code is wrong: not a failure of this step
         except Exception as exc:
             await self.failed(key, kind, exc, started)
             if self.cut_off and not isinstance(exc, RunHalted):
@@ -343,6 +350,29 @@ class Execution:
             raise
         await self.completed(key, kind, value, started)
         return value
+
+    async def gather(self, scope: str, steps: Iterable[Awaitable[T]]) -> list[T]:
+        """Await steps (keyed under `scope`) concurrently. Every step runs to its end;
+        then the first error is raised, or, if some wait for humans, all their
+        interrupts together."""
+        tracked = self.divergence.waiting  # else nothing is left to check in this execution
+        if tracked:
+            self.divergence.forked(scope, 1)
+            steps = (thread(scope, step) for step in steps)
+        try:
+            outcomes = await asyncio.gather(*steps, return_exceptions=True)
+        finally:
+            if tracked:
+                self.divergence.forked(scope, -1)
+        waiting: list[Interrupt] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Suspended):
+                waiting.extend(outcome.interrupts)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if waiting:
+            raise Suspended(waiting)
+        return outcomes  # type: ignore[return-value]  # no exceptions left
 
     def _raise_if_cut_off(self, key: str, exc: Exception) -> None:
         """A step that fails while a write tool below it was cut off mid-call
@@ -480,7 +510,7 @@ class Context(Generic[DepsT]):
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         self._gathering += 1
         try:
-            return await gather_steps(steps)
+            return await self._ex.gather(self.key, steps)
         finally:
             self._gathering -= 1
 
@@ -512,19 +542,14 @@ async def _uuid() -> str:
     return str(uuid4())
 
 
-async def gather_steps(steps: Iterable[Awaitable[T]]) -> list[T]:
-    """Await steps concurrently. Every step runs to its end; then the first error
-    is raised, or, if some wait for humans, all their interrupts together."""
-    outcomes = await asyncio.gather(*steps, return_exceptions=True)
-    waiting: list[Interrupt] = []
-    for outcome in outcomes:
-        if isinstance(outcome, Suspended):
-            waiting.extend(outcome.interrupts)
-        elif isinstance(outcome, BaseException):
-            raise outcome
-    if waiting:
-        raise Suspended(waiting)
-    return outcomes  # type: ignore[return-value]  # no exceptions left
+async def thread(scope: str, step: Awaitable[T]) -> T:
+    """Await `step` as one sequential thread of a run, its steps keyed under `scope`
+    ("" for the whole run): the run's own task, or one branch of a gather."""
+    token = THREAD.set(Thread(asyncio.current_task(), scope))
+    try:
+        return await step
+    finally:
+        THREAD.reset(token)
 
 
 _adapters: dict[Any, pydantic.TypeAdapter[Any]] = {}
