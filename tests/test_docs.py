@@ -71,3 +71,15 @@ def test_the_ownership_page_prints_what_it_says(tmp_path: Path) -> None:
         "interrupted waiting for approval",
         "loan-3 cancelled",
     ]
+
+
+def test_the_workflows_page_prints_what_it_says(tmp_path: Path) -> None:
+    with contextlib.chdir(tmp_path):
+        printed = run_page(DOCS / "workflows.md")
+    for expected in (
+        "took another path on resume: it asks for step 'careless/charge-",
+        "journaled in the same scope 'careless', was never asked for",
+        "charged 1 time(s)\ncompleted - charged 1 time(s)",
+        "uuid random clock",
+    ):
+        assert expected in printed, f"{expected!r} not in:\n{printed}"

@@ -7,7 +7,10 @@ without importing the engine, which provides the implementation.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from random import Random
 from typing import Any, Protocol, TypeVar, overload
+from uuid import UUID
 
 from orchestrion._json import JSON
 from orchestrion.messages import Usage
@@ -67,7 +70,27 @@ class RunContext(Protocol[DepsT_co]):
         ...
 
     async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn` once per run: its JSON result is journaled and replayed."""
+        """Run `fn` once per run: its JSON result is journaled and replayed. Build
+        `name` from the input and journaled values only: a resume that asks for a
+        step the journal lacks while journaled ones go unasked raises `DeterminismError`."""
+        ...
+
+    async def now(self, *, name: str | None = None) -> datetime:
+        """The current time (UTC), journaled: a replay gets the first run's time. Use
+        it for any time that decides something, names a step or leaves the run.
+        Unnamed calls are the steps `now-1`, `now-2`, ...; inside `ctx.gather`, name them."""
+        ...
+
+    async def random(self, *, name: str | None = None) -> Random:
+        """A random generator from a journaled seed: the same draws on every replay.
+        Use it for every random choice (a member, a sample, an order). Unnamed calls
+        are the steps `random-1`, `random-2`, ...; inside `ctx.gather`, name them."""
+        ...
+
+    async def uuid(self, *, name: str | None = None) -> UUID:
+        """A random UUID (version 4), journaled: the same on every replay. Use it for
+        ids sent to the outside or built into step names. Unnamed calls are the steps
+        `uuid-1`, `uuid-2`, ...; inside `ctx.gather`, name them."""
         ...
 
     async def run(self, runnable: Any, input: JSON, *, key: str | None = None) -> Any:

@@ -10,7 +10,7 @@
     │   │   └── RunBusy           another process holds the run's lease
     │   ├── AnswerError           an answer does not fit its interrupt
     │   └── ModelRequestsBlocked  a real model request while tests forbid them
-    ├── DeterminismError          the same step key was used twice in one run
+    ├── DeterminismError          a step key used twice, or another path on resume
     ├── StoreError                the store cannot be read or written
     │   └── LeaseLost             this process no longer owns the run it writes
     └── RunError                  a run failed while it worked
@@ -110,10 +110,11 @@ class ModelRequestsBlocked(UserError):
 
 
 class DeterminismError(OrchestrionError):
-    """The orchestration code used one step key twice in a run.
+    """The orchestration code used one step key twice in a run, or took another
+    path on resume than the journal's (a new step where journaled ones go unasked).
 
-    Step keys come from where a step sits in the code; a repeat means the code
-    is not deterministic (or two steps need distinct names).
+    Step keys come from where a step sits in the code; a repeat or a new path means
+    the code is not deterministic (or two steps need distinct names).
     """
 
 

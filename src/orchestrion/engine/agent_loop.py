@@ -17,7 +17,7 @@ from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
 from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
-from orchestrion.engine.execution import Context, Execution, gather_steps
+from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.tool_calls import execute, invoke
 from orchestrion.engine.tool_loops import CallMemory, guard_calls
@@ -219,9 +219,8 @@ async def _run_tool_calls(
     keys = tool_keys(prefix, calls)
     if len(calls) == 1:
         return [await _run_tool_call(ex, agent, keys[0], calls[0], final_problem)]
-    return await gather_steps(
-        _run_tool_call(ex, agent, key, c, final_problem) for key, c in zip(keys, calls, strict=True)
-    )
+    runs = (_run_tool_call(ex, agent, k, c, final_problem) for k, c in zip(keys, calls, strict=True))
+    return await ex.gather(prefix, runs)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")

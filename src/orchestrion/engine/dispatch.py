@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from contextvars import ContextVar
 from typing import Any
 
@@ -10,7 +11,7 @@ from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
 from orchestrion.engine.events import FallbackUsed
-from orchestrion.engine.execution import Context, Execution
+from orchestrion.engine.execution import Context, Execution, thread
 from orchestrion.engine.journal import StepStatus
 from orchestrion.errors import NestingTooDeep, RunError, RunHalted, describe
 from orchestrion.runnable import Runnable
@@ -24,9 +25,17 @@ _depth: ContextVar[int] = ContextVar("orchestrion_nesting", default=0)
 of a gather counts its own."""
 
 
-async def run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) -> Any:
+def run_child(
+    ex: Execution, scope: str, runnable: Runnable, input: JSON
+) -> Coroutine[Any, Any, Any]:
     """Run `runnable` with its steps keyed under `<scope>/<its name>` (or its bare
     name at the root of a run)."""
+    if not scope:  # the run itself: its task is the run's first sequential thread
+        return thread("", _run_child(ex, scope, runnable, input))
+    return _run_child(ex, scope, runnable, input)  # no coroutine of its own: fan-outs
+
+
+async def _run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) -> Any:
     key = f"{scope}/{runnable.name}" if scope else runnable.name
     depth = _depth.get() + 1 if scope else 1  # a run started inside a tool starts over
     if depth > MAX_NESTING:
@@ -78,7 +87,9 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             ex.claim(mark, site)  # a step only where the agent did give up
             # What the agent spent before it gave up; its fallbacks' steps replay themselves.
-            ex.usage += ex.usage_under(key, besides=f"{primary}/fallback" if i == 0 else None)
+            besides = f"{primary}/fallback" if i == 0 else None
+            ex.usage += ex.usage_under(key, besides=besides)
+            ex.divergence.skipped(key, besides=besides)
             ex.replayed(mark, "fallback", recorded.result)
             continue
         started = time.time()

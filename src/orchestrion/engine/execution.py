@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
+from random import Random
 from typing import Any, Generic, TypeVar, overload
+from uuid import UUID, uuid4
 
 import pydantic
 
@@ -23,6 +27,7 @@ from orchestrion._json import JSON, NotJSON, clean_data, clean_text, json_text, 
 from orchestrion.budget import Budget
 from orchestrion.engine.attempts import Link, request_with_policy
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
+from orchestrion.engine.divergence import THREAD, Divergence, Thread
 from orchestrion.engine.events import (
     LoopGuardTriggered,
     ModelDelta,
@@ -81,6 +86,7 @@ class Execution:
         "created_at",
         "cut_off",
         "deps",
+        "divergence",
         "failures",
         "halted",
         "model_for",
@@ -142,6 +148,8 @@ class Execution:
                 if isinstance(e.result, dict) and "idempotency_key" in e.result:
                     self.origin_keys[e.key] = e.result["idempotency_key"]
         self.seq = entries[-1].seq + 1 if entries else 0
+        self.divergence = Divergence(entries, self.replay)
+        """Catches code that takes another path than the journal's on resume."""
         self.sink = sink
         self.sync = sync
         self.answers = answers
@@ -171,8 +179,9 @@ class Execution:
 
     # -- primitives --------------------------------------------------------
 
-    def claim(self, key: str, site: str) -> Entry | None:
-        """Reserve `key` for this step; return its recorded completion, if any."""
+    def claim(self, key: str, site: str, *, nests: bool = False) -> Entry | None:
+        """Reserve `key` for this step; return its recorded completion, if any.
+        `nests`: the step runs a function of the user's, which may claim steps too."""
         if self.halted is not None:
             raise self.halted
         first = self.claimed.get(key)
@@ -190,6 +199,8 @@ class Execution:
         self.claimed[key] = site
         if not key.endswith("/"):  # a `ctx.run` scope is not a step
             self.steps += 1
+        if self.divergence.waiting:  # before the step runs: a new one off the path raises
+            self.divergence.asked(key, self.claimed, self.run_id, nests=nests)
         done = self.replay.get(key)
         return done if done is not None and done.status is COMPLETED else None
 
@@ -340,25 +351,50 @@ class Execution:
                 sink(ModelDelta(self.run_id, key, clean_text(item.text)))
         raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
-    async def custom_step(self, key: str, fn: Callable[[], Awaitable[Any]], site: str) -> JSON:
-        done = self.claim(key, site)
+    async def custom_step(
+        self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: str = "step"
+    ) -> JSON:
+        done = self.claim(key, site, nests=True)
         if done is not None:
             self.usage += self.usage_under(key)
-            self.replayed(key, "step", done.result)
+            self.replayed(key, kind, done.result)
             return done.result
         started = time.time()
-        self.started(key, "step")
+        self.started(key, kind)
         try:
             value = _step_value(key, await fn())
-        except Suspended:
-            raise
+        except (Suspended, DeterminismError):
+            raise  # the run waits, or its code is wrong: not a failure of this step
         except Exception as exc:
-            await self.failed(key, "step", exc, started)
+            await self.failed(key, kind, exc, started)
             if self.cut_off and not isinstance(exc, RunHalted):
                 self._raise_if_cut_off(key, exc)
             raise
-        await self.completed(key, "step", value, started)
+        await self.completed(key, kind, value, started)
         return value
+
+    async def gather(self, scope: str, steps: Iterable[Awaitable[T]]) -> list[T]:
+        """Await steps (keyed under `scope`) concurrently. Every step runs to its end;
+        then the first error is raised, or, if some wait for humans, all their
+        interrupts together."""
+        tracked = self.divergence.waiting  # else nothing is left to check in this execution
+        if tracked:
+            self.divergence.forked(scope, 1)
+            steps = (thread(scope, step) for step in steps)
+        try:
+            outcomes = await asyncio.gather(*steps, return_exceptions=True)
+        finally:
+            if tracked:
+                self.divergence.forked(scope, -1)
+        waiting: list[Interrupt] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Suspended):
+                waiting.extend(outcome.interrupts)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if waiting:
+            raise Suspended(waiting)
+        return outcomes  # type: ignore[return-value]  # no exceptions left
 
     def _raise_if_cut_off(self, key: str, exc: Exception) -> None:
         """A step that fails while a write tool below it was cut off mid-call
@@ -402,12 +438,13 @@ class Execution:
 class Context(Generic[DepsT]):
     """The engine's `RunContext`: one per scope (a run, an agent, a tool call)."""
 
-    __slots__ = ("_count", "_ex", "_gathering", "key")
+    __slots__ = ("_counts", "_ex", "_gathering", "key")
 
     def __init__(self, ex: Execution, key: str) -> None:
         self._ex = ex
         self.key = key
-        self._count = 0
+        self._counts: dict[str, int] | None = None
+        """How many unnamed steps of each kind (`interrupt`, `now`, ...) this scope made."""
         self._gathering = 0
 
     @property
@@ -439,8 +476,9 @@ class Context(Generic[DepsT]):
                     f"ctx.{stem} inside ctx.gather needs name=...: branches finish in a "
                     "different order on replay, so numbering them would mix up their answers."
                 )
-            self._count += 1
-            return f"{self.key}/{stem}-{self._count}"
+            counts = self._counts = self._counts or {}
+            count = counts[stem] = counts.get(stem, 0) + 1
+            return f"{self.key}/{stem}-{count}"
         return f"{self.key}/{name}"
 
     @overload
@@ -503,9 +541,24 @@ class Context(Generic[DepsT]):
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         self._gathering += 1
         try:
-            return await gather_steps(steps)
+            return await self._ex.gather(self.key, steps)
         finally:
             self._gathering -= 1
+
+    async def now(self, *, name: str | None = None) -> datetime:
+        key = self._name(name, "now")
+        stamp = await self._ex.custom_step(key, _clock, _caller(), "clock")
+        return datetime.fromtimestamp(stamp, UTC)
+
+    async def random(self, *, name: str | None = None) -> Random:
+        key = self._name(name, "random")
+        seed = await self._ex.custom_step(key, _seed, _caller(), "random")
+        return Random(seed)
+
+    async def uuid(self, *, name: str | None = None) -> UUID:
+        key = self._name(name, "uuid")
+        value = await self._ex.custom_step(key, _uuid, _caller(), "uuid")
+        return UUID(str(value))
 
 
 def idempotency_key_of(run_id: str, key: str) -> str:
@@ -513,19 +566,26 @@ def idempotency_key_of(run_id: str, key: str) -> str:
     return hashlib.blake2b(f"{run_id}\x00{key}".encode(), digest_size=16).hexdigest()
 
 
-async def gather_steps(steps: Iterable[Awaitable[T]]) -> list[T]:
-    """Await steps concurrently. Every step runs to its end; then the first error
-    is raised, or, if some wait for humans, all their interrupts together."""
-    outcomes = await asyncio.gather(*steps, return_exceptions=True)
-    waiting: list[Interrupt] = []
-    for outcome in outcomes:
-        if isinstance(outcome, Suspended):
-            waiting.extend(outcome.interrupts)
-        elif isinstance(outcome, BaseException):
-            raise outcome
-    if waiting:
-        raise Suspended(waiting)
-    return outcomes  # type: ignore[return-value]  # no exceptions left
+async def _clock() -> float:
+    return time.time()
+
+
+async def _seed() -> int:
+    return secrets.randbits(53)  # exact in every JSON reader, JavaScript's included
+
+
+async def _uuid() -> str:
+    return str(uuid4())
+
+
+async def thread(scope: str, step: Awaitable[T]) -> T:
+    """Await `step` as one sequential thread of a run, its steps keyed under `scope`
+    ("" for the whole run): the run's own task, or one branch of a gather."""
+    token = THREAD.set(Thread(asyncio.current_task(), scope))
+    try:
+        return await step
+    finally:
+        THREAD.reset(token)
 
 
 _adapters: dict[Any, pydantic.TypeAdapter[Any]] = {}

@@ -48,7 +48,8 @@ class Entry(NamedTuple):
     key: str
     kind: str
     """`model`, `tool`, `approval` (a human's sign-off on a tool call), `interrupt`
-    (a free question to a human) or `step` (a custom `ctx.step`)."""
+    (a free question to a human), `step` (a custom `ctx.step`), `fallback` (an agent
+    gave up), or `clock`, `random`, `uuid` (`ctx.now()`, `ctx.random()`, `ctx.uuid()`)."""
     status: StepStatus
     result: JSON = None
     started_at: float = 0.0

@@ -16,8 +16,8 @@ WorkflowFunction = Callable[[RunContext[Any], Any], Coroutine[Any, Any, Any]]
 @dataclass(frozen=True, kw_only=True, eq=False)
 class FunctionWorkflow:
     """A workflow from a function. Everything it does through `ctx` (`ctx.run`,
-    `ctx.gather`, `ctx.step`, `ctx.interrupt`) is journaled; the rest must be
-    deterministic, as it runs again on replay."""
+    `ctx.gather`, `ctx.step`, `ctx.interrupt`, `ctx.now`, `ctx.random`, `ctx.uuid`)
+    is journaled; the rest must be deterministic, as it runs again on replay."""
 
     name: str
     function: WorkflowFunction
