@@ -29,6 +29,7 @@ test: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_leases.py
 	$(BIN)/python bench/bench_patterns.py
 
 # 1,000 runs with 20% injected faults on a SQLite file (not in CI): see bench/soak.py.
