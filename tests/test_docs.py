@@ -32,10 +32,8 @@ def test_page_blocks_run(page: Path, tmp_path: Path) -> None:
         run_page(page)
 
 
-def test_the_resilience_page_prints_what_it_says(tmp_path: Path) -> None:
-    with contextlib.chdir(tmp_path):
-        printed = run_page(DOCS / "resilience.md")
-    for expected in (
+PRINTS: dict[str, tuple[str, ...]] = {
+    "resilience.md": (
         "Balance: 4,800.00",
         "teller/turn-1/model: attempt 1 failed: test:bank-model: HTTP 503 (injected)",
         "teller/turn-1/model: attempt 2 failed: test:bank-model: HTTP 503 (injected)",
@@ -50,9 +48,31 @@ def test_the_resilience_page_prints_what_it_says(tmp_path: Path) -> None:
         "1 payment applied",
         "True Order placed.",
         "You have 4,800.00.",
-    ):
-        assert expected in printed, f"{expected!r} not in:\n{printed}"
+    ),
+    "workflows.md": (
+        "took another path on resume: it asks for step 'careless/charge-",
+        "journaled in the same scope 'careless', was never asked for",
+        "charged 1 time(s)\ncompleted - charged 1 time(s)",
+        "uuid random clock",
+    ),
+    "security.md": (
+        "ops/turn-1/tool/read_config#r1: token = <redacted>",
+        "ops/turn-2/tool/connect#c1: db-1 refused token <redacted>; try the replica.",
+        "Unknown store scheme 'postgres' in 'postgres://admin:<redacted>@db.example.com/app'",
+        "retrying with Authorization: Bearer <redacted>",
+    ),
+}
+NEVER_PRINTED = {"security.md": ("vault-7f3a9c2e41", "hunter2")}
 
+
+@pytest.mark.parametrize("page", sorted(PRINTS))
+def test_the_page_prints_what_it_says(page: str, tmp_path: Path) -> None:
+    with contextlib.chdir(tmp_path):
+        printed = run_page(DOCS / page)
+    for expected in PRINTS[page]:
+        assert expected in printed, f"{expected!r} not in:\n{printed}"
+    for secret in NEVER_PRINTED.get(page, ()):
+        assert secret not in printed
 
 
 def test_the_ownership_page_prints_what_it_says(tmp_path: Path) -> None:
@@ -71,15 +91,3 @@ def test_the_ownership_page_prints_what_it_says(tmp_path: Path) -> None:
         "interrupted waiting for approval",
         "loan-3 cancelled",
     ]
-
-
-def test_the_workflows_page_prints_what_it_says(tmp_path: Path) -> None:
-    with contextlib.chdir(tmp_path):
-        printed = run_page(DOCS / "workflows.md")
-    for expected in (
-        "took another path on resume: it asks for step 'careless/charge-",
-        "journaled in the same scope 'careless', was never asked for",
-        "charged 1 time(s)\ncompleted - charged 1 time(s)",
-        "uuid random clock",
-    ):
-        assert expected in printed, f"{expected!r} not in:\n{printed}"
