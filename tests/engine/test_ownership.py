@@ -288,6 +288,83 @@ async def test_a_fork_keeps_the_idempotency_key_of_a_write_started_in_the_parent
     assert payments.keys == [parent_key, parent_key]  # the bank sees the same call again
 
 
+class StalledRenewals:
+    """A store whose next renewal, once `stall` is set, waits for `go` (a heartbeat
+    write that takes its time); `renewed` is set once it returned."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.stall = False
+        self.stalled, self.go, self.renewed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def renew(self, leases: Any, *, ttl: float) -> set[str]:
+        stalled = self.stall
+        if stalled:
+            self.stall = False
+            self.stalled.set()
+            await self.go.wait()
+        lost = await self._store.renew(leases, ttl=ttl)
+        if stalled:
+            self.renewed.set()
+        return lost
+
+
+async def test_a_renewal_in_flight_when_a_run_is_resumed_does_not_halt_the_resume(
+    store: Store,
+) -> None:
+    """The heartbeat renews the old lease of a run that meanwhile stopped and was
+    resumed here under a new one: the old lease comes back lost, the new one is kept."""
+    slow = StalledRenewals(store)
+    runtime = Runtime(slow, lease_ttl=0.3)  # type: ignore[arg-type]
+    y_gate, y_entered = asyncio.Event(), asyncio.Event()
+
+    async def long(request: ModelRequest) -> str:
+        y_entered.set()
+        await y_gate.wait()
+        return "y done"
+
+    other = asyncio.create_task(  # keeps the heartbeat going
+        runtime.run(Agent(name="y", model=FunctionModel(long)), "go", run_id="y")
+    )
+    await y_entered.wait()
+    gates = [asyncio.Event(), asyncio.Event()]
+    entered = [asyncio.Event(), asyncio.Event()]
+    script = iter([call("pay", {"amount": 1}), "done"])
+    payments = Payments()
+
+    async def answer(request: ModelRequest) -> Any:
+        turn = sum(type(m).__name__ == "ToolResult" for m in request.messages)
+        entered[turn].set()
+        await gates[turn].wait()
+        return next(script)
+
+    agent = Agent(
+        name="payer", model=FunctionModel(answer), tools=[payments.tool(approval=True)]
+    )
+    first = asyncio.create_task(runtime.run(agent, "pay", run_id="x"))
+    await entered[0].wait()
+    slow.stall = True
+    await slow.stalled.wait()  # renewing {y: 1, x: 1}
+    gates[0].set()
+    interrupted = await first
+    assert interrupted.status is RunStatus.INTERRUPTED
+    second = asyncio.create_task(
+        runtime.resume("x", {interrupted.interrupts[0].id: Approve()})
+    )
+    await entered[1].wait()  # x works under token 2; the payment was made
+    slow.go.set()
+    await slow.renewed.wait()  # x's token 1 came back lost
+    gates[1].set()
+    result = await second
+    assert result.status is RunStatus.COMPLETED and result.output == "done"
+    assert len(payments.keys) == 1
+    y_gate.set()
+    assert (await other).output == "y done"
+
+
 def test_a_lease_ttl_that_is_not_positive_is_refused() -> None:
     for bad in (0, -1, float("nan"), "30"):
         with pytest.raises(UserError, match="lease_ttl"):

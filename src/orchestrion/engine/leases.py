@@ -62,8 +62,11 @@ class Leases:
             except StoreError:
                 continue  # the store is unreachable: fencing still refuses stale writes
             for run_id in lost:
-                held = self._held.pop(run_id, None)
-                if held is not None:
+                held = self._held.get(run_id)
+                # Only the lease renewed is lost: the run may have stopped meanwhile and
+                # be working here again, under a new lease.
+                if held is not None and held[0].token == tokens.get(run_id):
+                    del self._held[run_id]
                     lease, ex = held
                     ex.halted = LeaseLost(
                         f"Run {run_id} is no longer owned by this process: its lease (token "
