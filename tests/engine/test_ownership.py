@@ -167,6 +167,28 @@ async def test_cancel_from_another_runtime_stops_the_owner_before_its_next_write
     assert [s.key for s in steps if s.kind == "tool"] == ["payer/turn-1/tool/pay#call_1_0"]
 
 
+
+async def test_cancel_of_a_resume_still_waiting_for_the_lease_cancels_the_run(
+    store: Store,
+) -> None:
+    """The run is active in this runtime only as a resume waiting for its owner
+    elsewhere: stopping that wait is not cancelling the run."""
+    gate, entered, payments, agent = gated_payer()
+    owner, mine = Runtime(store), Runtime(store)
+    work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
+    await entered.wait()  # the first payment went out; the model is being asked again
+    waiting = asyncio.create_task(mine.resume("r1", wait=60, runnable=agent))
+    await asyncio.sleep(0.1)  # refused, waiting for the owner to let go
+    assert not waiting.done()
+    cancelled = await mine.cancel("r1")
+    assert cancelled.status is RunStatus.CANCELLED
+    assert waiting.cancelled()
+    gate.set()  # the model answers "pay 2": the owner must not pay
+    assert (await work).status is RunStatus.CANCELLED
+    assert len(payments.keys) == 1
+    assert (await mine.get("r1")).status is RunStatus.CANCELLED
+
+
 async def test_cancel_of_a_completed_run_leaves_it_completed(store: Store) -> None:
     runtime = Runtime(store)
     done = await runtime.run(Agent(name="a", model=ScriptedModel(["ok"])), "go")

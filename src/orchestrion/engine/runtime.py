@@ -384,7 +384,12 @@ class Runtime:
             self._cancelling.add(run_id)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            return await self.get(run_id)
+            self._cancelling.discard(run_id)
+            current = await self.get(run_id)
+            if current.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+                return current
+            # The task was not working on the run yet (a resume waiting for another
+            # owner to let go, say): the run is taken from wherever it works.
         record = await self.store.claim(run_id, self.owner, ttl=self.lease_ttl, steal=True)
         lease = record.lease
         assert lease is not None
