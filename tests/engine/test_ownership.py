@@ -189,6 +189,19 @@ async def test_cancel_of_a_resume_still_waiting_for_the_lease_cancels_the_run(
     assert (await mine.get("r1")).status is RunStatus.CANCELLED
 
 
+
+async def test_two_cancels_at_once_both_return_the_cancelled_run(store: Store) -> None:
+    gate, entered, payments, agent = gated_payer()
+    owner = Runtime(store)
+    work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
+    await entered.wait()
+    records = await asyncio.gather(Runtime(store).cancel("r1"), Runtime(store).cancel("r1"))
+    assert [r.status for r in records] == [RunStatus.CANCELLED] * 2
+    gate.set()
+    assert (await work).status is RunStatus.CANCELLED
+    assert len(payments.keys) == 1
+
+
 async def test_cancel_of_a_completed_run_leaves_it_completed(store: Store) -> None:
     runtime = Runtime(store)
     done = await runtime.run(Agent(name="a", model=ScriptedModel(["ok"])), "go")
