@@ -224,6 +224,42 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(store: Store) -
     assert (await work).output == "finally"
 
 
+
+class FailingRenewal:
+    """A store whose first renewal raises what a driver may raise (not a StoreError)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def renew(self, leases: Any, *, ttl: float) -> set[str]:
+        if not self.failed:
+            self.failed += 1
+            raise ConnectionResetError("the database server went away")
+        return await self._store.renew(leases, ttl=ttl)
+
+
+async def test_a_renewal_that_raises_does_not_stop_the_heartbeat(store: Store) -> None:
+    async def slow(request: ModelRequest) -> str:
+        await asyncio.sleep(0.5)
+        return "finally"
+
+    flaky = FailingRenewal(store)
+    owner, other = Runtime(flaky, lease_ttl=0.15), Runtime(store)  # type: ignore[arg-type]
+    work = asyncio.create_task(
+        owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1")
+    )
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        with pytest.raises(RunBusy):
+            await other.resume("r1", runnable=Agent(name="a", model=ScriptedModel(["x"])))
+    assert (await work).output == "finally"
+    assert flaky.failed == 1
+
+
 async def test_an_owner_that_lost_its_lease_stops_at_its_next_step(store: Store) -> None:
     gate, entered, payments, agent = gated_payer()
     owner = Runtime(store, lease_ttl=0.15)

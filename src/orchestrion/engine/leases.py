@@ -59,8 +59,10 @@ class Leases:
             tokens = {run_id: lease.token for run_id, (lease, _) in self._held.items()}
             try:
                 lost = await self.store.renew(tokens, ttl=self.ttl)
-            except StoreError:
-                continue  # the store is unreachable: fencing still refuses stale writes
+            except Exception:
+                # The store is unreachable (a StoreError, or what its driver raised): try
+                # again at the next beat; fencing still refuses stale writes meanwhile.
+                continue
             for run_id in lost:
                 held = self._held.get(run_id)
                 # Only the lease renewed is lost: the run may have stopped meanwhile and
