@@ -167,6 +167,41 @@ async def test_cancel_from_another_runtime_stops_the_owner_before_its_next_write
     assert [s.key for s in steps if s.kind == "tool"] == ["payer/turn-1/tool/pay#call_1_0"]
 
 
+
+async def test_cancel_of_a_resume_still_waiting_for_the_lease_cancels_the_run(
+    store: Store,
+) -> None:
+    """The run is active in this runtime only as a resume waiting for its owner
+    elsewhere: stopping that wait is not cancelling the run."""
+    gate, entered, payments, agent = gated_payer()
+    owner, mine = Runtime(store), Runtime(store)
+    work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
+    await entered.wait()  # the first payment went out; the model is being asked again
+    waiting = asyncio.create_task(mine.resume("r1", wait=60, runnable=agent))
+    await asyncio.sleep(0.1)  # refused, waiting for the owner to let go
+    assert not waiting.done()
+    cancelled = await mine.cancel("r1")
+    assert cancelled.status is RunStatus.CANCELLED
+    assert waiting.cancelled()
+    gate.set()  # the model answers "pay 2": the owner must not pay
+    assert (await work).status is RunStatus.CANCELLED
+    assert len(payments.keys) == 1
+    assert (await mine.get("r1")).status is RunStatus.CANCELLED
+
+
+
+async def test_two_cancels_at_once_both_return_the_cancelled_run(store: Store) -> None:
+    gate, entered, payments, agent = gated_payer()
+    owner = Runtime(store)
+    work = asyncio.create_task(owner.run(agent, "pay twice", run_id="r1"))
+    await entered.wait()
+    records = await asyncio.gather(Runtime(store).cancel("r1"), Runtime(store).cancel("r1"))
+    assert [r.status for r in records] == [RunStatus.CANCELLED] * 2
+    gate.set()
+    assert (await work).status is RunStatus.CANCELLED
+    assert len(payments.keys) == 1
+
+
 async def test_cancel_of_a_completed_run_leaves_it_completed(store: Store) -> None:
     runtime = Runtime(store)
     done = await runtime.run(Agent(name="a", model=ScriptedModel(["ok"])), "go")
@@ -187,6 +222,42 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(store: Store) -
         with pytest.raises(RunBusy):
             await other.resume("r1", runnable=Agent(name="a", model=ScriptedModel(["x"])))
     assert (await work).output == "finally"
+
+
+
+class FailingRenewal:
+    """A store whose first renewal raises what a driver may raise (not a StoreError)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def renew(self, leases: Any, *, ttl: float) -> set[str]:
+        if not self.failed:
+            self.failed += 1
+            raise ConnectionResetError("the database server went away")
+        return await self._store.renew(leases, ttl=ttl)
+
+
+async def test_a_renewal_that_raises_does_not_stop_the_heartbeat(store: Store) -> None:
+    async def slow(request: ModelRequest) -> str:
+        await asyncio.sleep(0.5)
+        return "finally"
+
+    flaky = FailingRenewal(store)
+    owner, other = Runtime(flaky, lease_ttl=0.15), Runtime(store)  # type: ignore[arg-type]
+    work = asyncio.create_task(
+        owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1")
+    )
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        with pytest.raises(RunBusy):
+            await other.resume("r1", runnable=Agent(name="a", model=ScriptedModel(["x"])))
+    assert (await work).output == "finally"
+    assert flaky.failed == 1
 
 
 async def test_an_owner_that_lost_its_lease_stops_at_its_next_step(store: Store) -> None:
@@ -286,6 +357,83 @@ async def test_a_fork_keeps_the_idempotency_key_of_a_write_started_in_the_parent
     assert fork.status is RunStatus.COMPLETED
     parent_key = idempotency_key_of("parent", started_key)
     assert payments.keys == [parent_key, parent_key]  # the bank sees the same call again
+
+
+class StalledRenewals:
+    """A store whose next renewal, once `stall` is set, waits for `go` (a heartbeat
+    write that takes its time); `renewed` is set once it returned."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.stall = False
+        self.stalled, self.go, self.renewed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def renew(self, leases: Any, *, ttl: float) -> set[str]:
+        stalled = self.stall
+        if stalled:
+            self.stall = False
+            self.stalled.set()
+            await self.go.wait()
+        lost = await self._store.renew(leases, ttl=ttl)
+        if stalled:
+            self.renewed.set()
+        return lost
+
+
+async def test_a_renewal_in_flight_when_a_run_is_resumed_does_not_halt_the_resume(
+    store: Store,
+) -> None:
+    """The heartbeat renews the old lease of a run that meanwhile stopped and was
+    resumed here under a new one: the old lease comes back lost, the new one is kept."""
+    slow = StalledRenewals(store)
+    runtime = Runtime(slow, lease_ttl=0.3)  # type: ignore[arg-type]
+    y_gate, y_entered = asyncio.Event(), asyncio.Event()
+
+    async def long(request: ModelRequest) -> str:
+        y_entered.set()
+        await y_gate.wait()
+        return "y done"
+
+    other = asyncio.create_task(  # keeps the heartbeat going
+        runtime.run(Agent(name="y", model=FunctionModel(long)), "go", run_id="y")
+    )
+    await y_entered.wait()
+    gates = [asyncio.Event(), asyncio.Event()]
+    entered = [asyncio.Event(), asyncio.Event()]
+    script = iter([call("pay", {"amount": 1}), "done"])
+    payments = Payments()
+
+    async def answer(request: ModelRequest) -> Any:
+        turn = sum(type(m).__name__ == "ToolResult" for m in request.messages)
+        entered[turn].set()
+        await gates[turn].wait()
+        return next(script)
+
+    agent = Agent(
+        name="payer", model=FunctionModel(answer), tools=[payments.tool(approval=True)]
+    )
+    first = asyncio.create_task(runtime.run(agent, "pay", run_id="x"))
+    await entered[0].wait()
+    slow.stall = True
+    await slow.stalled.wait()  # renewing {y: 1, x: 1}
+    gates[0].set()
+    interrupted = await first
+    assert interrupted.status is RunStatus.INTERRUPTED
+    second = asyncio.create_task(
+        runtime.resume("x", {interrupted.interrupts[0].id: Approve()})
+    )
+    await entered[1].wait()  # x works under token 2; the payment was made
+    slow.go.set()
+    await slow.renewed.wait()  # x's token 1 came back lost
+    gates[1].set()
+    result = await second
+    assert result.status is RunStatus.COMPLETED and result.output == "done"
+    assert len(payments.keys) == 1
+    y_gate.set()
+    assert (await other).output == "y done"
 
 
 def test_a_lease_ttl_that_is_not_positive_is_refused() -> None:

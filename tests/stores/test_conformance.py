@@ -8,6 +8,7 @@ absent, e.g. a local PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -451,3 +452,22 @@ async def test_leases_show_in_every_read(store: Store) -> None:
     listed = await store.list_runs()
     assert found is not None and found.lease == lease
     assert listed[0].lease == lease
+
+
+async def test_a_stale_owners_refused_write_does_not_refuse_the_new_owner(store: Store) -> None:
+    """Two owners on one store object (two runtimes in one process): the old
+    owner's write, refused after the run was taken, must not stop the new owner
+    (a cancel's status change, a resume's load and appends)."""
+    await store.create_run(run("run-1"), owner="a", ttl=30)
+    await store.append("run-1", [entry(0)], durable=True, token=1)
+    await store.claim("run-1", "b", ttl=30, steal=True)  # token 2
+    with contextlib.suppress(LeaseLost):  # refused now (memory) or in the writer (sqlite)
+        await store.append("run-1", [entry(1)], durable=False, token=1)
+    assert [e.seq for e in await store.load("run-1")] == [0]
+    await store.append("run-1", [entry(1)], durable=True, token=2)
+    await store.update_run("run-1", status=RunStatus.CANCELLED, token=2, release=True)
+    got = await store.get_run("run-1")
+    assert got is not None and got.status is RunStatus.CANCELLED and got.lease is None
+    assert [e.seq for e in await store.load("run-1")] == [0, 1]
+    with pytest.raises(LeaseLost):  # the old owner is still refused
+        await store.append("run-1", [entry(2)], durable=True, token=1)

@@ -59,11 +59,16 @@ class Leases:
             tokens = {run_id: lease.token for run_id, (lease, _) in self._held.items()}
             try:
                 lost = await self.store.renew(tokens, ttl=self.ttl)
-            except StoreError:
-                continue  # the store is unreachable: fencing still refuses stale writes
+            except Exception:
+                # The store is unreachable (a StoreError, or what its driver raised): try
+                # again at the next beat; fencing still refuses stale writes meanwhile.
+                continue
             for run_id in lost:
-                held = self._held.pop(run_id, None)
-                if held is not None:
+                held = self._held.get(run_id)
+                # Only the lease renewed is lost: the run may have stopped meanwhile and
+                # be working here again, under a new lease.
+                if held is not None and held[0].token == tokens.get(run_id):
+                    del self._held[run_id]
                     lease, ex = held
                     ex.halted = LeaseLost(
                         f"Run {run_id} is no longer owned by this process: its lease (token "

@@ -384,21 +384,30 @@ class Runtime:
             self._cancelling.add(run_id)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            self._cancelling.discard(run_id)
+            current = await self.get(run_id)
+            if current.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+                return current
+            # The task was not working on the run yet (a resume waiting for another
+            # owner to let go, say): the run is taken from wherever it works.
+        while True:
+            record = await self.store.claim(run_id, self.owner, ttl=self.lease_ttl, steal=True)
+            lease = record.lease
+            assert lease is not None
+            if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+                await self.store.release(run_id, lease.token)
+                return await self.get(run_id)
+            try:
+                await self.store.update_run(
+                    run_id,
+                    status=RunStatus.CANCELLED,
+                    usage=record.usage,
+                    token=lease.token,
+                    release=True,
+                )
+            except LeaseLost:
+                continue  # another cancel took the run meanwhile: the next claim tells
             return await self.get(run_id)
-        record = await self.store.claim(run_id, self.owner, ttl=self.lease_ttl, steal=True)
-        lease = record.lease
-        assert lease is not None
-        if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-            await self.store.release(run_id, lease.token)
-            return await self.get(run_id)
-        await self.store.update_run(
-            run_id,
-            status=RunStatus.CANCELLED,
-            usage=record.usage,
-            token=lease.token,
-            release=True,
-        )
-        return await self.get(run_id)
 
     # -- inspecting ------------------------------------------------------------
 

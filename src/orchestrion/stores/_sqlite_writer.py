@@ -132,17 +132,29 @@ class _Failure:
     """Why a write of a run failed. Until a load of the run after the error was
     raised, the run's later writes are refused, so that its journal stays a prefix."""
 
-    __slots__ = ("cause", "kind", "message", "reported")
+    __slots__ = ("cause", "kind", "message", "reported", "token")
 
     def __init__(
-        self, message: str, cause: BaseException | None, kind: type[StoreError] = StoreError
+        self,
+        message: str,
+        cause: BaseException | None,
+        kind: type[StoreError] = StoreError,
+        token: int | None = None,
     ) -> None:
         self.message = message
         self.cause = cause
         self.kind = kind
         """The class of the error raised (`LeaseLost` for a refused token)."""
+        self.token = token
+        """For `LeaseLost`: the stale token refused."""
         self.reported = False
         """Set once the error was raised to a caller (in that caller's thread)."""
+
+    def refuses(self, token: int | None) -> bool:
+        """Whether a write of the run carrying `token` is refused for this failure. A
+        stale token's refusal concerns only its old owner: the run's new owner (another
+        runtime on this store) writes on."""
+        return token == self.token or not issubclass(self.kind, LeaseLost)
 
     def error(self) -> StoreError:
         error = self.kind(self.message)
@@ -452,8 +464,10 @@ class _Writer:
                 if clears and i == last:
                     self.failed.pop(arg, None)
                 failure = self.failed.get(arg)
-                if failure is not None:
-                    results[i] = failure  # the run's next call hears of its failure
+                # The run's next call hears of its failure; a stale token's refusal is
+                # for its old owner's next write, not for a load (a new owner's, a reader's).
+                if failure is not None and not issubclass(failure.kind, LeaseLost):
+                    results[i] = failure
                     continue
             try:
                 results[i] = self._read(code, arg)
@@ -610,7 +624,8 @@ class _Writer:
             run_id = arg[0]
             if (fenced or failed) and code != _CREATE:
                 failure = fenced.get(run_id) or failed.get(run_id)
-                if failure is not None:  # refused: the journal stays a prefix
+                # refused: the journal stays a prefix
+                if failure is not None and failure.refuses(arg[2] if code == _APPEND else arg[4]):
                     results.append(failure)
                     continue
             if code == _APPEND:
@@ -630,7 +645,7 @@ class _Writer:
                             ))
                             continue
                         lost = lease_lost(run_id, token, current)
-                        failure = fenced[run_id] = _Failure(str(lost), None, type(lost))
+                        failure = fenced[run_id] = _Failure(str(lost), None, type(lost), token)
                         results.append(failure)
                         continue
                 expected = ends.get(run_id)

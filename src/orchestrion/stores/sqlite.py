@@ -26,6 +26,9 @@ the run it belongs to:
   batch. Other runs never see it. The first `load` of the run after the error
   was raised clears the failure: a resume reads the saved prefix and appends
   from its end.
+- A write refused for a stale fencing token (`LeaseLost`) is its old owner's
+  failure only: it refuses the later writes carrying that token, never the
+  writes of the run's new owner (another runtime on this store) nor a load.
 """
 
 from __future__ import annotations
@@ -110,11 +113,11 @@ class SQLiteStore:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _refuse(self, run_id: str) -> None:
+    def _refuse(self, run_id: str, token: int | None) -> None:
         """Raise the failure of `run_id`'s earlier writes, if any: its writes are
         refused until a load of the run (see the module docstring)."""
         failure = self._failed.get(run_id)
-        if failure is not None:
+        if failure is not None and failure.refuses(token):
             failure.reported = True
             raise failure.error()
 
@@ -201,7 +204,7 @@ class SQLiteStore:
         release: bool = False,
     ) -> None:
         if self._failed:
-            self._refuse(run_id)
+            self._refuse(run_id, token)
         status = RunStatus(status)
         now = time.time()
         patch: dict[str, JSON] = {
@@ -221,7 +224,7 @@ class SQLiteStore:
         self, run_id: str, entries: Sequence[Entry], *, durable: bool, token: int | None = None
     ) -> None:
         if self._failed:
-            self._refuse(run_id)
+            self._refuse(run_id, token)
         if self._writer.closing:
             self._check_open()
         rows = self._rows(run_id, entries)
