@@ -437,7 +437,7 @@ async def test_a_renewal_in_flight_when_a_run_is_resumed_does_not_halt_the_resum
 
 
 def test_a_lease_ttl_that_is_not_positive_is_refused() -> None:
-    for bad in (0, -1, float("nan"), "30"):
+    for bad in (0, -1, float("nan"), float("inf"), 1e12, True, "30"):
         with pytest.raises(UserError, match="lease_ttl"):
             Runtime("memory://", lease_ttl=bad)  # type: ignore[arg-type]
 

@@ -123,10 +123,12 @@ class Runtime:
         secrets: Iterable[str | SupportsSecret | None] = (),
     ) -> None:
         _register(secrets)
-        if not (isinstance(lease_ttl, int | float) and 0.1 <= lease_ttl < float("inf")):
+        if isinstance(lease_ttl, bool) or not (
+            isinstance(lease_ttl, int | float) and 0.1 <= lease_ttl <= 86_400
+        ):
             raise UserError(
-                f"lease_ttl={lease_ttl!r}: give the seconds a run's lease lasts unless renewed "
-                f"(at least 0.1; default {DEFAULT_LEASE_TTL:g})."
+                f"lease_ttl={lease_ttl!r}: give the seconds a run's lease lasts unless renewed, "
+                f"from 0.1 to 86400 (a day; default {DEFAULT_LEASE_TTL:g})."
             )
         if durability not in ("sync", "async"):
             raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
