@@ -19,7 +19,7 @@ import orchestrion.stores.sqlite as sqlite_module
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.store import open_store
 from orchestrion.errors import StoreError, UserError
-from orchestrion.stores._sqlite_writer import SCHEMA_VERSION
+from orchestrion.stores._sqlite_file import SCHEMA_VERSION
 from orchestrion.stores.sqlite import SQLiteStore
 
 

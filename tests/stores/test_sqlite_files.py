@@ -15,7 +15,7 @@ import pytest
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.store import open_store
 from orchestrion.errors import StoreError, StoreNotFound
-from orchestrion.stores._sqlite_writer import _V1, MIGRATIONS, SCHEMA_VERSION
+from orchestrion.stores._sqlite_file import MIGRATIONS, SCHEMA_VERSION, V1
 from orchestrion.stores.sqlite import SQLiteStore
 
 
@@ -90,7 +90,7 @@ async def test_a_read_only_store_reads_and_never_writes(tmp_path: Path) -> None:
 async def test_a_file_of_layout_version_1_migrates_and_keeps_its_runs(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     conn = sqlite3.connect(path)
-    for statement in _V1:
+    for statement in V1:
         conn.execute(statement)
     conn.execute(
         "INSERT INTO runs VALUES ('old', 'agent', 'running', 1.0, 2.0, NULL, "

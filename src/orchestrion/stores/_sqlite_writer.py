@@ -8,79 +8,37 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import os
 import queue
 import sqlite3
 import sys
 import threading
 import time
 import weakref
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from orchestrion._json import dumps_str, loads
-from orchestrion.engine.journal import Entry, Lease, RunRecord
+from orchestrion.engine.journal import Entry, RunRecord
 from orchestrion.errors import (
     LeaseLost,
     OrchestrionError,
     RunBusy,
     RunNotFound,
     StoreError,
-    StoreNotFound,
     lease_lost,
 )
+from orchestrion.stores._sqlite_file import (
+    INSERT_ENTRY,
+    INSERT_RUN,
+    ORDER,
+    RUN_COLUMNS,
+    UNLEASE,
+    is_busy,
+    moved_error,
+    open_file,
+    run_record,
+    store_error,
+)
 from orchestrion.stores.memory import duplicate_seq_error, idempotency_key_error, seq_error
-
-DEFAULT_PATH = ".orchestrion/orchestrion.db"
-
-_V1 = (
-    """CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        idempotency_key TEXT,
-        data TEXT NOT NULL
-    )""",
-    "CREATE UNIQUE INDEX runs_idempotency_key ON runs (idempotency_key) "
-    "WHERE idempotency_key IS NOT NULL",
-    "CREATE INDEX runs_created_at ON runs (created_at)",
-    "CREATE INDEX runs_status_created_at ON runs (status, created_at)",
-    """CREATE TABLE journal (
-        run_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID""",
-)
-_V2 = (  # leases: who works on a run, until when, and the fencing token
-    "ALTER TABLE runs ADD COLUMN owner TEXT",
-    "ALTER TABLE runs ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE runs ADD COLUMN lease_since REAL",
-    "ALTER TABLE runs ADD COLUMN lease_until REAL",
-)
-MIGRATIONS = (_V1, _V2)
-"""The table layout, one step per version, append-only: a file at version N gets
-the steps after N. The version is kept in `PRAGMA user_version`."""
-SCHEMA_VERSION = len(MIGRATIONS)
-_TABLES = frozenset({"runs", "journal"})
-
-_INSERT_RUN = (
-    "INSERT INTO runs (id, name, status, created_at, updated_at, idempotency_key, data, "
-    "owner, token, lease_since, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_RUN_COLUMNS = "data, owner, token, lease_since, lease_until"
-_V1_RUN_COLUMNS = "data, NULL, 0, NULL, NULL"
-"""What a read-only store selects from a file of layout version 1 (no lease columns)."""
-_UNLEASE = "owner = NULL, lease_since = NULL, lease_until = NULL"
-_INSERT_ENTRY = (
-    "INSERT INTO journal (run_id, seq, key, kind, status, data) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_ORDER = " ORDER BY created_at DESC, rowid DESC LIMIT ?"
 
 # Operation codes. An operation is a plain tuple `(code, argument, waiter)`:
 # the non-durable append is the hot path and a tuple is the cheapest record.
@@ -178,46 +136,6 @@ def _resolve(items: list[Delivery]) -> None:
             fut.set_result(result)
 
 
-def _is_busy(exc: BaseException) -> bool:
-    """Whether `exc` is another connection holding the lock (worth retrying)."""
-    name = str(getattr(exc, "sqlite_errorname", "") or "")
-    return isinstance(exc, sqlite3.Error) and (
-        name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
-    )
-
-
-def _store_error(path: str, exc: BaseException, doing: str, waited: float) -> StoreError:
-    """Turn a sqlite3 or OS error into a StoreError that says what to do."""
-    name = str(getattr(exc, "sqlite_errorname", "") or "")
-    msg = str(exc)
-    if _is_busy(exc):
-        text = (
-            f"The store {path} is locked by another process (waited {round(waited, 2):g} s while "
-            f"{doing}): stop the other process or let it finish, or point --store at another file."
-        )
-    elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or (
-        "not a database" in msg or "malformed" in msg
-    ):
-        text = (
-            f"{path} is not a SQLite database or is corrupted: move it aside or point "
-            "--store at another file."
-        )
-    elif name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or isinstance(
-        exc, OSError
-    ):
-        text = (
-            f"Cannot write the store {path} ({msg}): check that the file and its directory "
-            "are writable, or point --store at another file."
-        )
-    elif name.startswith("SQLITE_FULL"):
-        text = f"The disk holding the store {path} is full: free some space or point --store at another file."
-    else:
-        text = f"The store {path} failed while {doing}: {type(exc).__name__}: {msg}"
-    error = StoreError(text)
-    error.__cause__ = exc
-    return error
-
-
 def _copy(error: StoreError) -> StoreError:
     """A new exception with the same message and cause (one instance per caller)."""
     copy = type(error)(str(error))
@@ -250,8 +168,8 @@ class _Writer:
         self.path = path
         self.busy_timeout = busy_timeout
         self.read_only = read_only
-        self.run_columns = _RUN_COLUMNS
-        self._identity: tuple[int, int] | None = None
+        self.run_columns = RUN_COLUMNS
+        self._identity: tuple[int, int] = (0, 0)
         """(device, inode) of the file opened: a file deleted or replaced under
         this process is noticed at the next write (`_check_file`)."""
         self._synchronous = ""
@@ -282,12 +200,15 @@ class _Writer:
 
     def _main(self) -> None:
         try:
-            conn = self._conn = self._open()
+            opened = open_file(self.path, self.busy_timeout, read_only=self.read_only)
+            conn = self._conn = opened.conn
+            self.run_columns, self._identity = opened.run_columns, opened.identity
+            self._synchronous = "NORMAL"
         except Exception as exc:  # never leave the constructor waiting
             self._init_error = (
                 exc
                 if isinstance(exc, OrchestrionError)
-                else _store_error(self.path, exc, "opening it", self.busy_timeout)
+                else store_error(self.path, exc, "opening it", self.busy_timeout)
             )
             self._ready.set()
             return
@@ -302,104 +223,12 @@ class _Writer:
             if stop is not None:
                 self._deliver([stop], [None])
 
-    def _open(self) -> sqlite3.Connection:
-        if self.read_only:
-            if not os.path.isfile(self.path):
-                raise StoreNotFound(
-                    f"No store at {self.path}: the file does not exist. Check --store "
-                    "(or ORCHESTRION_STORE), or run something first to create it."
-                )
-        else:
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise _store_error(self.path, exc, "creating its directory", 0) from exc
-        conn: sqlite3.Connection | None = None
-        try:
-            if self.read_only:
-                conn = sqlite3.connect(
-                    f"{Path(self.path).as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout,
-                    isolation_level=None, check_same_thread=True,
-                )
-            else:
-                conn = sqlite3.connect(
-                    self.path, timeout=self.busy_timeout, isolation_level=None,
-                    check_same_thread=True,
-                )
-            stat = os.stat(self.path)
-            self._identity = (stat.st_dev, stat.st_ino)
-            # Nothing is changed before the file is known to be ours (or empty).
-            version = self._check_layout(conn)
-            if self.read_only:
-                if version < 2:
-                    self.run_columns = _V1_RUN_COLUMNS
-                return conn
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._set_synchronous(conn, "NORMAL")
-            if version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                # Read again under the lock: another process may have migrated meanwhile.
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                for step in MIGRATIONS[version:]:
-                    for statement in step:
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            return conn
-        except (sqlite3.Error, OSError, OrchestrionError) as exc:
-            if conn is not None:
-                conn.close()
-            if isinstance(exc, OrchestrionError):
-                raise
-            raise _store_error(self.path, exc, "opening it", self.busy_timeout) from exc
-
-    def _check_layout(self, conn: sqlite3.Connection) -> int:
-        """The file's layout version; a StoreError if the file belongs to another
-        application or to a newer orchestrion."""
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        }
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"The store {self.path} has layout version {version}, newer than this "
-                f"orchestrion understands ({SCHEMA_VERSION}): upgrade orchestrion."
-            )
-        if (version == 0 and tables) or (version > 0 and not _TABLES.issubset(tables)):
-            shown = ", ".join(sorted(tables)[:8]) or "none"
-            raise StoreError(
-                f"{self.path} is not an orchestrion store: it is another application's SQLite "
-                f"database (tables: {shown}; layout version {version}). Nothing was changed. "
-                "Point --store at a new file, e.g. sqlite:///.orchestrion/orchestrion.db."
-            )
-        if self.read_only and version == 0:
-            raise StoreError(f"{self.path} is an empty database: it holds no runs yet.")
-        return version
-
     def _set_synchronous(self, conn: sqlite3.Connection, level: str) -> None:
         """FULL fsyncs each commit (it survives an OS crash or power loss);
         NORMAL may lose the last commits then (still safe against a process kill)."""
         if level != self._synchronous:
             conn.execute(f"PRAGMA synchronous={level}")
             self._synchronous = level
-
-    def _check_file(self) -> StoreError | None:
-        """A StoreError if the file this process opened was deleted or replaced."""
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            stat = None
-        if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
-            return None
-        what = "deleted" if stat is None else "replaced by another file"
-        return StoreError(
-            f"The store {self.path} was {what} while this process used it: writes would go to "
-            "a file nobody can open any more, so none is made. Restore the file (or point "
-            "--store at the right one) and resume the runs that were working."
-        )
 
     def _serve(self) -> Op | None:
         """Drain the queue batch by batch until a stop operation; return it."""
@@ -472,7 +301,7 @@ class _Writer:
             try:
                 results[i] = self._read(code, arg)
             except Exception as exc:  # a bug here must not leave the caller waiting
-                results[i] = _store_error(self.path, exc, "reading", 0)
+                results[i] = store_error(self.path, exc, "reading", 0)
         self._deliver(batch, results)
 
     def _deliver(self, batch: list[Op], results: list[object]) -> None:
@@ -517,7 +346,7 @@ class _Writer:
                 f"The store {self.path} was opened read-only (for runs and show): it cannot "
                 "write. Open it without read_only to run or resume."
             ))
-        moved = self._check_file()
+        moved = moved_error(self.path, self._identity)
         if moved is not None:
             return self._fail(ops, moved)
         # A durable append (a write tool's start and end, an answer) and a status
@@ -552,7 +381,7 @@ class _Writer:
                         with contextlib.suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
                     now = time.monotonic()
-                    if _is_busy(exc):
+                    if is_busy(exc):
                         if deadline is None:
                             deadline = now + max(self.busy_timeout, _RETRY_MIN_WINDOW)
                         if now < deadline:
@@ -564,7 +393,7 @@ class _Writer:
                             with contextlib.suppress(sqlite3.Error):
                                 conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
                             continue
-                    return self._fail(ops, _store_error(self.path, exc, "writing", now - started))
+                    return self._fail(ops, store_error(self.path, exc, "writing", now - started))
         finally:
             if deadline is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -617,7 +446,7 @@ class _Writer:
         for code, arg, _ in ops:
             if code in _LEASES:
                 if rows:
-                    conn.executemany(_INSERT_ENTRY, rows)
+                    conn.executemany(INSERT_ENTRY, rows)
                     rows = []
                 results.append(self._lease(code, arg, tokens))
                 continue
@@ -672,7 +501,7 @@ class _Writer:
                     continue
                 conn.execute("SAVEPOINT op")
                 try:
-                    conn.executemany(_INSERT_ENTRY, new)
+                    conn.executemany(INSERT_ENTRY, new)
                 except sqlite3.IntegrityError as exc:
                     conn.execute("ROLLBACK TO op")
                     error = self._duplicate(run_id, new)
@@ -684,7 +513,7 @@ class _Writer:
                 conn.execute("RELEASE op")
                 continue
             if rows:
-                conn.executemany(_INSERT_ENTRY, rows)
+                conn.executemany(INSERT_ENTRY, rows)
                 rows = []
             if not isolate:
                 result = self._apply_one(code, arg, tokens)
@@ -701,7 +530,7 @@ class _Writer:
                 ends[run_id] = entry_rows[-1][1] + 1 if entry_rows else 0
             results.append(result)
         if rows:
-            conn.executemany(_INSERT_ENTRY, rows)
+            conn.executemany(INSERT_ENTRY, rows)
         return results, fenced, ends
 
     def _apply_one(self, code: int, arg: Any, tokens: dict[str, int | None]) -> StoreError | None:
@@ -709,9 +538,9 @@ class _Writer:
         assert conn is not None
         if code == _CREATE:
             run_row, entry_rows = arg[1], arg[2]
-            conn.execute(_INSERT_RUN, run_row)
+            conn.execute(INSERT_RUN, run_row)
             if entry_rows:
-                conn.executemany(_INSERT_ENTRY, entry_rows)
+                conn.executemany(INSERT_ENTRY, entry_rows)
             tokens[arg[0]] = run_row[8]
             return None
         run_id, status, updated_at, patch, token, release = arg
@@ -724,7 +553,7 @@ class _Writer:
         data.update(loads(patch))
         conn.execute(
             "UPDATE runs SET status = ?, updated_at = ?, data = ?"
-            + (f", {_UNLEASE}" if release else "")
+            + (f", {UNLEASE}" if release else "")
             + " WHERE id = ?",
             (status, updated_at, dumps_str(data), run_id),
         )
@@ -755,7 +584,7 @@ class _Writer:
             return lost
         if code == _RELEASE:
             conn.execute(
-                f"UPDATE runs SET {_UNLEASE} WHERE id = ? AND token = ?", (arg.run_id, arg.token)
+                f"UPDATE runs SET {UNLEASE} WHERE id = ? AND token = ?", (arg.run_id, arg.token)
             )
             return None
         row = conn.execute(
@@ -763,7 +592,7 @@ class _Writer:
         ).fetchone()
         if row is None:
             return RunNotFound(arg.run_id, f"sqlite:///{self.path}")
-        held = _record(row).lease
+        held = run_record(row).lease
         if held is not None and held.live(now) and held.owner != arg.owner and not arg.steal:
             return RunBusy(arg.run_id, held.owner, held.since, held.until)
         token = row[2] + 1
@@ -772,7 +601,7 @@ class _Writer:
             (arg.owner, token, now, now + arg.ttl, arg.run_id),
         )
         tokens[arg.run_id] = token
-        return _record((row[0], arg.owner, token, now, now + arg.ttl))
+        return run_record((row[0], arg.owner, token, now, now + arg.ttl))
 
     def _missing(self, run_id: str) -> StoreError | None:
         if run_id in self.known:
@@ -844,19 +673,19 @@ class _Writer:
             if code == _LIST:
                 status, limit = arg
                 if status is None:
-                    cur = conn.execute(select + _ORDER, (limit,))
+                    cur = conn.execute(select + ORDER, (limit,))
                 else:
-                    cur = conn.execute(select + " WHERE status = ?" + _ORDER, (status, limit))
-                return [_record(row) for row in cur]
+                    cur = conn.execute(select + " WHERE status = ?" + ORDER, (status, limit))
+                return [run_record(row) for row in cur]
             column = "id" if code == _GET else "idempotency_key"
             row = conn.execute(f"{select} WHERE {column} = ?", (arg,)).fetchone()
             if row is None:
                 return None
-            record = _record(row)
+            record = run_record(row)
             self.known.add(record.id)
             return record
         except (sqlite3.Error, ValueError, KeyError) as exc:
-            return _store_error(self.path, exc, "reading", self.busy_timeout)
+            return store_error(self.path, exc, "reading", self.busy_timeout)
 
     # -- shutdown from outside any event loop --------------------------------
 
@@ -867,15 +696,6 @@ class _Writer:
         waiter = _SyncWaiter()
         self.queue.put((_STOP, None, waiter))
         self.thread.join()
-
-
-def _record(row: tuple[Any, ...]) -> RunRecord:
-    """A run's record from its row (`_RUN_COLUMNS`): the lease columns are the truth."""
-    data, owner, token, since, until = row
-    record = RunRecord.from_json(loads(data))
-    record.token = token
-    record.lease = None if owner is None else Lease(owner, token, since, until)
-    return record
 
 
 _open_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()

@@ -44,6 +44,7 @@ from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
 from orchestrion.redact import redact_url
+from orchestrion.stores._sqlite_file import DEFAULT_PATH
 from orchestrion.stores._sqlite_writer import (
     _APPEND,
     _CLAIM,
@@ -56,7 +57,6 @@ from orchestrion.stores._sqlite_writer import (
     _RENEW,
     _STOP,
     _UPDATE,
-    DEFAULT_PATH,
     Claim,
     Release,
     Renew,
