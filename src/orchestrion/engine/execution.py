@@ -618,6 +618,11 @@ def _step_value(key: str, value: Any) -> JSON:
 def _clean_response(response: ModelResponse) -> ModelResponse:
     """`response` with the lone surrogates of its text and tool calls replaced (see
     `orchestrion._json.clean_text`): no store can hold them."""
+    if (response.text is None or response.text.isascii()) and all(
+        c.arguments.isascii() and c.id.isascii() and c.name.isascii()
+        for c in response.tool_calls
+    ):
+        return response  # the usual case: nothing to clean, nothing built
     text = response.text if response.text is None else clean_text(response.text)
     calls = tuple(
         ToolCall(clean_text(c.id), clean_text(c.name), clean_text(c.arguments))
