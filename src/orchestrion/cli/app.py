@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from orchestrion._json import JSON, dumps_str, loads, to_jsonable
+from orchestrion.budget import DEFAULT_MODEL_CALLS, Budget
 from orchestrion.cli import prompts
 from orchestrion.cli.render import (
     LiveView,
@@ -60,6 +61,16 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+MaxModelCallsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-model-calls",
+        envvar="ORCHESTRION_MAX_MODEL_CALLS",
+        min=0,
+        help=f"Model calls the run may make in all (default {DEFAULT_MODEL_CALLS}; 0: no "
+        "limit). A run stopped at the limit goes on when resumed with a larger one.",
+    ),
+]
 
 
 def main() -> None:
@@ -90,10 +101,11 @@ def _interactive() -> bool:
 class _Session:
     """A runtime on one store; `follow` shows the live view while a run works."""
 
-    def __init__(self, store: str, live: bool) -> None:
+    def __init__(self, store: str, live: bool, max_model_calls: int | None = None) -> None:
         self.live = live
         self.view = LiveView()
-        self.runtime = Runtime(store, sinks=[self.view] if live else [])
+        budget = None if max_model_calls is None else Budget(model_calls=max_model_calls or None)
+        self.runtime = Runtime(store, sinks=[self.view] if live else [], budget=budget)
 
     async def follow(self, work: Callable[[Runtime], Awaitable[RunResult[Any]]]) -> RunResult[Any]:
         if not self.live:
@@ -102,9 +114,15 @@ class _Session:
             return await work(self.runtime)
 
 
-def _go(store: str, script: Callable[[_Session], Awaitable[RunResult[Any]]], *, live: bool) -> RunResult[Any]:
+def _go(
+    store: str,
+    script: Callable[[_Session], Awaitable[RunResult[Any]]],
+    *,
+    live: bool,
+    max_model_calls: int | None = None,
+) -> RunResult[Any]:
     async def main() -> RunResult[Any]:
-        session = _Session(store, live)
+        session = _Session(store, live, max_model_calls)
         try:
             return await script(session)
         finally:
@@ -115,9 +133,13 @@ def _go(store: str, script: Callable[[_Session], Awaitable[RunResult[Any]]], *, 
 
 
 def _go_one(
-    store: str, work: Callable[[Runtime], Awaitable[RunResult[Any]]], *, live: bool
+    store: str,
+    work: Callable[[Runtime], Awaitable[RunResult[Any]]],
+    *,
+    live: bool,
+    max_model_calls: int | None = None,
 ) -> RunResult[Any]:
-    return _go(store, lambda session: session.follow(work), live=live)
+    return _go(store, lambda session: session.follow(work), live=live, max_model_calls=max_model_calls)
 
 
 def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
@@ -193,6 +215,7 @@ def run(
     ] = None,
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
     """Start a run of TARGET and follow it until it completes, fails or waits for a human."""
     with _errors():
@@ -207,6 +230,7 @@ def run(
             idempotency_key=idempotency_key,
         ),
         live=_interactive() and not as_json,
+        max_model_calls=max_model_calls,
     )
     _report(result, as_json)
 
@@ -287,8 +311,9 @@ def resume(
     ] = None,
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
-    """Continue an interrupted, failed or crashed run, answering its interrupts.
+    """Continue an interrupted, failed, stopped or crashed run, answering its interrupts.
 
     With no answers on a terminal, asks for each pending interrupt."""
     answers: dict[str, Any] = {i: Approve() for i in approve or []}
@@ -304,7 +329,10 @@ def resume(
     if not answers and _interactive():
         answers = _ask(run_id, store)
     result = _go_one(
-        store, lambda rt: rt.resume(run_id, answers), live=_interactive() and not as_json
+        store,
+        lambda rt: rt.resume(run_id, answers),
+        live=_interactive() and not as_json,
+        max_model_calls=max_model_calls,
     )
     _report(result, as_json)
 
@@ -347,12 +375,18 @@ def fork(
     new_run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
     """Start a new run from RUN_ID's journal before step AT (optionally edited) and continue it live."""
     kwargs: dict[str, Any] = {"at": at, "new_run_id": new_run_id}
     if edit is not None:
         kwargs["edit"] = _json_or_text(edit)
-    result = _go_one(store, lambda rt: rt.fork(run_id, **kwargs), live=_interactive() and not as_json)
+    result = _go_one(
+        store,
+        lambda rt: rt.fork(run_id, **kwargs),
+        live=_interactive() and not as_json,
+        max_model_calls=max_model_calls,
+    )
     _report(result, as_json)
 
 
@@ -364,6 +398,7 @@ def _resumer(run_id: str, answers: dict[str, Any]) -> Callable[[Runtime], Awaita
 def demo(
     name: Annotated[str, typer.Argument(help="The demo to run.")] = "loan-team",
     store: StoreOption = DEFAULT_STORE_URL,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
     """Run a demo offline on a deterministic stand-in model (or on ORCHESTRION_MODEL)."""
     from orchestrion.demos import DEMOS
@@ -395,6 +430,6 @@ def demo(
             result = await session.follow(_resumer(result.run_id, answers))
         return result
 
-    result = _go(store, script, live=interactive)
+    result = _go(store, script, live=interactive, max_model_calls=max_model_calls)
     out.print(f"Inspect it with: orchestrion show {result.run_id} --store {store}", markup=False)
     _report(result, False)
