@@ -1,4 +1,4 @@
-"""`LoopGuard`: what an agent does when it repeats the same tool call."""
+"""`LoopGuard`: what an agent does when it repeats a tool call, or keeps writing."""
 
 from __future__ import annotations
 
@@ -13,16 +13,27 @@ LoopPolicy = Literal["warn", "stop", "ask"]
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LoopGuard:
     """Fingerprints tool calls (tool name and argument text). At the `repeats`-th
-    identical call: `warn` tells the agent, listing its earlier attempts and
-    their results; `stop` ends the run with `LoopDetected`; `ask` asks a human
-    whether to go on. Decided from journaled data only, so replay agrees."""
+    identical call, or the `write_repeats`-th call of one write tool whatever its
+    arguments: `warn` tells the agent, listing its earlier attempts and their
+    results; `stop` ends the run with `LoopDetected`; `ask` asks a human whether
+    to go on. Decided from journaled data only, so replay agrees."""
 
     repeats: int = 3
+    write_repeats: int | None = 3
+    """Calls of one write tool in one run of the agent, with any arguments: a
+    payment made again and again with new amounts changes the world each time,
+    so it is a loop long before any two calls are identical. None turns it off
+    (for an agent whose task is a batch of writes)."""
     policy: LoopPolicy = "warn"
 
     def __post_init__(self) -> None:
         if self.repeats < 2:
             raise UserError(f"LoopGuard repeats={self.repeats} must be at least 2.")
+        if self.write_repeats is not None and self.write_repeats < 2:
+            raise UserError(
+                f"LoopGuard write_repeats={self.write_repeats} must be at least 2 "
+                "(or None to turn the write check off)."
+            )
         if self.policy not in ("warn", "stop", "ask"):
             raise UserError(
                 f"LoopGuard policy must be 'warn', 'stop' or 'ask', not {self.policy!r}."

@@ -20,7 +20,7 @@ from orchestrion.engine.execution import Context, Execution, gather_steps
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.tool_calls import execute, invoke
 from orchestrion.engine.tool_limits import ToolRuns, tool_keys
-from orchestrion.engine.tool_loops import CallMemory, guard_calls
+from orchestrion.engine.tool_loops import CallMemory, guard_calls, guard_writes
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
@@ -81,10 +81,12 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
                     "Raise output_retries, simplify output_type or improve the instructions."
                 )
             retries_left -= 1
+        guard = agent.loop_guard
+        written = await guard_writes(Context(ex, prefix), agent, guard, calls, memory) if guard else {}
         results = await _run_tool_calls(ex, agent, prefix, calls, problem)
-        if agent.loop_guard is not None and calls:
+        if guard is not None and calls:
             results = await guard_calls(
-                Context(ex, prefix), agent, agent.loop_guard, calls, results, memory
+                Context(ex, prefix), agent, guard, calls, results, memory, written
             )
         messages.extend(results)
         if not calls:
