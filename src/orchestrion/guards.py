@@ -13,17 +13,20 @@ LoopPolicy = Literal["warn", "stop", "ask"]
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LoopGuard:
     """Fingerprints tool calls (tool name and argument text). At the `repeats`-th
-    identical call, or the `write_repeats`-th call of one write tool whatever its
-    arguments: `warn` tells the agent, listing its earlier attempts and their
+    identical call, or the `write_repeats`-th turn calling one write tool whatever
+    its arguments: `warn` tells the agent, listing its earlier attempts and their
     results; `stop` ends the run with `LoopDetected`; `ask` asks a human whether
-    to go on. Decided from journaled data only, so replay agrees."""
+    to go on. For a write, `stop` and `ask` act before it runs, and `warn` warns
+    once: a warned agent that calls the tool again is stopped before the call.
+    Decided from journaled data only, so replay agrees."""
 
     repeats: int = 3
     write_repeats: int | None = 3
-    """Calls of one write tool in one run of the agent, with any arguments: a
-    payment made again and again with new amounts changes the world each time,
-    so it is a loop long before any two calls are identical. None turns it off
-    (for an agent whose task is a batch of writes)."""
+    """Turns of one run of the agent that call one write tool, with any arguments
+    (several calls in one answer are one turn): a payment made again and again
+    with new amounts changes the world each time, so it is a loop long before any
+    two calls are identical. None turns it off (for an agent whose task is a
+    series of writes)."""
     policy: LoopPolicy = "warn"
 
     def __post_init__(self) -> None:

@@ -117,13 +117,27 @@ async def test_a_write_tool_called_again_with_new_arguments_is_warned_about() ->
     assert (loop.kind, loop.subject, loop.times, loop.action) == ("write", "pay_loan", 3, "warn")
 
 
+async def test_a_warned_agent_that_writes_again_is_stopped_before_the_write(
+    runtime: Runtime,
+) -> None:
+    agent, _, paid = payer(LoopGuard(), [5000, 22000, 23000, 24000, 25000])
+    result = await runtime.run(agent, "pay the loan")
+    assert result.status is RunStatus.STOPPED
+    assert paid == [5000, 22000, 23000], "the fourth payment, after the warning, never ran"
+    assert result.error is not None and result.error["type"] == "LoopDetected"
+    assert (
+        "about to call write tool pay_loan in a 4th turn, after its loop guard warned it"
+        in result.error["message"]
+    )
+
+
 async def test_stop_ends_the_run_before_the_write_runs_again(runtime: Runtime) -> None:
     agent, _, paid = payer(LoopGuard(write_repeats=2, policy="stop"), [5000, 22000])
     result = await runtime.run(agent, "pay the loan")
     assert result.status is RunStatus.STOPPED
     assert paid == [5000], "the second payment never ran"
     assert result.error is not None and result.error["type"] == "LoopDetected"
-    assert "about to call write tool pay_loan in a 2nd turn" in result.error["message"]
+    assert "about to call write tool pay_loan in a 2nd turn, with arguments" in result.error["message"]
     assert 'earlier: {"amount":5000} -> paid 5000' in result.error["message"]
 
 

@@ -9,7 +9,7 @@ a replay finds the same loops at the same turns.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrion.agent import DELEGATE, FINAL_RESULT_TOOL, TRANSFER, Agent
@@ -31,6 +31,8 @@ class CallMemory:
     """Workers in the order they were delegated to."""
     writes: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     """(turn, argument text, result) of each call of each write tool."""
+    warned: set[str] = field(default_factory=set)
+    """Write tools the agent was warned about."""
 
 
 async def guard_calls(
@@ -109,7 +111,8 @@ async def guard_writes(
     """Before this turn's tools run: a write tool the agent now calls in its
     `write_repeats`-th turn. Several calls in one answer are one decision (a batch);
     calling again after seeing the results is the loop. `stop` and `ask` act before
-    the write happens; `warn` returns the note to add to the call's result, by index."""
+    the write happens; `warn` warns once (the note to add to the call's result, by
+    index) and stops the run if the agent calls the tool again after the warning."""
     notes: dict[int, str] = {}
     if guard.write_repeats is None:
         return notes
@@ -121,38 +124,55 @@ async def guard_writes(
         seen.add(c.name)
         made = memory.writes.get(c.name, [])
         turns = len({turn for turn, _, _ in made}) + 1
-        if turns < guard.write_repeats:
-            continue
-        earlier = [f"{args[:200]} -> {result[:200]}" for _, args, result in made]
-        await react(
-            ctx,
-            guard,
-            kind="write",
-            subject=c.name,
-            times=turns,
-            question={
-                "agent": agent.name,
-                "tool": c.name,
-                "arguments": c.arguments,
-                "earlier": list(earlier),
-            },
-            name=f"write-guard-{i}",
-            stop=(
-                f"Agent {agent.name!r} was about to call write tool {c.name} in a {_nth(turns)} "
-                f"turn (arguments: {c.arguments[:200]}; earlier: {'; '.join(earlier)[:400]}); "
-                "its loop guard stopped the run before the call. Check what it did, then "
-                "improve its instructions, limit the tool with @tool(max_calls=...), or "
-                "raise LoopGuard(write_repeats=...)."
-            ),
-        )
-        notes[i] = (
-            f"\n\n[loop guard] You have now called {c.name} in {turns} turns, and each call "
-            "changes things outside (it is a write). Earlier calls and their results:\n"
-            + "\n".join(f"- {e}" for e in earlier)
-            + "\nDo not call it again unless the task asks for one more, different change: "
-            "never to redo or adjust a change already made. If the task is done, give your answer."
-        )
+        if turns >= guard.write_repeats:
+            notes[i] = await _write_loop(ctx, agent, guard, i, c, made, turns, memory)
     return notes
+
+
+async def _write_loop(
+    ctx: Context[Any],
+    agent: Agent[Any],
+    guard: LoopGuard,
+    i: int,
+    c: ToolCall,
+    made: list[tuple[str, str, str]],
+    turns: int,
+    memory: CallMemory,
+) -> str:
+    earlier = [f"{args[:200]} -> {result[:200]}" for _, args, result in made]
+    warned = c.name in memory.warned
+    if warned and guard.policy == "warn":  # warned once already: a write is not left to go on
+        guard = replace(guard, policy="stop")
+    why = "after its loop guard warned it, " if warned and guard.policy == "stop" else ""
+    await react(
+        ctx,
+        guard,
+        kind="write",
+        subject=c.name,
+        times=turns,
+        question={
+            "agent": agent.name,
+            "tool": c.name,
+            "arguments": c.arguments,
+            "earlier": list(earlier),
+        },
+        name=f"write-guard-{i}",
+        stop=(
+            f"Agent {agent.name!r} was about to call write tool {c.name} in a {_nth(turns)} "
+            f"turn, {why}with arguments {c.arguments[:200]} (earlier: "
+            f"{'; '.join(earlier)[:400]}); its loop guard stopped the run before the call. "
+            "Check what it did, then improve its instructions, limit the tool with "
+            "@tool(max_calls=...), or raise LoopGuard(write_repeats=...)."
+        ),
+    )
+    memory.warned.add(c.name)
+    return (
+        f"\n\n[loop guard] You have now called {c.name} in {turns} turns, and each call "
+        "changes things outside (it is a write). Earlier calls and their results:\n"
+        + "\n".join(f"- {e}" for e in earlier)
+        + f"\nDo not call {c.name} again unless the task asks for one more, different change: "
+        "never to redo or adjust a change already made. If the task is done, give your answer."
+    )
 
 
 def _nth(n: int) -> str:
