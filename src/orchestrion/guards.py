@@ -16,9 +16,9 @@ class LoopGuard:
     identical call, or the `write_repeats`-th turn calling one write tool whatever
     its arguments: `warn` tells the agent, listing its earlier attempts and their
     results; `stop` ends the run with `LoopDetected`; `ask` asks a human whether
-    to go on. For a write, `stop` and `ask` act before it runs, and `warn` warns
-    once: a warned agent that calls the tool again is stopped before the call.
-    Decided from journaled data only, so replay agrees."""
+    to go on. For a write, `stop` and `ask` act before it runs, and `warn` stops
+    the run before the write at twice `write_repeats` turns (the agent was warned
+    and writes still). Decided from journaled data only, so replay agrees."""
 
     repeats: int = 3
     write_repeats: int | None = 3

@@ -120,13 +120,14 @@ async def test_a_write_tool_called_again_with_new_arguments_is_warned_about() ->
 async def test_a_warned_agent_that_writes_again_is_stopped_before_the_write(
     runtime: Runtime,
 ) -> None:
-    agent, _, paid = payer(LoopGuard(), [5000, 22000, 23000, 24000, 25000])
+    amounts = [5000, 22000, 23000, 24000, 25000, 26000, 27000]
+    agent, _, paid = payer(LoopGuard(), amounts)
     result = await runtime.run(agent, "pay the loan")
     assert result.status is RunStatus.STOPPED
-    assert paid == [5000, 22000, 23000], "the fourth payment, after the warning, never ran"
+    assert paid == amounts[:5], "warned at the 3rd, stopped before the 6th"
     assert result.error is not None and result.error["type"] == "LoopDetected"
     assert (
-        "about to call write tool pay_loan in a 4th turn, after its loop guard warned it"
+        "about to call write tool pay_loan in a 6th turn, though warned since its 3rd, with"
         in result.error["message"]
     )
 

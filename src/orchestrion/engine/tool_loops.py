@@ -31,8 +31,6 @@ class CallMemory:
     """Workers in the order they were delegated to."""
     writes: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     """(turn, argument text, result) of each call of each write tool."""
-    warned: set[str] = field(default_factory=set)
-    """Write tools the agent was warned about."""
 
 
 async def guard_calls(
@@ -111,8 +109,8 @@ async def guard_writes(
     """Before this turn's tools run: a write tool the agent now calls in its
     `write_repeats`-th turn. Several calls in one answer are one decision (a batch);
     calling again after seeing the results is the loop. `stop` and `ask` act before
-    the write happens; `warn` warns once (the note to add to the call's result, by
-    index) and stops the run if the agent calls the tool again after the warning."""
+    the write happens; `warn` returns the note to add to the call's result, by index,
+    and at twice `write_repeats` turns stops the run before the write."""
     notes: dict[int, str] = {}
     if guard.write_repeats is None:
         return notes
@@ -125,7 +123,7 @@ async def guard_writes(
         made = memory.writes.get(c.name, [])
         turns = len({turn for turn, _, _ in made}) + 1
         if turns >= guard.write_repeats:
-            notes[i] = await _write_loop(ctx, agent, guard, i, c, made, turns, memory)
+            notes[i] = await _write_loop(ctx, agent, guard, i, c, made, turns)
     return notes
 
 
@@ -137,13 +135,15 @@ async def _write_loop(
     c: ToolCall,
     made: list[tuple[str, str, str]],
     turns: int,
-    memory: CallMemory,
 ) -> str:
     earlier = [f"{args[:200]} -> {result[:200]}" for _, args, result in made]
-    warned = c.name in memory.warned
-    if warned and guard.policy == "warn":  # warned once already: a write is not left to go on
+    repeats = guard.write_repeats
+    assert repeats is not None
+    why = ""
+    if guard.policy == "warn" and turns >= 2 * repeats:
+        # Warned since its `write_repeats`-th turn and writing still: not left to go on.
         guard = replace(guard, policy="stop")
-    why = "after its loop guard warned it, " if warned and guard.policy == "stop" else ""
+        why = f"though warned since its {_nth(repeats)}, "
     await react(
         ctx,
         guard,
@@ -165,7 +165,6 @@ async def _write_loop(
             "@tool(max_calls=...), or raise LoopGuard(write_repeats=...)."
         ),
     )
-    memory.warned.add(c.name)
     return (
         f"\n\n[loop guard] You have now called {c.name} in {turns} turns, and each call "
         "changes things outside (it is a write). Earlier calls and their results:\n"
