@@ -16,9 +16,10 @@ class LoopGuard:
     identical call, or the `write_repeats`-th turn calling one write tool whatever
     its arguments: `warn` tells the agent, listing its earlier attempts and their
     results; `stop` ends the run with `LoopDetected`; `ask` asks a human whether
-    to go on. For a write, `stop` and `ask` act before it runs, and `warn` stops
-    the run before the write at twice `write_repeats` turns (the agent was warned
-    and writes still). Decided from journaled data only, so replay agrees."""
+    to go on. `warn` is a warning, not a licence: an agent that gets the same
+    result from the same call at twice `repeats` calls, or still calls a write
+    tool at twice `write_repeats` turns, is stopped. For a write, every stop and
+    question comes before it runs. Decided from journaled data only, so replay agrees."""
 
     repeats: int = 3
     write_repeats: int | None = 3

@@ -37,6 +37,29 @@ async def test_warn_tells_the_agent_with_its_earlier_attempts() -> None:
     assert loop.key == "a/turn-3"
 
 
+async def test_warned_and_still_getting_the_same_result_stops_but_polling_does_not(
+    runtime: Runtime,
+) -> None:
+    agent, model = stubborn(LoopGuard(), times=10)  # the defaults: warn from the 3rd
+    result = await runtime.run(agent, "balance?")
+    assert result.status is RunStatus.STOPPED
+    assert len(model.requests) == 6, "stopped at twice `repeats`, not at max_turns"
+    assert result.error is not None and result.error["type"] == "LoopDetected"
+    assert "called get_balance with the same arguments 6 times" in result.error["message"]
+    assert "got the same result 6 times, though warned since the 3rd" in result.error["message"]
+
+    polled: list[int] = []
+
+    @tool
+    def job_status(job: str) -> str:
+        polled.append(1)
+        return f"{len(polled) * 10}% done"
+
+    script = [call("job_status", {"job": "j1"})] * 8 + ["finished"]
+    poller = Agent(name="p", model=ScriptedModel(script), tools=[job_status])
+    assert (await runtime.run(poller, "wait for j1")).output == "finished"
+
+
 async def test_stop_ends_the_run_with_loop_detected(runtime: Runtime) -> None:
     agent, _ = stubborn(LoopGuard(repeats=2, policy="stop"))
     result = await runtime.run(agent, "balance?")

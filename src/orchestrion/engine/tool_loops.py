@@ -77,6 +77,14 @@ async def _repeated_call(
     tries.append(result.content)
     if len(tries) < guard.repeats:
         return ""
+    fix = "or use LoopGuard(policy='warn')"
+    if guard.policy == "warn" and tries.count(result.content) >= 2 * guard.repeats:
+        # Warned since the `repeats`-th call, and the same answer again: stuck, not polling.
+        guard = replace(guard, policy="stop")
+        fix = (
+            f"or raise LoopGuard(repeats=...): it got the same result "
+            f"{tries.count(result.content)} times, though warned since the {_nth(guard.repeats)}"
+        )
     await react(
         ctx,
         guard,
@@ -88,7 +96,7 @@ async def _repeated_call(
         stop=(
             f"Agent {agent.name!r} called {c.name} with the same arguments {len(tries)} times "
             f"({c.arguments[:200]}); its loop guard stopped the run. Improve its instructions "
-            "or tools, or use LoopGuard(policy='warn')."
+            f"or tools, {fix}."
         ),
     )
     earlier = "\n".join(f"- attempt {k}: {t[:300]}" for k, t in enumerate(tries[:-1], 1))
