@@ -91,3 +91,19 @@ def test_the_ownership_page_prints_what_it_says(tmp_path: Path) -> None:
         "interrupted waiting for approval",
         "loan-3 cancelled",
     ]
+
+def test_the_limits_page_prints_what_it_says(tmp_path: Path) -> None:
+    with contextlib.chdir(tmp_path):
+        printed = run_page(DOCS / "limits.md")
+    for expected in (
+        "stopped 100\n",
+        "it made 100 model calls of 100 (the default limit) (Budget model_calls). Its 200 steps",
+        "runtime.resume('wander-1', budget=Budget(model_calls=200)) or "
+        "`orchestrion resume wander-1 --max-model-calls 200`; Budget(model_calls=None) removes",
+        "stopped 150\n",
+        "Paid 4,812.50. [4812.5]",
+        "Tool 'pay_loan' was not run: it may run only once per run",
+        "stopped [5000, 22000]",
+        "Agent 'keen' was about to call write tool transfer in a 3rd turn",
+    ):
+        assert expected in printed, f"{expected!r} not in:\n{printed}"

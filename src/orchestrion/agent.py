@@ -58,7 +58,8 @@ class Agent(Generic[OutputT]):
     becomes a `transfer_to_<name>` tool that ends this agent's turn."""
     model_settings: ModelSettings = field(default_factory=ModelSettings)
     loop_guard: LoopGuard | None = field(default_factory=LoopGuard)
-    """What happens when the agent repeats a tool call; None turns the guard off."""
+    """What happens when the agent repeats a tool call, or calls a write tool turn
+    after turn; None turns the guard off."""
     context_limit: ContextLimit | None = None
     """The most this agent may send in one request, and what to do beyond it."""
     policy: Policy | None = None

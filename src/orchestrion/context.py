@@ -99,7 +99,7 @@ class RunContext(Protocol[DepsT_co]):
         ...
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
-        """Report a loop a guard found (`kind`: tool, delegation, handoff, no_progress)
+        """Report a loop a guard found (`kind`: tool, write, delegation, handoff, no_progress)
         and what it did (`action`: warn, stop) to the run's event sinks."""
         ...
 

@@ -1,9 +1,10 @@
 """What happens when a loop guard finds a loop: one policy switch for every kind.
 
-Agents (repeated tool calls, delegations that return the same result again),
-`Handoff` (control bouncing between two agents), `GroupChat` (a participant
-repeating itself) and `PeerNetwork` (a round of mail seen before) find loops
-their own way, from journaled data only, then call `react`.
+Agents (repeated tool calls, a write tool called again and again, delegations
+that return the same result again), `Handoff` (control bouncing between two
+agents), `GroupChat` (a participant repeating itself) and `PeerNetwork` (a round
+of mail seen before) find loops their own way, from journaled data only, then
+call `react`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from orchestrion.context import RunContext
 from orchestrion.errors import LoopDetected
 from orchestrion.guards import LoopGuard
 
-LoopKind = Literal["tool", "delegation", "handoff", "no_progress"]
+LoopKind = Literal["tool", "write", "delegation", "handoff", "no_progress"]
 
 
 async def react(

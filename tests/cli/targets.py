@@ -55,3 +55,19 @@ def _flaky_model():  # type: ignore[no-untyped-def]
 
 
 flaky = Agent(name="flaky", model=_flaky_model())
+
+
+@tool
+async def look(n: int) -> str:
+    """Look something up."""
+    return f"saw {n}"
+
+
+def _looping_policy(request):  # type: ignore[no-untyped-def]
+    from orchestrion.messages import ToolResult
+
+    seen = sum(isinstance(m, ToolResult) for m in request.messages)
+    return call("look", {"n": seen}) if seen < 5 else f"done after {seen} looks"
+
+
+looper = Agent(name="looper", model=FunctionModel(_looping_policy), tools=[look], loop_guard=None)

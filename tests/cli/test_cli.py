@@ -219,3 +219,17 @@ def test_show_tells_the_failed_attempts_and_the_fallback(store: str) -> None:
     code, out, _ = invoke("show", "f1", "--store", store, "--json")
     [step] = json.loads(out)["steps"]
     assert [a["attempt"] for a in step["attempts"]] == [1, 2]
+
+
+def test_max_model_calls_stops_a_run_and_a_resume_raises_or_lifts_it(store: str) -> None:
+    code, result = run_json(store, "looper", "--run-id", "l1", "--max-model-calls", "2")
+    assert code == 4
+    assert result["status"] == "stopped" and result["usage"]["requests"] == 2
+    assert result["error"]["budget"] == "model_calls"
+    assert "orchestrion resume l1 --max-model-calls 4" in result["error"]["message"]
+
+    code, out, _ = invoke("resume", "l1", "--store", store, "--json", "--max-model-calls", "4")
+    assert code == 4 and json.loads(out)["usage"]["requests"] == 4
+    code, out, _ = invoke("resume", "l1", "--store", store, "--json", "--max-model-calls", "0")
+    assert code == 0
+    assert json.loads(out)["output"] == "done after 5 looks"

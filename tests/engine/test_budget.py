@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from orchestrion import Agent, Budget, Price, RunStatus, Runtime, UserError, tool
+from orchestrion.budget import DEFAULT_MODEL_CALLS
 from orchestrion.engine.store import Store
+from orchestrion.messages import ModelRequest, ModelResponse, ToolCall
 from orchestrion.testing import FunctionModel, ScriptedModel, call
 
 
@@ -110,3 +112,85 @@ async def test_a_cost_budget_refuses_a_model_without_a_price(runtime: Runtime) -
     with pytest.raises(UserError, match=r"model 'test:scripted' has no known price.*Runtime\(prices="):
         await runtime.run(agent, "go", budget=Budget(cost=1.0))
     assert agent.model.requests == []  # type: ignore[union-attr]  # refused before any call
+
+
+# -- the default limit -----------------------------------------------------------
+
+
+def forever(stop_after: int | None = None) -> tuple[Agent[str], FunctionModel]:
+    """An agent whose model calls a tool again and again (and answers after
+    `stop_after` calls, if given): a runaway unless something stops it."""
+
+    def decide(request: ModelRequest) -> ModelResponse | ToolCall | str:
+        if stop_after is not None and len(model.requests) > stop_after:
+            return "done"
+        # A bare response with no usage: the engine counts the call all the same.
+        return ModelResponse(tool_calls=(ToolCall(f"c{len(model.requests)}", "look", '{"n": 1}'),))
+
+    model = FunctionModel(decide)
+    agent = Agent(name="a", model=model, tools=[look], max_turns=10_000, loop_guard=None)
+    return agent, model
+
+
+async def test_a_run_calling_the_model_forever_stops_at_the_default_limit(runtime: Runtime) -> None:
+    assert Budget().model_calls == DEFAULT_MODEL_CALLS == 100
+    agent, model = forever()
+    result = await runtime.run(agent, "go", run_id="runaway")  # no budget given anywhere
+    assert result.status is RunStatus.STOPPED
+    assert len(model.requests) == DEFAULT_MODEL_CALLS
+    assert result.usage.requests == DEFAULT_MODEL_CALLS
+    assert result.error is not None
+    assert result.error["type"] == "BudgetExceeded" and result.error["budget"] == "model_calls"
+    message = result.error["message"]
+    assert "made 100 model calls of 100 (the default limit) (Budget model_calls)" in message
+    assert "runtime.resume('runaway', budget=Budget(model_calls=200))" in message
+    assert "orchestrion resume runaway --max-model-calls 200" in message
+    assert "Budget(model_calls=None) removes the limit" in message
+    assert (await runtime.get("runaway")).status is RunStatus.STOPPED
+
+
+@pytest.mark.parametrize(
+    "budget", [Budget(model_calls=None), Budget.unlimited(), Budget(model_calls=500)]
+)
+async def test_the_default_limit_can_be_raised_or_removed(runtime: Runtime, budget: Budget) -> None:
+    agent, model = forever(stop_after=150)
+    assert (await runtime.run(agent, "go")).status is RunStatus.STOPPED
+    agent, model = forever(stop_after=150)
+    result = await runtime.run(agent, "go", budget=budget)
+    assert result.output == "done"
+    assert len(model.requests) == 151
+
+
+async def test_a_runtime_without_the_default_limit(store: Store) -> None:
+    agent, _ = forever(stop_after=120)
+    assert (await Runtime(store).run(agent, "go")).status is RunStatus.STOPPED
+    agent, _ = forever(stop_after=120)
+    result = await Runtime(store, budget=Budget.unlimited()).run(agent, "go")
+    assert result.output == "done"
+
+
+async def test_other_limits_keep_the_default_model_calls(runtime: Runtime) -> None:
+    agent, model = forever()
+    result = await runtime.run(agent, "go", budget=Budget(tokens=10**9, seconds=10**6))
+    assert result.error is not None and result.error["budget"] == "model_calls"
+    assert len(model.requests) == DEFAULT_MODEL_CALLS
+
+
+async def test_a_run_stopped_at_the_default_limit_resumes_with_a_larger_budget(
+    runtime: Runtime,
+) -> None:
+    agent, model = forever(stop_after=130)
+    stopped = await runtime.run(agent, "go")
+    assert stopped.status is RunStatus.STOPPED and len(model.requests) == 100
+    again = await runtime.resume(stopped.run_id)  # the same limit: stopped again, at once
+    assert again.status is RunStatus.STOPPED and len(model.requests) == 100
+    done = await runtime.resume(stopped.run_id, budget=Budget(model_calls=200))
+    assert done.output == "done"
+    assert len(model.requests) == 131, "the 100 calls made before are replayed, not repeated"
+    assert done.usage.requests == 131
+
+
+@pytest.mark.parametrize("value", [True, float("nan")])
+def test_a_limit_must_be_a_positive_number(value: object) -> None:
+    with pytest.raises(UserError, match="must be positive"):
+        Budget(model_calls=value)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.text import Text
 
 from orchestrion._json import JSON, dumps_str, loads, to_jsonable
+from orchestrion.budget import DEFAULT_MODEL_CALLS, Budget
 from orchestrion.cli import prompts
 from orchestrion.cli.render import (
     LiveView,
@@ -76,6 +77,16 @@ LeaseOption = Annotated[
         "third of it); after a crash, the run can be resumed elsewhere once it ends.",
     ),
 ]
+MaxModelCallsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-model-calls",
+        envvar="ORCHESTRION_MAX_MODEL_CALLS",
+        min=0,
+        help=f"Model calls the run may make in all (default {DEFAULT_MODEL_CALLS}; 0: no "
+        "limit). A run stopped at the limit goes on when resumed with a larger one.",
+    ),
+]
 
 
 def main() -> None:
@@ -112,10 +123,15 @@ def _interactive() -> bool:
 class _Session:
     """A runtime on one store; `follow` shows the live view while a run works."""
 
-    def __init__(self, store: str, live: bool, lease_ttl: float) -> None:
+    def __init__(
+        self, store: str, live: bool, lease_ttl: float, max_model_calls: int | None = None
+    ) -> None:
         self.live = live
         self.view = LiveView()
-        self.runtime = Runtime(store, sinks=[self.view] if live else [], lease_ttl=lease_ttl)
+        budget = None if max_model_calls is None else Budget(model_calls=max_model_calls or None)
+        self.runtime = Runtime(
+            store, sinks=[self.view] if live else [], budget=budget, lease_ttl=lease_ttl
+        )
 
     async def follow(self, work: Callable[[Runtime], Awaitable[RunResult[Any]]]) -> RunResult[Any]:
         if not self.live:
@@ -130,9 +146,10 @@ def _go(
     *,
     live: bool,
     lease_ttl: float = DEFAULT_LEASE_TTL,
+    max_model_calls: int | None = None,
 ) -> RunResult[Any]:
     async def main() -> RunResult[Any]:
-        session = _Session(store, live, lease_ttl)
+        session = _Session(store, live, lease_ttl, max_model_calls)
         try:
             return await script(session)
         finally:
@@ -148,8 +165,15 @@ def _go_one(
     *,
     live: bool,
     lease_ttl: float = DEFAULT_LEASE_TTL,
+    max_model_calls: int | None = None,
 ) -> RunResult[Any]:
-    return _go(store, lambda session: session.follow(work), live=live, lease_ttl=lease_ttl)
+    return _go(
+        store,
+        lambda session: session.follow(work),
+        live=live,
+        lease_ttl=lease_ttl,
+        max_model_calls=max_model_calls,
+    )
 
 
 async def _read(store: str, work: Callable[[Runtime], Awaitable[Any]]) -> Any:
@@ -257,6 +281,7 @@ def run(
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
     lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
     """Start a run of TARGET and follow it until it completes, fails or waits for a human."""
     _utf8(("--input", input), ("--run-id", run_id), ("--idempotency-key", idempotency_key))
@@ -273,6 +298,7 @@ def run(
         ),
         live=_interactive() and not as_json,
         lease_ttl=lease_ttl,
+        max_model_calls=max_model_calls,
     )
     _report(result, as_json)
 
@@ -358,8 +384,9 @@ def resume(
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
     lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
-    """Continue an interrupted, failed or crashed run, answering its interrupts.
+    """Continue an interrupted, failed, stopped or crashed run, answering its interrupts.
 
     With no answers on a terminal, asks for each pending interrupt."""
     _utf8(("RUN_ID", run_id), ("--answers", answers_json), *(("--answer", a) for a in answer or ()))
@@ -382,6 +409,7 @@ def resume(
         lambda rt: rt.resume(run_id, answers, wait=wait),
         live=_interactive() and not as_json,
         lease_ttl=lease_ttl,
+        max_model_calls=max_model_calls,
     )
     _report(result, as_json)
 
@@ -421,6 +449,7 @@ def fork(
     store: StoreOption = DEFAULT_STORE_URL,
     as_json: JsonOption = False,
     lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
     """Start a new run from RUN_ID's journal before step AT (optionally edited) and continue it live."""
     _utf8(("RUN_ID", run_id), ("--at", at), ("--edit", edit), ("--run-id", new_run_id))
@@ -432,6 +461,7 @@ def fork(
         lambda rt: rt.fork(run_id, **kwargs),
         live=_interactive() and not as_json,
         lease_ttl=lease_ttl,
+        max_model_calls=max_model_calls,
     )
     _report(result, as_json)
 
@@ -465,6 +495,7 @@ def _resumer(run_id: str, answers: dict[str, Any]) -> Callable[[Runtime], Awaita
 def demo(
     name: Annotated[str, typer.Argument(help="The demo to run.")] = "loan-team",
     store: StoreOption = DEFAULT_STORE_URL,
+    max_model_calls: MaxModelCallsOption = None,
 ) -> None:
     """Run a demo offline on a deterministic stand-in model (or on ORCHESTRION_MODEL)."""
     from orchestrion.demos import DEMOS
@@ -497,6 +528,6 @@ def demo(
             result = await session.follow(_resumer(result.run_id, answers))
         return result
 
-    result = _go(store, script, live=interactive)
+    result = _go(store, script, live=interactive, max_model_calls=max_model_calls)
     out.print(Text(f"Inspect it with: orchestrion show {result.run_id} --store {store}"), soft_wrap=True)
     _report(result, False)

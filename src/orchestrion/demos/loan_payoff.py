@@ -2,7 +2,8 @@
 
 One agent with three tools: look up the loan, verify the savings balance, and
 pay, which is a write tool needing a human's approval and carrying an
-idempotency key, so a crash mid-payment never pays twice.
+idempotency key, so a crash mid-payment never pays twice; it may run once per
+run (`max_calls=1`), so a wandering model cannot pay twice either.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ async def get_balance(ctx: RunContext[Bank | None], account: str) -> dict[str, o
     return {"account": account, "balance": _bank(ctx).savings if account == "savings" else 310.0}
 
 
-@tool(effect="write", approval=True)
+# One payoff is one payment: `max_calls=1` makes a second one impossible, however a
+# model wanders (a small one re-pays with new amounts, each auto-approved by the demo).
+@tool(effect="write", approval=True, max_calls=1)
 async def pay_loan(
     ctx: RunContext[Bank | None], loan_id: str, amount: float, from_account: str
 ) -> str:

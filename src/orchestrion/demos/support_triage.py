@@ -94,7 +94,7 @@ async def get_charges(ctx: RunContext[Helpdesk | None], order_id: str) -> list[d
     return _desk(ctx).charges.get(order_id, [])
 
 
-@tool(effect="write", approval=True)
+@tool(effect="write", approval=True, max_calls=1)  # one duplicate charge, one refund
 async def refund(
     ctx: RunContext[Helpdesk | None], order_id: str, charge_id: str, amount: float, reason: str
 ) -> str:

@@ -7,7 +7,6 @@ journaled responses and tool results on replay.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -20,7 +19,8 @@ from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.tool_calls import execute, invoke
-from orchestrion.engine.tool_loops import CallMemory, guard_calls
+from orchestrion.engine.tool_limits import ToolRuns, tool_keys
+from orchestrion.engine.tool_loops import CallMemory, guard_calls, guard_writes
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
@@ -81,10 +81,12 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
                     "Raise output_retries, simplify output_type or improve the instructions."
                 )
             retries_left -= 1
+        guard = agent.loop_guard
+        written = await guard_writes(Context(ex, prefix), agent, guard, calls, memory) if guard else {}
         results = await _run_tool_calls(ex, agent, prefix, calls, problem)
-        if agent.loop_guard is not None and calls:
+        if guard is not None and calls:
             results = await guard_calls(
-                Context(ex, prefix), agent, agent.loop_guard, calls, results, memory
+                Context(ex, prefix), agent, guard, calls, results, memory, written
             )
         messages.extend(results)
         if not calls:
@@ -223,20 +225,6 @@ async def _run_tool_calls(
     return await ex.gather(prefix, runs)
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def tool_keys(prefix: str, calls: tuple[ToolCall, ...]) -> list[str]:
-    """`<prefix>/tool/<name>#<id>` for each call. Names and ids come from the model:
-    anything outside [A-Za-z0-9_.-] becomes `_`, a missing id is the call's
-    position, and a key seen twice in one response gets `~<position>`."""
-    keys: list[str] = []
-    for i, c in enumerate(calls):
-        key = f"{prefix}/tool/{_UNSAFE.sub('_', c.name)}#{_UNSAFE.sub('_', c.id) or i}"
-        keys.append(f"{key}~{i}" if key in keys else key)
-    return keys
-
-
 async def _run_tool_call(
     ex: Execution, agent: Agent[Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
@@ -264,16 +252,26 @@ async def _run_tool_call(
         arguments = tool.parse_arguments(call.arguments)
     except pydantic.ValidationError as exc:
         return await _answer_error(ex, key, call, _argument_problem(tool, call, exc))
+    note = ""
+    if tool.max_calls is not None:
+        runs = ex.tool_runs = ex.tool_runs or ToolRuns(ex.replay)
+        refusal = runs.take(tool, key)  # before the approval: no one is asked in vain
+        if refusal is not None:
+            return await _answer_error(ex, key, call, refusal)
     if tool.approval is not False and tool.needs_approval(arguments):
         answer = await _approval(ex, agent, key, tool, call)
         if not answer["approved"]:
+            if ex.tool_runs is not None:
+                ex.tool_runs.give_back(tool, key)
             reason = answer.get("reason") or "no reason given"
             return await _answer_error(ex, key, call, f"The user rejected this call: {reason}")
         if "arguments" in answer:
             arguments = tool.parse_arguments(answer["arguments"])
             note = f"[The user edited the arguments to {dumps_str(answer['arguments'])}] "
-            return await execute(ex, agent, key, tool, call, arguments, note)
-    return await execute(ex, agent, key, tool, call, arguments)
+    result = await execute(ex, agent, key, tool, call, arguments, note)
+    if result.is_error and ex.tool_runs is not None:
+        ex.tool_runs.give_back(tool, key)  # the model is asked to try again: no place used
+    return result
 
 
 async def _approval(

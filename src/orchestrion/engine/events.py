@@ -79,7 +79,8 @@ class LoopGuardTriggered:
     """A loop guard found a loop at `key` and acted (`action`: `warn` or `stop`).
 
     `kind` says what looped: `tool` (the same call `times` times; `subject` is the
-    tool), `delegation` (a worker returning the same result again; the worker),
+    tool), `write` (one write tool called `times` times, any arguments; the tool),
+    `delegation` (a worker returning the same result again; the worker),
     `handoff` (control bouncing; the two agents), `no_progress` (a chat or network
     repeating itself; the pattern)."""
 

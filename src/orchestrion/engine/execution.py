@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from random import Random
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from uuid import UUID, uuid4
 
 import pydantic
@@ -56,6 +56,9 @@ from orchestrion.models.base import Model
 from orchestrion.policy import Policy
 from orchestrion.pricing import Prices
 from orchestrion.tools.tool import clean_schema
+
+if TYPE_CHECKING:
+    from orchestrion.engine.tool_limits import ToolRuns
 
 DepsT = TypeVar("DepsT")
 T = TypeVar("T")
@@ -103,6 +106,7 @@ class Execution:
         "store",
         "sync",
         "token",
+        "tool_runs",
         "usage",
         "writes",
     )
@@ -174,6 +178,8 @@ class Execution:
         self.steps = 0
         """Steps claimed in this run (model requests, tool calls, answers, custom steps)."""
         self.usage = Usage()
+        self.tool_runs: ToolRuns | None = None
+        """Which calls of each tool ran, for `Tool.max_calls`: built from the journal on first need."""
         self._model_keys: list[str] | None = None
         self._model_usage: list[Usage] = []
 
@@ -295,6 +301,8 @@ class Execution:
             started = time.time()
             self.started(key, "model", size)
             response, index = await request_with_policy(self, key, chain, request)
+            if response.usage.requests < 1:  # a model that does not count itself still counts
+                response = replace(response, usage=replace(response.usage, requests=1))
             response = _clean_response(response)  # the run goes on with what is journaled
             answered = chain[index].model.name
             if self.prices is not None and (pricer := self.prices.pricer(answered)):
@@ -327,8 +335,8 @@ class Execution:
                 what = f"would pass {budget.seconds:g} s during a retry wait of {ahead:.1f} s"
             raise BudgetExceeded(
                 f"Run {self.run_id} stopped before its next {'model ' if model else ''}call: it {what} "
-                f"(Budget {limit}). Its {self.steps} steps are kept in the journal; resume "
-                "it with a larger budget to go on.",
+                f"(Budget {limit}). Its {self.steps} steps are kept in the journal; "
+                f"{budget.raise_hint(limit, self.run_id)}.",
                 budget=limit,
                 steps_done=self.steps,
             )

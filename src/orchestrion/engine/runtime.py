@@ -145,8 +145,9 @@ class Runtime:
         self.default_model = model
         self.durability = durability
         self.sinks = list(sinks)
-        self.budget = budget
-        """The default `Budget` of every run; `run`/`resume`/`fork` take their own."""
+        self.budget = budget if budget is not None else Budget()
+        """The default `Budget` of every run; `run`/`resume`/`fork` take their own. Given
+        none, `Budget()`: 100 model calls a run (`Budget.unlimited()` lifts it)."""
         self.prices = prices if isinstance(prices, Prices) else Prices(prices)
         """Prices model responses (`Usage.cost`): the table given, else genai-prices."""
         self.policy = policy
@@ -583,7 +584,7 @@ class Runtime:
             deps=deps,
             model_for=self._model_for,
             run_child=run_child,
-            budget=budget or self.budget,
+            budget=budget if budget is not None else self.budget,
             created_at=record.created_at,
             prices=self.prices,
             policy=self.policy,

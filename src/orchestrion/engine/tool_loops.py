@@ -1,5 +1,6 @@
-"""An agent's loop guard: repeated identical tool calls, and delegations that go
-in circles (a worker returning a result it already gave, however it was asked).
+"""An agent's loop guard: repeated identical tool calls, a write tool called again
+and again (any arguments), and delegations that go in circles (a worker
+returning a result it already gave, however it was asked).
 
 Decided from the conversation only (journaled responses and tool results), so
 a replay finds the same loops at the same turns.
@@ -7,7 +8,8 @@ a replay finds the same loops at the same turns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrion.agent import DELEGATE, FINAL_RESULT_TOOL, TRANSFER, Agent
@@ -27,6 +29,8 @@ class CallMemory:
     """Tasks given to each worker that returned a given result."""
     delegations: list[str] = field(default_factory=list)
     """Workers in the order they were delegated to."""
+    writes: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    """(turn, argument text, result) of each call of each write tool."""
 
 
 async def guard_calls(
@@ -36,8 +40,10 @@ async def guard_calls(
     calls: tuple[ToolCall, ...],
     results: list[ToolResult],
     memory: CallMemory,
+    written: Mapping[int, str],
 ) -> list[ToolResult]:
-    """This turn's results, with a note added to each one that closes a loop."""
+    """This turn's results, with a note added to each one that closes a loop
+    (`written`: the notes `guard_writes` gave before the tools ran)."""
     guarded: list[ToolResult] = []
     for i, (c, result) in enumerate(zip(calls, results, strict=True)):
         if c.name == FINAL_RESULT_TOOL or c.name.startswith(TRANSFER):
@@ -46,6 +52,10 @@ async def guard_calls(
         note = await _repeated_call(ctx, agent, guard, i, c, result, memory)
         if not note and c.name.startswith(DELEGATE) and not result.is_error:
             note = await _circling_delegation(ctx, agent, guard, i, c, result, memory)
+        tool = agent.tool_map.get(c.name)
+        if tool is not None and tool.effect == "write":
+            memory.writes.setdefault(c.name, []).append((ctx.key, c.arguments, result.content))
+            note = note or written.get(i, "")
         guarded.append(
             ToolResult(result.call_id, result.name, result.content + note, result.is_error)
             if note
@@ -67,6 +77,14 @@ async def _repeated_call(
     tries.append(result.content)
     if len(tries) < guard.repeats:
         return ""
+    fix = "or use LoopGuard(policy='warn')"
+    if guard.policy == "warn" and tries.count(result.content) >= 2 * guard.repeats:
+        # Warned since the `repeats`-th call, and the same answer again: stuck, not polling.
+        guard = replace(guard, policy="stop")
+        fix = (
+            f"or raise LoopGuard(repeats=...): it got the same result "
+            f"{tries.count(result.content)} times, though warned since the {_nth(guard.repeats)}"
+        )
     await react(
         ctx,
         guard,
@@ -78,7 +96,7 @@ async def _repeated_call(
         stop=(
             f"Agent {agent.name!r} called {c.name} with the same arguments {len(tries)} times "
             f"({c.arguments[:200]}); its loop guard stopped the run. Improve its instructions "
-            "or tools, or use LoopGuard(policy='warn')."
+            f"or tools, {fix}."
         ),
     )
     earlier = "\n".join(f"- attempt {k}: {t[:300]}" for k, t in enumerate(tries[:-1], 1))
@@ -87,6 +105,86 @@ async def _repeated_call(
         f"Earlier results:\n{earlier}\nDo not repeat it: use what you have, try something "
         "different, or give your answer."
     )
+
+
+async def guard_writes(
+    ctx: Context[Any],
+    agent: Agent[Any],
+    guard: LoopGuard,
+    calls: tuple[ToolCall, ...],
+    memory: CallMemory,
+) -> dict[int, str]:
+    """Before this turn's tools run: a write tool the agent now calls in its
+    `write_repeats`-th turn. Several calls in one answer are one decision (a batch);
+    calling again after seeing the results is the loop. `stop` and `ask` act before
+    the write happens; `warn` returns the note to add to the call's result, by index,
+    and at twice `write_repeats` turns stops the run before the write."""
+    notes: dict[int, str] = {}
+    if guard.write_repeats is None:
+        return notes
+    seen: set[str] = set()
+    for i, c in enumerate(calls):
+        tool = agent.tool_map.get(c.name)
+        if tool is None or tool.effect != "write" or c.name in seen:
+            continue
+        seen.add(c.name)
+        made = memory.writes.get(c.name, [])
+        turns = len({turn for turn, _, _ in made}) + 1
+        if turns >= guard.write_repeats:
+            notes[i] = await _write_loop(ctx, agent, guard, i, c, made, turns)
+    return notes
+
+
+async def _write_loop(
+    ctx: Context[Any],
+    agent: Agent[Any],
+    guard: LoopGuard,
+    i: int,
+    c: ToolCall,
+    made: list[tuple[str, str, str]],
+    turns: int,
+) -> str:
+    earlier = [f"{args[:200]} -> {result[:200]}" for _, args, result in made]
+    repeats = guard.write_repeats
+    assert repeats is not None
+    why = ""
+    if guard.policy == "warn" and turns >= 2 * repeats:
+        # Warned since its `write_repeats`-th turn and writing still: not left to go on.
+        guard = replace(guard, policy="stop")
+        why = f"though warned since its {_nth(repeats)}, "
+    await react(
+        ctx,
+        guard,
+        kind="write",
+        subject=c.name,
+        times=turns,
+        question={
+            "agent": agent.name,
+            "tool": c.name,
+            "arguments": c.arguments,
+            "earlier": list(earlier),
+        },
+        name=f"write-guard-{i}",
+        stop=(
+            f"Agent {agent.name!r} was about to call write tool {c.name} in a {_nth(turns)} "
+            f"turn, {why}with arguments {c.arguments[:200]} (earlier: "
+            f"{'; '.join(earlier)[:400]}); its loop guard stopped the run before the call. "
+            "Check what it did, then improve its instructions, limit the tool with "
+            "@tool(max_calls=...), or raise LoopGuard(write_repeats=...)."
+        ),
+    )
+    return (
+        f"\n\n[loop guard] You have now called {c.name} in {turns} turns, and each call "
+        "changes things outside (it is a write). Earlier calls and their results:\n"
+        + "\n".join(f"- {e}" for e in earlier)
+        + f"\nDo not call {c.name} again unless the task asks for one more, different change: "
+        "never to redo or adjust a change already made. If the task is done, give your answer."
+    )
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 async def _circling_delegation(

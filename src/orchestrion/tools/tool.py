@@ -51,6 +51,10 @@ class Tool:
     """Timeout, retry and breaker for this tool's calls; unset fields come from the
     agent's and the runtime's policies, except that a write tool is retried only
     when its own policy says so (each attempt keeps the idempotency key)."""
+    max_calls: int | None = None
+    """How many times the tool may run in one run, over every agent that has it
+    (counted from the journal, so a resume does not reset it). A call past the
+    limit never runs: the model gets an error result saying the limit is reached."""
     local: bool = False
     """The tool only changes state inside this process (e.g. posts to an in-process
     bus): replay calls it again, with the recorded arguments, to rebuild that state;
@@ -86,6 +90,15 @@ class Tool:
         if self.policy is not None and self.timeout is not None and self.policy.timeout is not None:
             raise UserError(
                 f"Tool {name!r}: give the timeout once, as timeout= or as policy=Policy(timeout=...)."
+            )
+        if self.max_calls is not None and (
+            isinstance(self.max_calls, bool)
+            or not isinstance(self.max_calls, int)
+            or self.max_calls < 1
+        ):
+            raise UserError(
+                f"Tool {name!r}: max_calls={self.max_calls!r} must be a whole number >= 1 "
+                "(or None for no limit)."
             )
         if self.effect not in ("read", "write"):
             raise UserError(f"Tool {name!r}: effect must be 'read' or 'write', not {self.effect!r}.")
@@ -136,6 +149,7 @@ def tool(
     approval: Approval = False,
     timeout: float | None = None,
     policy: Policy | None = None,
+    max_calls: int | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -149,8 +163,9 @@ def tool(
     approval: Approval = False,
     timeout: float | None = None,
     policy: Policy | None = None,
+    max_calls: int | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Turn a function into a `Tool`: `@tool` or `@tool(effect="write", approval=True)`."""
+    """Turn a function into a `Tool`: `@tool` or `@tool(effect="write", approval=True, max_calls=1)`."""
 
     def wrap(fn: Callable[..., Any]) -> Tool:
         return Tool(
@@ -161,6 +176,7 @@ def tool(
             approval=approval,
             timeout=timeout,
             policy=policy,
+            max_calls=max_calls,
         )
 
     return wrap(function) if function is not None else wrap
