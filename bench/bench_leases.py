@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import Row, measure, table
 
-from orchestrion import Agent, Runtime, tool
+from orchestrion import Agent, LoopGuard, Runtime, tool
 from orchestrion.engine.journal import RunRecord, RunStatus
 from orchestrion.engine.store import open_store
 from orchestrion.stores import _sqlite_writer
@@ -93,7 +93,13 @@ async def fsync_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
             model = ScriptedModel(
                 ([call("record", {"i": n}) for n in range(STEPS)] + ["done"]) * (warmup + repeat)
             )
-            agent = Agent(name="bench", model=model, tools=[record], max_turns=STEPS + 1)
+            agent = Agent(
+                name="bench",
+                model=model,
+                tools=[record],
+                max_turns=STEPS + 1,
+                loop_guard=LoopGuard(write_repeats=None),  # ten writes are the workload
+            )
             async with Runtime(f"sqlite:///{tmp / f'fsync-{forced}.db'}") as runtime:
 
                 async def one(
