@@ -449,3 +449,30 @@ def _record(run_id: str, name: str) -> Any:
     return RunRecord(
         id=run_id, name=name, status=RunStatus.RUNNING, input="pay", created_at=now, updated_at=now
     )
+
+
+async def test_a_cancel_between_a_resumes_claim_and_its_start_gives_the_cancelled_run(
+    store: Store,
+) -> None:
+    payments = Payments()
+    agent = Agent(
+        name="payer",
+        model=ScriptedModel([call("pay", {"amount": 5}), "paid"]),
+        tools=[payments.tool(approval=True)],
+    )
+    first = await Runtime(store).run(agent, "pay", run_id="r1")
+    real_update = store.update_run
+    cancelled = False
+
+    async def cancel_first(run_id: str, **kwargs: Any) -> None:
+        nonlocal cancelled
+        if kwargs.get("status") is RunStatus.RUNNING and not cancelled:
+            cancelled = True  # another process cancels right after this resume claimed
+            await Runtime(store).cancel(run_id)
+        await real_update(run_id, **kwargs)
+
+    store.update_run = cancel_first  # type: ignore[method-assign]
+    approval = first.interrupts[0].id
+    result = await Runtime(store).resume("r1", {approval: Approve()}, runnable=agent)
+    assert cancelled and result.status is RunStatus.CANCELLED
+    assert payments.keys == []

@@ -593,19 +593,19 @@ class Runtime:
         )
         self._leases.hold(lease, ex)
         try:
-            if resumed:
-                # Pending interrupts stay listed until the run suspends again or ends,
-                # so a crash during this resume leaves them answerable.
-                await self.store.update_run(
-                    run_id,
-                    status=RunStatus.RUNNING,
-                    pending=record.pending,
-                    usage=record.usage,
-                    token=lease.token,
-                )
-            if sink is not None:
-                sink(RunStarted(run_id, record.name, resumed))
             try:
+                if resumed:
+                    # Pending interrupts stay listed until the run suspends again or
+                    # ends, so a crash during this resume leaves them answerable.
+                    await self.store.update_run(
+                        run_id,
+                        status=RunStatus.RUNNING,
+                        pending=record.pending,
+                        usage=record.usage,
+                        token=lease.token,
+                    )
+                if sink is not None:
+                    sink(RunStarted(run_id, record.name, resumed))
                 result = await self._work(ex, record, runnable)
             except LeaseLost:
                 # Cancelled from another process (or taken over after this one stalled
