@@ -167,7 +167,6 @@ async def test_cancel_from_another_runtime_stops_the_owner_before_its_next_write
     assert [s.key for s in steps if s.kind == "tool"] == ["payer/turn-1/tool/pay#call_1_0"]
 
 
-
 async def test_cancel_of_a_resume_still_waiting_for_the_lease_cancels_the_run(
     store: Store,
 ) -> None:
@@ -189,7 +188,6 @@ async def test_cancel_of_a_resume_still_waiting_for_the_lease_cancels_the_run(
     assert (await mine.get("r1")).status is RunStatus.CANCELLED
 
 
-
 async def test_two_cancels_at_once_both_return_the_cancelled_run(store: Store) -> None:
     gate, entered, payments, agent = gated_payer()
     owner = Runtime(store)
@@ -206,23 +204,6 @@ async def test_cancel_of_a_completed_run_leaves_it_completed(store: Store) -> No
     runtime = Runtime(store)
     done = await runtime.run(Agent(name="a", model=ScriptedModel(["ok"])), "go")
     assert (await Runtime(store).cancel(done.run_id)).status is RunStatus.COMPLETED
-
-
-async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(store: Store) -> None:
-    async def slow(request: ModelRequest) -> str:
-        await asyncio.sleep(0.5)
-        return "finally"
-
-    owner, other = Runtime(store, lease_ttl=0.15), Runtime(store)
-    work = asyncio.create_task(
-        owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1")
-    )
-    for _ in range(4):
-        await asyncio.sleep(0.1)
-        with pytest.raises(RunBusy):
-            await other.resume("r1", runnable=Agent(name="a", model=ScriptedModel(["x"])))
-    assert (await work).output == "finally"
-
 
 
 class FailingRenewal:
@@ -242,13 +223,19 @@ class FailingRenewal:
         return await self._store.renew(leases, ttl=ttl)
 
 
-async def test_a_renewal_that_raises_does_not_stop_the_heartbeat(store: Store) -> None:
+@pytest.mark.parametrize("renewals", ["working", "failing once"])
+async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(
+    store: Store, renewals: str
+) -> None:
+    """Also when a renewal raises what a driver may raise: the next beat renews."""
+
     async def slow(request: ModelRequest) -> str:
         await asyncio.sleep(0.5)
         return "finally"
 
     flaky = FailingRenewal(store)
-    owner, other = Runtime(flaky, lease_ttl=0.15), Runtime(store)  # type: ignore[arg-type]
+    owned: Any = flaky if renewals == "failing once" else store
+    owner, other = Runtime(owned, lease_ttl=0.15), Runtime(store)
     work = asyncio.create_task(
         owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1")
     )
@@ -257,7 +244,7 @@ async def test_a_renewal_that_raises_does_not_stop_the_heartbeat(store: Store) -
         with pytest.raises(RunBusy):
             await other.resume("r1", runnable=Agent(name="a", model=ScriptedModel(["x"])))
     assert (await work).output == "finally"
-    assert flaky.failed == 1
+    assert flaky.failed == (1 if renewals == "failing once" else 0)
 
 
 async def test_an_owner_that_lost_its_lease_stops_at_its_next_step(store: Store) -> None:
@@ -412,9 +399,7 @@ async def test_a_renewal_in_flight_when_a_run_is_resumed_does_not_halt_the_resum
         await gates[turn].wait()
         return next(script)
 
-    agent = Agent(
-        name="payer", model=FunctionModel(answer), tools=[payments.tool(approval=True)]
-    )
+    agent = Agent(name="payer", model=FunctionModel(answer), tools=[payments.tool(approval=True)])
     first = asyncio.create_task(runtime.run(agent, "pay", run_id="x"))
     await entered[0].wait()
     slow.stall = True
@@ -422,9 +407,7 @@ async def test_a_renewal_in_flight_when_a_run_is_resumed_does_not_halt_the_resum
     gates[0].set()
     interrupted = await first
     assert interrupted.status is RunStatus.INTERRUPTED
-    second = asyncio.create_task(
-        runtime.resume("x", {interrupted.interrupts[0].id: Approve()})
-    )
+    second = asyncio.create_task(runtime.resume("x", {interrupted.interrupts[0].id: Approve()}))
     await entered[1].wait()  # x works under token 2; the payment was made
     slow.go.set()
     await slow.renewed.wait()  # x's token 1 came back lost
