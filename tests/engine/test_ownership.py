@@ -459,3 +459,40 @@ async def test_a_cancel_between_a_resumes_claim_and_its_start_gives_the_cancelle
     result = await Runtime(store).resume("r1", {approval: Approve()}, runnable=agent)
     assert cancelled and result.status is RunStatus.CANCELLED
     assert payments.keys == []
+
+
+async def test_a_write_run_again_after_a_crash_is_not_run_once_the_run_was_cancelled(
+    store: Store,
+) -> None:
+    """A write that started before a crash runs again on resume with no journal
+    entry of its own: the store is asked first whether this process still owns
+    the run, so a cancel that came meanwhile stops it."""
+    started = asyncio.Event()
+    keys: list[str] = []
+
+    @tool(effect="write")
+    async def pay(ctx: RunContext[None], amount: float) -> str:
+        """Pay `amount`."""
+        keys.append(ctx.idempotency_key)
+        started.set()
+        await asyncio.sleep(3600)  # the process dies here, mid-payment
+        return "paid"
+
+    agent = Agent(name="payer", model=ScriptedModel([call("pay", {"amount": 5})]), tools=[pay])
+    crashed = asyncio.create_task(Runtime(store).run(agent, "pay", run_id="r1"))
+    await started.wait()
+    crashed.cancel()  # a crash: the write is journaled started, not completed
+    await asyncio.gather(crashed, return_exceptions=True)
+
+    real_update = store.update_run
+
+    async def cancelled_right_after(run_id: str, **kwargs: Any) -> None:
+        await real_update(run_id, **kwargs)
+        if kwargs.get("status") is RunStatus.RUNNING:  # the resume has begun replaying
+            await Runtime(store).cancel(run_id)
+
+    store.update_run = cancelled_right_after  # type: ignore[method-assign]
+    again = Agent(name="payer", model=ScriptedModel(["never asked"]), tools=[pay])
+    result = await Runtime(store).resume("r1", runnable=again)
+    assert result.status is RunStatus.CANCELLED
+    assert len(keys) == 1  # the payment was not made again

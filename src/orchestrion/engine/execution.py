@@ -91,6 +91,7 @@ class Execution:
         "deps",
         "divergence",
         "failures",
+        "fence",
         "halted",
         "model_for",
         "origin_keys",
@@ -136,6 +137,9 @@ class Execution:
         """The fencing token of this process's lease on the run: every append carries it."""
         self.halted: BaseException | None = None
         """Set (to a `LeaseLost`) when this process lost the run: the next step raises it."""
+        self.fence: Callable[[], Awaitable[None]] | None = None
+        """Confirms in the store that this process still owns the run (raises
+        `LeaseLost` if not): for a write about to run with no journal entry first."""
         self.replay = latest_by_key(entries)
         self.failures: dict[str, list[Entry]] = {}
         """Failed attempts journaled before this execution, by step key: where a

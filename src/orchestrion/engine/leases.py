@@ -35,6 +35,16 @@ class Leases:
         if beat is None or beat.done() or beat.get_loop() is not loop:
             self._heartbeat = loop.create_task(self._renew(), name="orchestrion-leases")
 
+    async def confirm(self, run_id: str, token: int) -> None:
+        """Renew the run's lease now; `LeaseLost` if the store says it is not ours."""
+        if run_id in await self.store.renew({run_id: token}, ttl=self.ttl):
+            raise LeaseLost(
+                f"Run {run_id} is no longer owned by this process (its lease, token {token}, "
+                "was taken by a cancel or by another process): the write it was about to "
+                "run again was not run.",
+                run_id=run_id,
+            )
+
     def released(self, run_id: str) -> None:
         """The run's lease was released with its final status: stop renewing it."""
         self._held.pop(run_id, None)

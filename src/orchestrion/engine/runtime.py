@@ -591,6 +591,7 @@ class Runtime:
             breakers=self._breakers,
             token=lease.token,
         )
+        ex.fence = lambda: self._leases.confirm(run_id, lease.token)
         self._leases.hold(lease, ex)
         try:
             try:

@@ -107,6 +107,10 @@ async def _attempts(
         if write and (previous is None or previous.status is not StepStatus.STARTED):
             ex.writes.add(key)
             await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
+        elif write and ex.fence is not None:
+            # A write that started before a crash runs again with no new journal
+            # entry: the store confirms first that this process still owns the run.
+            await ex.fence()
         previous = None
         try:
             value, is_error, expired = await _attempt(ex, key, tool, arguments, settings)
