@@ -374,7 +374,7 @@ class Execution:
         started = time.time()
         self.started(key, kind)
         try:
-            value = _step_value(key, await fn())
+            value = journaled(await fn(), "result", f"Step {key}")
         except (Suspended, DeterminismError):
             raise  # the run waits, or its code is wrong: not a failure of this step
         except Exception as exc:
@@ -528,7 +528,12 @@ class Context(Generic[DepsT]):
                 ) from None
 
         answer = await self._ex.interrupt(
-            key, "input", _payload(key, payload), schema, validate, _caller()
+            key,
+            "input",
+            journaled(payload, "payload", f"Interrupt {key}", "was asked with"),
+            schema,
+            validate,
+            _caller(),
         )
         return adapter.validate_python(answer)
 
@@ -610,20 +615,14 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     return adapter
 
 
-def _payload(key: str, payload: Any) -> JSON:
+def journaled(value: Any, root: str, source: str, verb: str = "returned") -> JSON:
+    """`value` as the journal holds it, which is what the run goes on with; a
+    `RunError` naming its `source` and the path inside it if it cannot be held."""
     try:
-        return to_jsonable(payload, "payload")
-    except NotJSON as exc:
-        raise RunError(f"The payload of interrupt {key} is not JSON: {exc}") from exc
-
-
-def _step_value(key: str, value: Any) -> JSON:
-    """A custom step's value as the journal holds it, which is what the run uses."""
-    try:
-        return to_jsonable(value, "result")
+        return to_jsonable(value, root)
     except NotJSON as exc:
         raise RunError(
-            f"Step {key} returned a {type(value).__name__}, which is not JSON: {exc}"
+            f"{source} {verb} a {type(value).__name__}, which is not JSON: {exc}"
         ) from exc
 
 
@@ -631,8 +630,7 @@ def _clean_response(response: ModelResponse) -> ModelResponse:
     """`response` with the lone surrogates of its text and tool calls replaced (see
     `orchestrion._json.clean_text`): no store can hold them."""
     if (response.text is None or response.text.isascii()) and all(
-        c.arguments.isascii() and c.id.isascii() and c.name.isascii()
-        for c in response.tool_calls
+        c.arguments.isascii() and c.id.isascii() and c.name.isascii() for c in response.tool_calls
     ):
         return response  # the usual case: nothing to clean, nothing built
     text = response.text if response.text is None else clean_text(response.text)

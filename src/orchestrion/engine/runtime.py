@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from secrets import token_hex
 from typing import Any, Literal
 
-from orchestrion._json import JSON, NotJSON, clean_data, short_json, to_jsonable
+from orchestrion._json import JSON, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.answers import check_answers, not_yet_answered
@@ -26,7 +26,7 @@ from orchestrion.engine.events import (
     RunStarted,
     Sink,
 )
-from orchestrion.engine.execution import Execution, Suspended
+from orchestrion.engine.execution import Execution, Suspended, journaled
 from orchestrion.engine.forks import NO_EDIT, fork_prefix
 from orchestrion.engine.interrupts import (
     Answer,
@@ -627,7 +627,7 @@ class Runtime:
         run_id = record.id
         try:
             value = await run_child(ex, "", runnable, record.input)
-            output = _output(run_id, value)
+            output = journaled(value, "output", f"Run {run_id}")
             if ex.answers:
                 raise DeterminismError(
                     f"Run {run_id} finished without reaching the interrupts answered "
@@ -722,15 +722,6 @@ def result_of(record: RunRecord) -> RunResult[Any]:
         partial=dict((error or {}).get("partial") or {}),
     )
 
-
-def _output(run_id: str, value: Any) -> JSON:
-    """A run's output as the store will hold it."""
-    try:
-        return to_jsonable(value, "output")
-    except NotJSON as exc:
-        raise RunError(
-            f"Run {run_id} returned a {type(value).__name__}, which is not JSON: {exc}"
-        ) from exc
 
 
 def _described(exc: BaseException) -> dict[str, JSON]:
