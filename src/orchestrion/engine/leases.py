@@ -38,12 +38,7 @@ class Leases:
     async def confirm(self, run_id: str, token: int) -> None:
         """Renew the run's lease now; `LeaseLost` if the store says it is not ours."""
         if run_id in await self.store.renew({run_id: token}, ttl=self.ttl):
-            raise LeaseLost(
-                f"Run {run_id} is no longer owned by this process (its lease, token {token}, "
-                "was taken by a cancel or by another process): the write it was about to "
-                "run again was not run.",
-                run_id=run_id,
-            )
+            raise _taken(run_id, token)
 
     def released(self, run_id: str) -> None:
         """The run's lease was released with its final status: stop renewing it."""
@@ -80,12 +75,16 @@ class Leases:
                 if held is not None and held[0].token == tokens.get(run_id):
                     del self._held[run_id]
                     lease, ex = held
-                    ex.halted = LeaseLost(
-                        f"Run {run_id} is no longer owned by this process: its lease (token "
-                        f"{lease.token}) was taken, by a cancel or by another process after "
-                        "this one's lease ended. This process stops working on it.",
-                        run_id=run_id,
-                    )
+                    ex.halted = _taken(run_id, lease.token)
+
+
+def _taken(run_id: str, token: int) -> LeaseLost:
+    return LeaseLost(
+        f"Run {run_id} is no longer owned by this process: its lease (token {token}) was "
+        "taken, by a cancel or by another process after this one's lease ended. This "
+        f"process stops working on it before its next step; see `orchestrion show {run_id}`.",
+        run_id=run_id,
+    )
 
 
 async def quietly(aw: Awaitable[None]) -> None:
