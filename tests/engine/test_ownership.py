@@ -51,6 +51,15 @@ def gated_model(gate: asyncio.Event, entered: asyncio.Event, script: list[Any]) 
     return FunctionModel(answer)
 
 
+def payer(*, approval: bool = False) -> tuple[Payments, Agent[str]]:
+    """An agent paying 5 once, then saying "paid"."""
+    payments = Payments()
+    script = [call("pay", {"amount": 5}), "paid"]
+    return payments, Agent(
+        name="payer", model=ScriptedModel(script), tools=[payments.tool(approval=approval)]
+    )
+
+
 def gated_payer(
     *, approval: bool = False
 ) -> tuple[asyncio.Event, asyncio.Event, Payments, Agent[str]]:
@@ -106,12 +115,7 @@ async def test_resume_can_wait_for_the_owner_to_let_go(store: Store) -> None:
 
 
 async def test_two_resumes_answering_one_approval_execute_the_write_once(store: Store) -> None:
-    payments = Payments()
-    agent = Agent(
-        name="payer",
-        model=ScriptedModel([call("pay", {"amount": 5}), "paid"]),
-        tools=[payments.tool(approval=True)],
-    )
+    payments, agent = payer(approval=True)
     first = await Runtime(store).run(agent, "pay", run_id="r1")
     approval = first.interrupts[0].id
     a, b = Runtime(store), Runtime(store)
@@ -129,12 +133,7 @@ async def test_two_resumes_answering_one_approval_execute_the_write_once(store: 
 
 
 async def test_a_crashed_owners_lease_blocks_until_it_ends(store: Store) -> None:
-    payments = Payments()
-    agent = Agent(
-        name="payer",
-        model=ScriptedModel([call("pay", {"amount": 5}), "paid"]),
-        tools=[payments.tool()],
-    )
+    payments, agent = payer()
     await store.create_run(
         _record("r1", agent.name), owner="dead-host:1:x", ttl=0.3
     )  # a process that claimed the run, then died
@@ -437,12 +436,7 @@ def _record(run_id: str, name: str) -> Any:
 async def test_a_cancel_between_a_resumes_claim_and_its_start_gives_the_cancelled_run(
     store: Store,
 ) -> None:
-    payments = Payments()
-    agent = Agent(
-        name="payer",
-        model=ScriptedModel([call("pay", {"amount": 5}), "paid"]),
-        tools=[payments.tool(approval=True)],
-    )
+    payments, agent = payer(approval=True)
     first = await Runtime(store).run(agent, "pay", run_id="r1")
     real_update = store.update_run
     cancelled = False
