@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,58 @@ async def test_a_refused_stale_write_nobody_heard_of_is_not_raised_at_close(tmp_
     await store.claim("r1", "other", steal=True)
     await store.append("r1", [entry(0)], durable=False, token=1)  # refused in the writer
     await store.close()
+
+
+CLAIM_ONE = """
+import asyncio, os, sys, time
+from orchestrion.stores.sqlite import SQLiteStore
+
+async def main() -> None:
+    while not os.path.exists(sys.argv[3]):  # all start opening together
+        time.sleep(0.001)
+    store = SQLiteStore(sys.argv[1], busy_timeout=30)
+    record = await store.claim("old", f"p{sys.argv[2]}", steal=True)
+    print(record.token)
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_a_version_1_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Eight processes find layout version 1 together: one migrates under the lock,
+    the others see it done; every claim gets its own token."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in V1:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO runs VALUES ('old', 'agent', 'running', 1.0, 2.0, NULL, "
+        '\'{"v": 2, "id": "old", "name": "agent", "status": "running"}\')'
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIM_ONE, str(path), str(i), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    time.sleep(1.5)  # let them import and wait at the start line
+    go.touch()
+    outcomes = [(p.wait(timeout=60), *p.communicate()) for p in procs]
+    assert all(code == 0 for code, _, _ in outcomes), outcomes
+    assert sorted(int(out) for _, out, _ in outcomes) == list(range(1, 9))
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert [r[1] for r in conn.execute("PRAGMA table_info(runs)")].count("token") == 1
+    conn.close()
