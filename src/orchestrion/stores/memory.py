@@ -110,10 +110,11 @@ class MemoryStore:
         if run is not None and run.lease is not None and run.lease.token == token:
             run.lease = None
 
-    def _fence(self, run_id: str, token: int | None) -> RunRecord:
+    def _fence(self, run_id: str, token: int | None, doing: str) -> RunRecord:
+        """The run to write, if `token` (when given) is still its fencing token."""
         run = self._runs.get(run_id)
         if run is None:
-            raise StoreError(f"Cannot write run {run_id!r}: it does not exist.")
+            raise StoreError(f"Cannot {doing} run {run_id!r}: it does not exist.")
         if token is not None and token != run.token:
             raise lease_lost(run_id, token, run.token)
         return run
@@ -148,10 +149,7 @@ class MemoryStore:
         token: int | None = None,
         release: bool = False,
     ) -> None:
-        run = self._runs.get(run_id)
-        if run is None:
-            raise StoreError(f"Cannot update run {run_id!r}: it does not exist.")
-        run = self._fence(run_id, token)
+        run = self._fence(run_id, token, "update")
         if release:
             run.lease = None
         run.status = status
@@ -169,7 +167,7 @@ class MemoryStore:
         if journal is None:
             raise StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
         if token is not None:
-            self._fence(run_id, token)
+            self._fence(run_id, token, "append to")
         # A journal is a gap-free prefix: each entry's seq is the journal's length
         # when it is appended. Checked for all entries before any is added.
         expected = len(journal)
