@@ -31,7 +31,7 @@ from orchestrion.cli.render import (
     timeline,
 )
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
-from orchestrion.engine.journal import RunStatus
+from orchestrion.engine.journal import RunRecord, RunStatus
 from orchestrion.engine.result import RunResult
 from orchestrion.engine.runtime import Runtime
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL, open_store
@@ -182,7 +182,7 @@ async def _read(store: str, work: Callable[[Runtime], Awaitable[Any]]) -> Any:
         return await work(runtime)
 
 
-def _record_json(record: Any) -> dict[str, JSON]:
+def _record_json(record: RunRecord) -> dict[str, JSON]:
     data: dict[str, JSON] = record.to_json()
     data["orphaned_since"] = record.orphaned_since(time.time())
     return data
