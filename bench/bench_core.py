@@ -60,7 +60,9 @@ async def hand_written(_: int) -> None:
 
 
 async def orchestrion_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
-    rows = [Row("hand-written loop", await measure(hand_written, warmup=warmup, repeat=repeat), STEPS)]
+    rows = [
+        Row("hand-written loop", await measure(hand_written, warmup=warmup, repeat=repeat), STEPS)
+    ]
     variants = [
         ("orchestrion memory", "memory://", "async", "lookup"),
         ("orchestrion sqlite", f"sqlite:///{tmp / 'o-async.db'}", "async", "lookup"),
@@ -92,16 +94,25 @@ async def langgraph_rows(warmup: int, repeat: int) -> list[Row]:
     try:
         from langgraph_workload import graph_variant, run_once
     except ImportError as exc:
-        print(f"LangGraph not installed ({exc}): install the bench extra: pip install -e '.[bench]'")
+        print(
+            f"LangGraph not installed ({exc}): install the bench extra: pip install -e '.[bench]'"
+        )
         return []
     rows = []
     # LangGraph's default durability is "async" (checkpoint written while the next
     # step runs); "sync" waits for each checkpoint, like orchestrion's sync mode.
-    for variant, durability in (("none", None), ("memory", None), ("sqlite", None), ("sqlite", "sync")):
+    for variant, durability in (
+        ("none", None),
+        ("memory", None),
+        ("sqlite", None),
+        ("sqlite", "sync"),
+    ):
         label = f"langgraph {variant}" + (f" {durability}" if durability else "")
         async with graph_variant(variant) as graph:
 
-            async def one(i: int, graph: object = graph, label: str = label, d: str | None = durability) -> None:
+            async def one(
+                i: int, graph: object = graph, label: str = label, d: str | None = durability
+            ) -> None:
                 await run_once(graph, f"{label}{i}", durability=d)
 
             rows.append(Row(label, await measure(one, warmup=warmup, repeat=repeat), STEPS))
@@ -129,7 +140,11 @@ async def main() -> None:
         if "sqlite" in r.name:
             anchor_name = "langgraph sqlite sync" if "sync" in r.name else "langgraph sqlite"
         anchor = anchors.get(anchor_name)
-        ratio = f"   {anchor_name}: {anchor.stats.median_ms / r.stats.median_ms:.1f}x slower" if anchor else ""
+        ratio = (
+            f"   {anchor_name}: {anchor.stats.median_ms / r.stats.median_ms:.1f}x slower"
+            if anchor
+            else ""
+        )
         print(f"  {r.name:32} {overhead:.4f} ms/step{ratio}")
 
 

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orchestrion", *args],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -36,11 +39,26 @@ def start_and_kill(tmp_path: Path, hang: dict[str, str]) -> tuple[dict[str, str]
     # A short lease: the killed process's claim ends within a second.
     env = {**os.environ, "CRASH_EFFECTS": str(effects), "ORCHESTRION_LEASE_TTL": "1"}
     stderr = tmp_path / "stderr.txt"
-    with stderr.open("w") as err, subprocess.Popen(
-        [sys.executable, "-m", "orchestrion", "run", TARGET, "--run-id", "crash-1",
-         "--store", store, "--json"],
-        env={**env, **hang}, stdout=subprocess.DEVNULL, stderr=err,
-    ) as proc:
+    with (
+        stderr.open("w") as err,
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrion",
+                "run",
+                TARGET,
+                "--run-id",
+                "crash-1",
+                "--store",
+                store,
+                "--json",
+            ],
+            env={**env, **hang},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        ) as proc,
+    ):
         deadline = time.monotonic() + 30
         while not any(e["event"] == "hanging" for e in events(effects)):
             if proc.poll() is not None:

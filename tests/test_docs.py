@@ -92,6 +92,7 @@ def test_the_ownership_page_prints_what_it_says(tmp_path: Path) -> None:
         "loan-3 cancelled",
     ]
 
+
 def test_the_limits_page_prints_what_it_says(tmp_path: Path) -> None:
     with contextlib.chdir(tmp_path):
         printed = run_page(DOCS / "limits.md")

@@ -38,8 +38,10 @@ def test_surrogates_are_replaced_in_values_and_keys() -> None:
     ("value", "path"),
     [
         (math.nan, "result"),
-        ({"items": [{"price": 1.0}, {"price": 2.0}, {"price": 3.0}, {"price": math.nan}]},
-         "result.items[3].price"),
+        (
+            {"items": [{"price": 1.0}, {"price": 2.0}, {"price": 3.0}, {"price": math.nan}]},
+            "result.items[3].price",
+        ),
         ({"odd key": [math.inf]}, 'result["odd key"][0]'),
         ([{"x": -math.inf}], "result[0].x"),
     ],
@@ -101,7 +103,12 @@ def test_dataclasses_and_models_are_checked_inside() -> None:
 
 def test_clean_data_only_replaces_surrogates() -> None:
     error = {"type": "ValueError", "message": "bad \ud83d", "status_code": None, "n": 2}
-    assert clean_data(error) == {"type": "ValueError", "message": f"bad {FFFD}", "status_code": None, "n": 2}
+    assert clean_data(error) == {
+        "type": "ValueError",
+        "message": f"bad {FFFD}",
+        "status_code": None,
+        "n": 2,
+    }
 
 
 _surrogate = st.integers(0xD800, 0xDFFF).map(chr)  # st.characters() almost never gives one

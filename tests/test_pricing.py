@@ -41,8 +41,13 @@ def test_the_library_prices_known_provider_models(model: str, low: float, high: 
 
 @pytest.mark.parametrize(
     "model",
-    ["test:scripted", "stand-in:loan-team", "openai:no-such-model-xyz", "nowhere:gpt-4o",
-     "openai-compatible:http://localhost:11434/v1#llama3"],
+    [
+        "test:scripted",
+        "stand-in:loan-team",
+        "openai:no-such-model-xyz",
+        "nowhere:gpt-4o",
+        "openai-compatible:http://localhost:11434/v1#llama3",
+    ],
 )
 def test_unknown_models_have_no_price(model: str) -> None:
     prices = Prices()

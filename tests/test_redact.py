@@ -33,7 +33,10 @@ def secret(prefix: str = "s") -> str:
         ("redis://:redispw@cache:6379/0", "redis://:<redacted>@cache:6379/0"),
         ("amqp://guest:guest@rabbit//", "amqp://guest:<redacted>@rabbit//"),
         ("mongodb+srv://app:p@ss@cluster0/x", "mongodb+srv://app:<redacted>@cluster0/x"),
-        ("at https://bot:tok3n@example.com/x, then", "at https://bot:<redacted>@example.com/x, then"),
+        (
+            "at https://bot:tok3n@example.com/x, then",
+            "at https://bot:<redacted>@example.com/x, then",
+        ),
     ],
 )
 def test_the_password_of_a_url_is_redacted(text: str, expected: str) -> None:
@@ -49,7 +52,10 @@ def test_redact_url_also_takes_a_url_without_a_scheme() -> None:
     ("text", "expected"),
     [
         ("host=db user=u password=hunter2 dbname=x", "host=db user=u password=<redacted> dbname=x"),
-        ("https://x.io/?a=1&access_token=abc123&b=2", "https://x.io/?a=1&access_token=<redacted>&b=2"),
+        (
+            "https://x.io/?a=1&access_token=abc123&b=2",
+            "https://x.io/?a=1&access_token=<redacted>&b=2",
+        ),
         ("run --password=xyz", "run --password=<redacted>"),
         ("{'password': 'p4ss', 'user': 'u'}", "{'password': '<redacted>', 'user': 'u'}"),
         ('{"api_key": "zzz"}', '{"api_key": "<redacted>"}'),
@@ -102,7 +108,9 @@ def test_values_of_secret_named_variables_are_redacted_and_changes_are_noticed(
     assert redact_known(f"{first} {second}") == f"{REDACTED} {second}"
 
 
-def test_short_values_and_ordinary_variables_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_short_values_and_ordinary_variables_are_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("FEATURE_TOKEN", "1")
     monkeypatch.setenv("APP_REGION", "eu-central-9-zone")
     assert redact("1 step in eu-central-9-zone") == "1 step in eu-central-9-zone"

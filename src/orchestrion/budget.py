@@ -55,7 +55,10 @@ class Budget:
             return "cost", f"spent ${usage.cost:.4f} of ${self.cost:g}"
         if self.model_calls is not None and usage.requests >= self.model_calls:
             default = " (the default limit)" if self.model_calls == DEFAULT_MODEL_CALLS else ""
-            return "model_calls", f"made {usage.requests} model calls of {self.model_calls}{default}"
+            return (
+                "model_calls",
+                f"made {usage.requests} model calls of {self.model_calls}{default}",
+            )
         if self.steps is not None and steps >= self.steps:
             return "steps", f"took {steps} steps of {self.steps}"
         if self.seconds is not None and elapsed >= self.seconds:

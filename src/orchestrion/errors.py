@@ -176,7 +176,9 @@ class ModelError(RunError):
 
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
-        data.update(status_code=self.status_code, retry_after=self.retry_after, transient=self.transient)
+        data.update(
+            status_code=self.status_code, retry_after=self.retry_after, transient=self.transient
+        )
         return data
 
 
@@ -321,7 +323,4 @@ def describe(exc: BaseException) -> dict[str, Any]:
 
 def validation_summary(exc: pydantic.ValidationError) -> str:
     """`field.sub: message; ...` for a pydantic validation error, one line."""
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-    )
-
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())

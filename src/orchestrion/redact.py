@@ -281,9 +281,7 @@ def _known_values() -> tuple[str, ...]:
 
 
 def _json_escaped(value: str) -> str:
-    return (
-        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    )
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
 
 
 # -- the public functions ----------------------------------------------------------

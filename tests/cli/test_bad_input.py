@@ -37,7 +37,11 @@ def cli(*args: str | bytes, cwd: Path | None = None) -> subprocess.CompletedProc
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     return subprocess.run(
         [sys.executable, "-m", "orchestrion", *args],
-        env=env, capture_output=True, text=True, timeout=120, cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
     )
 
 
@@ -105,7 +109,9 @@ def test_show_flat_never_breaks_a_key(store: str) -> None:
 def test_show_json_gives_where_a_failing_tool_raised(store: str) -> None:
     invoke("run", f"{BAD}:markup", "--store", store, "--run-id", "w1")
     line = next(
-        i for i, text in enumerate(BAD.read_text().splitlines(), 1) if text.endswith("# raised here")
+        i
+        for i, text in enumerate(BAD.read_text().splitlines(), 1)
+        if text.endswith("# raised here")
     )
     where = f"{BAD}:{line}"
     code, out, _ = invoke("show", "w1", "--store", store, "--json")
@@ -113,7 +119,9 @@ def test_show_json_gives_where_a_failing_tool_raised(store: str) -> None:
     data = json.loads(out)
     [failed] = [s for s in data["steps"] if s["status"] == "failed"]
     assert failed["result"]["where"] == where
-    assert failed["result"]["traceback"] == [f"{where} in scrape: raise ValueError(MARKUP)  # raised here"]
+    assert failed["result"]["traceback"] == [
+        f"{where} in scrape: raise ValueError(MARKUP)  # raised here"
+    ]
     assert data["error"]["where"] == where
 
     code, out, _ = invoke("show", "w1", "--store", store)

@@ -312,7 +312,14 @@ def test_json_is_the_record_with_its_steps(store: str) -> None:
     expected["steps"] = [s.to_json() for s in steps]
     assert shown == json.loads(json.dumps(expected))
     assert set(shown["steps"][0]) == {
-        "seq", "key", "kind", "status", "started_at", "ended_at", "result", "attempts",
+        "seq",
+        "key",
+        "kind",
+        "status",
+        "started_at",
+        "ended_at",
+        "result",
+        "attempts",
     }
     assert shown["status"] == "interrupted" and len(shown["steps"]) == len(steps) > 10
 
@@ -327,7 +334,10 @@ async def test_the_live_view_shows_the_same_nesting() -> None:
 
     assert pending[0][1] == f"run {first.run_id} loan-team"
     assert nested(pending, "loan-team", "manager", "tool delegate_to_payments", "payments") == [
-        0, 1, 2, 3,
+        0,
+        1,
+        2,
+        3,
     ]
     assert "approval  pending" in pending[find(pending, "approval")[0]][1]
     assert done[0][1].endswith("(resumed)")

@@ -37,7 +37,10 @@ async def test_v1_run_waiting_for_approval_resumes_to_completion() -> None:
     assert len(bank.payments) == 1
     steps = await runtime.history(record.id)
     replayed = [s.key for s in steps if s.seq < len(entries)]
-    assert replayed[:2] == ["loan-payoff/turn-1/model", "loan-payoff/turn-1/tool/get_loan#call_loan"]
+    assert replayed[:2] == [
+        "loan-payoff/turn-1/model",
+        "loan-payoff/turn-1/tool/get_loan#call_loan",
+    ]
 
 
 def test_newer_versions_are_refused_with_a_clear_message() -> None:

@@ -95,7 +95,11 @@ async def test_tool_calls_then_answer(runtime: Runtime) -> None:
     assert last_tool_result(model.requests[2]) == ToolResult("mine", "get_balance", "25.5", False)
     # The conversation grows: user, response, result, response, result.
     assert [type(m).__name__ for m in model.requests[2].messages] == [
-        "UserMessage", "ModelResponse", "ToolResult", "ModelResponse", "ToolResult",
+        "UserMessage",
+        "ModelResponse",
+        "ToolResult",
+        "ModelResponse",
+        "ToolResult",
     ]
 
 
@@ -123,7 +127,9 @@ async def test_parallel_tool_calls_run_concurrently(runtime: Runtime) -> None:
             async with asyncio.timeout(5):
                 await other.wait()
         except TimeoutError:
-            raise RuntimeError("the other tool never started: calls ran one after the other") from None
+            raise RuntimeError(
+                "the other tool never started: calls ran one after the other"
+            ) from None
         return "met"
 
     @tool
@@ -213,7 +219,9 @@ async def test_invalid_typed_output_goes_back_to_the_model_then_is_fixed(runtime
 
 
 async def test_typed_output_text_that_is_not_json_is_sent_back(runtime: Runtime) -> None:
-    model = ScriptedModel(["It is 12 euros.", call(FINAL_RESULT_TOOL, {"total": 12, "currency": "EUR"})])
+    model = ScriptedModel(
+        ["It is 12 euros.", call(FINAL_RESULT_TOOL, {"total": 12, "currency": "EUR"})]
+    )
     result = await runtime.run(Agent(name="a", model=model, output_type=Invoice), "go")
     assert result.output == Invoice(total=12, currency="EUR")
     [problem] = user_messages(model.requests[1])[1:]
@@ -242,7 +250,9 @@ async def test_typed_output_failing_past_output_retries_fails_the_run(runtime: R
 
 async def test_output_retries_zero_fails_on_first_invalid_answer(runtime: Runtime) -> None:
     model = ScriptedModel([call(FINAL_RESULT_TOOL, {"result": "x"}), "unused"])
-    result = await runtime.run(Agent(name="a", model=model, output_type=int, output_retries=0), "go")
+    result = await runtime.run(
+        Agent(name="a", model=model, output_type=int, output_retries=0), "go"
+    )
     assert result.status == RunStatus.FAILED
     assert result.error is not None and result.error["type"] == "OutputValidationError"
     assert len(model.requests) == 1
@@ -525,14 +535,14 @@ async def test_concurrent_runs_keep_separate_journals(runtime: Runtime) -> None:
         return Agent(name="echoer", model=model, tools=[echo])
 
     words = [f"w{i}" for i in range(8)]
-    results = await asyncio.gather(
-        *(runtime.run(agent(w), w, run_id=f"run-{w}") for w in words)
-    )
+    results = await asyncio.gather(*(runtime.run(agent(w), w, run_id=f"run-{w}") for w in words))
     assert [r.output for r in results] == [f"said {w}" for w in words]
     for w in words:
         steps = await runtime.history(f"run-{w}")
         assert [s.key for s in steps] == [
-            "echoer/turn-1/model", "echoer/turn-1/tool/echo#e", "echoer/turn-2/model",
+            "echoer/turn-1/model",
+            "echoer/turn-1/tool/echo#e",
+            "echoer/turn-2/model",
         ]
         assert steps[1].result == {"content": w.upper(), "is_error": False}
 

@@ -202,8 +202,13 @@ async def test_answer_for_an_id_that_is_not_pending_lists_the_pending_ids(
 
 @pytest.mark.parametrize(
     "answer",
-    [{"approve": "yes"}, {"approved": "yes"}, "yes", {"approved": False, "reason": 3},
-     {"approved": True, "arguments": "amount=5"}],
+    [
+        {"approve": "yes"},
+        {"approved": "yes"},
+        "yes",
+        {"approved": False, "reason": 3},
+        {"approved": True, "arguments": "amount=5"},
+    ],
 )
 async def test_wrong_approval_shape_leaves_the_run_untouched(
     runtime: Runtime, answer: object
@@ -319,5 +324,7 @@ async def test_wrong_typed_answer_in_a_write_tool_does_not_grow_the_journal(
     done = await runtime.resume(result.run_id, {interrupt.id: {"street": "Main", "postcode": 1}})
     assert done.output == "Shipped."
     # The write step was started once, before the interrupt, and completed once.
-    statuses = [e.status for e in await runtime.store.load(result.run_id) if e.key.endswith("#call_1_0")]
+    statuses = [
+        e.status for e in await runtime.store.load(result.run_id) if e.key.endswith("#call_1_0")
+    ]
     assert statuses == [StepStatus.STARTED, StepStatus.COMPLETED]

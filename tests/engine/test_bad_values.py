@@ -160,8 +160,9 @@ async def test_an_integer_beyond_64_bits_in_a_tool_result_names_the_path(
     result = await runtime.run(Agent(name="bank", model=model, tools=[account]), "go")
     assert result.status is RunStatus.FAILED
     assert result.error is not None
-    assert "result.id is 1180591620717411303424, an integer beyond 64 bits" in (
-        result.error["message"]
+    assert (
+        "result.id is 1180591620717411303424, an integer beyond 64 bits"
+        in (result.error["message"])
     )
 
 
@@ -178,7 +179,9 @@ async def test_non_string_keys_reach_the_model_as_the_journal_holds_them(
     assert result.status is RunStatus.COMPLETED
     content = last_tool_result(model.requests[1]).content
     assert content == '{"1":"one","2.5":"two and a half","null":"none","false":"no"}'
-    assert (await _journaled(runtime, result.run_id, "n/turn-1/tool/counts#c1"))["content"] == content
+    assert (await _journaled(runtime, result.run_id, "n/turn-1/tool/counts#c1"))[
+        "content"
+    ] == content
 
 
 async def test_a_step_value_is_the_journaled_value_first_time_and_on_replay(
@@ -355,9 +358,7 @@ async def test_nesting_is_counted_per_branch_and_per_call(runtime: Runtime) -> N
         deep = MAX_NESTING - 3  # each well within the limit; together far beyond it
         first = await ctx.run(down, deep, key="first")
         second = await ctx.run(down, deep, key="second")
-        both = await ctx.gather(
-            ctx.run(down, deep, key="left"), ctx.run(down, deep, key="right")
-        )
+        both = await ctx.gather(ctx.run(down, deep, key="left"), ctx.run(down, deep, key="right"))
         return [first, second, *both]
 
     result = await runtime.run(wide, None)
@@ -394,7 +395,7 @@ async def test_a_tool_exception_keeps_where_it_came_from(
         assert error is not None
         assert error["where"] == where
         assert error["traceback"] == [
-            f"{where} in explode: raise ValueError(\"refused by <redacted>\")  # raised here"
+            f'{where} in explode: raise ValueError("refused by <redacted>")  # raised here'
         ]
         assert SECRET not in str(error)
     history = await runtime.history(result.run_id)
@@ -419,4 +420,3 @@ async def test_a_failing_sync_tool_shows_its_own_frames_not_the_thread_pool(
     trace = result.error["traceback"]
     assert [frame.split(" in ")[1].split(":")[0] for frame in trace] == ["lookup", "helper"]
     assert result.error["where"] == trace[-1].split(" in ")[0]
-

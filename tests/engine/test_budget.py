@@ -29,7 +29,11 @@ def looper(calls: int) -> Agent[str]:
     ("budget", "limit", "model_calls"),
     [
         (Budget(model_calls=3), "model_calls", 3),
-        (Budget(steps=4), "steps", 2),  # model, tool, model, tool: the next model call would be the 5th
+        (
+            Budget(steps=4),
+            "steps",
+            2,
+        ),  # model, tool, model, tool: the next model call would be the 5th
         (Budget(tokens=1), "tokens", 1),
     ],
 )
@@ -98,7 +102,9 @@ async def test_a_cost_budget_stops_the_run_before_the_next_model_call(store: Sto
     assert result.status is RunStatus.STOPPED
     assert result.error is not None and result.error["budget"] == "cost"
     assert "spent $" in result.error["message"] and "of $10" in result.error["message"]
-    costs = [s.result["usage"][3] for s in await runtime.history(result.run_id) if s.kind == "model"]
+    costs = [
+        s.result["usage"][3] for s in await runtime.history(result.run_id) if s.kind == "model"
+    ]
     assert sum(costs[:-1]) < 10.0 <= sum(costs) == pytest.approx(result.usage.cost)
     assert len(agent.model.requests) == len(costs)  # type: ignore[union-attr]  # none after it
 
@@ -109,7 +115,9 @@ async def test_a_cost_budget_stops_the_run_before_the_next_model_call(store: Sto
 
 async def test_a_cost_budget_refuses_a_model_without_a_price(runtime: Runtime) -> None:
     agent = looper(1)
-    with pytest.raises(UserError, match=r"model 'test:scripted' has no known price.*Runtime\(prices="):
+    with pytest.raises(
+        UserError, match=r"model 'test:scripted' has no known price.*Runtime\(prices="
+    ):
         await runtime.run(agent, "go", budget=Budget(cost=1.0))
     assert agent.model.requests == []  # type: ignore[union-attr]  # refused before any call
 

@@ -83,8 +83,16 @@ async def test_stream_yields_run_and_step_events_in_order(runtime: Runtime) -> N
     assert len(deltas) > 1
     assert {e.key for _, e in deltas} == {"bank/turn-2/model"}
     assert "".join(e.text for _, e in deltas) == "You have 100 in savings."
-    start = next(i for i, e in enumerate(events) if isinstance(e, StepStarted) and e.key == "bank/turn-2/model")
-    end = next(i for i, e in enumerate(events) if isinstance(e, StepCompleted) and e.key == "bank/turn-2/model")
+    start = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, StepStarted) and e.key == "bank/turn-2/model"
+    )
+    end = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, StepCompleted) and e.key == "bank/turn-2/model"
+    )
     assert all(start < i < end for i, _ in deltas)
 
     finished = events[-1]
@@ -186,7 +194,11 @@ async def test_sinks_see_replayed_steps_on_resume(runtime: Runtime) -> None:
     events: list[Event] = []
     rt = Runtime(runtime.store, sinks=[events.append])
     model = ScriptedModel(
-        [call("get_balance", {"account": "savings"}, id="g"), call("pay", {"amount": 9}, id="p"), "Paid."]
+        [
+            call("get_balance", {"account": "savings"}, id="g"),
+            call("pay", {"amount": 9}, id="p"),
+            "Paid.",
+        ]
     )
     agent = Agent(name="bank", model=model, tools=[get_balance, pay])
     result = await rt.run(agent, "pay")

@@ -108,7 +108,9 @@ async def test_fork_at_a_model_step_with_an_edited_response(runtime: Runtime) ->
     assert record.status == RunStatus.COMPLETED
     steps = await runtime.history(fork.run_id)
     assert [s.key for s in steps] == [
-        MODEL_1, "bank/turn-1/tool/get_balance#c9", MODEL_2,
+        MODEL_1,
+        "bank/turn-1/tool/get_balance#c9",
+        MODEL_2,
     ]
     assert steps[0].result["tool_calls"] == [["c9", "get_balance", '{"account": "checking"}']]  # type: ignore[index]
 
@@ -218,7 +220,10 @@ async def test_fork_at_an_approval_with_another_answer(runtime: Runtime) -> None
     model, run_id, key = await _approved_payment(runtime, "Not paid, as you wish.")
     fork = await runtime.fork(run_id, at=key, edit=Reject("changed my mind"))
     assert fork.output == "Not paid, as you wish."
-    assert last_tool_result(model.requests[2]).content == "The user rejected this call: changed my mind"
+    assert (
+        last_tool_result(model.requests[2]).content
+        == "The user rejected this call: changed my mind"
+    )
 
 
 async def test_fork_rejects_a_malformed_approval_edit(runtime: Runtime) -> None:

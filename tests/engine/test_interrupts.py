@@ -247,7 +247,9 @@ async def test_pydantic_instance_is_accepted_as_an_answer(runtime: Runtime) -> N
 # -- several pending interrupts -----------------------------------------------------
 
 
-async def _three_pending(runtime: Runtime, bank: Bank) -> tuple[ScriptedModel, str, list[Interrupt]]:
+async def _three_pending(
+    runtime: Runtime, bank: Bank
+) -> tuple[ScriptedModel, str, list[Interrupt]]:
     model = ScriptedModel(
         [
             [
@@ -271,7 +273,9 @@ async def test_several_pending_interrupts_answered_one_at_a_time(runtime: Runtim
     model, run_id, interrupts = await _three_pending(runtime, bank)
     first, second, third = interrupts
     assert [i.payload["arguments"] for i in interrupts] == [  # type: ignore[index]
-        {"amount": 1}, {"amount": 2}, {"amount": 3},
+        {"amount": 1},
+        {"amount": 2},
+        {"amount": 3},
     ]
     assert len({i.id for i in interrupts}) == 3
 
@@ -305,7 +309,11 @@ async def test_several_pending_interrupts_answered_one_at_a_time(runtime: Runtim
 async def test_several_pending_interrupts_answered_at_once(runtime: Runtime) -> None:
     bank = Bank()
     model, run_id, interrupts = await _three_pending(runtime, bank)
-    answers = {interrupts[0].id: Approve(), interrupts[1].id: Reject("no"), interrupts[2].id: Approve()}
+    answers = {
+        interrupts[0].id: Approve(),
+        interrupts[1].id: Reject("no"),
+        interrupts[2].id: Approve(),
+    }
     done = await runtime.resume(run_id, answers)
     assert done.status == RunStatus.COMPLETED
     assert sorted(bank.payments) == [(1.0, "loan"), (3.0, "loan")]
@@ -369,7 +377,9 @@ async def test_nothing_before_the_interrupt_runs_again(runtime: Runtime) -> None
     assert done.usage.input_tokens > usage_before.input_tokens
     # The live request after resume carries the whole rebuilt conversation.
     assert [r.content for r in tool_results(model.requests[3])] == [
-        "5200.0", "5200.0", "paid 4800.00 to loan",
+        "5200.0",
+        "5200.0",
+        "paid 4800.00 to loan",
     ]
 
 
@@ -400,7 +410,9 @@ async def test_status_and_pending_are_stored_on_the_run(runtime: Runtime) -> Non
 
 async def test_a_fresh_runtime_resumes_an_interrupted_run(runtime: Runtime) -> None:
     bank = Bank()
-    model = ScriptedModel([call("get_balance", {"account": "savings"}), call("pay", {"amount": 9}), "Paid."])
+    model = ScriptedModel(
+        [call("get_balance", {"account": "savings"}), call("pay", {"amount": 9}), "Paid."]
+    )
     agent = bank.agent(model)
     result = await runtime.run(agent, "pay")
     other = Runtime(runtime.store)

@@ -112,7 +112,9 @@ def test_guards_are_checked_at_definition_time() -> None:
 # -- a write tool called again and again, with new arguments each time -------------------
 
 
-def payer(guard: LoopGuard | None, amounts: list[int]) -> tuple[Agent[str], ScriptedModel, list[int]]:
+def payer(
+    guard: LoopGuard | None, amounts: list[int]
+) -> tuple[Agent[str], ScriptedModel, list[int]]:
     paid: list[int] = []
 
     @tool(effect="write")
@@ -134,7 +136,9 @@ async def test_a_write_tool_called_again_with_new_arguments_is_warned_about() ->
     assert paid == [5000, 22000, 23000], "warn lets the call run, and tells the agent"
     second, third = (tool_results(model.requests[i])[-1] for i in (2, 3))
     assert "[loop guard]" not in second.content
-    assert third.content.startswith("paid 23000\n\n[loop guard] You have now called pay_loan in 3 turns")
+    assert third.content.startswith(
+        "paid 23000\n\n[loop guard] You have now called pay_loan in 3 turns"
+    )
     assert '- {"amount":5000} -> paid 5000\n- {"amount":22000} -> paid 22000' in third.content
     [loop] = [e for e in events if isinstance(e, LoopGuardTriggered)]
     assert (loop.kind, loop.subject, loop.times, loop.action) == ("write", "pay_loan", 3, "warn")
@@ -161,7 +165,9 @@ async def test_stop_ends_the_run_before_the_write_runs_again(runtime: Runtime) -
     assert result.status is RunStatus.STOPPED
     assert paid == [5000], "the second payment never ran"
     assert result.error is not None and result.error["type"] == "LoopDetected"
-    assert "about to call write tool pay_loan in a 2nd turn, with arguments" in result.error["message"]
+    assert (
+        "about to call write tool pay_loan in a 2nd turn, with arguments" in result.error["message"]
+    )
     assert 'earlier: {"amount":5000} -> paid 5000' in result.error["message"]
 
 
@@ -170,7 +176,9 @@ async def test_ask_asks_before_the_write_runs_again(runtime: Runtime) -> None:
     first = await runtime.run(agent, "pay the loan")
     [question] = first.interrupts
     assert paid == [5000]
-    assert question.payload["loop"] == "write" and question.payload["arguments"] == '{"amount":22000}'  # type: ignore[index]
+    assert (
+        question.payload["loop"] == "write" and question.payload["arguments"] == '{"amount":22000}'
+    )  # type: ignore[index]
     assert question.payload["earlier"] == ['{"amount":5000} -> paid 5000']  # type: ignore[index]
     stopped = await runtime.resume(first.run_id, {question.id: "stop"})
     assert stopped.status is RunStatus.STOPPED and paid == [5000]

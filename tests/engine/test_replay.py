@@ -78,7 +78,9 @@ async def test_resume_after_a_crash_in_a_tool_repeats_nothing(runtime: Runtime) 
     assert calls == Counter({"lookup": 2, "flaky": 2})  # flaky re-executed: it never completed
     model.assert_complete()
     assert [r.content for r in tool_results(model.requests[3])] == [
-        "found a", "flaky b", "found c",
+        "found a",
+        "flaky b",
+        "found c",
     ]
     assert (await fresh.get("r1")).status == RunStatus.COMPLETED
 

@@ -67,7 +67,9 @@ def build(plan: list[list[tuple[str, int]]], world: World) -> Agent[str]:
         world.tick()
         turn = sum(isinstance(m, ModelResponse) for m in request.messages)
         if turn < len(plan):
-            return [call(name, {"n": n}, id=f"c{turn}_{i}") for i, (name, n) in enumerate(plan[turn])]
+            return [
+                call(name, {"n": n}, id=f"c{turn}_{i}") for i, (name, n) in enumerate(plan[turn])
+            ]
         return f"done after {turn} turns"
 
     return Agent(name="p", model=FunctionModel(decide), tools=[look, pay], max_turns=10)
@@ -99,7 +101,9 @@ def opener(store_kind: str, tmp: Path) -> Callable[[], Store]:
     return lambda: make_store("sqlite", tmp)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plan=plans, crash=st.integers(1, 25), store_kind=st.sampled_from(["memory", "sqlite"]))
 def test_resume_after_a_crash_anywhere_equals_the_uninterrupted_run(
     plan: list[list[tuple[str, int]]],

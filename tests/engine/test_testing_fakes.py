@@ -199,7 +199,9 @@ async def test_test_model_calls_every_tool_once_with_valid_arguments(runtime: Ru
     assert len(model.requests) == 2
     results = tool_results(model.requests[1])
     assert [(r.name, r.is_error) for r in results] == [
-        ("register", False), ("count", False), ("nothing", False),
+        ("register", False),
+        ("count", False),
+        ("nothing", False),
     ]
 
 

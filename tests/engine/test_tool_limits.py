@@ -49,7 +49,9 @@ def payer(script: list[object], *tools: object) -> tuple[Agent[str], ScriptedMod
 LIMIT_NOTE = "was not run: it may run only once per run (max_calls=1), and it already has"
 
 
-async def test_a_read_tool_over_its_limit_is_not_run_and_the_model_is_told(runtime: Runtime) -> None:
+async def test_a_read_tool_over_its_limit_is_not_run_and_the_model_is_told(
+    runtime: Runtime,
+) -> None:
     ran: list[str] = []
 
     @tool(max_calls=2)
@@ -63,7 +65,9 @@ async def test_a_read_tool_over_its_limit_is_not_run_and_the_model_is_told(runti
     assert ran == ["a", "b"]
     last = tool_results(model.requests[-1])[-1]
     assert last.is_error
-    assert "Tool 'search' was not run: it may run only 2 times per run (max_calls=2)" in last.content
+    assert (
+        "Tool 'search' was not run: it may run only 2 times per run (max_calls=2)" in last.content
+    )
 
 
 async def test_a_write_tool_over_its_limit_never_executes_nor_asks_for_approval(
@@ -171,16 +175,20 @@ async def test_the_limit_is_per_run_across_agents(runtime: Runtime) -> None:
     pay = pay_tool(bank)
     worker = Agent(
         name="payments",
-        model=ScriptedModel([call("pay", {"amount": 5000}), "paid", call("pay", {"amount": 22000}), "paid?"]),
+        model=ScriptedModel(
+            [call("pay", {"amount": 5000}), "paid", call("pay", {"amount": 22000}), "paid?"]
+        ),
         tools=[pay],  # type: ignore[list-item]
         description="Pays.",
     )
     manager = Agent(
         name="manager",
         model=ScriptedModel(
-            [call("delegate_to_payments", {"task": "pay 5000"}),
-             call("delegate_to_payments", {"task": "pay 22000"}),
-             "done"]
+            [
+                call("delegate_to_payments", {"task": "pay 5000"}),
+                call("delegate_to_payments", {"task": "pay 22000"}),
+                "done",
+            ]
         ),
     )
     result = await runtime.run(Supervisor(name="team", manager=manager, workers=[worker]), "pay")

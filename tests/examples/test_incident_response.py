@@ -21,7 +21,9 @@ async def test_a_failed_analyst_leaves_a_summary_of_the_other_two(runtime: Runti
     status = {s.key: s.status.value for s in await runtime.history(result.run_id)}
     for i, analyst in enumerate(["logs", "metrics", "deploys"]):
         assert f"incident-response/branch-{i}/{analyst}/turn-1/model" in status
-    assert status["incident-response/branch-0"] == status["incident-response/branch-1"] == "completed"
+    assert (
+        status["incident-response/branch-0"] == status["incident-response/branch-1"] == "completed"
+    )
     # A failed branch is journaled as failed: a resume would try it again.
     failed = [key for key, value in status.items() if value == "failed"]
     assert failed == [

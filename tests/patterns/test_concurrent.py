@@ -91,15 +91,22 @@ async def test_a_slow_branch_times_out_alone_and_is_retried_on_resume(runtime: R
     fan = Concurrent(name="fan", branches=[slow, echo("fast", "F")], timeout=0.05)
     first = await runtime.run(fan, "x", run_id="t1")
     assert first.status is RunStatus.FAILED
-    assert first.error is not None and "slow: TimeoutError: timed out after 0.05 s" in first.error["message"]
+    assert (
+        first.error is not None
+        and "slow: TimeoutError: timed out after 0.05 s" in first.error["message"]
+    )
 
     release.set()
     done = await runtime.resume("t1")
     assert [r["output"] for r in done.output] == ["slow done", "F(x)"]
-    assert attempts == ["slow", "slow"], "the finished fast branch was replayed, the slow one retried"
+    assert attempts == ["slow", "slow"], (
+        "the finished fast branch was replayed, the slow one retried"
+    )
 
 
-async def test_partial_results_survive_within_a_run_when_min_success_is_met(runtime: Runtime) -> None:
+async def test_partial_results_survive_within_a_run_when_min_success_is_met(
+    runtime: Runtime,
+) -> None:
     @workflow
     async def stuck(ctx: RunContext[None], input: str) -> str:
         await asyncio.Event().wait()

@@ -205,9 +205,7 @@ async def test_timeout_reads_a_journaled_clock_so_a_resume_agrees(
         model=ScriptedModel([[call("publish", {"text": "draft"})], "published it"]),
         tools=[publish],
     )
-    chat = GroupChat(
-        name="c", participants=[writer, editor], termination=Timeout(25) | MaxTurns(9)
-    )
+    chat = GroupChat(name="c", participants=[writer, editor], termination=Timeout(25) | MaxTurns(9))
     first = await runtime.run(chat, "go")
     assert first.status is RunStatus.INTERRUPTED  # on turn 2 (clock read at 10 s)
     clock.step = 1_000.0  # the human took a long time: the journaled readings still hold
@@ -255,7 +253,12 @@ async def test_a_participant_repeating_itself_is_warned_about(store: Store) -> N
     said = [t for _, t in result.output["transcript"]]
     # a repeats itself at turns 3 and 5; each time b is told and changes course
     assert said == [
-        "discuss", "I disagree.", "Why?", "I disagree.", "let us wrap up", "I disagree.",
+        "discuss",
+        "I disagree.",
+        "Why?",
+        "I disagree.",
+        "let us wrap up",
+        "I disagree.",
         "let us wrap up",
     ]
     assert "[loop guard] a has now said the same thing 2 times (turns 1, 3)" in prompts[3]

@@ -233,7 +233,10 @@ async def test_a_crash_after_the_handoff_resumes_with_the_new_agent(runtime: Run
 
     desk = Handoff(
         name="support",
-        agents=[Agent(name="triage", model=FunctionModel(triage)), Agent(name="billing", model=FunctionModel(billing))],
+        agents=[
+            Agent(name="triage", model=FunctionModel(triage)),
+            Agent(name="billing", model=FunctionModel(billing)),
+        ],
     )
     with pytest.raises(asyncio.CancelledError):
         await runtime.run(desk, "Refund my order 42", run_id="h1")

@@ -85,7 +85,9 @@ async def test_peers_message_each_other_until_one_finishes(runtime: Runtime) -> 
     assert "payroll/round-3/finance/turn-1/model" in keys
 
 
-async def test_an_agent_without_edges_has_no_send_tool_and_the_run_ends_when_mail_runs_out(runtime: Runtime) -> None:
+async def test_an_agent_without_edges_has_no_send_tool_and_the_run_ends_when_mail_runs_out(
+    runtime: Runtime,
+) -> None:
     model = ScriptedModel([call("send_message", {"to": "welcome", "content": "hi"}), "ok"])
     net = PeerNetwork(
         name="n",
@@ -204,7 +206,10 @@ async def test_rounds_without_progress_can_stop_the_run(runtime: Runtime) -> Non
     net, _ = ping_pong(LoopGuard(repeats=2, policy="stop"))
     result = await runtime.run(net, "start")
     assert result.status is RunStatus.STOPPED
-    assert result.error is not None and "rounds 2, 4 carried exactly the same" in result.error["message"]
+    assert (
+        result.error is not None
+        and "rounds 2, 4 carried exactly the same" in result.error["message"]
+    )
 
 
 async def test_without_a_guard_only_max_rounds_ends_the_loop(runtime: Runtime) -> None:
@@ -228,5 +233,8 @@ async def test_the_bus_is_pluggable(runtime: Runtime) -> None:
     result = await runtime.run(dataclasses.replace(net, bus=RecordingBus), "payroll question")
     assert result.output == "Pay fixed; portal access restored."
     assert [(m.sender, m.to) for m in posted] == [
-        ("user", "welcome"), ("welcome", "it"), ("welcome", "finance"), ("it", "finance"),
+        ("user", "welcome"),
+        ("welcome", "it"),
+        ("welcome", "finance"),
+        ("it", "finance"),
     ]

@@ -134,7 +134,9 @@ def concurrent(world: World) -> Runnable:
     return Concurrent(
         name="fan",
         branches=[
-            looker(world, "slow", delay=6), payer(world, "mid", delay=3), echo(world, "fast")
+            looker(world, "slow", delay=6),
+            payer(world, "mid", delay=3),
+            echo(world, "fast"),
         ],
         aggregator=echo(world, "join"),
     )

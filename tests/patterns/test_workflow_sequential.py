@@ -151,7 +151,9 @@ async def test_running_one_member_twice_without_a_key_is_a_determinism_error(
         await ctx.run(member, input)
         return str(await ctx.run(member, input))
 
-    with pytest.raises(DeterminismError, match=r"twice/m/.*distinct ctx\.run\(\.\.\., key=\.\.\.\)"):
+    with pytest.raises(
+        DeterminismError, match=r"twice/m/.*distinct ctx\.run\(\.\.\., key=\.\.\.\)"
+    ):
         await runtime.run(twice, "x")
 
 

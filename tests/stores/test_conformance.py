@@ -350,7 +350,9 @@ async def test_a_live_lease_refuses_another_owner_naming_the_holder(store: Store
     with pytest.raises(RunBusy) as busy:
         await store.claim("run-1", "host:2:b", ttl=30)
     assert (busy.value.owner, busy.value.since, busy.value.until) == (
-        "host:1:a", held.since, held.until,
+        "host:1:a",
+        held.since,
+        held.until,
     )
     assert "host:1:a" in str(busy.value) and "--wait" in str(busy.value)
     got = await store.get_run("run-1")

@@ -120,7 +120,9 @@ def test_schema_has_no_generated_titles_but_keeps_a_field_named_title() -> None:
     schema = tool(publish).parameters
     assert "title" in schema["properties"]
     assert not [v for k, v in walk(schema) if k == "title" and isinstance(v, str)]
-    assert not [v for k, v in walk(tool(create_customer).parameters) if k == "title" and isinstance(v, str)]
+    assert not [
+        v for k, v in walk(tool(create_customer).parameters) if k == "title" and isinstance(v, str)
+    ]
 
 
 def test_tool_without_arguments_has_an_empty_object_schema() -> None:
@@ -272,7 +274,10 @@ def test_agent_rejects_two_tools_with_one_name() -> None:
 def test_parse_arguments_validates_json_text_and_builds_nested_models() -> None:
     t = tool(create_customer)
     raw = json.dumps(
-        {"customer": {"name": "Ada", "address": {"street": "1 Main", "city": "Paris"}}, "color": "red"}
+        {
+            "customer": {"name": "Ada", "address": {"street": "1 Main", "city": "Paris"}},
+            "color": "red",
+        }
     )
     args = t.parse_arguments(raw)
     assert args["customer"] == Customer(name="Ada", address=Address(street="1 Main", city="Paris"))
@@ -284,8 +289,11 @@ def test_parse_arguments_validates_json_text_and_builds_nested_models() -> None:
 def test_parse_arguments_accepts_a_dict() -> None:
     t = tool(create_customer)
     args = t.parse_arguments(
-        {"customer": {"name": "Bo", "address": {"street": "s", "city": "c"}, "tier": "gold"},
-         "color": "green", "priority": "high"}
+        {
+            "customer": {"name": "Bo", "address": {"street": "s", "city": "c"}, "tier": "gold"},
+            "color": "green",
+            "priority": "high",
+        }
     )
     assert args["customer"].tier == "gold"
     assert args["color"] is Color.GREEN
@@ -296,10 +304,26 @@ def test_parse_arguments_accepts_a_dict() -> None:
     ("raw", "field", "error_type"),
     [
         ('{"color": "red"}', "customer", "missing"),
-        ('{"customer": {"name": "A", "address": {"street": "s"}}, "color": "red"}', "city", "missing"),
-        ('{"customer": {"name": "A", "address": {"street": "s", "city": "c"}}, "color": "blue"}', "color", "enum"),
-        ('{"customer": {"name": "A", "address": {"street": "s", "city": "c"}}, "color": "red", "priority": "urgent"}', "priority", "literal_error"),
-        ('{"customer": {"name": "A", "address": {"street": "s", "city": "c"}}, "color": "red", "extra": 1}', "extra", "extra_forbidden"),
+        (
+            '{"customer": {"name": "A", "address": {"street": "s"}}, "color": "red"}',
+            "city",
+            "missing",
+        ),
+        (
+            '{"customer": {"name": "A", "address": {"street": "s", "city": "c"}}, "color": "blue"}',
+            "color",
+            "enum",
+        ),
+        (
+            '{"customer": {"name": "A", "address": {"street": "s", "city": "c"}}, "color": "red", "priority": "urgent"}',
+            "priority",
+            "literal_error",
+        ),
+        (
+            '{"customer": {"name": "A", "address": {"street": "s", "city": "c"}}, "color": "red", "extra": 1}',
+            "extra",
+            "extra_forbidden",
+        ),
     ],
 )
 def test_parse_arguments_rejects_invalid_arguments(raw: str, field: str, error_type: str) -> None:
@@ -320,7 +344,10 @@ def test_annotated_field_constraints_reach_schema_and_validation() -> None:
         return n
 
     assert count.parameters["properties"]["n"] == {
-        "type": "integer", "exclusiveMinimum": 0, "description": "How many.", "default": 3,
+        "type": "integer",
+        "exclusiveMinimum": 0,
+        "description": "How many.",
+        "default": 3,
     }
     assert count.parse_arguments("{}") == {"n": 3}
     with pytest.raises(pydantic.ValidationError):

@@ -268,7 +268,9 @@ def _parse_input(text: str | None) -> JSON:
 @app.command()
 def run(
     target: Annotated[str, typer.Argument(help="path/to/file.py:agent or package.module:agent")],
-    input: Annotated[str | None, typer.Option("--input", "-i", help="Text, or a JSON object.")] = None,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Text, or a JSON object.")
+    ] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
     idempotency_key: Annotated[
         str | None,
@@ -360,14 +362,20 @@ def show(
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to resume.")],
-    approve: Annotated[list[str] | None, typer.Option("--approve", help="Approve interrupt ID.")] = None,
-    reject: Annotated[list[str] | None, typer.Option("--reject", help="Reject interrupt ID.")] = None,
+    approve: Annotated[
+        list[str] | None, typer.Option("--approve", help="Approve interrupt ID.")
+    ] = None,
+    reject: Annotated[
+        list[str] | None, typer.Option("--reject", help="Reject interrupt ID.")
+    ] = None,
     reason: Annotated[
         list[str] | None, typer.Option("--reason", help="Reason for each --reject, in order.")
     ] = None,
     answer: Annotated[
         tuple[str, str] | None,
-        typer.Option("--answer", help="Answer interrupt ID with a JSON value (or text).", metavar="ID JSON"),
+        typer.Option(
+            "--answer", help="Answer interrupt ID with a JSON value (or text).", metavar="ID JSON"
+        ),
     ] = None,
     answers_json: Annotated[
         str | None,
@@ -397,7 +405,10 @@ def resume(
     for i, interrupt_id in enumerate(reject or []):
         answers[interrupt_id] = Reject(reasons[i] if i < len(reasons) else "")
     if sys.argv.count("--answer") > 1:  # typer keeps only the last of a repeated pair option
-        _fail("--answer takes one ID and answer; for several use --answers '{\"ID\": ...}'.", USAGE_ERROR)
+        _fail(
+            "--answer takes one ID and answer; for several use --answers '{\"ID\": ...}'.",
+            USAGE_ERROR,
+        )
     if answer is not None:
         answers[answer[0]] = _json_or_text(answer[1])
     if answers_json is not None:
@@ -484,10 +495,14 @@ def cancel(
     if as_json:
         print(dumps_str(_record_json(record)))
     else:
-        console().print(Text.assemble("run ", (record.id, "bold"), " ", record.status.value), soft_wrap=True)
+        console().print(
+            Text.assemble("run ", (record.id, "bold"), " ", record.status.value), soft_wrap=True
+        )
 
 
-def _resumer(run_id: str, answers: dict[str, Any]) -> Callable[[Runtime], Awaitable[RunResult[Any]]]:
+def _resumer(
+    run_id: str, answers: dict[str, Any]
+) -> Callable[[Runtime], Awaitable[RunResult[Any]]]:
     return lambda runtime: runtime.resume(run_id, answers)
 
 
@@ -511,8 +526,9 @@ def demo(
     out.print(Text.assemble("demo ", (name, "bold"), f": {task}"))
     out.print(
         Text(
-            f"model: {model}" if model else
-            "model: deterministic stand-in (offline); set ORCHESTRION_MODEL and a key for a real one"
+            f"model: {model}"
+            if model
+            else "model: deterministic stand-in (offline); set ORCHESTRION_MODEL and a key for a real one"
         )
     )
     interactive = _interactive()
@@ -529,5 +545,7 @@ def demo(
         return result
 
     result = _go(store, script, live=interactive, max_model_calls=max_model_calls)
-    out.print(Text(f"Inspect it with: orchestrion show {result.run_id} --store {store}"), soft_wrap=True)
+    out.print(
+        Text(f"Inspect it with: orchestrion show {result.run_id} --store {store}"), soft_wrap=True
+    )
     _report(result, False)

@@ -122,7 +122,9 @@ def _match(request: ModelRequest) -> ModelResponse:
     fits = [job for job in postings.values() if job["min_years"] <= resume.years]
     if not fits:
         return say("No match: no posting for these skills asks for this much experience or less.")
-    best = max(fits, key=lambda job: (len(set(job["skills"]) & set(resume.skills)), -job["min_years"]))
+    best = max(
+        fits, key=lambda job: (len(set(job["skills"]) & set(resume.skills)), -job["min_years"])
+    )
     matched = [s for s in best["skills"] if s in resume.skills]
     return say(
         f"Best match: {best['id']} {best['title']} at {best['company']}: "

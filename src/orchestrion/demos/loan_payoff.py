@@ -93,7 +93,9 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
     amount = loan["payoff_amount"]
     if "pay_loan" not in results:
         if balance < amount:
-            return say(f"Savings ({balance:,.2f}) do not cover the payoff ({amount:,.2f}); no payment made.")
+            return say(
+                f"Savings ({balance:,.2f}) do not cover the payoff ({amount:,.2f}); no payment made."
+            )
         arguments = {"loan_id": loan["loan_id"], "amount": amount, "from_account": "savings"}
         return calls(ToolCall("call_pay", "pay_loan", dumps_str(arguments)))
     payment = results["pay_loan"]

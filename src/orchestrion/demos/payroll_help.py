@@ -71,7 +71,9 @@ def _payroll(ctx: RunContext[Payroll | None]) -> Payroll:
 
 
 @tool
-async def reset_portal_access(ctx: RunContext[Payroll | None], employee_id: str) -> dict[str, object]:
+async def reset_portal_access(
+    ctx: RunContext[Payroll | None], employee_id: str
+) -> dict[str, object]:
     """Unlock an employee's payroll-portal account and send a password-reset link.
 
     Args:

@@ -44,7 +44,9 @@ class StandInModel:
 
 
 def say(text: str) -> ModelResponse:
-    return ModelResponse(text=PREFIX + text, usage=Usage(60, len(text) // 4 + 1, 1), finish_reason="stop")
+    return ModelResponse(
+        text=PREFIX + text, usage=Usage(60, len(text) // 4 + 1, 1), finish_reason="stop"
+    )
 
 
 def calls(*tool_calls: ToolCall) -> ModelResponse:

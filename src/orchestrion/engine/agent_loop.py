@@ -82,7 +82,9 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
                 )
             retries_left -= 1
         guard = agent.loop_guard
-        written = await guard_writes(Context(ex, prefix), agent, guard, calls, memory) if guard else {}
+        written = (
+            await guard_writes(Context(ex, prefix), agent, guard, calls, memory) if guard else {}
+        )
         results = await _run_tool_calls(ex, agent, prefix, calls, problem)
         if guard is not None and calls:
             results = await guard_calls(
@@ -221,7 +223,9 @@ async def _run_tool_calls(
     keys = tool_keys(prefix, calls)
     if len(calls) == 1:
         return [await _run_tool_call(ex, agent, keys[0], calls[0], final_problem)]
-    runs = (_run_tool_call(ex, agent, k, c, final_problem) for k, c in zip(keys, calls, strict=True))
+    runs = (
+        _run_tool_call(ex, agent, k, c, final_problem) for k, c in zip(keys, calls, strict=True)
+    )
     return await ex.gather(prefix, runs)
 
 

@@ -231,9 +231,7 @@ class Runtime:
                 if existing is None:
                     raise
                 return existing, True  # another submission with the key won the race
-            result = await self._execute(
-                record, lease, runnable, [], {}, deps, sink, False, budget
-            )
+            result = await self._execute(record, lease, runnable, [], {}, deps, sink, False, budget)
             return result, False
 
     async def stream(
@@ -358,9 +356,7 @@ class Runtime:
             fork_at=at,
         )
         with self._working(fork.id):
-            lease = await self.store.create_run(
-                fork, prefix, owner=self.owner, ttl=self.lease_ttl
-            )
+            lease = await self.store.create_run(fork, prefix, owner=self.owner, ttl=self.lease_ttl)
             assert lease is not None
             self._runnables[fork.id] = runnable
             try:
@@ -723,7 +719,6 @@ def result_of(record: RunRecord) -> RunResult[Any]:
     )
 
 
-
 def _described(exc: BaseException) -> dict[str, JSON]:
     """`describe(exc)` as every store can hold it (an exception's message may hold anything)."""
     described: dict[str, JSON] = clean_data(describe(exc))
@@ -735,8 +730,6 @@ def _jsonable(input: JSON) -> JSON:
         return to_jsonable(input)
     except TypeError:
         return input
-
-
 
 
 def _new_id() -> str:

@@ -74,7 +74,9 @@ async def execute(
         raise
     try:
         # What the model reads is what the journal holds (see `orchestrion._json`).
-        content = clean_text(note + (value if isinstance(value, str) else json_text(value, "result")))
+        content = clean_text(
+            note + (value if isinstance(value, str) else json_text(value, "result"))
+        )
     except TypeError as exc:
         how = f"returned a {type(value).__name__}, which is not JSON"
         raise await _failed(ex, key, tool, exc, started, how) from exc

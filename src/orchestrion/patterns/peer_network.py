@@ -119,7 +119,9 @@ class PeerNetwork:
                 return {"messages": log, "finished": None}
             for mails in boxes.values():
                 log.extend(m.to_json() for m in mails)
-            mail = tuple(sorted((m.sender, m.to, m.content.strip()) for ms in boxes.values() for m in ms))
+            mail = tuple(
+                sorted((m.sender, m.to, m.content.strip()) for ms in boxes.values() for m in ms)
+            )
             seen = rounds_seen.setdefault(mail, [])
             seen.append(round_)
             note = await self._loop_note(ctx, seen)

@@ -342,10 +342,13 @@ class _Writer:
         conn = self._conn
         assert conn is not None
         if self.read_only:
-            return self._fail(ops, StoreError(
-                f"The store {self.path} was opened read-only (for runs and show): it cannot "
-                "write. Open it without read_only to run or resume."
-            ))
+            return self._fail(
+                ops,
+                StoreError(
+                    f"The store {self.path} was opened read-only (for runs and show): it cannot "
+                    "write. Open it without read_only to run or resume."
+                ),
+            )
         moved = moved_error(self.path, self._identity)
         if moved is not None:
             return self._fail(ops, moved)
@@ -469,9 +472,9 @@ class _Writer:
                     current = tokens[run_id] if run_id in tokens else self._token(run_id, tokens)
                     if current != token:
                         if current is None:
-                            results.append(StoreError(
-                                f"Cannot append to run {run_id!r}: it does not exist."
-                            ))
+                            results.append(
+                                StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
+                            )
                             continue
                         lost = lease_lost(run_id, token, current)
                         failure = fenced[run_id] = _Failure(str(lost), None, type(lost), token)

@@ -1,7 +1,7 @@
 """Public fakes for testing agents and teams without a real model.
 
-    from orchestrion.testing import ScriptedModel, call
-    model = ScriptedModel([call("get_balance", {"account": "savings"}), "All done."])
+from orchestrion.testing import ScriptedModel, call
+model = ScriptedModel([call("get_balance", {"account": "savings"}), "All done."])
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ class Malformed:
     tool returns a value that is not JSON."""
 
 
-Fault: TypeAlias = Latency | Hang | TimedOut | RateLimited | ServerError | ConnectionReset | Malformed
+Fault: TypeAlias = (
+    Latency | Hang | TimedOut | RateLimited | ServerError | ConnectionReset | Malformed
+)
 
 DEFAULT_KINDS: tuple[Fault, ...] = (
     Latency(0.005),

@@ -48,7 +48,9 @@ def _as_response(item: Scripted, request: ModelRequest, turn: int) -> ModelRespo
             ToolCall(c.id or f"call_{turn}_{i}", c.name, c.arguments) for i, c in enumerate(item)
         )
         text = " ".join(c.arguments for c in calls)
-        return ModelResponse(tool_calls=calls, usage=_estimate(request, text), finish_reason="tool_calls")
+        return ModelResponse(
+            tool_calls=calls, usage=_estimate(request, text), finish_reason="tool_calls"
+        )
     return item
 
 
@@ -143,7 +145,10 @@ class TestModel(_Fake):
         tools = [t for t in request.tools if t.name != "final_result"]
         output = next((t for t in request.tools if t.name == "final_result"), None)
         if tools and not answered:
-            calls = [call(t.name, example(t.parameters), id=f"call_{turn}_{i}") for i, t in enumerate(tools)]
+            calls = [
+                call(t.name, example(t.parameters), id=f"call_{turn}_{i}")
+                for i, t in enumerate(tools)
+            ]
             return _as_response(calls, request, turn)
         if output is not None:
             return _as_response(call("final_result", example(output.parameters)), request, turn)
@@ -176,7 +181,9 @@ def example(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
         return schema["default"]
     for combinator in ("anyOf", "oneOf", "allOf"):
         if combinator in schema:
-            options = [o for o in schema[combinator] if o.get("type") != "null"] or schema[combinator]
+            options = [o for o in schema[combinator] if o.get("type") != "null"] or schema[
+                combinator
+            ]
             return example(options[0], root)
     kind = schema.get("type", "object")
     if kind == "object":
@@ -186,7 +193,11 @@ def example(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
     if kind == "array":
         if "prefixItems" in schema:
             return [example(item, root) for item in schema["prefixItems"]]
-        return [example(schema["items"], root)] * schema.get("minItems", 0) if "items" in schema else []
+        return (
+            [example(schema["items"], root)] * schema.get("minItems", 0)
+            if "items" in schema
+            else []
+        )
     if kind == "string":
         return _FORMATS.get(schema.get("format", ""), "a" * max(1, schema.get("minLength", 1)))
     if kind == "integer":

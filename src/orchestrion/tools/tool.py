@@ -71,11 +71,11 @@ class Tool:
             raise UserError(f"Tool function must be callable, got {fn!r}.")
         name = self.name or getattr(fn, "__name__", "")
         if not _NAME.fullmatch(name):
-            raise UserError(
-                f"Tool name {name!r} is invalid: use 1-64 letters, digits, '_' or '-'."
-            )
+            raise UserError(f"Tool name {name!r} is invalid: use 1-64 letters, digits, '_' or '-'.")
         if self.local and self.effect == "write":
-            raise UserError(f"Tool {name!r}: a write tool cannot be local (it would run again on replay).")
+            raise UserError(
+                f"Tool {name!r}: a write tool cannot be local (it would run again on replay)."
+            )
         if self.timeout is not None:
             try:
                 Policy(timeout=self.timeout)  # the same check: a finite number > 0
@@ -101,7 +101,9 @@ class Tool:
                 "(or None for no limit)."
             )
         if self.effect not in ("read", "write"):
-            raise UserError(f"Tool {name!r}: effect must be 'read' or 'write', not {self.effect!r}.")
+            raise UserError(
+                f"Tool {name!r}: effect must be 'read' or 'write', not {self.effect!r}."
+            )
         doc = docstring_parser.parse(inspect.getdoc(fn) or "")
         takes_context, model = _args_model(fn, name, doc)
         description = self.description or "\n\n".join(
@@ -207,7 +209,9 @@ def _args_model(
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise UserError(f"Tool {name!r}: *args and **kwargs are not supported ({p.name}).")
         if p.kind is p.POSITIONAL_ONLY:
-            raise UserError(f"Tool {name!r}: positional-only parameter {p.name!r} is not supported.")
+            raise UserError(
+                f"Tool {name!r}: positional-only parameter {p.name!r} is not supported."
+            )
         if _is_context(hints.get(p.name, p.annotation), p) and p.annotation is not p.empty:
             raise UserError(f"Tool {name!r}: the RunContext parameter must come first.")
         annotation = hints.get(p.name, Any)
