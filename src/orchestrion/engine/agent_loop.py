@@ -18,6 +18,7 @@ from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
+from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
 from orchestrion.engine.tool_limits import ToolRuns, tool_keys
 from orchestrion.engine.tool_loops import CallMemory, guard_calls, guard_writes
@@ -245,9 +246,10 @@ async def _run_tool_call(
     if done is not None:
         ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
         ex.replayed(key, "tool", done.result)
-        if tool is not None and tool.local and not done.result["is_error"]:
+        returned = expect(done, ToolReturned)
+        if tool is not None and tool.local and not returned.is_error:
             await invoke(ex, key, tool, tool.parse_arguments(call.arguments))
-        return ToolResult(call.id, call.name, done.result["content"], done.result["is_error"])
+        return ToolResult(call.id, call.name, returned.content, returned.is_error)
     if tool is None:
         known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
         message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
@@ -311,7 +313,7 @@ async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -
     """Answer the model with an error, journaled like any tool result."""
     started = time.time()
     ex.started(key, "tool")
-    await ex.completed(key, "tool", {"content": message, "is_error": True}, started)
+    await ex.completed(key, "tool", ToolReturned(content=message, is_error=True), started)
     return ToolResult(call.id, call.name, message, True)
 
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from orchestrion.agent import Agent
 from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying, StepFailed
-from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.engine.journal import Entry
+from orchestrion.engine.records import AttemptFailed, decode
 from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, RetryLater, describe
 from orchestrion.messages import ModelRequest, ModelResponse
 from orchestrion.models.base import Model
@@ -109,15 +110,16 @@ async def request_with_policy(
         # An attempt that opened the circuit (or met it open) goes to the fallback.
         if retry is not None and not opened and is_transient(error):
             wait = retry.wait(attempt, retry_after(error), time.time() - first, random.random())
-        result: dict[str, Any] = {**describe(error), "model": link.model.name, "attempt": attempt}
-        if opened:
-            result["opened_circuit"] = True
         following = chain[index + 1].model.name if wait is None and index + 1 < len(chain) else None
-        if wait is not None:
-            result["retry_in"] = round(wait, 3)
-        elif following is not None:
-            result["fallback"] = following
-        await ex.record(key, "model", StepStatus.FAILED, result, started)
+        failed = AttemptFailed(
+            error=describe(error),
+            model=link.model.name,
+            attempt=attempt,
+            opened_circuit=opened,
+            retry_in=None if wait is None else round(wait, 3),
+            fallback=following,
+        )
+        await ex.record(key, "model", failed, started)
         message = f"{type(error).__name__}: {error}"
         if wait is not None:
             ex.check_budget(link.model.name, ahead=wait)  # not a wait past the budget
@@ -229,11 +231,12 @@ def _resume_point(failures: list[Entry], chain: Sequence[Link]) -> tuple[int, in
     first attempt to then) after the journaled failed attempts of a step."""
     names = [link.model.name for link in chain]
     retry = retry_point(failures)
-    last = failures[-1].result if failures and isinstance(failures[-1].result, dict) else {}
-    if retry is not None and last.get("model") in names:
-        return (names.index(last["model"]), *retry)
-    if last.get("fallback") in names:
-        return names.index(last["fallback"]), 0, 0.0, 0.0
+    last = decode(failures[-1])
+    if isinstance(last, AttemptFailed):
+        if retry is not None and last.model in names:
+            return (names.index(last.model), *retry)
+        if last.fallback in names:
+            return names.index(last.fallback), 0, 0.0, 0.0
     return 0, 0, 0.0, 0.0  # the step had failed for good: a resume starts it over
 
 
@@ -242,17 +245,19 @@ def retry_point(failures: list[Entry]) -> tuple[int, float, float] | None:
     when the last journaled failure of a call was to be retried, else None. The
     first attempt is the latest `attempt == 1` of the same target (`model`, if any)."""
     last = failures[-1] if failures else None
-    if last is None or not isinstance(last.result, dict) or "retry_in" not in last.result:
+    record = None if last is None else decode(last)
+    if last is None or not isinstance(record, AttemptFailed) or record.retry_in is None:
         return None
-    target, first = last.result.get("model"), last
+    first = last
     for entry in reversed(failures):
-        if not isinstance(entry.result, dict) or entry.result.get("model") != target:
+        earlier = decode(entry)
+        if not isinstance(earlier, AttemptFailed) or earlier.model != record.model:
             break
         first = entry
-        if entry.result.get("attempt") == 1:
+        if earlier.attempt == 1:
             break
-    due = last.ended_at + last.result["retry_in"]  # the wait counts towards max_time
-    return int(last.result["attempt"]), due, due - first.started_at
+    due = last.ended_at + record.retry_in  # the wait counts towards max_time
+    return record.attempt, due, due - first.started_at
 
 
 async def resume_wait(due: float, elapsed: float) -> float:

@@ -38,6 +38,19 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
+from orchestrion.engine.records import (
+    Answered,
+    InterruptAsked,
+    ModelResponded,
+    Record,
+    StepRaised,
+    ValueKind,
+    WriteStarted,
+    encode,
+    expect,
+    value_of,
+    value_record,
+)
 from orchestrion.engine.store import Store
 from orchestrion.errors import (
     AnswerError,
@@ -153,8 +166,9 @@ class Execution:
                 self.failures.setdefault(e.key, []).append(e)
             elif e.status is StepStatus.STARTED:
                 self.writes.add(e.key)
-                if isinstance(e.result, dict) and "idempotency_key" in e.result:
-                    self.origin_keys[e.key] = e.result["idempotency_key"]
+                origin = expect(e, WriteStarted).origin_key
+                if origin is not None:
+                    self.origin_keys[e.key] = origin
         self.seq = entries[-1].seq + 1 if entries else 0
         self.divergence = Divergence(entries, self.replay)
         """Catches code that takes another path than the journal's on resume."""
@@ -215,14 +229,19 @@ class Execution:
         return done if done is not None and done.status is COMPLETED else None
 
     def record(
+        self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
+    ) -> Awaitable[None]:
+        """Append `record` as the state of the step at `key`."""
+        return self._append(key, kind, record.status, encode(record), started_at, durable)
+
+    def _append(
         self,
         key: str,
         kind: str,
         status: StepStatus,
         result: JSON,
         started_at: float,
-        *,
-        durable: bool = False,
+        durable: bool,
     ) -> Awaitable[None]:
         if self.halted is not None:
             raise self.halted
@@ -240,7 +259,7 @@ class Execution:
         branch) still counts what they spent."""
         if self._model_keys is None:  # built once per resume, on first need
             models = sorted(
-                (k, ModelResponse.from_json(e.result).usage)
+                (k, expect(e, ModelResponded).response.usage)
                 for k, e in self.replay.items()
                 if e.kind == "model" and e.status is COMPLETED
             )
@@ -269,9 +288,10 @@ class Execution:
             self.sink(StepStarted(self.run_id, key, kind, size))
 
     async def completed(
-        self, key: str, kind: str, result: JSON, started_at: float, *, durable: bool = False
+        self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
     ) -> None:
-        await self.record(key, kind, COMPLETED, result, started_at, durable=durable)
+        result = encode(record)  # once: the journal and the event share it
+        await self._append(key, kind, record.status, result, started_at, durable)
         if self.sink is not None:
             duration = time.time() - started_at
             self.sink(StepCompleted(self.run_id, key, kind, result, duration, False))
@@ -279,7 +299,7 @@ class Execution:
     async def failed(
         self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
     ) -> None:
-        await self.record(key, kind, StepStatus.FAILED, describe(exc), started_at, durable=durable)
+        await self.record(key, kind, StepRaised(error=describe(exc)), started_at, durable=durable)
         if self.sink is not None:
             self.sink(StepFailed(self.run_id, key, kind, f"{type(exc).__name__}: {exc}"))
 
@@ -299,7 +319,7 @@ class Execution:
                     self._check_price(self.budget.cost, link.model.name)
         done = self.claim(key, f"a model request ({model.name})")
         if done is not None:
-            response = ModelResponse.from_json(done.result)
+            response = expect(done, ModelResponded).response
             self.replayed(key, "model", done.result)
         else:
             started = time.time()
@@ -313,10 +333,10 @@ class Execution:
                 response = replace(
                     response, usage=replace(response.usage, cost=pricer(response.usage))
                 )
-            result = response.to_json()
-            if index:
-                result["fallback"] = answered
-            await self.completed(key, "model", result, started)
+            fallback = answered if index else None
+            await self.completed(
+                key, "model", ModelResponded(response=response, fallback=fallback), started
+            )
         self.usage += response.usage
         return response
 
@@ -364,13 +384,13 @@ class Execution:
         raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
     async def custom_step(
-        self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: str = "step"
+        self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: ValueKind = "step"
     ) -> JSON:
         done = self.claim(key, site, nests=True)
         if done is not None:
             self.usage += self.usage_under(key)
             self.replayed(key, kind, done.result)
-            return done.result
+            return value_of(done)
         started = time.time()
         self.started(key, kind)
         try:
@@ -382,7 +402,7 @@ class Execution:
             if self.cut_off and not isinstance(exc, RunHalted):
                 self._raise_if_cut_off(key, exc)
             raise
-        await self.completed(key, kind, value, started)
+        await self.completed(key, kind, value_record(kind, value), started)
         return value
 
     async def gather(self, scope: str, steps: Iterable[Awaitable[T]]) -> list[T]:
@@ -435,15 +455,15 @@ class Execution:
         done = self.claim(key, site)
         if done is not None:
             self.replayed(key, step_kind, done.result)
-            return done.result
+            return expect(done, Answered).answer
         iid = interrupt_id(key)
         if iid in self.answers:
             answer = validate(iid, self.answers.pop(iid))
-            await self.completed(key, step_kind, answer, time.time(), durable=True)
+            await self.completed(key, step_kind, Answered(answer=answer), time.time(), durable=True)
             self.answered.add(iid)
             return answer
         if key not in self.replay:
-            await self.record(key, step_kind, StepStatus.PENDING, payload, time.time())
+            await self.record(key, step_kind, InterruptAsked(payload=payload), time.time())
         raise Suspended([Interrupt(iid, key, kind, payload, schema)])
 
 

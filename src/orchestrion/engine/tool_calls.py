@@ -22,6 +22,7 @@ from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.events import Retrying
 from orchestrion.engine.execution import Context, Execution, Suspended
 from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.records import AttemptFailed, ToolReturned, WriteStarted
 from orchestrion.errors import (
     AnswerError,
     BreakerOpen,
@@ -83,9 +84,8 @@ async def execute(
     # What the model reads is what the journal keeps: an error's text (a `ModelRetry`
     # message, say) without any secret, a result without the secrets known as such.
     content = redact(content) if is_error else redact_known(content)
-    await ex.completed(
-        key, "tool", {"content": content, "is_error": is_error}, started, durable=write
-    )
+    returned = ToolReturned(content=content, is_error=is_error)
+    await ex.completed(key, "tool", returned, started, durable=write)
     return ToolResult(call.id, call.name, content, is_error)
 
 
@@ -108,7 +108,7 @@ async def _attempts(
             first = started
         if write and (previous is None or previous.status is not StepStatus.STARTED):
             ex.writes.add(key)
-            await ex.record(key, "tool", StepStatus.STARTED, None, started, durable=True)
+            await ex.record(key, "tool", WriteStarted(), started, durable=True)
         elif write and ex.fence is not None:
             # A write that started before a crash runs again with no new journal
             # entry: the store confirms first that this process still owns the run.
@@ -197,8 +197,8 @@ async def _retrying(
     """Journal a failed attempt that will be retried, then wait."""
     error = ToolError(f"Tool {tool.name!r} failed: {type(exc).__name__}: {exc}")
     error.__cause__ = exc
-    result = {**describe(error), "attempt": attempt, "retry_in": round(wait, 3)}
-    await ex.record(key, "tool", StepStatus.FAILED, result, started, durable=tool.effect == "write")
+    failed = AttemptFailed(error=describe(error), attempt=attempt, retry_in=round(wait, 3))
+    await ex.record(key, "tool", failed, started, durable=tool.effect == "write")
     ex.check_budget(None, ahead=wait)  # not a wait past the run's budget
     if ex.sink is not None:
         message = f"{type(exc).__name__}: {exc}"
