@@ -14,10 +14,10 @@ import pydantic
 
 from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
-from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
+from orchestrion.engine.model_calls import model_chain
 from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
 from orchestrion.engine.tool_limits import ToolRuns, tool_keys

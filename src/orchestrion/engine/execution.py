@@ -25,7 +25,6 @@ import pydantic
 
 from orchestrion._json import JSON, NotJSON, clean_data, clean_text, json_text, to_jsonable
 from orchestrion.budget import Budget
-from orchestrion.engine.attempts import Link, request_with_policy
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
 from orchestrion.engine.divergence import THREAD, Divergence, Thread
 from orchestrion.engine.events import (
@@ -38,6 +37,7 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
+from orchestrion.engine.model_calls import Link, request_with_policy
 from orchestrion.engine.records import (
     Answered,
     InterruptAsked,
@@ -309,7 +309,7 @@ class Execution:
         self, key: str, chain: Sequence[Link], request: ModelRequest, size: int = 0
     ) -> ModelResponse:
         """The response at `key`: replayed, or asked of the models of `chain` in
-        order under their policies (see `engine.attempts`)."""
+        order under their policies (see `engine.model_calls`)."""
         model = chain[0].model
         recorded = self.replay.get(key)
         if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
@@ -324,7 +324,8 @@ class Execution:
         else:
             started = time.time()
             self.started(key, "model", size)
-            response, index = await request_with_policy(self, key, chain, request)
+            live = await request_with_policy(self, key, chain, request)
+            response, index = live.value, live.index
             if response.usage.requests < 1:  # a model that does not count itself still counts
                 response = replace(response, usage=replace(response.usage, requests=1))
             response = _clean_response(response)  # the run goes on with what is journaled
