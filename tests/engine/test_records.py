@@ -113,7 +113,7 @@ def test_the_stored_form_of_a_failed_attempt_keeps_its_field_order() -> None:
         ("random", StepStatus.COMPLETED, 0.5, "expected an integer"),
         ("clock", StepStatus.COMPLETED, "noon", "expected a number"),
         ("model", StepStatus.FAILED, {"type": "X", "attempt": "2"}, "expected an integer"),
-        ("fallback", StepStatus.COMPLETED, {"type": "X", "agent": "a"}, "'fallback'"),
+        ("fallback", StepStatus.COMPLETED, {"type": "X", "agent": "a"}, "no field 'fallback'"),
         ("model", StepStatus.PENDING, None, "no record is a model step that is pending"),
         ("teleport", StepStatus.COMPLETED, None, "no record is a teleport step"),
     ],

@@ -253,9 +253,11 @@ def read(kind: str, status: StepStatus, result: JSON, where: str) -> Record:
     try:
         return _decode(kind, status, result)
     except (KeyError, TypeError, ValueError) as exc:
+        problem = f"it has no field {exc.args[0]!r}" if isinstance(exc, KeyError) else exc
         raise StoreError(
-            f"{where}, a {kind} step {status.value}, cannot be read: {exc}. The journal was "
-            "changed by something other than orchestrion."
+            f"{where}, a {kind} step {status.value}, cannot be read: {problem}. The journal "
+            "was changed outside orchestrion or damaged; fork the run at an earlier step "
+            "to go on from there."
         ) from None
 
 
