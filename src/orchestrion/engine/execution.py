@@ -14,7 +14,7 @@ import hashlib
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from random import Random
@@ -37,7 +37,7 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
-from orchestrion.engine.model_calls import Link, request_with_policy
+from orchestrion.engine.model_calls import ModelChain, request_with_policy
 from orchestrion.engine.records import (
     Answered,
     InterruptAsked,
@@ -306,18 +306,18 @@ class Execution:
     # -- steps -------------------------------------------------------------
 
     async def model_step(
-        self, key: str, chain: Sequence[Link], request: ModelRequest, size: int = 0
+        self, key: str, chain: ModelChain, request: ModelRequest, size: int = 0
     ) -> ModelResponse:
         """The response at `key`: replayed, or asked of the models of `chain` in
         order under their policies (see `engine.model_calls`)."""
-        model = chain[0].model
+        targets = chain.targets  # their names are the models' (a `name` may be computed)
         recorded = self.replay.get(key)
         if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
-            self.check_budget(model.name)
+            self.check_budget(targets[0].name)
             if self.budget.cost is not None:  # a fallback must be priced before it is needed
-                for link in chain[1:]:
-                    self._check_price(self.budget.cost, link.model.name)
-        done = self.claim(key, f"a model request ({model.name})")
+                for other in targets[1:]:
+                    self._check_price(self.budget.cost, other.name)
+        done = self.claim(key, f"a model request ({targets[0].name})")
         if done is not None:
             response = expect(done, ModelResponded).response
             self.replayed(key, "model", done.result)
@@ -325,11 +325,11 @@ class Execution:
             started = time.time()
             self.started(key, "model", size)
             live = await request_with_policy(self, key, chain, request)
-            response, index = live.value, live.index
+            response, index = live.value, live.position
             if response.usage.requests < 1:  # a model that does not count itself still counts
                 response = replace(response, usage=replace(response.usage, requests=1))
             response = _clean_response(response)  # the run goes on with what is journaled
-            answered = chain[index].model.name
+            answered = targets[index].name
             if self.prices is not None and (pricer := self.prices.pricer(answered)):
                 response = replace(
                     response, usage=replace(response.usage, cost=pricer(response.usage))

@@ -38,19 +38,26 @@ DEFAULT_SETTINGS = MODEL_DEFAULTS.settings()
 
 
 @dataclass(frozen=True, slots=True)
-class Link:
-    """One model of a fallback chain, with the settings its calls get."""
+class ModelChain:
+    """An agent's model, then its fallback models: built once per agent run."""
 
-    model: Model
-    settings: Settings
+    models: tuple[Model, ...]
+    targets: tuple[Target, ...]
+    """Each model as the attempt loop calls it, with the settings its calls get."""
+
+    @classmethod
+    def of(cls, links: Sequence[tuple[Model, Settings]]) -> ModelChain:
+        models = tuple(model for model, _ in links)
+        targets = tuple(Target(name=m.name, model=m.name, settings=s) for m, s in links)
+        return cls(models, targets)
 
 
-def model_chain(ex: Execution, agent: Agent[Any]) -> tuple[Link, ...]:
+def model_chain(ex: Execution, agent: Agent[Any]) -> ModelChain:
     """The agent's model and its fallback models, each with its resolved settings."""
     primary = ex.model_for(agent.model, agent.name)
     outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
     if outer is None and not isinstance(primary, PolicyModel):
-        return (Link(primary, DEFAULT_SETTINGS),)
+        return ModelChain.of([(primary, DEFAULT_SETTINGS)])
     own = primary.policy if isinstance(primary, PolicyModel) else None
     models = [primary]
     for policy in (own, agent.policy, ex.policy):  # the innermost fallback models win
@@ -59,9 +66,11 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> tuple[Link, ...]:
             if found or not policy.fallback:
                 models += [ex.model_for(f, agent.name) for f in found]  # type: ignore[arg-type]
                 break
-    return tuple(
-        Link(m, model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer))
-        for m in models
+    return ModelChain.of(
+        [
+            (m, model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer))
+            for m in models
+        ]
     )
 
 
@@ -70,7 +79,7 @@ def model_settings(policy: Policy | None) -> Settings:
 
 
 def request_with_policy(
-    ex: Execution, key: str, chain: Sequence[Link], request: ModelRequest
+    ex: Execution, key: str, chain: ModelChain, request: ModelRequest
 ) -> Awaitable[Done[ModelResponse]]:
     """The response of the first model of `chain` that answers, and its position."""
     return attempt_loop(ex, key, ModelCalls(chain, request))
@@ -79,25 +88,19 @@ def request_with_policy(
 class ModelCalls:
     """The model path of the attempt loop: a request to each model of a fallback chain."""
 
-    __slots__ = ("chain", "request", "targets")
+    __slots__ = ("models", "request", "targets")
 
     kind = "model"
     durable = False  # a failed attempt is no side effect: lost in a crash, it is made again
+    before = None
 
-    def __init__(self, chain: Sequence[Link], request: ModelRequest) -> None:
-        self.chain = chain
+    def __init__(self, chain: ModelChain, request: ModelRequest) -> None:
+        self.models = chain.models
+        self.targets = chain.targets
         self.request = request
-        self.targets = tuple(
-            Target(name=link.model.name, model=link.model.name, settings=link.settings)
-            for link in chain
-        )
-
-    async def before(self, ex: Execution, key: str, index: int, attempt: int) -> None:
-        if attempt > 1 or index > 0:  # the first was checked before the step began
-            ex.check_budget(self.chain[index].model.name)
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[ModelResponse]:
-        return ex.send(key, self.chain[index].model, self.request)
+        return ex.send(key, self.models[index], self.request)
 
     def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:
         """Any failure of the model as a `ModelError` (a transient one for timeouts,
@@ -139,11 +142,11 @@ class ModelCalls:
         await journal_attempt(ex, key, self, index, attempt, failure, started)
         if ex.sink is not None:
             ex.sink(StepFailed(ex.run_id, key, "model", f"{type(error).__name__}: {error}"))
-        raise _final(key, self.chain, index, attempt, error)
+        raise _final(key, self.models, index, attempt, error)
 
 
 def _final(
-    key: str, chain: Sequence[Link], index: int, attempts: int, error: ModelError | BreakerOpen
+    key: str, models: Sequence[Model], index: int, attempts: int, error: ModelError | BreakerOpen
 ) -> ModelError | BreakerOpen:
     """The error a step fails with once no model of its chain is left to try."""
     if index == 0:
@@ -157,7 +160,7 @@ def _final(
         )
         final.__cause__ = error.__cause__
         return final
-    tried = ", ".join(link.model.name for link in chain[: index + 1])
+    tried = ", ".join(model.name for model in models[: index + 1])
     final = ModelError(
         f"Every model of the fallback chain failed at {key} ({tried}); the last: {error}",
         transient=is_transient(error),

@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 from orchestrion.engine.breakers import Transition
 from orchestrion.engine.deadline import Deadline
@@ -34,7 +34,7 @@ from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying
 from orchestrion.engine.journal import Entry
 from orchestrion.engine.records import AttemptFailed, decode
 from orchestrion.errors import BreakerOpen, describe
-from orchestrion.policy import Settings, retry_after
+from orchestrion.policy import Breaker, Settings, retry_after
 
 if TYPE_CHECKING:
     from orchestrion.engine.execution import Execution
@@ -43,15 +43,16 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Target:
-    """One thing a call can be made to: a model of a fallback chain, or a tool."""
+class Target(NamedTuple):
+    """One thing a call can be made to: a model of a fallback chain, or a tool (a
+    tuple: one is made per tool call)."""
 
     name: str
     """Its breaker's key and its name in events: a model's name, or `tool:<name>`."""
     model: str | None
     """The model it is, named in its journaled attempts and priced by the budget
-    before a retry's wait; None for a tool."""
+    before each attempt after the step's first one and before a retry's wait; None
+    for a tool."""
     settings: Settings
 
 
@@ -73,13 +74,12 @@ class Failure:
     """This attempt's failure opened the target's circuit."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Done(Generic[T]):
+class Done(NamedTuple, Generic[T]):
     """What the loop ends with: the value of the attempt that succeeded (or the
-    path's answer once every target failed)."""
+    path's answer once every target failed). A tuple: one is made per step."""
 
     value: T
-    index: int
+    position: int
     """The position in the chain of the target that gave it."""
     started: float
     """When the attempt that gave it started."""
@@ -103,17 +103,20 @@ class CallPath(Protocol[T_co]):
         """Whether its failed attempts are committed before the loop goes on."""
         ...
 
-    def before(self, ex: Execution, key: str, index: int, attempt: int) -> Awaitable[None]:
-        """Runs before each attempt (a budget check, a write's `started` entry)."""
+    @property
+    def before(self) -> Callable[[Execution, str], Awaitable[None]] | None:
+        """What must happen before each attempt (a write's `started` entry), if anything."""
         ...
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[T_co]:
         """One call of `targets[index]`, with no policy around it."""
         ...
 
-    def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:
-        """`exc`, raised by a call of `target`, as a failure; or raise it again if it
-        is the run's control flow rather than a failure (an interrupt, a halt)."""
+    def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure | T_co:
+        """`exc`, raised by a call of `target`, as a failure; or what the step answers
+        with instead (a tool's `ModelRetry`: a call that worked, with an error for the
+        model); or raise it again if it is the run's control flow rather than a
+        failure (an interrupt, a halt)."""
         ...
 
     def may_retry(self, failure: Failure) -> bool:
@@ -148,10 +151,16 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
         started = time.time()
         if attempt == 1:
             first = started
-        await path.before(ex, key, index, attempt)
-        outcome = await _guarded(ex, key, path, index)
+        if path.before is not None:
+            await path.before(ex, key)
+        if target.model is not None and (attempt > 1 or index > 0):
+            ex.check_budget(target.model)  # not another model call past the budget
+        if target.settings.breaker is None:
+            outcome = await _timed(ex, key, path, index)
+        else:
+            outcome = await _guarded(ex, key, path, index, target.settings.breaker)
         if not isinstance(outcome, Failure):
-            return Done(value=outcome, index=index, started=started)
+            return Done(outcome, index, started)
         if outcome.final:
             await ex.failed(key, path.kind, outcome.error, started, durable=path.durable)
             raise outcome.error
@@ -159,7 +168,7 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
         following = index + 1 if wait is None and index + 1 < len(targets) else None
         if wait is None and following is None:
             value = await path.gave_up(ex, key, index, attempt, outcome, started)
-            return Done(value=value, index=index, started=started)
+            return Done(value, index, started)
         fallback = None if following is None else targets[following].model
         await journal_attempt(ex, key, path, index, attempt, outcome, started, wait, fallback)
         message = f"{type(outcome.error).__name__}: {outcome.error}"
@@ -210,12 +219,11 @@ def _wait(
     return retry.wait(attempt, retry_after(failure.error), elapsed, random.random())
 
 
-async def _guarded(ex: Execution, key: str, path: CallPath[T], index: int) -> T | Failure:
-    """One attempt through its target's breaker, if it has one: its value, or its failure."""
+async def _guarded(
+    ex: Execution, key: str, path: CallPath[T], index: int, breaker: Breaker
+) -> T | Failure:
+    """One attempt through its target's breaker: its value, or its failure."""
     target = path.targets[index]
-    breaker = target.settings.breaker
-    if breaker is None:
-        return await _timed(ex, key, path, index)
     try:
         permit = await ex.breakers.acquire(target.name, breaker)
     except BreakerOpen as exc:

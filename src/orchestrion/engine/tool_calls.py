@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
 from orchestrion._json import clean_text, json_text
 from orchestrion.agent import Agent
 from orchestrion.engine.execution import Context, Execution, Suspended
-from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.records import ToolReturned, WriteStarted
 from orchestrion.engine.resilience import Failure, Target, attempt_loop
 from orchestrion.errors import (
@@ -61,7 +62,10 @@ async def execute(
     note: str = "",
 ) -> ToolResult:
     """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
-    path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool), ex.replay.get(key))
+    path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool))
+    if path.write:
+        previous = ex.replay.get(key)
+        path.resumed = previous is not None and previous.status is StepStatus.STARTED
     ex.started(key, "tool")
     try:
         done = await attempt_loop(ex, key, path)
@@ -69,7 +73,9 @@ async def execute(
         if path.write:  # cut off from outside (its branch's timeout), in a call or a retry's wait
             ex.cut_off.add(key)
         raise
-    value, is_error = done.value.value, done.value.is_error
+    value, is_error = done.value, False
+    if isinstance(value, Refused):
+        value, is_error = value.message, True
     try:
         # What the model reads is what the journal holds (see `orchestrion._json`).
         content = clean_text(
@@ -86,11 +92,11 @@ async def execute(
     return ToolResult(call.id, call.name, content, is_error)
 
 
-class Returned(NamedTuple):
-    """What one call of a tool gave: its value, or the message of its `ModelRetry`."""
+class Refused(NamedTuple):
+    """What a tool call answers the model with instead of a value: the message of the
+    tool's `ModelRetry`, or why the call did not work (it timed out, its circuit is open)."""
 
-    value: Any
-    is_error: bool
+    message: str
 
 
 _CONTROL = (Suspended, AnswerError, DeterminismError, RunHalted, LeaseLost)
@@ -103,27 +109,21 @@ class ToolCalls:
     journals `started` before each attempt, so that every attempt, and a resume's,
     carries the same idempotency key."""
 
-    __slots__ = ("arguments", "resumed", "targets", "tool", "write")
+    __slots__ = ("arguments", "before", "durable", "resumed", "targets", "tool", "write")
 
     kind = "tool"
 
-    def __init__(
-        self, tool: Tool, arguments: dict[str, Any], settings: Settings, previous: Entry | None
-    ) -> None:
+    def __init__(self, tool: Tool, arguments: dict[str, Any], settings: Settings) -> None:
         self.tool = tool
         self.arguments = arguments
-        self.write = tool.effect == "write"
-        self.targets = (Target(name=f"tool:{tool.name}", model=None, settings=settings),)
-        self.resumed = previous is not None and previous.status is StepStatus.STARTED
+        self.write = self.durable = tool.effect == "write"
+        self.targets = (Target(f"tool:{tool.name}", None, settings),)
+        self.before = self._started if self.write else None
+        self.resumed = False
         """A write that started before a crash: its first attempt here has its entry."""
 
-    @property
-    def durable(self) -> bool:
-        return self.write
-
-    async def before(self, ex: Execution, key: str, index: int, attempt: int) -> None:
-        if not self.write:
-            return
+    async def _started(self, ex: Execution, key: str) -> None:
+        """Before each attempt of a write: its `started` entry, committed."""
         if self.resumed:
             # A write that started before a crash runs again with no new journal
             # entry: the store confirms first that this process still owns the run.
@@ -134,13 +134,12 @@ class ToolCalls:
         ex.writes.add(key)
         await ex.record(key, "tool", WriteStarted(), time.time(), durable=True)
 
-    async def call(self, ex: Execution, key: str, index: int) -> Returned:
-        try:
-            return Returned(await invoke(ex, key, self.tool, self.arguments), False)
-        except ModelRetry as exc:
-            return Returned(str(exc), True)
+    def call(self, ex: Execution, key: str, index: int) -> Awaitable[Any]:
+        return invoke(ex, key, self.tool, self.arguments)
 
-    def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:
+    def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure | Refused:
+        if isinstance(exc, ModelRetry):
+            return Refused(str(exc))  # the tool worked, and asks the model to try again
         if isinstance(exc, _CONTROL):
             raise exc
         return Failure(error=exc, transient=is_transient(exc), expired=expired)
@@ -158,14 +157,14 @@ class ToolCalls:
 
     async def gave_up(
         self, ex: Execution, key: str, index: int, attempt: int, failure: Failure, started: float
-    ) -> Returned:
+    ) -> Refused:
         exc, name, timeout = failure.error, self.tool.name, self.targets[0].settings.timeout
         if isinstance(exc, BreakerOpen):
-            return Returned(f"Tool {name!r} is unavailable: {exc}", True)
+            return Refused(f"Tool {name!r} is unavailable: {exc}")
         if not failure.expired:
             raise await self.failed(ex, key, exc, started, "raised") from exc
         if not self.write:
-            return Returned(f"Tool {name!r} timed out after {timeout} s.", True)
+            return Refused(f"Tool {name!r} timed out after {timeout} s.")
         # The effect may or may not have happened: fail the whole run (no pattern
         # may re-plan around it) so a resume re-executes with the same key.
         await self.failed(ex, key, exc, started, "timed out")
