@@ -244,7 +244,11 @@ def value_record(kind: ValueKind, value: JSON) -> ValueRecord:
 
 def decode(entry: Entry) -> Record:
     """The record `entry` holds; `StoreError` naming the entry if it holds none."""
-    return read(entry.kind, entry.status, entry.result, f"Journal entry {entry.seq} ({entry.key})")
+    try:
+        return _decode(entry.kind, entry.status, entry.result)
+    except (KeyError, TypeError, ValueError) as exc:
+        where = f"Journal entry {entry.seq} ({entry.key})"
+        raise _unreadable(where, entry.kind, entry.status, exc) from None
 
 
 def read(kind: str, status: StepStatus, result: JSON, where: str) -> Record:
@@ -253,17 +257,24 @@ def read(kind: str, status: StepStatus, result: JSON, where: str) -> Record:
     try:
         return _decode(kind, status, result)
     except (KeyError, TypeError, ValueError) as exc:
-        problem = f"it has no field {exc.args[0]!r}" if isinstance(exc, KeyError) else exc
-        raise StoreError(
-            f"{where}, a {kind} step {status.value}, cannot be read: {problem}. The journal "
-            "was changed outside orchestrion or damaged; fork the run at an earlier step "
-            "to go on from there."
-        ) from None
+        raise _unreadable(where, kind, status, exc) from None
+
+
+def _unreadable(where: str, kind: str, status: StepStatus, exc: Exception) -> StoreError:
+    problem = f"it has no field {exc.args[0]!r}" if isinstance(exc, KeyError) else exc
+    return StoreError(
+        f"{where}, a {kind} step {status.value}, cannot be read: {problem}. The journal "
+        "was changed outside orchestrion or damaged; fork the run at an earlier step "
+        "to go on from there."
+    )
 
 
 def expect(entry: Entry, kind: type[R]) -> R:
     """The record `entry` holds, which the step replaying it knows must be a `kind`."""
-    record = decode(entry)
+    try:
+        record = _decode(entry.kind, entry.status, entry.result)
+    except (KeyError, TypeError, ValueError):
+        record = decode(entry)  # raises, naming the entry
     if not isinstance(record, kind):
         raise _mismatch(entry, record, kind.__name__)
     return record
@@ -278,38 +289,40 @@ def _mismatch(entry: Entry, record: Record, expected: str) -> DeterminismError:
 
 
 def _decode(kind: str, status: StepStatus, result: JSON) -> Record:
-    if status is FAILED:
-        if kind in ("model", "tool") and "attempt" in _object(result):
-            return _attempt_failed(result)
-        return StepRaised(error=_object(result))
-    match kind, status:
-        case "model", StepStatus.COMPLETED:
+    # By status, then kind, the usual ones first: every replayed step comes through here.
+    if status is COMPLETED:
+        if kind == "model":
             fallback = _object(result).get("fallback")
+            response = ModelResponse.from_json(result)
             return ModelResponded(
-                response=ModelResponse.from_json(result), fallback=_optional_str(fallback)
+                response=response, fallback=None if fallback is None else _str(fallback)
             )
-        case "tool", StepStatus.COMPLETED:
+        if kind == "tool":
             data = _object(result)
             return ToolReturned(content=_str(data["content"]), is_error=bool(data["is_error"]))
-        case "tool", StepStatus.STARTED:
-            origin = result.get("idempotency_key") if isinstance(result, dict) else None
-            return WriteStarted(origin_key=_optional_str(origin))
-        case (("approval" | "interrupt"), StepStatus.PENDING):
-            return InterruptAsked(payload=result)
-        case (("approval" | "interrupt"), StepStatus.COMPLETED):
+        if kind == "approval" or kind == "interrupt":
             return Answered(answer=result)
-        case "step", StepStatus.COMPLETED:
+        if kind == "step":
             return StepReturned(value=result)
-        case "clock", StepStatus.COMPLETED:
+        if kind == "clock":
             return ClockRead(value=_number(result))
-        case "random", StepStatus.COMPLETED:
+        if kind == "random":
             return RandomSeed(value=_int(result))
-        case "uuid", StepStatus.COMPLETED:
+        if kind == "uuid":
             return UuidMade(value=_str(result))
-        case "fallback", StepStatus.COMPLETED:
+        if kind == "fallback":
             data = _object(result)
             error = {k: v for k, v in data.items() if k not in _GAVE_UP_FIELDS}
             return GaveUp(error=error, agent=_str(data["agent"]), fallback=_str(data["fallback"]))
+    elif status is FAILED:
+        if (kind == "model" or kind == "tool") and "attempt" in _object(result):
+            return _attempt_failed(result)
+        return StepRaised(error=_object(result))
+    elif status is StepStatus.STARTED and kind == "tool":
+        origin = result.get("idempotency_key") if isinstance(result, dict) else None
+        return WriteStarted(origin_key=_optional_str(origin))
+    elif status is StepStatus.PENDING and (kind == "approval" or kind == "interrupt"):
+        return InterruptAsked(payload=result)
     raise ValueError(f"no record is a {kind} step that is {status.value}")
 
 

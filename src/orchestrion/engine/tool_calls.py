@@ -62,10 +62,11 @@ async def execute(
     note: str = "",
 ) -> ToolResult:
     """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
-    path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool))
-    if path.write:
+    resumed = False
+    if tool.effect == "write":
         previous = ex.replay.get(key)
-        path.resumed = previous is not None and previous.status is StepStatus.STARTED
+        resumed = previous is not None and previous.status is StepStatus.STARTED
+    path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool), resumed=resumed)
     ex.started(key, "tool")
     try:
         done = await attempt_loop(ex, key, path)
@@ -113,13 +114,15 @@ class ToolCalls:
 
     kind = "tool"
 
-    def __init__(self, tool: Tool, arguments: dict[str, Any], settings: Settings) -> None:
+    def __init__(
+        self, tool: Tool, arguments: dict[str, Any], settings: Settings, *, resumed: bool
+    ) -> None:
         self.tool = tool
         self.arguments = arguments
         self.write = self.durable = tool.effect == "write"
         self.targets = (Target(f"tool:{tool.name}", None, settings),)
         self.before = self._started if self.write else None
-        self.resumed = False
+        self.resumed = resumed
         """A write that started before a crash: its first attempt here has its entry."""
 
     async def _started(self, ex: Execution, key: str) -> None:
