@@ -46,10 +46,13 @@ class ModelChain:
     """Each model as the attempt loop calls it, with the settings its calls get."""
 
     @classmethod
-    def of(cls, links: Sequence[tuple[Model, Settings]]) -> ModelChain:
-        models = tuple(model for model, _ in links)
-        targets = tuple(Target(name=m.name, model=m.name, settings=s) for m, s in links)
-        return cls(models, targets)
+    def of(cls, models: Sequence[Model], settings: Sequence[Settings]) -> ModelChain:
+        """The chain of `models`, each called with the `settings` at its position."""
+        targets = (
+            Target(name=m.name, model=m.name, settings=s)
+            for m, s in zip(models, settings, strict=True)
+        )
+        return cls(tuple(models), tuple(targets))
 
 
 def model_chain(ex: Execution, agent: Agent[Any]) -> ModelChain:
@@ -57,7 +60,7 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> ModelChain:
     primary = ex.model_for(agent.model, agent.name)
     outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
     if outer is None and not isinstance(primary, PolicyModel):
-        return ModelChain.of([(primary, DEFAULT_SETTINGS)])
+        return ModelChain.of([primary], [DEFAULT_SETTINGS])
     own = primary.policy if isinstance(primary, PolicyModel) else None
     models = [primary]
     for policy in (own, agent.policy, ex.policy):  # the innermost fallback models win
@@ -66,12 +69,11 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> ModelChain:
             if found or not policy.fallback:
                 models += [ex.model_for(f, agent.name) for f in found]  # type: ignore[arg-type]
                 break
-    return ModelChain.of(
-        [
-            (m, model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer))
-            for m in models
-        ]
-    )
+    settings = [
+        model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer)
+        for m in models
+    ]
+    return ModelChain.of(models, settings)
 
 
 def model_settings(policy: Policy | None) -> Settings:
