@@ -12,6 +12,7 @@ from typing import Any
 
 import pydantic
 
+from orchestrion import keys
 from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
 from orchestrion.engine.attempts import model_chain
@@ -19,7 +20,7 @@ from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.tool_calls import execute, invoke
-from orchestrion.engine.tool_limits import ToolRuns, tool_keys
+from orchestrion.engine.tool_limits import ToolRuns
 from orchestrion.engine.tool_loops import CallMemory, guard_calls, guard_writes
 from orchestrion.errors import (
     AnswerError,
@@ -50,7 +51,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
     memory = CallMemory()
     retries_left = agent.output_retries
     for turn in range(1, agent.max_turns + 1):
-        prefix = f"{scope}/turn-{turn}"
+        prefix = keys.turn_key(scope, turn)
         size = 0
         if ex.sink is not None or agent.context_limit is not None:
             size = _estimate(agent, instructions, messages)
@@ -60,7 +61,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         request = ModelRequest(
             instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
         )
-        response = await ex.model_step(f"{prefix}/model", chain, request, size)
+        response = await ex.model_step(keys.model_key(prefix), chain, request, size)
         messages.append(response)
         calls = response.tool_calls
         if agent.output_adapter is not None:
@@ -140,7 +141,7 @@ async def _fit(
         rest = rest[cut:]
     if limit.summarizer is not None and dropped:
         summary = await Context(ex, scope).run(
-            limit.summarizer, _render(dropped), key=f"summary-{turn}"
+            limit.summarizer, _render(dropped), key=keys.numbered("summary", turn)
         )
         head = [*head, UserMessage(f"[summary of earlier turns]\n{summary}")]
     fitted = head + rest
@@ -220,11 +221,11 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
 async def _run_tool_calls(
     ex: Execution, agent: Agent[Any], prefix: str, calls: tuple[ToolCall, ...], final_problem: str
 ) -> list[ToolResult]:
-    keys = tool_keys(prefix, calls)
+    steps = keys.tool_keys(prefix, calls)
     if len(calls) == 1:
-        return [await _run_tool_call(ex, agent, keys[0], calls[0], final_problem)]
+        return [await _run_tool_call(ex, agent, steps[0], calls[0], final_problem)]
     runs = (
-        _run_tool_call(ex, agent, k, c, final_problem) for k, c in zip(keys, calls, strict=True)
+        _run_tool_call(ex, agent, k, c, final_problem) for k, c in zip(steps, calls, strict=True)
     )
     return await ex.gather(prefix, runs)
 
@@ -302,7 +303,7 @@ async def _approval(
         shown = call.arguments
     payload = {"agent": agent.name, "tool": tool.name, "arguments": shown, "call_id": call.id}
     answer: dict[str, Any] = await ex.interrupt(
-        f"{key}/approval", "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
+        keys.approval_key(key), "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
     )
     return answer
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from orchestrion import keys
 from orchestrion.agent import DELEGATE, FINAL_RESULT_TOOL, TRANSFER, Agent
 from orchestrion.engine.execution import Context
 from orchestrion.guards import LoopGuard
@@ -92,7 +93,7 @@ async def _repeated_call(
         subject=c.name,
         times=len(tries),
         question={"agent": agent.name, "tool": c.name, "arguments": c.arguments},
-        name=f"loop-guard-{i}",
+        name=keys.numbered("loop-guard", i),
         stop=(
             f"Agent {agent.name!r} called {c.name} with the same arguments {len(tries)} times "
             f"({c.arguments[:200]}); its loop guard stopped the run. Improve its instructions "
@@ -164,7 +165,7 @@ async def _write_loop(
             "arguments": c.arguments,
             "earlier": list(earlier),
         },
-        name=f"write-guard-{i}",
+        name=keys.numbered("write-guard", i),
         stop=(
             f"Agent {agent.name!r} was about to call write tool {c.name} in a {_nth(turns)} "
             f"turn, {why}with arguments {c.arguments[:200]} (earlier: "
@@ -210,7 +211,7 @@ async def _circling_delegation(
         subject=worker,
         times=len(tasks),
         question={"agent": agent.name, "worker": worker, "delegations": path},
-        name=f"loop-guard-{i}",
+        name=keys.numbered("loop-guard", i),
         stop=(
             f"Agent {agent.name!r} got the same result from worker {worker!r} {len(tasks)} "
             f"times (delegations: {path}); its loop guard stopped the run. Tell the manager "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from orchestrion import keys
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
@@ -107,7 +108,7 @@ class Concurrent:
     ) -> BranchResult:
         """A success is journaled as the step `branch-<i>` (a resume skips it); a
         failure is journaled as failed, so a resume tries that branch again."""
-        key = f"branch-{i}"
+        key = keys.numbered("branch", i)
         if self.timeout is None:
             attempt: Callable[[], Awaitable[Any]] = partial(ctx.run, member, input, key=key)
         else:

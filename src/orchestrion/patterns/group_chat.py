@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
@@ -69,16 +70,16 @@ class GroupChat:
         transcript: list[tuple[str, str]] = [("user", _text(input))]
         said_before: dict[tuple[str, str], list[int]] = {}
         note = ""
-        started = await ctx.step("clock-0", _clock)
+        started = await ctx.step(keys.numbered("clock", 0), _clock)
         for turn in range(1, 10_000):
-            now = await ctx.step(f"clock-{turn}", _clock) if turn > 1 else started
+            now = await ctx.step(keys.numbered("clock", turn), _clock) if turn > 1 else started
             state = ChatState(tuple(transcript), ctx.usage, now - started)
             reason = self.termination.check(state)
             if reason:
                 return {"transcript": [list(t) for t in transcript], "stopped": reason}
             speaker = await self._next(ctx, state, names, turn)
             prompt = _render(transcript, speaker) + note
-            said = _text(await ctx.run(by_name[speaker], prompt, key=f"turn-{turn}"))
+            said = _text(await ctx.run(by_name[speaker], prompt, key=keys.numbered("turn", turn)))
             transcript.append((speaker, said))
             turns = said_before.setdefault((speaker, " ".join(said.split())), [])
             turns.append(turn)
@@ -98,7 +99,7 @@ class GroupChat:
             subject=self.name,
             times=len(turns),
             question={"chat": self.name, "speaker": speaker, "turns": list(turns)},
-            name=f"loop-guard-{turns[-1]}",
+            name=keys.numbered("loop-guard", turns[-1]),
             stop=(
                 f"GroupChat {self.name!r}: {speaker} said the same thing {len(turns)} times "
                 f"(turns {listed}); its loop guard stopped the run. Give the chat a termination "
@@ -121,7 +122,9 @@ class GroupChat:
                 f"{_render(list(state.transcript), '')}\n\nWho should speak next? Answer with exactly "
                 f"one of: {', '.join(names)}."
             )
-            choice = str(await ctx.run(self.speaker, prompt, key=f"select-{turn}")).strip()
+            choice = str(
+                await ctx.run(self.speaker, prompt, key=keys.numbered("select", turn))
+            ).strip()
         else:
             choice = self.speaker(state, names)
         if choice not in names:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
@@ -106,7 +107,7 @@ class Handoff:
         given: Any = input
         path = [active.name]
         for hop in range(self.max_handoffs + 1):
-            outcome = await ctx.run(active, given, key=f"hop-{hop}")
+            outcome = await ctx.run(active, given, key=keys.numbered("hop", hop))
             if not isinstance(outcome, HandedOff):
                 return outcome
             messages = outcome.messages
@@ -138,7 +139,7 @@ async def _check_cycle(
         subject=f"{a} <-> {b}",
         times=guard.repeats,
         question={"handoff": name, "bouncing": [a, b], "path": path},
-        name=f"loop-guard-{hop}",
+        name=keys.numbered("loop-guard", hop),
         stop=(
             f"Handoff {name!r}: control bounced between {a!r} and {b!r} {guard.repeats} times "
             f"({' -> '.join(path)}); its loop guard stopped the run. Tighten the routes or the "

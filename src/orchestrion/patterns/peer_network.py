@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
@@ -127,7 +128,7 @@ class PeerNetwork:
             note = await self._loop_note(ctx, seen)
             await ctx.gather(
                 *(
-                    ctx.run(agents[to], _inbox(mails) + note, key=f"round-{round_}")
+                    ctx.run(agents[to], _inbox(mails) + note, key=keys.numbered("round", round_))
                     for to, mails in sorted(boxes.items())
                 )
             )
@@ -153,7 +154,7 @@ class PeerNetwork:
             subject=self.name,
             times=len(rounds),
             question={"network": self.name, "rounds": list(rounds)},
-            name=f"loop-guard-{rounds[-1]}",
+            name=keys.numbered("loop-guard", rounds[-1]),
             stop=(
                 f"PeerNetwork {self.name!r}: rounds {listed} carried exactly the same messages; "
                 "its loop guard stopped the run. Tell the agents when to finish, or use "
