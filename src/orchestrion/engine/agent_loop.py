@@ -14,7 +14,7 @@ import pydantic
 
 from orchestrion import keys
 from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
-from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
+from orchestrion.agent import FINAL_RESULT_TOOL, Agent, ContextLimit
 from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
@@ -40,6 +40,7 @@ from orchestrion.messages import (
     UserMessage,
     size_of,
 )
+from orchestrion.tools.roles import FinalResult, Transfer
 from orchestrion.tools.tool import Tool
 
 
@@ -71,7 +72,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         else:
             ok, output, problem = False, None, ""
         if ok:
-            if any(c.name != FINAL_RESULT_TOOL for c in calls):
+            if any(not isinstance(agent.tool_roles.get(c.name), FinalResult) for c in calls):
                 await _run_tool_calls(ex, agent, prefix, calls, "")  # asked for with the answer
             return output
         if problem:
@@ -177,8 +178,9 @@ def _first_messages(input: JSON | Conversation) -> list[Message]:
 def _transfer(agent: Agent[Any], calls: tuple[ToolCall, ...]) -> tuple[str, str] | None:
     """(target, reason) of the first valid transfer call in this turn, if any."""
     for c in calls:
-        target = c.name.removeprefix(TRANSFER)
-        if c.name.startswith(TRANSFER) and target in agent.handoffs:
+        role = agent.tool_roles.get(c.name)
+        if isinstance(role, Transfer):
+            target = role.target
             try:
                 reason = loads(c.arguments or "{}").get("reason", "")
             except (ValueError, AttributeError):
@@ -191,7 +193,9 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
     """(ok, output, problem): the validated final answer, or why there is none yet."""
     adapter = agent.output_adapter
     assert adapter is not None
-    final = [c for c in response.tool_calls if c.name == FINAL_RESULT_TOOL]
+    final = [
+        c for c in response.tool_calls if isinstance(agent.tool_roles.get(c.name), FinalResult)
+    ]
     if final:
         raw: str = final[0].arguments
     elif response.tool_calls:
@@ -233,10 +237,10 @@ async def _run_tool_calls(
 async def _run_tool_call(
     ex: Execution, agent: Agent[Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
-    if call.name.startswith(TRANSFER) and call.name.removeprefix(TRANSFER) in agent.handoffs:
-        target = call.name.removeprefix(TRANSFER)
-        return ToolResult(call.id, call.name, f"Transferred to {target}.", False)
-    if call.name == FINAL_RESULT_TOOL and agent.output_adapter is not None:
+    role = agent.tool_roles.get(call.name)
+    if isinstance(role, Transfer):
+        return ToolResult(call.id, call.name, f"Transferred to {role.target}.", False)
+    if isinstance(role, FinalResult):
         # Deterministic from the recorded response: no step needed.
         return ToolResult(
             call.id, call.name, final_problem or "Final answer received.", bool(final_problem)

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrion import keys
-from orchestrion.agent import DELEGATE, FINAL_RESULT_TOOL, TRANSFER, Agent
+from orchestrion.agent import Agent
 from orchestrion.engine.execution import Context
 from orchestrion.guards import LoopGuard
 from orchestrion.loops import react
 from orchestrion.messages import ToolCall, ToolResult
+from orchestrion.tools.roles import Delegate, FinalResult, Transfer
 
 
 @dataclass(slots=True)
@@ -47,12 +48,13 @@ async def guard_calls(
     (`written`: the notes `guard_writes` gave before the tools ran)."""
     guarded: list[ToolResult] = []
     for i, (c, result) in enumerate(zip(calls, results, strict=True)):
-        if c.name == FINAL_RESULT_TOOL or c.name.startswith(TRANSFER):
+        role = agent.tool_roles.get(c.name)
+        if isinstance(role, FinalResult | Transfer):
             guarded.append(result)
             continue
         note = await _repeated_call(ctx, agent, guard, i, c, result, memory)
-        if not note and c.name.startswith(DELEGATE) and not result.is_error:
-            note = await _circling_delegation(ctx, agent, guard, i, c, result, memory)
+        if not note and isinstance(role, Delegate) and not result.is_error:
+            note = await _circling_delegation(ctx, agent, guard, i, c, role, result, memory)
         tool = agent.tool_map.get(c.name)
         if tool is not None and tool.effect == "write":
             memory.writes.setdefault(c.name, []).append((ctx.key, c.arguments, result.content))
@@ -194,10 +196,11 @@ async def _circling_delegation(
     guard: LoopGuard,
     i: int,
     c: ToolCall,
+    role: Delegate,
     result: ToolResult,
     memory: CallMemory,
 ) -> str:
-    worker = c.name.removeprefix(DELEGATE)
+    worker = role.worker
     memory.delegations.append(worker)
     tasks = memory.outcomes.setdefault((worker, result.content.strip()), [])
     tasks.append(c.arguments)

@@ -18,12 +18,16 @@ from typing import Any
 
 from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
-from orchestrion.agent import DELEGATE, Agent
+from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import MaxTurnsExceeded, RunError, RunHalted, UserError
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable
+from orchestrion.tools.roles import Delegate
 from orchestrion.tools.tool import ModelRetry, Tool
+
+DELEGATE = "delegate_to_"
+"""Begins the model-visible name of each delegation tool (role `Delegate`)."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -97,6 +101,7 @@ class Supervisor:
             function=delegate,
             name=DELEGATE + re.sub(r"[^A-Za-z0-9_-]", "_", worker.name),
             description=f"{description}\n\nArgs:\n    task: What the worker should do, self-contained.",
+            role=Delegate(worker=worker.name),
         )
 
 
