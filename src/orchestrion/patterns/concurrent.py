@@ -12,13 +12,10 @@ from orchestrion import keys
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
+from orchestrion.errors import NotEnoughBranches as NotEnoughBranches  # where users found it
 from orchestrion.errors import RunError, RunHalted, UserError, describe
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable, Workflow
-
-
-class NotEnoughBranches(RunError):
-    """Fewer branches succeeded than `min_success` asks for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,17 +11,14 @@ from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import UnknownSpeaker as UnknownSpeaker  # where users found it
+from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
 from orchestrion.loops import react
 from orchestrion.patterns._names import check_name
 from orchestrion.patterns.termination import ChatState, Condition, MaxTurns
 
 SpeakerPolicy = Literal["round_robin"] | Agent[Any] | Callable[[ChatState, tuple[str, ...]], str]
-
-
-class UnknownSpeaker(RunError):
-    """The speaker policy named someone who is not in the chat."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

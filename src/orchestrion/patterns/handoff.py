@@ -18,7 +18,8 @@ from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import MaxHandoffsExceeded as MaxHandoffsExceeded  # where users found it
+from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
 from orchestrion.loops import react
 from orchestrion.messages import (
@@ -32,10 +33,6 @@ from orchestrion.messages import (
 from orchestrion.patterns._names import agents_only, check_name
 
 InputFilter = Callable[[tuple[Message, ...]], tuple[Message, ...]]
-
-
-class MaxHandoffsExceeded(RunError):
-    """The agents kept transferring control past `max_handoffs`."""
 
 
 def text_only(messages: tuple[Message, ...]) -> tuple[Message, ...]:

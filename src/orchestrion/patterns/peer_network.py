@@ -20,15 +20,12 @@ from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import RoundsExceeded as RoundsExceeded  # where users found it
+from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
 from orchestrion.loops import react
 from orchestrion.patterns._names import agents_only, check_name
 from orchestrion.tools.tool import ModelRetry, Tool
-
-
-class RoundsExceeded(RunError):
-    """The agents kept messaging past `max_rounds`."""
 
 
 @dataclass(frozen=True, slots=True)
