@@ -21,7 +21,6 @@ from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.tool_calls import execute, invoke
 from orchestrion.engine.tool_limits import ToolRuns
-from orchestrion.engine.tool_loops import CallMemory, guard_calls, guard_writes
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
@@ -29,6 +28,7 @@ from orchestrion.errors import (
     OutputValidationError,
     validation_summary,
 )
+from orchestrion.loops import CallDone, LoopWatch, WriteAhead
 from orchestrion.messages import (
     Conversation,
     HandedOff,
@@ -49,7 +49,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
     ctx: Context[Any] = Context(ex, scope)
     instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
     messages: list[Message] = _first_messages(input)
-    memory = CallMemory()
+    watch = LoopWatch(agent.loop_guard)
     retries_left = agent.output_retries
     for turn in range(1, agent.max_turns + 1):
         prefix = keys.turn_key(scope, turn)
@@ -83,16 +83,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
                     "Raise output_retries, simplify output_type or improve the instructions."
                 )
             retries_left -= 1
-        guard = agent.loop_guard
-        written = (
-            await guard_writes(Context(ex, prefix), agent, guard, calls, memory) if guard else {}
-        )
-        results = await _run_tool_calls(ex, agent, prefix, calls, problem)
-        if guard is not None and calls:
-            results = await guard_calls(
-                Context(ex, prefix), agent, guard, calls, results, memory, written
-            )
-        messages.extend(results)
+        messages.extend(await _watched_tool_calls(ex, agent, watch, prefix, calls, problem))
         if not calls:
             messages.append(UserMessage(problem))
         transfer = _transfer(agent, calls)
@@ -220,6 +211,30 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
             f"The final answer is invalid: {reason}. Call {FINAL_RESULT_TOOL} again with corrected arguments."
         ),
     )
+
+
+async def _watched_tool_calls(
+    ex: Execution,
+    agent: Agent[Any],
+    watch: LoopWatch,
+    prefix: str,
+    calls: tuple[ToolCall, ...],
+    final_problem: str,
+) -> list[ToolResult]:
+    """This turn's tool results, each with the note of the loop it closes, if any. The
+    loop guard looks at the calls before they run (a looping write is stopped before
+    it happens) and at their results."""
+    if agent.loop_guard is None or not calls:
+        return await _run_tool_calls(ex, agent, prefix, calls, final_problem)
+    ctx: Context[Any] = Context(ex, prefix)
+    for i in range(len(calls)):
+        await watch.check(ctx, WriteAhead(agent=agent, calls=calls, index=i))
+    results = await _run_tool_calls(ex, agent, prefix, calls, final_problem)
+    watched: list[ToolResult] = []
+    for i, r in enumerate(results):
+        note = await watch.check(ctx, CallDone(agent=agent, calls=calls, index=i, result=r))
+        watched.append(ToolResult(r.call_id, r.name, r.content + note, r.is_error) if note else r)
+    return watched
 
 
 async def _run_tool_calls(
