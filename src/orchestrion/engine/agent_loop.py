@@ -86,11 +86,11 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         messages.extend(await _watched_tool_calls(ex, agent, watch, prefix, calls, problem))
         if not calls:
             messages.append(UserMessage(problem))
-        transfer = _transfer(agent, calls)
-        if transfer is not None:
+        handed = _handed_off(agent, calls, messages)
+        if handed is not None:
             if ex.sink is not None:
-                ex.sink(Transferred(ex.run_id, prefix, agent.name, *transfer))
-            return HandedOff(transfer[0], transfer[1], tuple(messages))
+                ex.sink(Transferred(ex.run_id, prefix, agent.name, handed.target, handed.reason))
+            return handed
     raise MaxTurnsExceeded(
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "
         "Raise max_turns, or check its instructions and tools."
@@ -166,17 +166,18 @@ def _first_messages(input: JSON | Conversation) -> list[Message]:
     return [UserMessage(input if isinstance(input, str) else dumps_str(input))]
 
 
-def _transfer(agent: Agent[Any], calls: tuple[ToolCall, ...]) -> tuple[str, str] | None:
-    """(target, reason) of the first valid transfer call in this turn, if any."""
+def _handed_off(
+    agent: Agent[Any], calls: tuple[ToolCall, ...], messages: list[Message]
+) -> HandedOff | None:
+    """The conversation handed on by the first transfer call of this turn, if any."""
     for c in calls:
         role = agent.tool_roles.get(c.name)
         if isinstance(role, Transfer):
-            target = role.target
             try:
                 reason = loads(c.arguments or "{}").get("reason", "")
             except (ValueError, AttributeError):
                 reason = ""
-            return target, str(reason)
+            return HandedOff(role.target, str(reason), tuple(messages))
     return None
 
 
