@@ -21,13 +21,15 @@ from orchestrion.guards import LoopGuard
 from orchestrion.messages import ModelSettings, ToolDefinition
 from orchestrion.models.base import Model
 from orchestrion.policy import Policy
+from orchestrion.tools.roles import FinalResult, ToolRole, Transfer
 from orchestrion.tools.tool import Tool
 
 OutputT = TypeVar("OutputT")
 
 FINAL_RESULT_TOOL = "final_result"
+"""The model-visible name of the tool with role `FinalResult`."""
 TRANSFER = "transfer_to_"
-DELEGATE = "delegate_to_"
+"""Begins the model-visible name of each tool with role `Transfer`."""
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 Instructions = str | Callable[[RunContext[Any]], str]
@@ -69,6 +71,8 @@ class Agent(Generic[OutputT]):
 
     tool_map: Mapping[str, Tool] = field(init=False, repr=False)
     tool_definitions: tuple[ToolDefinition, ...] = field(init=False, repr=False)
+    tool_roles: Mapping[str, ToolRole] = field(init=False, repr=False)
+    """The role of each control tool the model may call, by name (see `orchestrion.tools.roles`)."""
     output_adapter: pydantic.TypeAdapter[Any] | None = field(init=False, repr=False)
     fixed_size: int = field(init=False, repr=False)
     """Characters every request carries besides the messages (tool definitions)."""
@@ -89,15 +93,24 @@ class Agent(Generic[OutputT]):
             )
         tools = tuple(t if isinstance(t, Tool) else Tool(function=t) for t in self.tools)
         tool_map: dict[str, Tool] = {}
+        roles: dict[str, ToolRole] = {}
         for t in tools:
             if t.name in tool_map:
                 raise UserError(f"Agent {self.name!r} has two tools named {t.name!r}; rename one.")
+            if isinstance(t.role, Transfer | FinalResult):
+                raise UserError(
+                    f"Agent {self.name!r}: tool {t.name!r} has role {t.role!r}, which only the "
+                    "agent gives its own tools: name the target in handoffs=, or set output_type=."
+                )
             tool_map[t.name] = t
+            if t.role is not None:
+                roles[t.name] = t.role
         definitions = [t.definition() for t in tools]
         for target in self.handoffs:
             name = TRANSFER + target
             if name in tool_map:
                 raise UserError(f"Agent {self.name!r}: a tool is already named {name!r}.")
+            roles[name] = Transfer(target=target)
             definitions.append(
                 ToolDefinition(
                     name,
@@ -130,6 +143,7 @@ class Agent(Generic[OutputT]):
                     "properties": {"result": schema},
                     "required": ["result"],
                 }
+            roles[FINAL_RESULT_TOOL] = FinalResult()
             definitions.append(
                 ToolDefinition(
                     FINAL_RESULT_TOOL,
@@ -142,6 +156,7 @@ class Agent(Generic[OutputT]):
         set_(self, "handoffs", tuple(self.handoffs))
         set_(self, "tool_map", MappingProxyType(tool_map))
         set_(self, "tool_definitions", tuple(definitions))
+        set_(self, "tool_roles", MappingProxyType(roles))
         set_(self, "output_adapter", adapter)
         set_(self, "output_wrapped", wrapped)
         set_(self, "fallback_agents", self._fallback_agents())

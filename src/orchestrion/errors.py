@@ -20,6 +20,10 @@
         ├── ToolError             a tool raised
         ├── OutputValidationError the model's final output kept failing validation
         ├── MaxTurnsExceeded      the agent used all its turns
+        ├── MaxHandoffsExceeded   a Handoff's agents kept transferring past max_handoffs
+        ├── RoundsExceeded        a PeerNetwork's agents kept messaging past max_rounds
+        ├── NotEnoughBranches     fewer Concurrent branches succeeded than min_success
+        ├── UnknownSpeaker        a GroupChat's speaker policy chose no participant
         ├── RunHalted             ends the whole run; patterns pass it on
         │   ├── WriteUncertain    a write tool was cut off: its effect is unknown
         │   ├── NestingTooDeep    members nested past the limit (a workflow running itself)
@@ -258,6 +262,22 @@ class OutputValidationError(RunError):
 
 class MaxTurnsExceeded(RunError):
     """An agent reached `max_turns` without a final answer."""
+
+
+class MaxHandoffsExceeded(RunError):
+    """The agents of a `Handoff` kept transferring control past its `max_handoffs`."""
+
+
+class RoundsExceeded(RunError):
+    """The agents of a `PeerNetwork` kept messaging past its `max_rounds`."""
+
+
+class NotEnoughBranches(RunError):
+    """Fewer branches of a `Concurrent` succeeded than its `min_success` asks for."""
+
+
+class UnknownSpeaker(RunError):
+    """The speaker policy of a `GroupChat` named someone who is not in the chat."""
 
 
 class ContextTooLarge(RunError):

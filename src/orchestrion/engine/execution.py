@@ -23,6 +23,7 @@ from uuid import UUID, uuid4
 
 import pydantic
 
+from orchestrion import keys
 from orchestrion._json import JSON, NotJSON, clean_data, clean_text, json_text, to_jsonable
 from orchestrion.budget import Budget
 from orchestrion.engine.attempts import Link, request_with_policy
@@ -198,7 +199,7 @@ class Execution:
         if first is not None:
             fix = (
                 "Run the same member twice with distinct ctx.run(..., key=...)"
-                if key.endswith("/")
+                if keys.is_scope_marker(key)
                 else "Give the two steps distinct names"
             )
             raise DeterminismError(
@@ -207,7 +208,7 @@ class Execution:
                 "or time-dependent step names)."
             )
         self.claimed[key] = site
-        if not key.endswith("/"):  # a `ctx.run` scope is not a step
+        if not keys.is_scope_marker(key):  # a `ctx.run` scope is not a step
             self.steps += 1
         if self.divergence.waiting:  # before the step runs: a new one off the path raises
             self.divergence.asked(key, self.claimed, self.run_id, nests=nests)
@@ -256,9 +257,9 @@ class Execution:
     def _span(self, key: str) -> tuple[int, int]:
         """Where the model keys below `key` lie in the sorted `_model_keys`."""
         assert self._model_keys is not None
-        prefix = key + "/"
-        start = bisect.bisect_left(self._model_keys, prefix)
-        return start, bisect.bisect_left(self._model_keys, prefix + "\U0010ffff")
+        below = keys.below(key)
+        start = bisect.bisect_left(self._model_keys, below.start)
+        return start, bisect.bisect_left(self._model_keys, below.stop)
 
     def replayed(self, key: str, kind: str, result: JSON) -> None:
         if self.sink is not None:
@@ -411,8 +412,7 @@ class Execution:
     def _raise_if_cut_off(self, key: str, exc: Exception) -> None:
         """A step that fails while a write tool below it was cut off mid-call
         leaves that write's effect unknown: the run must halt, not go on."""
-        prefix = key + "/"
-        cut = sorted(k for k in self.cut_off if k.startswith(prefix))
+        cut = sorted(k for k in self.cut_off if keys.is_below(k, key))
         if cut:
             raise WriteUncertain(
                 f"Step {key} ended ({type(exc).__name__}: {exc}) while write tool "
@@ -490,8 +490,8 @@ class Context(Generic[DepsT]):
                 )
             counts = self._counts = self._counts or {}
             count = counts[stem] = counts.get(stem, 0) + 1
-            return f"{self.key}/{stem}-{count}"
-        return f"{self.key}/{name}"
+            return keys.child(self.key, keys.numbered(stem, count))
+        return keys.child(self.key, name)
 
     @overload
     async def interrupt(self, payload: JSON, *, name: str | None = None) -> str: ...
@@ -546,8 +546,9 @@ class Context(Generic[DepsT]):
     def run(
         self, runnable: Any, input: JSON, *, key: str | None = None
     ) -> Coroutine[Any, Any, Any]:
-        scope = f"{self.key}/{key}" if key else self.key
-        self._ex.claim(f"{scope}/{runnable.name}/", f"ctx.run of {runnable.name!r} at {_caller()}")
+        scope = keys.child(self.key, key) if key else self.key
+        member = keys.scope_marker(keys.child(scope, runnable.name))
+        self._ex.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}")
         return self._ex.run_child(self._ex, scope, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from secrets import token_hex
 from typing import Any, Literal
 
+from orchestrion import keys
 from orchestrion._json import JSON, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
@@ -743,5 +744,5 @@ def _partial(outputs: dict[str, Any]) -> dict[str, JSON]:
     return {
         key: to_jsonable(value)
         for key, value in outputs.items()
-        if not any(key[:i] in outer for i, c in enumerate(key) if c == "/")
+        if not any(scope in outer for scope in keys.ancestors(key))
     }

@@ -8,16 +8,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from orchestrion import keys
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
+from orchestrion.errors import NotEnoughBranches as NotEnoughBranches  # where users found it
 from orchestrion.errors import RunError, RunHalted, UserError, describe
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable, Workflow
-
-
-class NotEnoughBranches(RunError):
-    """Fewer branches succeeded than `min_success` asks for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +105,7 @@ class Concurrent:
     ) -> BranchResult:
         """A success is journaled as the step `branch-<i>` (a resume skips it); a
         failure is journaled as failed, so a resume tries that branch again."""
-        key = f"branch-{i}"
+        key = keys.numbered("branch", i)
         if self.timeout is None:
             attempt: Callable[[], Awaitable[Any]] = partial(ctx.run, member, input, key=key)
         else:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str, to_jsonable
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
@@ -46,7 +47,9 @@ class Sequential:
         outputs: Outputs = []
         output: Any = input
         for i, member in enumerate(self._members):
-            output = await ctx.run(member, self._input_for(input, outputs), key=f"step-{i}")
+            output = await ctx.run(
+                member, self._input_for(input, outputs), key=keys.numbered("step", i)
+            )
             outputs.append((member.name, to_jsonable(output)))
         return output
 

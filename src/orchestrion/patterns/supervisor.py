@@ -16,13 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
-from orchestrion.agent import DELEGATE, Agent
+from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import MaxTurnsExceeded, RunError, RunHalted, UserError
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable
+from orchestrion.tools.roles import Delegate
 from orchestrion.tools.tool import ModelRetry, Tool
+
+DELEGATE = "delegate_to_"
+"""Begins the model-visible name of each delegation tool (role `Delegate`)."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -74,7 +79,7 @@ class Supervisor:
         max_depth = self.max_depth
 
         async def delegate(ctx: RunContext[Any], task: str) -> str:
-            depth = ctx.key.count(f"/tool/{DELEGATE}") - 1  # delegations above this supervisor
+            depth = _delegations_above(ctx.key)
             if depth >= max_depth:
                 raise ModelRetry(
                     f"This team sits {depth} delegations deep and max_depth={max_depth}: do not "
@@ -96,7 +101,14 @@ class Supervisor:
             function=delegate,
             name=DELEGATE + re.sub(r"[^A-Za-z0-9_-]", "_", worker.name),
             description=f"{description}\n\nArgs:\n    task: What the worker should do, self-contained.",
+            role=Delegate(worker=worker.name),
         )
+
+
+def _delegations_above(key: str) -> int:
+    """How many delegations the delegation at `key` (its tool call) sits under."""
+    calls = keys.parse(key).calls
+    return sum(1 for c in calls if c.tool is not None and c.tool.startswith(DELEGATE)) - 1
 
 
 def _default_instructions(workers: tuple[Runnable, ...]) -> str:

@@ -21,6 +21,7 @@ from orchestrion.context import RunContext
 from orchestrion.errors import UserError
 from orchestrion.messages import ToolDefinition
 from orchestrion.policy import Policy
+from orchestrion.tools.roles import ROLES, ToolRole
 
 Effect = Literal["read", "write"]
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI and Anthropic accept
@@ -59,6 +60,9 @@ class Tool:
     """The tool only changes state inside this process (e.g. posts to an in-process
     bus): replay calls it again, with the recorded arguments, to rebuild that state;
     its recorded result stands. Never for effects outside the process."""
+    role: ToolRole | None = None
+    """What the tool does to the run's control, if anything (see `orchestrion.tools.roles`):
+    e.g. `Delegate(worker=...)` for a supervisor's delegation. None: an ordinary tool."""
 
     parameters: dict[str, Any] = field(init=False, repr=False)
     args_model: type[pydantic.BaseModel] = field(init=False, repr=False)
@@ -99,6 +103,11 @@ class Tool:
             raise UserError(
                 f"Tool {name!r}: max_calls={self.max_calls!r} must be a whole number >= 1 "
                 "(or None for no limit)."
+            )
+        if self.role is not None and not isinstance(self.role, ROLES):
+            raise UserError(
+                f"Tool {name!r}: role={self.role!r} is not a tool role (Transfer, Delegate "
+                "or FinalResult from orchestrion.tools.roles), nor None."
             )
         if self.effect not in ("read", "write"):
             raise UserError(
