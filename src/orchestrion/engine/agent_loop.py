@@ -12,7 +12,15 @@ from typing import Any
 
 import pydantic
 
-from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
+from orchestrion._json import (
+    JSON,
+    NotJSON,
+    as_object,
+    dumps_str,
+    loads,
+    record_fields,
+    to_jsonable,
+)
 from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
 from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
@@ -245,9 +253,10 @@ async def _run_tool_call(
     if done is not None:
         ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
         ex.replayed(key, "tool", done.result)
-        if tool is not None and tool.local and not done.result["is_error"]:
+        outcome = record_fields(done.result)
+        if tool is not None and tool.local and not outcome["is_error"]:
             await invoke(ex, key, tool, tool.parse_arguments(call.arguments))
-        return ToolResult(call.id, call.name, done.result["content"], done.result["is_error"])
+        return ToolResult(call.id, call.name, outcome["content"], outcome["is_error"])
     if tool is None:
         known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
         message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
@@ -280,10 +289,10 @@ async def _run_tool_call(
 
 async def _approval(
     ex: Execution, agent: Agent[Any], key: str, tool: Tool, call: ToolCall
-) -> dict[str, Any]:
+) -> dict[str, JSON]:
     def validate(iid: str, answer: JSON) -> JSON:
         try:
-            checked = to_jsonable(normalize_approval(iid, answer), "answer")
+            checked = as_object(to_jsonable(normalize_approval(iid, answer), "answer"))
         except NotJSON as exc:
             raise AnswerError(f"Answer to approval {iid} is not JSON: {exc}") from None
         if "arguments" in checked:
@@ -301,10 +310,10 @@ async def _approval(
     except ValueError:
         shown = call.arguments
     payload = {"agent": agent.name, "tool": tool.name, "arguments": shown, "call_id": call.id}
-    answer: dict[str, Any] = await ex.interrupt(
+    answer = await ex.interrupt(
         f"{key}/approval", "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
     )
-    return answer
+    return as_object(answer, f"the answer to approval {key}")
 
 
 async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:

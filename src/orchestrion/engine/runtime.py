@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from secrets import token_hex
 from typing import Any, Literal
 
-from orchestrion._json import JSON, clean_data, short_json, to_jsonable
+from orchestrion._json import JSON, as_object, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.answers import check_answers, not_yet_answered
@@ -630,7 +630,7 @@ class Runtime:
                     f"({sorted(ex.answers)}): the code differs from the code that started it."
                 )
         except Suspended as suspended:
-            pending = [i.to_json() for i in suspended.interrupts]
+            pending: builtins.list[JSON] = [i.to_json() for i in suspended.interrupts]
             await self._end(ex, RunStatus.INTERRUPTED, pending=pending)
             return RunResult(
                 run_id,
@@ -640,7 +640,7 @@ class Runtime:
             )
         except AnswerError:
             # Answers validated before the bad one were journaled: they no longer wait.
-            pending = [p for p in record.pending if p["id"] not in ex.answered]
+            pending = [p for p in record.pending if as_object(p)["id"] not in ex.answered]
             await self._end(ex, RunStatus.INTERRUPTED, pending=pending, usage=record.usage)
             raise
         except RunLimitReached as exc:
@@ -714,15 +714,14 @@ def result_of(record: RunRecord) -> RunResult[Any]:
         value=record.output,
         error=error,
         interrupts=tuple(Interrupt.from_json(p) for p in record.pending),
-        usage=Usage(*record.usage),
-        partial=dict((error or {}).get("partial") or {}),
+        usage=Usage.from_json(record.usage),
+        partial=dict(as_object((error or {}).get("partial") or {}, "a run's partial outputs")),
     )
 
 
 def _described(exc: BaseException) -> dict[str, JSON]:
     """`describe(exc)` as every store can hold it (an exception's message may hold anything)."""
-    described: dict[str, JSON] = clean_data(describe(exc))
-    return described
+    return as_object(clean_data(describe(exc)))
 
 
 def _jsonable(input: JSON) -> JSON:

@@ -117,7 +117,7 @@ class Concurrent:
         except RunHalted:
             raise  # the whole run ends (a limit, an uncertain write), not this branch
         except TimeoutError:
-            error = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
+            error: JSON = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
             return BranchResult(member.name, False, error=error)
         except RunError as exc:
             return BranchResult(member.name, False, error=describe(exc))

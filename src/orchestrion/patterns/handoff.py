@@ -137,7 +137,7 @@ async def _check_cycle(
         kind="handoff",
         subject=f"{a} <-> {b}",
         times=guard.repeats,
-        question={"handoff": name, "bouncing": [a, b], "path": path},
+        question={"handoff": name, "bouncing": [a, b], "path": [*path]},
         name=f"loop-guard-{hop}",
         stop=(
             f"Handoff {name!r}: control bounced between {a!r} and {b!r} {guard.repeats} times "

@@ -17,6 +17,7 @@ import docstring_parser
 import pydantic
 from pydantic.fields import FieldInfo
 
+from orchestrion._json import JSON
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
 from orchestrion.messages import ToolDefinition
@@ -125,8 +126,9 @@ class Tool:
     def definition(self) -> ToolDefinition:
         return ToolDefinition(self.name, self.description, self.parameters)
 
-    def parse_arguments(self, raw: str | dict[str, Any]) -> dict[str, Any]:
-        """Parse and validate arguments; raises `pydantic.ValidationError`."""
+    def parse_arguments(self, raw: JSON) -> dict[str, Any]:
+        """Parse and validate arguments (JSON text, or JSON data: an approval's edited
+        arguments); raises `pydantic.ValidationError`."""
         if isinstance(raw, str):
             args = self.args_model.model_validate_json(raw or "{}")
         else:
