@@ -21,8 +21,8 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
-from orchestrion.engine.result import RunResult
-from orchestrion.engine.runtime import Runtime, StepInfo
+from orchestrion.engine.result import RunResult, StepInfo
+from orchestrion.engine.runtime import Runtime
 from orchestrion.errors import (
     AnswerError,
     BreakerOpen,

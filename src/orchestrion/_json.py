@@ -274,7 +274,7 @@ def _clean_other(value: Any, path: str) -> JSON:
     )
 
 
-def short_json(value: JSON, width: int = 60) -> str:
+def short_json(value: object, width: int = 60) -> str:
     """`value` as JSON text, cut to `width` characters for a message."""
     text = dumps_str(value)
     return text if len(text) <= width else text[: width - 3] + "..."

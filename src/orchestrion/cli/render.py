@@ -32,7 +32,7 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Interrupt
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
-from orchestrion.engine.runtime import StepInfo
+from orchestrion.engine.result import StepInfo
 from orchestrion.messages import Usage
 
 STATUS_STYLE = {

@@ -50,7 +50,7 @@ from orchestrion.messages import (
 from orchestrion.tools.tool import Tool
 
 
-async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
+async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JSON) -> Any:
     chain = model_chain(ex, agent)
     ctx: Context[Any] = Context(ex, scope)
     instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
@@ -112,7 +112,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
     )
 
 
-def _estimate(agent: Agent[Any], instructions: str, messages: list[Message]) -> int:
+def _estimate(agent: Agent[Any, Any], instructions: str, messages: list[Message]) -> int:
     """Tokens of a request, estimated at four characters a token."""
     chars = len(instructions or "") + agent.fixed_size + sum(size_of(m) for m in messages)
     return chars // 4 + 1
@@ -121,7 +121,7 @@ def _estimate(agent: Agent[Any], instructions: str, messages: list[Message]) -> 
 async def _fit(
     ex: Execution,
     scope: str,
-    agent: Agent[Any],
+    agent: Agent[Any, Any],
     limit: ContextLimit,
     instructions: str,
     messages: list[Message],
@@ -181,7 +181,7 @@ def _first_messages(input: JSON | Conversation) -> list[Message]:
     return [UserMessage(input if isinstance(input, str) else dumps_str(input))]
 
 
-def _transfer(agent: Agent[Any], calls: tuple[ToolCall, ...]) -> tuple[str, str] | None:
+def _transfer(agent: Agent[Any, Any], calls: tuple[ToolCall, ...]) -> tuple[str, str] | None:
     """(target, reason) of the first valid transfer call in this turn, if any."""
     for c in calls:
         target = c.name.removeprefix(TRANSFER)
@@ -194,7 +194,7 @@ def _transfer(agent: Agent[Any], calls: tuple[ToolCall, ...]) -> tuple[str, str]
     return None
 
 
-def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any, str]:
+def _typed_output(agent: Agent[Any, Any], response: ModelResponse) -> tuple[bool, Any, str]:
     """(ok, output, problem): the validated final answer, or why there is none yet."""
     adapter = agent.output_adapter
     assert adapter is not None
@@ -226,7 +226,11 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
 
 
 async def _run_tool_calls(
-    ex: Execution, agent: Agent[Any], prefix: str, calls: tuple[ToolCall, ...], final_problem: str
+    ex: Execution,
+    agent: Agent[Any, Any],
+    prefix: str,
+    calls: tuple[ToolCall, ...],
+    final_problem: str,
 ) -> list[ToolResult]:
     keys = tool_keys(prefix, calls)
     if len(calls) == 1:
@@ -238,7 +242,7 @@ async def _run_tool_calls(
 
 
 async def _run_tool_call(
-    ex: Execution, agent: Agent[Any], key: str, call: ToolCall, final_problem: str
+    ex: Execution, agent: Agent[Any, Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
     if call.name.startswith(TRANSFER) and call.name.removeprefix(TRANSFER) in agent.handoffs:
         target = call.name.removeprefix(TRANSFER)
@@ -288,7 +292,7 @@ async def _run_tool_call(
 
 
 async def _approval(
-    ex: Execution, agent: Agent[Any], key: str, tool: Tool, call: ToolCall
+    ex: Execution, agent: Agent[Any, Any], key: str, tool: Tool, call: ToolCall
 ) -> dict[str, JSON]:
     def validate(iid: str, answer: JSON) -> JSON:
         try:

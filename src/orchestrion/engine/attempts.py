@@ -52,7 +52,7 @@ class Link:
     settings: Settings
 
 
-def model_chain(ex: Execution, agent: Agent[Any]) -> tuple[Link, ...]:
+def model_chain(ex: Execution, agent: Agent[Any, Any]) -> tuple[Link, ...]:
     """The agent's model and its fallback models, each with its resolved settings."""
     primary = ex.model_for(agent.model, agent.name)
     outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy

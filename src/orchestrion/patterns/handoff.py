@@ -12,9 +12,11 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
-from orchestrion._json import JSON, dumps_str
+from typing_extensions import TypeVar
+
+from orchestrion._json import dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import RunError, UserError
@@ -49,12 +51,17 @@ def text_only(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     return tuple(kept)
 
 
+OutputT = TypeVar("OutputT", covariant=True, default=Any)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Handoff:
-    """Agents that pass control to each other; the first to answer ends the run."""
+class Handoff(Generic[OutputT]):
+    """Agents that pass control to each other; the first to answer ends the run.
+    Its output is that agent's: what the agents' outputs have in common (`str`
+    for agents of text)."""
 
     name: str
-    agents: Sequence[Agent[Any]]
+    agents: Sequence[Agent[Any, OutputT]]
     start: str = ""
     """The agent that takes the first message; default the first one."""
     routes: Mapping[str, Sequence[str]] | None = None
@@ -66,7 +73,7 @@ class Handoff:
     """Acts when control bounces between two agents (A->B->A->B: `repeats` round
     trips): `warn` tells the next agent, `stop` ends the run, `ask` asks a human."""
     description: str = ""
-    _agents: dict[str, Agent[Any]] = field(init=False, repr=False)
+    _agents: dict[str, Agent[Any, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_name("Handoff", self.name)
@@ -101,14 +108,15 @@ class Handoff:
             return ""
         return await _check_cycle(ctx, self.loop_guard, self.name, path, hop)
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         active = self._agents[self.start]
         given: Any = input
         path = [active.name]
         for hop in range(self.max_handoffs + 1):
             outcome = await ctx.run(active, given, key=f"hop-{hop}")
             if not isinstance(outcome, HandedOff):
-                return outcome
+                answer: OutputT = outcome  # an agent's own output: one of `agents`' types
+                return answer
             messages = outcome.messages
             if self.input_filter is not None:
                 messages = self.input_filter(messages)
