@@ -254,7 +254,8 @@ class ContextLimit:
     max_tokens: int
     action: Literal["drop_oldest", "fail"] = "drop_oldest"
     summarizer: Agent[Any, Any] | None = None
-    """An agent that summarises the dropped turns (with `drop_oldest`)."""
+    """An agent that summarises the dropped turns (with `drop_oldest`). Of any deps
+    and output: it runs with the run's deps, and its output is read as text."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

@@ -85,7 +85,7 @@ class RunContext(Protocol[DepsT_co]):
     ) -> Any: ...  # unions, Literal, Annotated: not a `type` to mypy
 
     async def interrupt(
-        self, payload: JSONInput, *, name: str | None = None, answer_type: Any = str
+        self, payload: JSONInput, *, name: str | None = None, answer_type: object = str
     ) -> Any:
         """Ask a human. The run suspends with status `interrupted` until the answer
         is given to `Runtime.resume`; then this returns the answer, validated as

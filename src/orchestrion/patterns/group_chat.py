@@ -37,6 +37,8 @@ class GroupChat:
 
     name: str
     participants: Sequence[Agent[Any, Any]]
+    """Of any deps and outputs: each runs with the run's deps, and what it says is
+    read as text (JSON text for a typed output)."""
     speaker: SpeakerPolicy = "round_robin"
     termination: Condition = field(default_factory=lambda: MaxTurns(10))
     loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))

@@ -69,6 +69,8 @@ class InProcessBus:
 class PeerNetwork:
     name: str
     agents: Sequence[Agent[Any, Any]]
+    """Of any deps and outputs: each runs with the run's deps, and answers through
+    its `finish` tool, not its output."""
     entry: str = ""
     """Who receives the run's input; default the first agent."""
     edges: Mapping[str, Sequence[str]] | None = None

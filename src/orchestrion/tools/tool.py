@@ -86,7 +86,8 @@ class Tool(Generic[DepsT]):
     its recorded result stands. Never for effects outside the process."""
 
     parameters: dict[str, Any] = field(init=False, repr=False)
-    """The JSON schema of the arguments (pydantic's, without titles)."""
+    """The JSON schema of the arguments (pydantic's, without titles, typed as
+    pydantic types a schema)."""
     args_model: type[pydantic.BaseModel] = field(init=False, repr=False)
     takes_context: bool = field(init=False, repr=False)
     is_async: bool = field(init=False, repr=False)
@@ -193,7 +194,8 @@ class Tool(Generic[DepsT]):
 
     def parse_arguments(self, raw: JSON) -> dict[str, Any]:
         """Parse and validate arguments (JSON text, or JSON data: an approval's edited
-        arguments); raises `pydantic.ValidationError`."""
+        arguments); raises `pydantic.ValidationError`. The values are `Any`: each is
+        what the function's parameter of that name is typed as."""
         if isinstance(raw, str):
             args = self.args_model.model_validate_json(raw or "{}")
         else:
@@ -201,6 +203,7 @@ class Tool(Generic[DepsT]):
         return dict(args.__dict__)
 
     def needs_approval(self, arguments: dict[str, Any]) -> bool:
+        """Whether a human must approve a call with these (validated) arguments."""
         approval = self.approval
         return approval if isinstance(approval, bool) else bool(approval(arguments))
 
