@@ -47,9 +47,9 @@ class Agent(Generic[DepsT, OutputT]):
     Generic in its deps and its output, both inferred: `Agent(name=..., tools=[pay],
     output_type=Invoice)` is an `Agent[Bank, Invoice]` when `pay` takes a
     `RunContext[Bank]`. An `output_type` that is no class to a type checker (a union,
-    `Literal`, `Annotated`) makes an `Agent[..., Any]`. mypy joins the items of a
-    list invariantly, so a list mixing a `Tool[Bank]` with tools that need no deps
-    needs the agent annotated (`agent: Agent[Bank, str] = Agent(...)`) or a tuple."""
+    `Literal`, `Annotated`) makes an `Agent[..., Any]`. Tools that read no deps are
+    `Tool[Any]`s, so mixed with a `Tool[Bank]` they make the deps `Any` (unchecked):
+    annotate such an agent (`agent: Agent[Bank, str] = Agent(...)`) to check them."""
 
     name: str
     """Unique within a team; appears in every step key (`name/turn-2/model`)."""

@@ -52,7 +52,7 @@ def instructions(ctx: RunContext[Bank]) -> str:
 
 assert_type(get_balance, Tool[Bank])
 assert_type(pay, Tool[Bank])
-assert_type(today, Tool[object])
+assert_type(today, Tool[Any])  # needs no deps: fits any agent
 
 clerk = Agent(name="clerk", model="test", tools=[get_balance, pay], output_type=Invoice)
 assert_type(clerk, Agent[Bank, Invoice])
@@ -63,14 +63,24 @@ assert_type(writer, Agent[object, str])
 briefed = Agent(name="briefed", model="test", instructions=instructions)
 assert_type(briefed, Agent[Bank, str])
 
-# A plain function or a context-free tool takes no deps; a tuple keeps each tool's type.
-helper = Agent(name="helper", model="test", tools=(get_balance, today), output_type=int)
-assert_type(helper, Agent[Bank, int])
-plain = Agent(name="plain", model="test", tools=[today, reminders])
-assert_type(plain, Agent[object, str])
+# Tools mixing a Tool[Bank] with tools that read no deps give Any deps (unchecked):
+# annotate the agent to have them checked.
+mixed = Agent(name="mixed", model="test", tools=[get_balance, today], output_type=int)
+assert_type(mixed, Agent[Any, int])
+checked: Agent[Bank, str] = Agent(name="checked", model="test", tools=[get_balance, today])
+plain = Agent(name="plain", model="test", tools=[today])
+assert_type(plain, Agent[Any, str])
+raw = Agent(name="raw", model="test", tools=[reminders])  # plain functions: deps unchecked
+assert_type(raw, Agent[object, str])
 
-# mypy joins list items invariantly: a list mixing deps needs the agent annotated.
-mixed: Agent[Bank, str] = Agent(name="mixed", model="test", tools=[get_balance, today])
+
+# The README's bank: a context-free tool and a tool of RunContext[None], in a list.
+@tool(effect="write", approval=True)
+async def pay_loan(ctx: RunContext[None], amount: float) -> str:
+    return f"paid {amount:.2f} (key {ctx.idempotency_key[:8]})"
+
+
+bank = Agent(name="bank", model="test", tools=[today, pay_loan])
 
 # A union is no class to a checker: the output is Any.
 either = Agent(name="either", model="test", output_type=int | str)
@@ -83,6 +93,7 @@ async def main(runtime: Runtime) -> None:
     assert_type(result.output, Invoice)
     assert_type(result.output.total, float)
 
+    assert_type((await runtime.run(bank, "Pay off my car loan.")).output, str)
     text = await runtime.run(writer, "Write a haiku.")
     assert_type(text.output, str)
     await runtime.run(writer, "Any deps will do.", deps=Bank())

@@ -41,8 +41,11 @@ Approval = bool | Callable[[dict[str, Any]], bool]
 whatever the function's parameters are typed as)."""
 
 DepsT = TypeVar("DepsT", contravariant=True, default=object)
-"""The deps a tool reads through its `RunContext`: `object` when it takes none.
-Contravariant: a tool that needs nothing (`Tool[object]`) fits an agent of any deps."""
+"""The deps a tool reads through its `RunContext`. Contravariant: a tool that reads
+a `Bank` fits an agent whose deps are a `Bank` (or a subclass). A tool that reads
+none is a `Tool[Any]`: it fits an agent of any deps, and mypy, which joins list
+items invariantly, can then join it with tools that read some (a `Tool[object]`
+would make mypy reject `tools=[get_balance, today]`)."""
 D = TypeVar("D")
 
 
@@ -56,7 +59,7 @@ class Tool(Generic[DepsT]):
 
     Typed by the deps it reads: a function whose first parameter is a
     `RunContext[Bank]` makes a `Tool[Bank]`, which only an `Agent` whose deps are a
-    `Bank` may take; a function without a context makes a `Tool[object]`."""
+    `Bank` may take; a function without a context makes a `Tool[Any]` (see `DepsT`)."""
 
     function: Callable[..., Any]
     """Any signature: its parameters become the tool's JSON schema, and what it
@@ -112,7 +115,7 @@ class Tool(Generic[DepsT]):
 
         @overload
         def __init__(
-            self: Tool[object],
+            self: Tool[Any],
             *,
             function: Callable[..., Any],
             name: str = "",
@@ -216,7 +219,7 @@ class ToolDecorator(Protocol):
     def __call__(self, function: Callable[Concatenate[RunContext[D], ...], Any], /) -> Tool[D]: ...
 
     @overload
-    def __call__(self, function: Callable[..., Any], /) -> Tool[object]: ...
+    def __call__(self, function: Callable[..., Any], /) -> Tool[Any]: ...
 
 
 @overload
@@ -224,7 +227,7 @@ def tool(function: Callable[Concatenate[RunContext[D], ...], Any], /) -> Tool[D]
 
 
 @overload
-def tool(function: Callable[..., Any], /) -> Tool[object]: ...
+def tool(function: Callable[..., Any], /) -> Tool[Any]: ...
 
 
 @overload
