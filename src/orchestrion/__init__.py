@@ -1,5 +1,6 @@
 """orchestrion: durable orchestration for teams of AI agents."""
 
+from orchestrion._json import JSON, JSONInput
 from orchestrion.agent import Agent, ContextLimit
 from orchestrion.budget import Budget
 from orchestrion.context import RunContext
@@ -77,6 +78,7 @@ from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
 __all__ = [
+    "JSON",
     "Agent",
     "AnswerError",
     "Approve",
@@ -98,6 +100,7 @@ __all__ = [
     "Handoff",
     "Interrupt",
     "InterruptRequested",
+    "JSONInput",
     "LeaseLost",
     "LoopDetected",
     "LoopGuard",

@@ -8,6 +8,7 @@ from typing import Any, assert_type
 import pydantic
 
 from orchestrion import (
+    JSON,
     Agent,
     BranchResult,
     Concurrent,
@@ -21,7 +22,6 @@ from orchestrion import (
     Supervisor,
     workflow,
 )
-from orchestrion._json import JSON
 from orchestrion.patterns import FunctionWorkflow
 
 
