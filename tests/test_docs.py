@@ -33,6 +33,7 @@ def test_page_blocks_run(page: Path, tmp_path: Path) -> None:
 
 
 PRINTS: dict[str, tuple[str, ...]] = {
+    "typing.md": ("ACME: 4,800.00",),
     "resilience.md": (
         "Balance: 4,800.00",
         "teller/turn-1/model: attempt 1 failed: test:bank-model: HTTP 503 (injected)",

@@ -1,5 +1,6 @@
 """orchestrion: durable orchestration for teams of AI agents."""
 
+from orchestrion._json import JSON, JSONInput
 from orchestrion.agent import Agent, ContextLimit
 from orchestrion.budget import Budget
 from orchestrion.context import RunContext
@@ -21,8 +22,8 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
-from orchestrion.engine.result import RunResult
-from orchestrion.engine.runtime import Runtime, StepInfo
+from orchestrion.engine.result import RunResult, StepInfo
+from orchestrion.engine.runtime import Runtime
 from orchestrion.errors import (
     AnswerError,
     BreakerOpen,
@@ -81,6 +82,7 @@ from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
 __all__ = [
+    "JSON",
     "Agent",
     "AnswerError",
     "Approve",
@@ -102,6 +104,7 @@ __all__ = [
     "Handoff",
     "Interrupt",
     "InterruptRequested",
+    "JSONInput",
     "LeaseLost",
     "LoopDetected",
     "LoopGuard",

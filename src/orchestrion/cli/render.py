@@ -32,7 +32,8 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Interrupt
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
-from orchestrion.engine.runtime import StepInfo
+from orchestrion.engine.result import StepInfo
+from orchestrion.messages import Usage
 
 STATUS_STYLE = {
     "completed": "green",
@@ -84,7 +85,7 @@ def runs_table(runs: list[RunRecord]) -> Table:
     now = time.time()
     for run in runs:
         created = datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M:%S")
-        tokens = str(run.usage[0] + run.usage[1]) if run.usage else "0"
+        tokens = str(Usage.from_json(run.usage).total_tokens) if run.usage else "0"
         status = _styled(run.status.value)
         orphaned = run.orphaned_since(now)
         if orphaned is not None:

@@ -13,7 +13,15 @@ from typing import Any
 import pydantic
 
 from orchestrion import keys
-from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
+from orchestrion._json import (
+    JSON,
+    NotJSON,
+    as_object,
+    dumps_str,
+    loads,
+    record_fields,
+    to_jsonable,
+)
 from orchestrion.agent import FINAL_RESULT_TOOL, Agent, ContextLimit
 from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
@@ -44,7 +52,7 @@ from orchestrion.tools.roles import FinalResult, Transfer
 from orchestrion.tools.tool import Tool
 
 
-async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
+async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JSON) -> Any:
     chain = model_chain(ex, agent)
     ctx: Context[Any] = Context(ex, scope)
     instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
@@ -97,7 +105,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
     )
 
 
-def _estimate(agent: Agent[Any], instructions: str, messages: list[Message]) -> int:
+def _estimate(agent: Agent[Any, Any], instructions: str, messages: list[Message]) -> int:
     """Tokens of a request, estimated at four characters a token."""
     chars = len(instructions or "") + agent.fixed_size + sum(size_of(m) for m in messages)
     return chars // 4 + 1
@@ -106,7 +114,7 @@ def _estimate(agent: Agent[Any], instructions: str, messages: list[Message]) -> 
 async def _fit(
     ex: Execution,
     scope: str,
-    agent: Agent[Any],
+    agent: Agent[Any, Any],
     limit: ContextLimit,
     instructions: str,
     messages: list[Message],
@@ -167,7 +175,7 @@ def _first_messages(input: JSON | Conversation) -> list[Message]:
 
 
 def _handed_off(
-    agent: Agent[Any], calls: tuple[ToolCall, ...], messages: list[Message]
+    agent: Agent[Any, Any], calls: tuple[ToolCall, ...], messages: list[Message]
 ) -> HandedOff | None:
     """The conversation handed on by the first transfer call of this turn, if any."""
     for c in calls:
@@ -181,7 +189,7 @@ def _handed_off(
     return None
 
 
-def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any, str]:
+def _typed_output(agent: Agent[Any, Any], response: ModelResponse) -> tuple[bool, Any, str]:
     """(ok, output, problem): the validated final answer, or why there is none yet."""
     adapter = agent.output_adapter
     assert adapter is not None
@@ -239,7 +247,11 @@ async def _watched_tool_calls(
 
 
 async def _run_tool_calls(
-    ex: Execution, agent: Agent[Any], prefix: str, calls: tuple[ToolCall, ...], final_problem: str
+    ex: Execution,
+    agent: Agent[Any, Any],
+    prefix: str,
+    calls: tuple[ToolCall, ...],
+    final_problem: str,
 ) -> list[ToolResult]:
     steps = keys.tool_keys(prefix, calls)
     if len(calls) == 1:
@@ -251,7 +263,7 @@ async def _run_tool_calls(
 
 
 async def _run_tool_call(
-    ex: Execution, agent: Agent[Any], key: str, call: ToolCall, final_problem: str
+    ex: Execution, agent: Agent[Any, Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
     role = agent.tool_roles.get(call.name)
     if isinstance(role, Transfer):
@@ -266,9 +278,10 @@ async def _run_tool_call(
     if done is not None:
         ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
         ex.replayed(key, "tool", done.result)
-        if tool is not None and tool.local and not done.result["is_error"]:
+        outcome = record_fields(done.result)
+        if tool is not None and tool.local and not outcome["is_error"]:
             await invoke(ex, key, tool, tool.parse_arguments(call.arguments))
-        return ToolResult(call.id, call.name, done.result["content"], done.result["is_error"])
+        return ToolResult(call.id, call.name, outcome["content"], outcome["is_error"])
     if tool is None:
         known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
         message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
@@ -300,11 +313,11 @@ async def _run_tool_call(
 
 
 async def _approval(
-    ex: Execution, agent: Agent[Any], key: str, tool: Tool, call: ToolCall
-) -> dict[str, Any]:
+    ex: Execution, agent: Agent[Any, Any], key: str, tool: Tool, call: ToolCall
+) -> dict[str, JSON]:
     def validate(iid: str, answer: JSON) -> JSON:
         try:
-            checked = to_jsonable(normalize_approval(iid, answer), "answer")
+            checked = as_object(to_jsonable(normalize_approval(iid, answer), "answer"))
         except NotJSON as exc:
             raise AnswerError(f"Answer to approval {iid} is not JSON: {exc}") from None
         if "arguments" in checked:
@@ -322,10 +335,10 @@ async def _approval(
     except ValueError:
         shown = call.arguments
     payload = {"agent": agent.name, "tool": tool.name, "arguments": shown, "call_id": call.id}
-    answer: dict[str, Any] = await ex.interrupt(
+    answer = await ex.interrupt(
         keys.approval_key(key), "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
     )
-    return answer
+    return as_object(answer, f"the answer to approval {key}")
 
 
 async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from orchestrion._json import as_number, as_str
 from orchestrion.agent import Agent
 from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying, StepFailed
@@ -51,7 +52,7 @@ class Link:
     settings: Settings
 
 
-def model_chain(ex: Execution, agent: Agent[Any]) -> tuple[Link, ...]:
+def model_chain(ex: Execution, agent: Agent[Any, Any]) -> tuple[Link, ...]:
     """The agent's model and its fallback models, each with its resolved settings."""
     primary = ex.model_for(agent.model, agent.name)
     outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
@@ -231,9 +232,9 @@ def _resume_point(failures: list[Entry], chain: Sequence[Link]) -> tuple[int, in
     retry = retry_point(failures)
     last = failures[-1].result if failures and isinstance(failures[-1].result, dict) else {}
     if retry is not None and last.get("model") in names:
-        return (names.index(last["model"]), *retry)
+        return (names.index(as_str(last["model"])), *retry)
     if last.get("fallback") in names:
-        return names.index(last["fallback"]), 0, 0.0, 0.0
+        return names.index(as_str(last["fallback"])), 0, 0.0, 0.0
     return 0, 0, 0.0, 0.0  # the step had failed for good: a resume starts it over
 
 
@@ -251,8 +252,8 @@ def retry_point(failures: list[Entry]) -> tuple[int, float, float] | None:
         first = entry
         if entry.result.get("attempt") == 1:
             break
-    due = last.ended_at + last.result["retry_in"]  # the wait counts towards max_time
-    return int(last.result["attempt"]), due, due - first.started_at
+    due = last.ended_at + as_number(last.result["retry_in"])  # the wait counts towards max_time
+    return int(as_number(last.result["attempt"])), due, due - first.started_at
 
 
 async def resume_wait(due: float, elapsed: float) -> float:

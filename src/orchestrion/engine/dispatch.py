@@ -65,7 +65,7 @@ async def _run(ex: Execution, scope: str, key: str, runnable: Runnable, input: J
     return output
 
 
-async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
+async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], input: JSON) -> Any:
     """Run `agent`, and on failure each of its fallback agents in turn (theirs too),
     on the same input, keyed under `<agent's key>/fallback/`. Giving up on one is the
     journaled step `<its key>/gave-up`, so a resume goes straight to the agent that
@@ -111,12 +111,12 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
     raise AssertionError("unreachable: the last agent of the chain returns or raises")
 
 
-def _chain(agent: Agent[Any]) -> list[Agent[Any]]:
+def _chain(agent: Agent[Any, Any]) -> list[Agent[Any, Any]]:
     """The agent, then its fallback agents depth first (each with its own), each once."""
-    chain: list[Agent[Any]] = []
+    chain: list[Agent[Any, Any]] = []
     seen: set[str] = set()
 
-    def add(a: Agent[Any]) -> None:
+    def add(a: Agent[Any, Any]) -> None:
         if a.name not in seen:
             seen.add(a.name)
             chain.append(a)

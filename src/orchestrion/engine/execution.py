@@ -24,7 +24,19 @@ from uuid import UUID, uuid4
 import pydantic
 
 from orchestrion import keys
-from orchestrion._json import JSON, NotJSON, clean_data, clean_text, json_text, to_jsonable
+from orchestrion._json import (
+    JSON,
+    JSONInput,
+    NotJSON,
+    as_int,
+    as_number,
+    as_str,
+    clean_data,
+    clean_text,
+    json_text,
+    record_fields,
+    to_jsonable,
+)
 from orchestrion.budget import Budget
 from orchestrion.engine.attempts import Link, request_with_policy
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
@@ -63,6 +75,7 @@ if TYPE_CHECKING:
 
 DepsT = TypeVar("DepsT")
 T = TypeVar("T")
+J = TypeVar("J", bound=JSON)
 
 COMPLETED = StepStatus.COMPLETED
 
@@ -155,7 +168,7 @@ class Execution:
             elif e.status is StepStatus.STARTED:
                 self.writes.add(e.key)
                 if isinstance(e.result, dict) and "idempotency_key" in e.result:
-                    self.origin_keys[e.key] = e.result["idempotency_key"]
+                    self.origin_keys[e.key] = as_str(e.result["idempotency_key"], e.key)
         self.seq = entries[-1].seq + 1 if entries else 0
         self.divergence = Divergence(entries, self.replay)
         """Catches code that takes another path than the journal's on resume."""
@@ -241,7 +254,7 @@ class Execution:
         branch) still counts what they spent."""
         if self._model_keys is None:  # built once per resume, on first need
             models = sorted(
-                (k, ModelResponse.from_json(e.result).usage)
+                (k, ModelResponse.from_json(record_fields(e.result)).usage)
                 for k, e in self.replay.items()
                 if e.kind == "model" and e.status is COMPLETED
             )
@@ -300,7 +313,7 @@ class Execution:
                     self._check_price(self.budget.cost, link.model.name)
         done = self.claim(key, f"a model request ({model.name})")
         if done is not None:
-            response = ModelResponse.from_json(done.result)
+            response = ModelResponse.from_json(record_fields(done.result))
             self.replayed(key, "model", done.result)
         else:
             started = time.time()
@@ -494,20 +507,20 @@ class Context(Generic[DepsT]):
         return keys.child(self.key, name)
 
     @overload
-    async def interrupt(self, payload: JSON, *, name: str | None = None) -> str: ...
+    async def interrupt(self, payload: JSONInput, *, name: str | None = None) -> str: ...
 
     @overload
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: type[T]
+        self, payload: JSONInput, *, name: str | None = None, answer_type: type[T]
     ) -> T: ...
 
     @overload
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: object
+        self, payload: JSONInput, *, name: str | None = None, answer_type: object
     ) -> Any: ...  # unions, Literal, Annotated: not a `type` to mypy
 
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: Any = str
+        self, payload: JSONInput, *, name: str | None = None, answer_type: Any = str
     ) -> Any:
         key = self._name(name, "interrupt")
         adapter = _adapter(answer_type)
@@ -540,12 +553,16 @@ class Context(Generic[DepsT]):
     # `step` and `run` hand back the engine's coroutine rather than awaiting it in
     # one of their own: a fan-out makes thousands of them.
 
-    def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> Coroutine[Any, Any, T]:
+    @overload
+    def step(self, name: str, fn: Callable[[], Awaitable[J]]) -> Coroutine[Any, Any, J]: ...
+
+    @overload
+    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, JSON]: ...
+
+    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, JSON]:
         return self._ex.custom_step(self._name(name, "step"), fn, _caller())
 
-    def run(
-        self, runnable: Any, input: JSON, *, key: str | None = None
-    ) -> Coroutine[Any, Any, Any]:
+    def run(self, runnable: Any, input: Any, *, key: str | None = None) -> Coroutine[Any, Any, Any]:
         scope = keys.child(self.key, key) if key else self.key
         member = keys.scope_marker(keys.child(scope, runnable.name))
         self._ex.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}")
@@ -566,12 +583,12 @@ class Context(Generic[DepsT]):
     async def now(self, *, name: str | None = None) -> datetime:
         key = self._name(name, "now")
         stamp = await self._ex.custom_step(key, _clock, _caller(), "clock")
-        return datetime.fromtimestamp(stamp, UTC)
+        return datetime.fromtimestamp(as_number(stamp, key), UTC)
 
     async def random(self, *, name: str | None = None) -> Random:
         key = self._name(name, "random")
         seed = await self._ex.custom_step(key, _seed, _caller(), "random")
-        return Random(seed)
+        return Random(as_int(seed, key))
 
     async def uuid(self, *, name: str | None = None) -> UUID:
         key = self._name(name, "uuid")

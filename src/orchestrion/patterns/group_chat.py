@@ -18,7 +18,9 @@ from orchestrion.loops import ChatTurn, LoopWatch
 from orchestrion.patterns._names import check_name
 from orchestrion.patterns.termination import ChatState, Condition, MaxTurns
 
-SpeakerPolicy = Literal["round_robin"] | Agent[Any] | Callable[[ChatState, tuple[str, ...]], str]
+SpeakerPolicy = (
+    Literal["round_robin"] | Agent[Any, Any] | Callable[[ChatState, tuple[str, ...]], str]
+)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -32,7 +34,9 @@ class GroupChat:
     """
 
     name: str
-    participants: Sequence[Agent[Any]]
+    participants: Sequence[Agent[Any, Any]]
+    """Of any deps and outputs: each runs with the run's deps, and what it says is
+    read as text (JSON text for a typed output)."""
     speaker: SpeakerPolicy = "round_robin"
     termination: Condition = field(default_factory=lambda: MaxTurns(10))
     loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))
@@ -61,7 +65,7 @@ class GroupChat:
                 f"GroupChat {self.name!r}: termination must be a Condition (e.g. MaxTurns(10))."
             )
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> dict[str, JSON]:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> dict[str, JSON]:
         by_name = {p.name: p for p in self.participants}
         names = tuple(by_name)
         transcript: list[tuple[str, str]] = [("user", _text(input))]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from orchestrion import keys
-from orchestrion._json import JSON, dumps_str
+from orchestrion._json import dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import MaxHandoffsExceeded as MaxHandoffsExceeded  # where users found it
@@ -46,12 +48,17 @@ def text_only(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     return tuple(kept)
 
 
+OutputT = TypeVar("OutputT", covariant=True, default=Any)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Handoff:
-    """Agents that pass control to each other; the first to answer ends the run."""
+class Handoff(Generic[OutputT]):
+    """Agents that pass control to each other; the first to answer ends the run.
+    Its output is that agent's: what the agents' outputs have in common (`str`
+    for agents of text)."""
 
     name: str
-    agents: Sequence[Agent[Any]]
+    agents: Sequence[Agent[Any, OutputT]]
     start: str = ""
     """The agent that takes the first message; default the first one."""
     routes: Mapping[str, Sequence[str]] | None = None
@@ -63,7 +70,7 @@ class Handoff:
     """Acts when control bounces between two agents (A->B->A->B: `repeats` round
     trips): `warn` tells the next agent, `stop` ends the run, `ask` asks a human."""
     description: str = ""
-    _agents: dict[str, Agent[Any]] = field(init=False, repr=False)
+    _agents: dict[str, Agent[Any, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_name("Handoff", self.name)
@@ -93,14 +100,15 @@ class Handoff:
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "_agents", agents)
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         active = self._agents[self.start]
         given: Any = input
         watch = LoopWatch(self.loop_guard)
         for hop in range(self.max_handoffs + 1):
             outcome = await ctx.run(active, given, key=keys.numbered("hop", hop))
             if not isinstance(outcome, HandedOff):
-                return outcome
+                answer: OutputT = outcome  # an agent's own output: one of `agents`' types
+                return answer
             messages = outcome.messages
             if self.input_filter is not None:
                 messages = self.input_filter(messages)

@@ -66,7 +66,9 @@ class InProcessBus:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class PeerNetwork:
     name: str
-    agents: Sequence[Agent[Any]]
+    agents: Sequence[Agent[Any, Any]]
+    """Of any deps and outputs: each runs with the run's deps, and answers through
+    its `finish` tool, not its output."""
     entry: str = ""
     """Who receives the run's input; default the first agent."""
     edges: Mapping[str, Sequence[str]] | None = None
@@ -103,10 +105,12 @@ class PeerNetwork:
         object.__setattr__(self, "entry", entry)
         object.__setattr__(self, "_edges", {n: tuple(edges.get(n, ())) for n in names})
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> str | dict[str, JSON]:
+        """The answer given to `finish`, or, when the messages ran out without one,
+        `{"messages": [...], "finished": None}`."""
         bus = self.bus()
         finished: list[tuple[str, str]] = []
-        log: list[dict[str, JSON]] = []
+        log: list[JSON] = []
         agents = {a.name: self._member(a, bus, finished) for a in self.agents}
         text = input if isinstance(input, str) else dumps_str(input)
         bus.post(Mail("user", self.entry, text))
@@ -136,7 +140,9 @@ class PeerNetwork:
             "Raise max_rounds, or tell the agents when to finish."
         )
 
-    def _member(self, agent: Agent[Any], bus: Bus, finished: list[tuple[str, str]]) -> Agent[Any]:
+    def _member(
+        self, agent: Agent[Any, Any], bus: Bus, finished: list[tuple[str, str]]
+    ) -> Agent[Any, Any]:
         allowed = self._edges[agent.name]
 
         async def send_message(ctx: RunContext[Any], to: str, content: str) -> str:

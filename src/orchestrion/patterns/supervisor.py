@@ -14,10 +14,12 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from orchestrion import keys
-from orchestrion._json import JSON, dumps_str
+from orchestrion._json import dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import MaxTurnsExceeded, RunError, RunHalted, UserError
@@ -28,14 +30,16 @@ from orchestrion.tools.tool import ModelRetry, Tool
 
 DELEGATE = "delegate_to_"
 """Begins the model-visible name of each delegation tool (role `Delegate`)."""
+OutputT = TypeVar("OutputT", covariant=True, default=Any)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Supervisor:
-    """A manager agent with workers; its output is the manager's final answer."""
+class Supervisor(Generic[OutputT]):
+    """A manager agent with workers; its output is the manager's final answer (a
+    `Supervisor[Plan]` for a manager whose `output_type` is `Plan`)."""
 
     name: str
-    manager: Agent[Any]
+    manager: Agent[Any, OutputT]
     workers: Sequence[Runnable]
     max_rounds: int = 10
     """Model turns the manager may take (its `max_turns`)."""
@@ -43,7 +47,7 @@ class Supervisor:
     """This supervisor delegates only while it sits fewer than `max_depth` delegations
     deep in the run (0 = it is at the top), which bounds runaway recursion in hierarchies."""
     description: str = ""
-    _manager: Agent[Any] = field(init=False, repr=False)
+    _manager: Agent[Any, OutputT] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_name("Supervisor", self.name)
@@ -65,7 +69,7 @@ class Supervisor:
         )
         object.__setattr__(self, "_manager", manager)
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         try:
             return await ctx.run(self._manager, input)
         except MaxTurnsExceeded as exc:
