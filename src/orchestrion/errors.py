@@ -32,6 +32,7 @@
         │       └── LoopDetected    an agent or a pattern kept going in circles
         ├── ContextTooLarge       a request is over the agent's ContextLimit
         └── RunFailed             reading the output of a run that failed
+            └── NoOutput          ... of a run that has none (waiting, cancelled, running)
 
 Errors are plain data: constructing one has no side effects.
 """
@@ -332,6 +333,14 @@ class RunFailed(RunError):
         super().__init__(f"Run {run_id} {status}: {error.get('type')}: {error.get('message')}")
         self.run_id = run_id
         self.error = error
+
+
+class NoOutput(RunFailed):
+    """The output of a run that has none was read: it waits for a human, was
+    cancelled, or has not finished. Check `RunResult.status` first."""
+
+    def __init__(self, run_id: str, status: str, why: str) -> None:
+        super().__init__(run_id, {"type": "NoOutput", "message": why}, status)
 
 
 def describe(exc: BaseException) -> dict[str, Any]:

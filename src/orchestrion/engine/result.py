@@ -10,7 +10,7 @@ from typing_extensions import TypeVar
 from orchestrion._json import JSON, as_object
 from orchestrion.engine.interrupts import Interrupt
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
-from orchestrion.errors import RunFailed
+from orchestrion.errors import NoOutput, RunFailed
 from orchestrion.messages import Usage
 
 OutputT = TypeVar("OutputT", covariant=True)
@@ -46,19 +46,22 @@ class RunResult(Generic[OutputT]):
     @property
     def output(self) -> OutputT:
         """The output of a completed run. Raises `RunFailed` if the run failed or
-        stopped at a limit (its `partial` results stay readable), was cancelled, or
-        has not finished. While it waits for a human (`status` is `interrupted`,
-        `interrupts` says what for) it is None, whatever the output type says:
-        check `status` first where a run may ask a human."""
+        stopped at a limit (its `partial` results stay readable), and its subclass
+        `NoOutput` if it has none: it waits for a human (`interrupts` says what for),
+        was cancelled, or has not finished."""
         status = self.status
-        if status is RunStatus.COMPLETED or status is RunStatus.INTERRUPTED:
-            # Completed: `value` is the output (None only where the output type
-            # allows it). Interrupted: None, as it has always been read.
-            return cast(OutputT, self.value)
+        if status is RunStatus.COMPLETED:
+            return cast(OutputT, self.value)  # None only where the output type allows it
         if status is RunStatus.FAILED or status is RunStatus.STOPPED:
             raise RunFailed(self.run_id, self.error or {}, status.value)
-        problem = {"type": "NoOutput", "message": _NOT_DONE[status]}
-        raise RunFailed(self.run_id, problem, status.value)
+        if status is RunStatus.INTERRUPTED:
+            why = (
+                f"it waits for {len(self.interrupts)} answer(s) from a human (see "
+                "`interrupts`): give them with Runtime.resume, then read the output"
+            )
+        else:
+            why = _NOT_DONE[status]
+        raise NoOutput(self.run_id, status.value, why)
 
 
 def result_of(record: RunRecord) -> RunResult[Any]:
