@@ -42,6 +42,7 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "it has no field 'content'.",
         "has layout version 99, newer than this orchestrion understands (2): upgrade orchestrion.",
     ),
+    "typing.md": ("ACME: 4,800.00",),
     "resilience.md": (
         "Balance: 4,800.00",
         "teller/turn-1/model: attempt 1 failed: test:bank-model: HTTP 503 (injected)",

@@ -1,5 +1,6 @@
 """orchestrion: durable orchestration for teams of AI agents."""
 
+from orchestrion._json import JSON, JSONInput
 from orchestrion.agent import Agent, ContextLimit
 from orchestrion.budget import Budget
 from orchestrion.context import RunContext
@@ -21,8 +22,8 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
-from orchestrion.engine.result import RunResult
-from orchestrion.engine.runtime import Runtime, StepInfo
+from orchestrion.engine.result import RunResult, StepInfo
+from orchestrion.engine.runtime import Runtime
 from orchestrion.errors import (
     AnswerError,
     BreakerOpen,
@@ -30,13 +31,17 @@ from orchestrion.errors import (
     DeterminismError,
     LeaseLost,
     LoopDetected,
+    MaxHandoffsExceeded,
     MaxTurnsExceeded,
     ModelError,
     ModelRequestsBlocked,
     NestingTooDeep,
+    NoOutput,
+    NotEnoughBranches,
     OrchestrionError,
     OutputValidationError,
     RetryLater,
+    RoundsExceeded,
     RunBusy,
     RunError,
     RunFailed,
@@ -48,6 +53,7 @@ from orchestrion.errors import (
     StoreNotFound,
     TargetError,
     ToolError,
+    UnknownSpeaker,
     UserError,
     WriteUncertain,
 )
@@ -77,6 +83,7 @@ from orchestrion.runnable import Runnable, Workflow
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
 __all__ = [
+    "JSON",
     "Agent",
     "AnswerError",
     "Approve",
@@ -98,10 +105,12 @@ __all__ = [
     "Handoff",
     "Interrupt",
     "InterruptRequested",
+    "JSONInput",
     "LeaseLost",
     "LoopDetected",
     "LoopGuard",
     "LoopGuardTriggered",
+    "MaxHandoffsExceeded",
     "MaxTurns",
     "MaxTurnsExceeded",
     "MemoryBreakers",
@@ -113,6 +122,8 @@ __all__ = [
     "ModelResponse",
     "ModelRetry",
     "NestingTooDeep",
+    "NoOutput",
+    "NotEnoughBranches",
     "OrchestrionError",
     "OutputValidationError",
     "PeerNetwork",
@@ -123,6 +134,7 @@ __all__ = [
     "Retry",
     "RetryLater",
     "Retrying",
+    "RoundsExceeded",
     "RunBusy",
     "RunContext",
     "RunError",
@@ -155,6 +167,7 @@ __all__ = [
     "ToolCall",
     "ToolError",
     "Transferred",
+    "UnknownSpeaker",
     "Usage",
     "UserError",
     "Workflow",

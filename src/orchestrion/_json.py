@@ -21,13 +21,31 @@ import dataclasses
 import enum
 import math
 import re
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import orjson
 import pydantic
 
-JSON = Any
-"""A value made of dict, list, str, int, float, bool and None only."""
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+"""A value made of dict, list, str, int, float, bool and None only: what orchestrion
+gives back (journal values, run inputs and outputs as stored)."""
+
+JSONInput: TypeAlias = (
+    Mapping[str, "JSONInput"]
+    | Sequence["JSONInput"]
+    | str
+    | int
+    | float
+    | bool
+    | pydantic.BaseModel
+    | None
+)
+"""What orchestrion accepts where it journals a value (a run's input, an interrupt's
+payload): JSON data with read-only container types, so a `dict[str, int]` or a tuple
+fits (`dict` is invariant: a `dict[str, int]` is no `dict[str, JSON]`), and pydantic
+models, which are journaled as their JSON. At run time a mapping must be a `dict` and
+a sequence a `list` or `tuple`; `to_jsonable` says where a value is not JSON."""
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 """The integers orjson writes exactly."""
@@ -61,7 +79,50 @@ def dumps_str(value: Any) -> str:
 
 
 def loads(data: bytes | str) -> Any:
+    """Parsed JSON text; `Any` because callers know the shape they wrote (a record,
+    a message), and `as_object` and friends check it where they do not."""
     return orjson.loads(data)
+
+
+# -- reading JSON data whose shape the reader knows ----------------------------
+
+
+def as_object(value: JSON, what: str = "value") -> dict[str, JSON]:
+    """`value` as the JSON object it must be (a journaled record, a stored
+    interrupt); a `TypeError` naming `what` if it is not (a corrupt store)."""
+    if isinstance(value, dict):
+        return value
+    raise TypeError(f"{what} should be a JSON object, not {short_json(value)}")
+
+
+def as_list(value: JSON, what: str = "value") -> list[JSON]:
+    """`value` as the JSON array it must be; a `TypeError` naming `what` if not."""
+    if isinstance(value, list):
+        return value
+    raise TypeError(f"{what} should be a JSON array, not {short_json(value)}")
+
+
+def as_str(value: JSON, what: str = "value") -> str:
+    """`value` as the string it must be; a `TypeError` naming `what` if not."""
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"{what} should be a string, not {short_json(value)}")
+
+
+def as_number(value: JSON, what: str = "value") -> float:
+    """`value` as the number it must be (an int is one; a bool is not); a
+    `TypeError` naming `what` if not."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"{what} should be a number, not {short_json(value)}")
+
+
+def as_int(value: JSON, what: str = "value") -> int:
+    """`value` as the integer it must be (a bool is not one); a `TypeError` naming
+    `what` if not."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"{what} should be an integer, not {short_json(value)}")
 
 
 def clean_text(text: str) -> str:
@@ -98,7 +159,8 @@ def to_jsonable(value: Any, root: str = "value") -> JSON:
         return _clean(value, root)  # surrogates, keys to convert, or a refusal with a path
     if b"null" in data:  # maybe a NaN or an Infinity, which orjson writes as null
         return _clean(value, root)
-    return orjson.loads(data)
+    converted: JSON = orjson.loads(data)
+    return converted
 
 
 def json_text(value: Any, root: str = "value") -> str:
@@ -193,7 +255,8 @@ def _clean_other(value: Any, path: str) -> JSON:
     if isinstance(value, set | frozenset):
         return [_clean(item, f"{path}[{i}]") for i, item in enumerate(_default(value))]
     try:  # what orjson writes natively: datetime, date, time, UUID (as strings)
-        return orjson.loads(orjson.dumps(value))
+        native: JSON = orjson.loads(orjson.dumps(value))
+        return native
     except TypeError:
         pass
     raise NotJSON(
@@ -203,7 +266,7 @@ def _clean_other(value: Any, path: str) -> JSON:
     )
 
 
-def short_json(value: JSON, width: int = 60) -> str:
+def short_json(value: object, width: int = 60) -> str:
     """`value` as JSON text, cut to `width` characters for a message."""
     text = dumps_str(value)
     return text if len(text) <= width else text[: width - 3] + "..."

@@ -11,9 +11,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 import pydantic
+from typing_extensions import TypeVar
 
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
@@ -21,31 +22,47 @@ from orchestrion.guards import LoopGuard
 from orchestrion.messages import ModelSettings, ToolDefinition
 from orchestrion.models.base import Model
 from orchestrion.policy import Policy
+from orchestrion.tools.roles import FinalResult, ToolRole, Transfer
 from orchestrion.tools.tool import Tool
 
-OutputT = TypeVar("OutputT")
+DepsT = TypeVar("DepsT", contravariant=True, default=object)
+"""What the agent's tools and instructions read as `ctx.deps`, so what `Runtime.run`
+must be given as `deps=`: `object` when nothing reads them (any deps will do)."""
+OutputT = TypeVar("OutputT", covariant=True, default=str)
+"""What a run of the agent returns: its `output_type`, `str` by default."""
+D = TypeVar("D", default=object)
 
 FINAL_RESULT_TOOL = "final_result"
+"""The model-visible name of the tool with role `FinalResult`."""
 TRANSFER = "transfer_to_"
-DELEGATE = "delegate_to_"
+"""Begins the model-visible name of each tool with role `Transfer`."""
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
-Instructions = str | Callable[[RunContext[Any]], str]
+_NO_TOOLS = cast("tuple[Tool[object], ...]", ())
+"""The default of `tools` as type checkers see it: no tools read any deps."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Agent(Generic[OutputT]):
-    """A specialised agent. Run it with `Runtime.run(agent, input)`."""
+class Agent(Generic[DepsT, OutputT]):
+    """A specialised agent. Run it with `Runtime.run(agent, input)`.
+
+    Generic in its deps and its output, both inferred: `Agent(name=..., tools=[pay],
+    output_type=Invoice)` is an `Agent[Bank, Invoice]` when `pay` takes a
+    `RunContext[Bank]`. An `output_type` that is no class to a type checker (a union,
+    `Literal`, `Annotated`) makes an `Agent[..., Any]`. Tools that read no deps are
+    `Tool[Any]`s, so mixed with a `Tool[Bank]` they make the deps `Any` (unchecked):
+    annotate such an agent (`agent: Agent[Bank, str] = Agent(...)`) to check them."""
 
     name: str
     """Unique within a team; appears in every step key (`name/turn-2/model`)."""
-    instructions: Instructions = ""
+    instructions: str | Callable[[RunContext[DepsT]], str] = ""
     """The system prompt, or a function of the run context returning it."""
     model: Model | str | None = None
     """A `Model`, a string like `openai:gpt-4.1-mini`, or None for the runtime's default."""
-    tools: Sequence[Tool | Callable[..., Any]] = ()
-    """The only tools this agent may call. Plain functions become `Tool`s."""
-    output_type: Any = str
+    tools: Sequence[Tool[DepsT] | Callable[..., Any]] = ()
+    """The only tools this agent may call. Plain functions become `Tool`s (their deps
+    are not typed: decorate them with `@tool` for that)."""
+    output_type: type[OutputT] = str  # type: ignore[assignment]  # OutputT's default
     """`str`, or a pydantic model or type the final answer is validated as."""
     output_retries: int = 2
     """How many invalid final answers are sent back to the model before the run fails."""
@@ -67,14 +84,63 @@ class Agent(Generic[OutputT]):
     (a model's or tool's own policy wins). Agents in its `fallback` take over the
     agent's input, in order, when the agent fails."""
 
-    tool_map: Mapping[str, Tool] = field(init=False, repr=False)
+    tool_map: Mapping[str, Tool[DepsT]] = field(init=False, repr=False)
     tool_definitions: tuple[ToolDefinition, ...] = field(init=False, repr=False)
+    tool_roles: Mapping[str, ToolRole] = field(init=False, repr=False)
+    """The role of each control tool the model may call, by name (see `orchestrion.tools.roles`)."""
     output_adapter: pydantic.TypeAdapter[Any] | None = field(init=False, repr=False)
+    """Validates the final answer as `output_type` (None for `str`); `Any` because a
+    type form such as a union is no class to a type checker."""
     fixed_size: int = field(init=False, repr=False)
     """Characters every request carries besides the messages (tool definitions)."""
     output_wrapped: bool = field(init=False, repr=False)
     """True when the output schema is not an object, so the model sends it under `result`."""
-    fallback_agents: tuple[Agent[Any], ...] = field(init=False, repr=False)
+    fallback_agents: tuple[Agent[Any, Any], ...] = field(init=False, repr=False)
+    """The agents of `policy.fallback`; `Any`: a fallback may have other deps and output."""
+
+    if TYPE_CHECKING:
+        # For type checkers only (the dataclass writes the real `__init__`). The first
+        # overload types the deps and the output; an `output_type` that is no class
+        # to a checker (a union, `Literal`, `Annotated`) takes the second, as `Any`.
+        @overload
+        def __init__(
+            self,
+            *,
+            name: str,
+            instructions: str | Callable[[RunContext[DepsT]], str] = "",
+            model: Model | str | None = None,
+            tools: Sequence[Tool[DepsT] | Callable[..., Any]] = _NO_TOOLS,
+            output_type: type[OutputT] = str,  # type: ignore[assignment]  # OutputT's default
+            output_retries: int = 2,
+            max_turns: int = 20,
+            description: str = "",
+            handoffs: Sequence[str] = (),
+            model_settings: ModelSettings = ...,
+            loop_guard: LoopGuard | None = ...,
+            context_limit: ContextLimit | None = None,
+            policy: Policy | None = None,
+        ) -> None: ...
+
+        @overload
+        def __init__(
+            self: Agent[D, Any],
+            *,
+            name: str,
+            instructions: str | Callable[[RunContext[D]], str] = "",
+            model: Model | str | None = None,
+            tools: Sequence[Tool[D] | Callable[..., Any]] = _NO_TOOLS,
+            output_type: object,
+            output_retries: int = 2,
+            max_turns: int = 20,
+            description: str = "",
+            handoffs: Sequence[str] = (),
+            model_settings: ModelSettings = ...,
+            loop_guard: LoopGuard | None = ...,
+            context_limit: ContextLimit | None = None,
+            policy: Policy | None = None,
+        ) -> None: ...
+
+        def __init__(self, **kwargs: Any) -> None: ...
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -88,16 +154,25 @@ class Agent(Generic[OutputT]):
                 f"(got {self.max_turns} and {self.output_retries})."
             )
         tools = tuple(t if isinstance(t, Tool) else Tool(function=t) for t in self.tools)
-        tool_map: dict[str, Tool] = {}
+        tool_map: dict[str, Tool[DepsT]] = {}
+        roles: dict[str, ToolRole] = {}
         for t in tools:
             if t.name in tool_map:
                 raise UserError(f"Agent {self.name!r} has two tools named {t.name!r}; rename one.")
+            if isinstance(t.role, Transfer | FinalResult):
+                raise UserError(
+                    f"Agent {self.name!r}: tool {t.name!r} has role {t.role!r}, which only the "
+                    "agent gives its own tools: name the target in handoffs=, or set output_type=."
+                )
             tool_map[t.name] = t
+            if t.role is not None:
+                roles[t.name] = t.role
         definitions = [t.definition() for t in tools]
         for target in self.handoffs:
             name = TRANSFER + target
             if name in tool_map:
                 raise UserError(f"Agent {self.name!r}: a tool is already named {name!r}.")
+            roles[name] = Transfer(target=target)
             definitions.append(
                 ToolDefinition(
                     name,
@@ -130,6 +205,7 @@ class Agent(Generic[OutputT]):
                     "properties": {"result": schema},
                     "required": ["result"],
                 }
+            roles[FINAL_RESULT_TOOL] = FinalResult()
             definitions.append(
                 ToolDefinition(
                     FINAL_RESULT_TOOL,
@@ -142,6 +218,7 @@ class Agent(Generic[OutputT]):
         set_(self, "handoffs", tuple(self.handoffs))
         set_(self, "tool_map", MappingProxyType(tool_map))
         set_(self, "tool_definitions", tuple(definitions))
+        set_(self, "tool_roles", MappingProxyType(roles))
         set_(self, "output_adapter", adapter)
         set_(self, "output_wrapped", wrapped)
         set_(self, "fallback_agents", self._fallback_agents())
@@ -151,10 +228,10 @@ class Agent(Generic[OutputT]):
             sum(len(d.name) + len(d.description) + len(str(d.parameters)) for d in definitions),
         )
 
-    def _fallback_agents(self) -> tuple[Agent[Any], ...]:
+    def _fallback_agents(self) -> tuple[Agent[Any, Any], ...]:
         if self.policy is not None and not isinstance(self.policy, Policy):
             raise UserError(f"Agent {self.name!r}: policy={self.policy!r} is not a Policy(...).")
-        agents: list[Agent[Any]] = []
+        agents: list[Agent[Any, Any]] = []
         fallback = self.policy.fallback if self.policy is not None else None
         for f in fallback or ():
             if isinstance(f, Agent):
@@ -168,7 +245,7 @@ class Agent(Generic[OutputT]):
                 raise UserError(
                     f"Agent {self.name!r}: policy fallback {f!r} is neither an Agent nor a model."
                 )
-        named: dict[str, Agent[Any]] = {self.name: self}
+        named: dict[str, Agent[Any, Any]] = {self.name: self}
         stack = list(agents)
         while stack:  # the fallbacks' own fallbacks join the chain: names stay unique
             a = stack.pop()
@@ -191,8 +268,9 @@ class ContextLimit:
 
     max_tokens: int
     action: Literal["drop_oldest", "fail"] = "drop_oldest"
-    summarizer: Agent[Any] | None = None
-    """An agent that summarises the dropped turns (with `drop_oldest`)."""
+    summarizer: Agent[Any, Any] | None = None
+    """An agent that summarises the dropped turns (with `drop_oldest`). Of any deps
+    and output: it runs with the run's deps, and its output is read as text."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

@@ -12,11 +12,34 @@ from random import Random
 from typing import Any, Protocol, TypeVar, overload
 from uuid import UUID
 
-from orchestrion._json import JSON
+from orchestrion._json import JSON, JSONInput
 from orchestrion.messages import Usage
 
 DepsT_co = TypeVar("DepsT_co", covariant=True)
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+J = TypeVar("J", bound=JSON)
+
+
+class _TypedAgent(Protocol[T_co]):
+    """What `ctx.run` sees of an `Agent` (this module sits below `agent.py`): its
+    output type. An agent whose `output_type` is a union or another type form is
+    an `Agent[..., Any]`, so it runs as `Any`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def output_type(self) -> type[T_co]: ...
+
+
+class _TypedWorkflow(Protocol[T_co]):
+    """What `ctx.run` sees of a workflow or pattern: what its `invoke` returns."""
+
+    @property
+    def name(self) -> str: ...
+
+    def invoke(self, ctx: RunContext[Any], input: Any, /) -> Awaitable[T_co]: ...
 
 
 class RunContext(Protocol[DepsT_co]):
@@ -49,30 +72,42 @@ class RunContext(Protocol[DepsT_co]):
         ...
 
     @overload
-    async def interrupt(self, payload: JSON, *, name: str | None = None) -> str: ...
+    async def interrupt(self, payload: JSONInput, *, name: str | None = None) -> str: ...
 
     @overload
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: type[T]
+        self, payload: JSONInput, *, name: str | None = None, answer_type: type[T]
     ) -> T: ...
 
     @overload
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: object
+        self, payload: JSONInput, *, name: str | None = None, answer_type: object
     ) -> Any: ...  # unions, Literal, Annotated: not a `type` to mypy
 
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: Any = str
+        self, payload: JSONInput, *, name: str | None = None, answer_type: object = str
     ) -> Any:
         """Ask a human. The run suspends with status `interrupted` until the answer
         is given to `Runtime.resume`; then this returns the answer, validated as
-        `answer_type` (str by default). Nothing journaled before it runs again."""
+        `answer_type` (str by default). Nothing journaled before it runs again.
+
+        A checker knows the answer's type when `answer_type` is a class; a union,
+        `Literal` or `Annotated` form is no `type` to it, so the answer is `Any`."""
         ...
 
-    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn` once per run: its JSON result is journaled and replayed. Build
-        `name` from the input and journaled values only: a resume that asks for a
-        step the journal lacks while journaled ones go unasked raises `DeterminismError`."""
+    @overload
+    def step(self, name: str, fn: Callable[[], Awaitable[J]]) -> Awaitable[J]: ...
+
+    @overload
+    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Awaitable[JSON]: ...
+
+    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Awaitable[JSON]:
+        """Run `fn` once per run: its result is journaled as JSON and replayed. What
+        it returns is that JSON (first time and on replay alike), so a function
+        returning JSON data gives its own type back, and any other (a model, a
+        dataclass, a datetime) gives `JSON`. Build `name` from the input and
+        journaled values only: a resume that asks for a step the journal lacks while
+        journaled ones go unasked raises `DeterminismError`."""
         ...
 
     async def now(self, *, name: str | None = None) -> datetime:
@@ -93,9 +128,21 @@ class RunContext(Protocol[DepsT_co]):
         `uuid-1`, `uuid-2`, ...; inside `ctx.gather`, name them."""
         ...
 
-    async def run(self, runnable: Any, input: JSON, *, key: str | None = None) -> Any:
-        """Run an agent or pattern as part of this one; its steps are keyed under
-        `<this key>[/<key>]/<its name>`. Give `key` when the same member runs twice."""
+    @overload
+    def run(
+        self, runnable: _TypedAgent[T], input: JSONInput, *, key: str | None = None
+    ) -> Awaitable[T]: ...
+
+    @overload
+    def run(
+        self, runnable: _TypedWorkflow[T], input: JSONInput, *, key: str | None = None
+    ) -> Awaitable[T]: ...
+
+    def run(self, runnable: Any, input: JSONInput, *, key: str | None = None) -> Awaitable[Any]:
+        """Run an agent or pattern as part of this one, returning its output; its
+        steps are keyed under `<this key>[/<key>]/<its name>`. Give `key` when the
+        same member runs twice. (`runnable` is an `orchestrion.Runnable`; this
+        module sits below it, so the overloads above describe one structurally.)"""
         ...
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:

@@ -21,6 +21,10 @@
         ├── ToolError             a tool raised
         ├── OutputValidationError the model's final output kept failing validation
         ├── MaxTurnsExceeded      the agent used all its turns
+        ├── MaxHandoffsExceeded   a Handoff's agents kept transferring past max_handoffs
+        ├── RoundsExceeded        a PeerNetwork's agents kept messaging past max_rounds
+        ├── NotEnoughBranches     fewer Concurrent branches succeeded than min_success
+        ├── UnknownSpeaker        a GroupChat's speaker policy chose no participant
         ├── RunHalted             ends the whole run; patterns pass it on
         │   ├── WriteUncertain    a write tool was cut off: its effect is unknown
         │   ├── NestingTooDeep    members nested past the limit (a workflow running itself)
@@ -29,6 +33,7 @@
         │       └── LoopDetected    an agent or a pattern kept going in circles
         ├── ContextTooLarge       a request is over the agent's ContextLimit
         └── RunFailed             reading the output of a run that failed
+            └── NoOutput          ... of a run that has none (waiting, cancelled, running)
 
 Errors are plain data: constructing one has no side effects.
 """
@@ -269,6 +274,22 @@ class MaxTurnsExceeded(RunError):
     """An agent reached `max_turns` without a final answer."""
 
 
+class MaxHandoffsExceeded(RunError):
+    """The agents of a `Handoff` kept transferring control past its `max_handoffs`."""
+
+
+class RoundsExceeded(RunError):
+    """The agents of a `PeerNetwork` kept messaging past its `max_rounds`."""
+
+
+class NotEnoughBranches(RunError):
+    """Fewer branches of a `Concurrent` succeeded than its `min_success` asks for."""
+
+
+class UnknownSpeaker(RunError):
+    """The speaker policy of a `GroupChat` named someone who is not in the chat."""
+
+
 class ContextTooLarge(RunError):
     """A model request is larger than the agent's `ContextLimit` allows."""
 
@@ -321,6 +342,14 @@ class RunFailed(RunError):
         super().__init__(f"Run {run_id} {status}: {error.get('type')}: {error.get('message')}")
         self.run_id = run_id
         self.error = error
+
+
+class NoOutput(RunFailed):
+    """The output of a run that has none was read: it waits for a human, was
+    cancelled, or has not finished. Check `RunResult.status` first."""
+
+    def __init__(self, run_id: str, status: str, why: str) -> None:
+        super().__init__(run_id, {"type": "NoOutput", "message": why}, status)
 
 
 def describe(exc: BaseException) -> dict[str, Any]:

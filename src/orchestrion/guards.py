@@ -1,4 +1,7 @@
-"""`LoopGuard`: what an agent does when it repeats a tool call, or keeps writing."""
+"""`LoopGuard`: what an agent does when it repeats a tool call, or keeps writing.
+
+This is the configuration, a definition every agent and pattern can hold; finding
+loops and acting on them is `orchestrion.loops`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from orchestrion._json import JSON
+from orchestrion._json import JSON, as_int, as_list, as_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,13 @@ class Usage:
     requests: int = 0
     cost: float = 0.0
     """USD, for the requests whose model has a known price (see `orchestrion.pricing`)."""
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Usage:
+        """Usage as `to_json` wrote it: three counts, then the cost when priced."""
+        n = as_list(data, "usage")
+        cost = as_number(n[3], "usage cost") if len(n) > 3 else 0.0
+        return cls(as_int(n[0]), as_int(n[1]), as_int(n[2]), cost)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -128,7 +135,8 @@ class ToolDefinition:
 
     name: str
     description: str
-    parameters: dict[str, JSON]
+    parameters: dict[str, object]
+    """The JSON schema (`dict[str, object]`: what the provider SDKs' types take)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from orchestrion import (
     StepStatus,
     tool,
 )
-from orchestrion.errors import RunNotResumable
+from orchestrion.errors import NoOutput, RunNotResumable
 from orchestrion.testing import ScriptedModel, call
 
 from ._support import journal_snapshot, last_tool_result, tool_results
@@ -57,7 +57,8 @@ async def test_approval_approve(runtime: Runtime) -> None:
     )
     result = await runtime.run(bank.agent(model), "pay off the loan")
     assert result.status == RunStatus.INTERRUPTED
-    assert result.output is None
+    with pytest.raises(NoOutput, match=r"waits for 1 answer\(s\) from a human"):
+        result.output  # noqa: B018
     [interrupt] = result.interrupts
     assert isinstance(interrupt, Interrupt)
     assert interrupt.kind == "approval"

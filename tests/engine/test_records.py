@@ -107,12 +107,17 @@ def test_the_stored_form_of_a_failed_attempt_keeps_its_field_order() -> None:
 @pytest.mark.parametrize(
     ("kind", "status", "result", "problem"),
     [
-        ("tool", StepStatus.COMPLETED, {"content": 42, "is_error": False}, "expected a string"),
-        ("tool", StepStatus.COMPLETED, "plain text", "expected an object"),
+        (
+            "tool",
+            StepStatus.COMPLETED,
+            {"content": 42, "is_error": False},
+            "its content should be a string, not 42",
+        ),
+        ("tool", StepStatus.COMPLETED, "plain text", "should be a JSON object"),
         ("model", StepStatus.COMPLETED, {"tool_calls": [["only-an-id"]]}, "missing"),
-        ("random", StepStatus.COMPLETED, 0.5, "expected an integer"),
-        ("clock", StepStatus.COMPLETED, "noon", "expected a number"),
-        ("model", StepStatus.FAILED, {"type": "X", "attempt": "2"}, "expected an integer"),
+        ("random", StepStatus.COMPLETED, 0.5, "a random seed should be an integer"),
+        ("clock", StepStatus.COMPLETED, "noon", "a clock read should be a number"),
+        ("model", StepStatus.FAILED, {"type": "X", "attempt": "2"}, "its attempt should be an"),
         ("fallback", StepStatus.COMPLETED, {"type": "X", "agent": "a"}, "no field 'fallback'"),
         ("model", StepStatus.PENDING, None, "no record is a model step that is pending"),
         ("teleport", StepStatus.COMPLETED, None, "no record is a teleport step"),
@@ -135,5 +140,5 @@ def test_a_step_replayed_as_another_kind_of_record_is_a_determinism_error() -> N
 
 def test_a_value_step_is_checked_before_it_is_journaled() -> None:
     assert value_record("clock", 1.5) == ClockRead(value=1.5)
-    with pytest.raises(TypeError, match="expected an integer"):
+    with pytest.raises(TypeError, match="a random seed should be an integer"):
         value_record("random", True)

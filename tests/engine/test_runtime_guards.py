@@ -18,7 +18,7 @@ from orchestrion import (
     Runtime,
     tool,
 )
-from orchestrion.engine.agent_loop import tool_keys
+from orchestrion.keys import tool_keys
 from orchestrion.messages import ModelResponse, ToolCall
 from orchestrion.testing import ScriptedModel, call
 

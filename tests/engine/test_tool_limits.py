@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrion import Agent, Approve, Reject, RunContext, RunStatus, Runtime, UserError, tool
-from orchestrion.engine.tool_limits import tool_keys, tool_of
+from orchestrion.keys import tool_keys, tool_of
 from orchestrion.messages import ToolCall
 from orchestrion.patterns import Supervisor
 from orchestrion.testing import ScriptedModel, call

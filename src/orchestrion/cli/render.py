@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from orchestrion import keys
 from orchestrion._json import dumps_str
 from orchestrion.engine.events import (
     BreakerChanged,
@@ -33,7 +33,8 @@ from orchestrion.engine.events import (
 from orchestrion.engine.interrupts import Interrupt
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
 from orchestrion.engine.records import AttemptFailed, ModelResponded, StepRaised, read
-from orchestrion.engine.runtime import StepInfo
+from orchestrion.engine.result import StepInfo
+from orchestrion.messages import Usage
 
 STATUS_STYLE = {
     "completed": "green",
@@ -85,7 +86,7 @@ def runs_table(runs: list[RunRecord]) -> Table:
     now = time.time()
     for run in runs:
         created = datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M:%S")
-        tokens = str(run.usage[0] + run.usage[1]) if run.usage else "0"
+        tokens = str(Usage.from_json(run.usage).total_tokens) if run.usage else "0"
         status = _styled(run.status.value)
         orphaned = run.orphaned_since(now)
         if orphaned is not None:
@@ -212,12 +213,8 @@ def _error_summary(error: dict[str, Any]) -> Text:
 
 def tree_key(key: str, previous: str) -> Text:
     """The key with the path it shares with the previous row dimmed, so nesting reads as a tree."""
-    parts, before = key.split("/"), previous.split("/")
-    shared = 0
-    while shared < min(len(parts), len(before)) - 1 and parts[shared] == before[shared]:
-        shared += 1
-    head = "/".join(parts[:shared])
-    return Text.assemble((head + "/" if head else "", "dim"), "/".join(parts[shared:]))
+    shared = keys.shared(key, previous)
+    return Text.assemble((shared.head, "dim"), shared.rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,73 +265,64 @@ def _with_attempts(summary: Text, step: StepInfo) -> Text:
 _Role = Literal["leaf", "scope", "member", "call"]
 """Ranked: a segment that is a step in one key and a scope or member in another is the latter."""
 _RANK: dict[_Role, int] = {"leaf": 0, "scope": 1, "member": 2, "call": 3}
-_TURN = re.compile(r"turn-(\d+)")
 
 
 @dataclass(eq=False, slots=True)
 class _Node:
-    name: str
-    """The key segment; `tool/<name>#<id>` for a tool call."""
+    part: keys.Part
+    """The key level: a segment, or an agent's step (`turn-N/model`, `turn-N/tool/<name>#<id>`)."""
     role: _Role
-    turn: int | None
-    """The agent turn of a model request or a tool call."""
     step: _Step | None = None
     children: dict[str, _Node] = field(default_factory=dict)
-    """By key segment (with its `turn-N/` for agent steps), in order of first appearance."""
+    """By key level (with its `turn-N/` for agent steps), in order of first appearance."""
+
+    @property
+    def name(self) -> str:
+        return self.part.name
+
+    @property
+    def turn(self) -> int | None:
+        """The agent turn of a model request or a tool call."""
+        return self.part.turn
 
 
-def _agent_turn(parts: list[str], i: int) -> int | None:
-    """N when `parts[i]` is an agent's `turn-N`, followed by `model`, `tool/<name>#<id>` or
-    another last segment (e.g. a loop guard's row in the live view); not a pattern's scope
-    of the same shape (GroupChat keys its speakers `turn-N`), which holds members."""
-    found = _TURN.fullmatch(parts[i]) if i < len(parts) else None
-    if found is None:
-        return None
-    rest = parts[i + 1 :]
-    if len(rest) == 1 or (len(rest) >= 2 and rest[0] == "tool" and "#" in rest[1]):
-        return int(found.group(1))
-    return None
+@dataclass(frozen=True, slots=True)
+class _Level:
+    part: keys.Part
+    role: _Role
 
 
-def _levels(key: str) -> list[tuple[str, str, _Role, int | None]]:
-    """A step key as tree levels `(id, name, role, agent turn)`, read from the grammar every
-    pattern nests: `<agent>/turn-N/model` and `<agent>/turn-N/tool/<name>#<id>`.
+def _levels(key: str) -> list[_Level]:
+    """A step key as tree levels with their roles, read from the grammar every pattern
+    nests: `<agent>/turn-N/model` and `<agent>/turn-N/tool/<name>#<id>` (see `keys.parse`).
 
     The run's root and a segment before an agent turn, right under a tool call (a
     delegation) or right under a scope are members; other inner segments are scopes
     (`ctx.run(..., key=...)`, e.g. `step-0`, `branch-1`, `hop-2`); the last is the step."""
-    parts = key.split("/")
-    levels: list[tuple[str, str, _Role, int | None]] = []
-    i = 0
-    while i < len(parts):
-        turn = _agent_turn(parts, i)
-        if turn is not None:  # the turn is no level of its own: its steps are labelled with it
-            width = 3 if parts[i + 1] == "tool" and i + 2 < len(parts) else 2
-            name = "/".join(parts[i + 1 : i + width])
-            role: _Role = "call" if width == 3 else "leaf"
-            levels.append(("/".join(parts[i : i + width]), name, role, turn))
-            i += width
-            continue
-        role = "scope"
-        if i == len(parts) - 1:
-            role = "leaf"
-        elif i == 0 or _agent_turn(parts, i + 1) is not None or levels[-1][2] in ("call", "scope"):
+    parts = keys.parse(key).parts
+    levels: list[_Level] = []
+    for i, part in enumerate(parts):
+        role: _Role = "scope"
+        if part.tool is not None:
+            role = "call"
+        elif part.turn is not None or i == len(parts) - 1:
+            role = "leaf"  # the turn is no level of its own: its steps are labelled with it
+        elif i == 0 or parts[i + 1].turn is not None or levels[-1].role in ("call", "scope"):
             role = "member"
-        levels.append((parts[i], parts[i], role, None))
-        i += 1
+        levels.append(_Level(part, role))
     return levels
 
 
 def _build(steps: list[_Step]) -> _Node:
-    top = _Node("", "scope", None)
+    top = _Node(keys.Part(text="", name=""), "scope")
     for step in steps:
         node = top
-        for level, name, role, turn in _levels(step.key):
-            child = node.children.get(level)
+        for level in _levels(step.key):
+            child = node.children.get(level.part.text)
             if child is None:
-                child = node.children[level] = _Node(name, role, turn)
-            elif _RANK[role] > _RANK[child.role]:
-                child.role = role
+                child = node.children[level.part.text] = _Node(level.part, level.role)
+            elif _RANK[level.role] > _RANK[child.role]:
+                child.role = level.role
             node = child
         node.step = step
     return top
@@ -382,8 +370,8 @@ def _collapsed(node: _Node, previous_turn: int | None) -> tuple[_Node, Text]:
                 shown = only
                 label.append("/", style="dim").append(only.name, style="bold")
         case "call":
-            name, _, call_id = node.name.removeprefix("tool/").partition("#")
-            label.append("tool ", style="dim").append(name).append(f"#{call_id}", style="dim")
+            tool, call = node.part.tool or "", node.part.call or ""
+            label.append("tool ", style="dim").append(tool).append(f"#{call}", style="dim")
         case "leaf":
             if node.step is not None and node.step.kind != node.name:  # `step fetch`
                 label.append(f"{node.step.kind} ", style="dim")
@@ -451,11 +439,11 @@ class LiveView:
                 key = interrupt.key
                 self.steps[key] = _Step(key, interrupt.kind, "pending", None, Text(interrupt.id))
             case LoopGuardTriggered(key=key, kind=kind, subject=subject, times=times, action=act):
-                key = f"{key}/loop"  # a row under the step or member that looped
+                key = keys.child(key, "loop")  # a row under the step or member that looped
                 what = Text(f"{kind} loop: {subject}, {times} times")
                 self.steps[key] = _Step(key, "loop", act, None, what)
             case Transferred(key=key, target=target, reason=reason):
-                key = f"{key}/handoff"  # under the agent's turn that handed over
+                key = keys.child(key, "handoff")  # under the agent's turn that handed over
                 what = Text(f"to {target}" + (f": {reason}" if reason else ""))
                 self.steps[key] = _Step(key, "handoff", "transferred", None, what)
             case Retrying(key=key, kind=kind, attempt=attempt, error=error, wait=wait):
@@ -463,12 +451,12 @@ class LiveView:
                 self.steps[key] = _Step(key, kind, "retrying", None, what)
                 self.streaming = ""  # what the failed attempt streamed is void
             case FallbackUsed(key=key, failed=failed, used=used, error=error):
-                key = f"{key}/fallback"  # a row under the step or member that gave up
+                key = keys.child(key, "fallback")  # a row under the step or member that gave up
                 what = Text(f"{failed} -> {used}: {error}")
                 self.steps[key] = _Step(key, "fallback", "fallback", None, what)
                 self.streaming = ""
             case BreakerChanged(key=key, name=name, old=old, new=new):
-                key = f"{key}/breaker"
+                key = keys.child(key, "breaker")
                 what = Text(f"circuit {name}: {old} -> {new}")
                 self.steps[key] = _Step(key, "breaker", new, None, what)
             case RunFinished():

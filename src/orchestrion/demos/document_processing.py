@@ -183,7 +183,7 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
     return _summarize(request)
 
 
-extract: Agent[Invoice] = Agent(
+extract = Agent(
     name="extract",
     instructions=(
         "You extract invoices. Read the invoice in the task and give its number, vendor, date, "
@@ -192,7 +192,7 @@ extract: Agent[Invoice] = Agent(
     model=MODEL,
     output_type=Invoice,
 )
-validate: Agent[str] = Agent(
+validate = Agent(
     name="validate",
     instructions=(
         "You validate extracted invoices. Look the vendor up in the approved-vendor register and "
@@ -202,7 +202,7 @@ validate: Agent[str] = Agent(
     model=MODEL,
     tools=[lookup_vendor],
 )
-summarize: Agent[str] = Agent(
+summarize = Agent(
     name="summarize",
     instructions=(
         "You write the accounts-payable note for an invoice: one or two sentences with the "

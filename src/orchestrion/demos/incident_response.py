@@ -175,25 +175,25 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
     return _summarizer(request)
 
 
-logs: Agent[str] = Agent(
+logs = Agent(
     name="logs",
     instructions="You analyse logs. Search the affected service's logs and report the error that explains the incident, with counts and when it started.",
     model=MODEL,
     tools=[search_logs],
 )
-metrics: Agent[str] = Agent(
+metrics = Agent(
     name="metrics",
     instructions="You analyse metrics. Report what changed in the affected service's error rate and latency, and when.",
     model=MODEL,
     tools=[get_metrics],
 )
-deploys: Agent[str] = Agent(
+deploys = Agent(
     name="deploys",
     instructions="You analyse deploys. Report the affected service's deploys just before the incident and what they changed.",
     model=MODEL,
     tools=[get_deploy_history],
 )
-summarizer: Agent[str] = Agent(
+summarizer = Agent(
     name="summarizer",
     instructions=(
         "You lead the incident response. You receive the analysts' results as JSON (one entry "

@@ -160,13 +160,13 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
     return _letter(request)
 
 
-parse_resume: Agent[Resume] = Agent(
+parse_resume = Agent(
     name="parse_resume",
     instructions="You read resumes. Give the candidate's name, skills (lower case) and years of experience.",
     model=MODEL,
     output_type=Resume,
 )
-match_jobs: Agent[str] = Agent(
+match_jobs = Agent(
     name="match_jobs",
     instructions=(
         "You match candidates to jobs. Search the job board for each of the candidate's skills, "
@@ -176,7 +176,7 @@ match_jobs: Agent[str] = Agent(
     model=MODEL,
     tools=[search_jobs],
 )
-cover_letter: Agent[str] = Agent(
+cover_letter = Agent(
     name="cover_letter",
     instructions=(
         "You write short cover letters. From the parsed resume and the matched job, write a "

@@ -107,7 +107,7 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
     )
 
 
-agent: Agent[str] = Agent(
+agent = Agent(
     name="loan-payoff",
     instructions=(
         "You are a banking assistant. Look up the loan, verify the savings balance covers "

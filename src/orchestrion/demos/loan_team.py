@@ -117,21 +117,21 @@ def _task(task: str) -> str:
     return dumps_str({"task": task})
 
 
-loans: Agent[str] = Agent(
+loans = Agent(
     name="loans",
     instructions="You look up customers' loans. Answer with the loan id and the exact payoff amount.",
     model=MODEL,
     tools=[get_loan],
     description="Looks up a customer's loans: loan id and payoff amount.",
 )
-balances: Agent[str] = Agent(
+balances = Agent(
     name="balances",
     instructions="You report account balances. Answer with the account and its exact balance.",
     model=MODEL,
     tools=[get_balance],
     description="Reports the balance of a customer's account (savings or checking).",
 )
-payments: Agent[str] = Agent(
+payments = Agent(
     name="payments",
     instructions=(
         "You make loan payments exactly as asked: the amount, the account and the loan in the "
@@ -141,7 +141,7 @@ payments: Agent[str] = Agent(
     tools=[pay_loan],
     description="Pays an amount from an account towards a loan (moves money; needs approval).",
 )
-manager: Agent[str] = Agent(
+manager = Agent(
     name="manager",
     instructions=(
         f"You manage a banking team serving customer {CUSTOMER}. To pay off a loan: ask loans "

@@ -180,7 +180,7 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
     return say(f"No stand-in behaviour for an agent with tools {sorted(tools)}.")
 
 
-welcome: Agent[str] = Agent(
+welcome = Agent(
     name="welcome",
     instructions=(
         f"You greet employee {EMPLOYEE} on the HR help chat. Send log-in and access problems "
@@ -189,7 +189,7 @@ welcome: Agent[str] = Agent(
     ),
     model=MODEL,
 )
-it: Agent[str] = Agent(
+it = Agent(
     name="it",
     instructions=(
         "You are IT support. Restore the employee's payroll-portal access, then tell finance "
@@ -198,7 +198,7 @@ it: Agent[str] = Agent(
     model=MODEL,
     tools=[reset_portal_access],
 )
-finance: Agent[str] = Agent(
+finance = Agent(
     name="finance",
     instructions=(
         "You are payroll finance. Once IT confirms the employee's access, read their payslip, "

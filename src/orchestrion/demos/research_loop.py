@@ -408,7 +408,7 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
 
 def build(model: Model | str = MODEL, *, max_rounds: int = MAX_ROUNDS) -> Supervisor:
     """The research team, every agent on `model` (tests pass a recording or altered model)."""
-    search_worker: Agent[str] = Agent(
+    search_worker = Agent(
         name="search",
         instructions=(
             "You search the team's notes with `search`, using a few keywords. Report each "
@@ -419,7 +419,7 @@ def build(model: Model | str = MODEL, *, max_rounds: int = MAX_ROUNDS) -> Superv
         loop_guard=LoopGuard(repeats=3, policy="warn"),
         description="Searches the team's notes: experiment logs, load tests, PRs, runbooks.",
     )
-    code: Agent[str] = Agent(
+    code = Agent(
         name="code",
         instructions=(
             "You compute latency statistics with `compute`, exactly as asked, and report each "
@@ -429,7 +429,7 @@ def build(model: Model | str = MODEL, *, max_rounds: int = MAX_ROUNDS) -> Superv
         tools=[compute],
         description="Computes p50, p95, p99 or mean latency over named datasets.",
     )
-    coordinator: Agent[str] = Agent(
+    coordinator = Agent(
         name="coordinator",
         instructions=(
             "You run an investigation. Ask search for the documents about the topic; pick the "
@@ -446,7 +446,7 @@ def build(model: Model | str = MODEL, *, max_rounds: int = MAX_ROUNDS) -> Superv
         max_rounds=5,
         description="Finds the experiments about a question and measures their data.",
     )
-    analysis: Agent[str] = Agent(
+    analysis = Agent(
         name="analysis",
         instructions=(
             "You turn findings into one claim: 'Claim: Yes: ...' or 'Claim: No: ...' with the "
@@ -456,7 +456,7 @@ def build(model: Model | str = MODEL, *, max_rounds: int = MAX_ROUNDS) -> Superv
         model=model,
         description="Turns an investigation's findings into one claim with its evidence.",
     )
-    skeptic: Agent[str] = Agent(
+    skeptic = Agent(
         name="skeptic",
         instructions=(
             "You review claims. Read the review checklist and check the claim against each "
@@ -467,7 +467,7 @@ def build(model: Model | str = MODEL, *, max_rounds: int = MAX_ROUNDS) -> Superv
         tools=[review_checklist],
         description="Reviews a claim and its evidence: approves it or raises one objection.",
     )
-    lead: Agent[Finding] = Agent(
+    lead = Agent(
         name="lead",
         instructions=(
             "You lead a research team answering an engineering question with data. Ask "

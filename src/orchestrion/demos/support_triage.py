@@ -194,7 +194,7 @@ def stand_in_policy(request: ModelRequest) -> ModelResponse:
     return _triage(request)
 
 
-triage: Agent[str] = Agent(
+triage = Agent(
     name="triage",
     instructions=(
         "You are the first line of customer support. Transfer questions about charges, "
@@ -204,7 +204,7 @@ triage: Agent[str] = Agent(
     model=MODEL,
     description="Reads the customer's message and routes it.",
 )
-billing: Agent[str] = Agent(
+billing = Agent(
     name="billing",
     instructions=(
         "You are billing support. Look up the order's charges; refund a charge only when it is "
@@ -215,7 +215,7 @@ billing: Agent[str] = Agent(
     tools=[get_charges, refund],
     description="Charges, invoices and refunds.",
 )
-technical: Agent[str] = Agent(
+technical = Agent(
     name="technical",
     instructions=(
         "You are technical support. Search the known issues for the customer's problem and "

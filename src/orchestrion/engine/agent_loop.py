@@ -12,16 +12,23 @@ from typing import Any
 
 import pydantic
 
-from orchestrion._json import JSON, NotJSON, dumps_str, loads, to_jsonable
-from orchestrion.agent import FINAL_RESULT_TOOL, TRANSFER, Agent, ContextLimit
+from orchestrion import keys
+from orchestrion._json import (
+    JSON,
+    NotJSON,
+    as_object,
+    dumps_str,
+    loads,
+    to_jsonable,
+)
+from orchestrion.agent import FINAL_RESULT_TOOL, Agent, ContextLimit
 from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.model_calls import model_chain
 from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
-from orchestrion.engine.tool_limits import ToolRuns, tool_keys
-from orchestrion.engine.tool_loops import CallMemory, guard_calls, guard_writes
+from orchestrion.engine.tool_limits import ToolRuns
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
@@ -29,6 +36,7 @@ from orchestrion.errors import (
     OutputValidationError,
     validation_summary,
 )
+from orchestrion.loops import CallDone, LoopWatch, WriteAhead
 from orchestrion.messages import (
     Conversation,
     HandedOff,
@@ -40,18 +48,19 @@ from orchestrion.messages import (
     UserMessage,
     size_of,
 )
+from orchestrion.tools.roles import FinalResult, Transfer
 from orchestrion.tools.tool import Tool
 
 
-async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
+async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JSON) -> Any:
     chain = model_chain(ex, agent)
     ctx: Context[Any] = Context(ex, scope)
     instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
     messages: list[Message] = _first_messages(input)
-    memory = CallMemory()
+    watch = LoopWatch(agent.loop_guard)
     retries_left = agent.output_retries
     for turn in range(1, agent.max_turns + 1):
-        prefix = f"{scope}/turn-{turn}"
+        prefix = keys.turn_key(scope, turn)
         size = 0
         if ex.sink is not None or agent.context_limit is not None:
             size = _estimate(agent, instructions, messages)
@@ -61,7 +70,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         request = ModelRequest(
             instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
         )
-        response = await ex.model_step(f"{prefix}/model", chain, request, size)
+        response = await ex.model_step(keys.model_key(prefix), chain, request, size)
         messages.append(response)
         calls = response.tool_calls
         if agent.output_adapter is not None:
@@ -71,7 +80,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
         else:
             ok, output, problem = False, None, ""
         if ok:
-            if any(c.name != FINAL_RESULT_TOOL for c in calls):
+            if any(not isinstance(agent.tool_roles.get(c.name), FinalResult) for c in calls):
                 await _run_tool_calls(ex, agent, prefix, calls, "")  # asked for with the answer
             return output
         if problem:
@@ -82,30 +91,21 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -
                     "Raise output_retries, simplify output_type or improve the instructions."
                 )
             retries_left -= 1
-        guard = agent.loop_guard
-        written = (
-            await guard_writes(Context(ex, prefix), agent, guard, calls, memory) if guard else {}
-        )
-        results = await _run_tool_calls(ex, agent, prefix, calls, problem)
-        if guard is not None and calls:
-            results = await guard_calls(
-                Context(ex, prefix), agent, guard, calls, results, memory, written
-            )
-        messages.extend(results)
+        messages.extend(await _watched_tool_calls(ex, agent, watch, prefix, calls, problem))
         if not calls:
             messages.append(UserMessage(problem))
-        transfer = _transfer(agent, calls)
-        if transfer is not None:
+        handed = _handed_off(agent, calls, messages)
+        if handed is not None:
             if ex.sink is not None:
-                ex.sink(Transferred(ex.run_id, prefix, agent.name, *transfer))
-            return HandedOff(transfer[0], transfer[1], tuple(messages))
+                ex.sink(Transferred(ex.run_id, prefix, agent.name, handed.target, handed.reason))
+            return handed
     raise MaxTurnsExceeded(
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "
         "Raise max_turns, or check its instructions and tools."
     )
 
 
-def _estimate(agent: Agent[Any], instructions: str, messages: list[Message]) -> int:
+def _estimate(agent: Agent[Any, Any], instructions: str, messages: list[Message]) -> int:
     """Tokens of a request, estimated at four characters a token."""
     chars = len(instructions or "") + agent.fixed_size + sum(size_of(m) for m in messages)
     return chars // 4 + 1
@@ -114,7 +114,7 @@ def _estimate(agent: Agent[Any], instructions: str, messages: list[Message]) -> 
 async def _fit(
     ex: Execution,
     scope: str,
-    agent: Agent[Any],
+    agent: Agent[Any, Any],
     limit: ContextLimit,
     instructions: str,
     messages: list[Message],
@@ -141,7 +141,7 @@ async def _fit(
         rest = rest[cut:]
     if limit.summarizer is not None and dropped:
         summary = await Context(ex, scope).run(
-            limit.summarizer, _render(dropped), key=f"summary-{turn}"
+            limit.summarizer, _render(dropped), key=keys.numbered("summary", turn)
         )
         head = [*head, UserMessage(f"[summary of earlier turns]\n{summary}")]
     fitted = head + rest
@@ -174,24 +174,28 @@ def _first_messages(input: JSON | Conversation) -> list[Message]:
     return [UserMessage(input if isinstance(input, str) else dumps_str(input))]
 
 
-def _transfer(agent: Agent[Any], calls: tuple[ToolCall, ...]) -> tuple[str, str] | None:
-    """(target, reason) of the first valid transfer call in this turn, if any."""
+def _handed_off(
+    agent: Agent[Any, Any], calls: tuple[ToolCall, ...], messages: list[Message]
+) -> HandedOff | None:
+    """The conversation handed on by the first transfer call of this turn, if any."""
     for c in calls:
-        target = c.name.removeprefix(TRANSFER)
-        if c.name.startswith(TRANSFER) and target in agent.handoffs:
+        role = agent.tool_roles.get(c.name)
+        if isinstance(role, Transfer):
             try:
                 reason = loads(c.arguments or "{}").get("reason", "")
             except (ValueError, AttributeError):
                 reason = ""
-            return target, str(reason)
+            return HandedOff(role.target, str(reason), tuple(messages))
     return None
 
 
-def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any, str]:
+def _typed_output(agent: Agent[Any, Any], response: ModelResponse) -> tuple[bool, Any, str]:
     """(ok, output, problem): the validated final answer, or why there is none yet."""
     adapter = agent.output_adapter
     assert adapter is not None
-    final = [c for c in response.tool_calls if c.name == FINAL_RESULT_TOOL]
+    final = [
+        c for c in response.tool_calls if isinstance(agent.tool_roles.get(c.name), FinalResult)
+    ]
     if final:
         raw: str = final[0].arguments
     elif response.tool_calls:
@@ -218,25 +222,53 @@ def _typed_output(agent: Agent[Any], response: ModelResponse) -> tuple[bool, Any
     )
 
 
-async def _run_tool_calls(
-    ex: Execution, agent: Agent[Any], prefix: str, calls: tuple[ToolCall, ...], final_problem: str
+async def _watched_tool_calls(
+    ex: Execution,
+    agent: Agent[Any],
+    watch: LoopWatch,
+    prefix: str,
+    calls: tuple[ToolCall, ...],
+    final_problem: str,
 ) -> list[ToolResult]:
-    keys = tool_keys(prefix, calls)
+    """This turn's tool results, each with the note of the loop it closes, if any. The
+    loop guard looks at the calls before they run (a looping write is stopped before
+    it happens) and at their results."""
+    if agent.loop_guard is None or not calls:
+        return await _run_tool_calls(ex, agent, prefix, calls, final_problem)
+    ctx: Context[Any] = Context(ex, prefix)
+    for i in range(len(calls)):
+        await watch.check(ctx, WriteAhead(agent=agent, calls=calls, index=i))
+    results = await _run_tool_calls(ex, agent, prefix, calls, final_problem)
+    watched: list[ToolResult] = []
+    for i, r in enumerate(results):
+        note = await watch.check(ctx, CallDone(agent=agent, calls=calls, index=i, result=r))
+        watched.append(ToolResult(r.call_id, r.name, r.content + note, r.is_error) if note else r)
+    return watched
+
+
+async def _run_tool_calls(
+    ex: Execution,
+    agent: Agent[Any, Any],
+    prefix: str,
+    calls: tuple[ToolCall, ...],
+    final_problem: str,
+) -> list[ToolResult]:
+    steps = keys.tool_keys(prefix, calls)
     if len(calls) == 1:
-        return [await _run_tool_call(ex, agent, keys[0], calls[0], final_problem)]
+        return [await _run_tool_call(ex, agent, steps[0], calls[0], final_problem)]
     runs = (
-        _run_tool_call(ex, agent, k, c, final_problem) for k, c in zip(keys, calls, strict=True)
+        _run_tool_call(ex, agent, k, c, final_problem) for k, c in zip(steps, calls, strict=True)
     )
     return await ex.gather(prefix, runs)
 
 
 async def _run_tool_call(
-    ex: Execution, agent: Agent[Any], key: str, call: ToolCall, final_problem: str
+    ex: Execution, agent: Agent[Any, Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
-    if call.name.startswith(TRANSFER) and call.name.removeprefix(TRANSFER) in agent.handoffs:
-        target = call.name.removeprefix(TRANSFER)
-        return ToolResult(call.id, call.name, f"Transferred to {target}.", False)
-    if call.name == FINAL_RESULT_TOOL and agent.output_adapter is not None:
+    role = agent.tool_roles.get(call.name)
+    if isinstance(role, Transfer):
+        return ToolResult(call.id, call.name, f"Transferred to {role.target}.", False)
+    if isinstance(role, FinalResult):
         # Deterministic from the recorded response: no step needed.
         return ToolResult(
             call.id, call.name, final_problem or "Final answer received.", bool(final_problem)
@@ -281,11 +313,11 @@ async def _run_tool_call(
 
 
 async def _approval(
-    ex: Execution, agent: Agent[Any], key: str, tool: Tool, call: ToolCall
-) -> dict[str, Any]:
+    ex: Execution, agent: Agent[Any, Any], key: str, tool: Tool, call: ToolCall
+) -> dict[str, JSON]:
     def validate(iid: str, answer: JSON) -> JSON:
         try:
-            checked = to_jsonable(normalize_approval(iid, answer), "answer")
+            checked = as_object(to_jsonable(normalize_approval(iid, answer), "answer"))
         except NotJSON as exc:
             raise AnswerError(f"Answer to approval {iid} is not JSON: {exc}") from None
         if "arguments" in checked:
@@ -303,10 +335,10 @@ async def _approval(
     except ValueError:
         shown = call.arguments
     payload = {"agent": agent.name, "tool": tool.name, "arguments": shown, "call_id": call.id}
-    answer: dict[str, Any] = await ex.interrupt(
-        f"{key}/approval", "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
+    answer = await ex.interrupt(
+        keys.approval_key(key), "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
     )
-    return answer
+    return as_object(answer, f"the answer to approval {key}")
 
 
 async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:

@@ -19,7 +19,7 @@ from orchestrion.errors import AnswerError
 
 def check_answers(record: RunRecord, answers: Mapping[str, Answer]) -> dict[str, JSON]:
     """Check answers against the run's pending interrupts before anything runs."""
-    pending = {i["id"]: Interrupt.from_json(i) for i in record.pending}
+    pending = {i.id: i for i in map(Interrupt.from_json, record.pending)}
     by_key = {i.key: i for i in pending.values()}
     checked: dict[str, JSON] = {}
     for given, answer in answers.items():

@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from contextvars import ContextVar
 from typing import Any
 
+from orchestrion import keys
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
@@ -37,12 +38,12 @@ def run_child(
 
 
 async def _run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) -> Any:
-    key = f"{scope}/{runnable.name}" if scope else runnable.name
+    key = keys.child(scope, runnable.name)
     depth = _depth.get() + 1 if scope else 1  # a run started inside a tool starts over
     if depth > MAX_NESTING:
         raise NestingTooDeep(
             f"Run {ex.run_id} nests members {depth} deep, past the limit of {MAX_NESTING}, "
-            f"at {_shorten(key)}: a workflow or agent that runs itself needs a condition "
+            f"at {keys.shorten(key)}: a workflow or agent that runs itself needs a condition "
             "that ends it."
         )
     token = _depth.set(depth)
@@ -50,11 +51,6 @@ async def _run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON)
         return await _run(ex, scope, key, runnable, input)
     finally:
         _depth.reset(token)
-
-
-def _shorten(key: str) -> str:
-    parts = key.split("/")
-    return key if len(parts) <= 6 else "/".join([*parts[:3], "...", *parts[-2:]])
 
 
 async def _run(ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON) -> Any:
@@ -70,25 +66,25 @@ async def _run(ex: Execution, scope: str, key: str, runnable: Runnable, input: J
     return output
 
 
-async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JSON) -> Any:
+async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], input: JSON) -> Any:
     """Run `agent`, and on failure each of its fallback agents in turn (theirs too),
     on the same input, keyed under `<agent's key>/fallback/`. Giving up on one is the
     journaled step `<its key>/gave-up`, so a resume goes straight to the agent that
     was working. An agent whose write tool ran is not replaced: its replacement
     would repeat the write under another idempotency key."""
-    primary = f"{scope}/{agent.name}" if scope else agent.name
+    primary = keys.child(scope, agent.name)
     chain = _chain(agent)
     for i, member in enumerate(chain):
-        key = primary if i == 0 else f"{primary}/fallback/{member.name}"
+        key = primary if i == 0 else keys.fallback_key(primary, member.name)
         if i == len(chain) - 1:
             return await run_agent(ex, key, member, input)
-        mark = f"{key}/gave-up"
+        mark = keys.gave_up_key(key)
         site = f"the fallback from agent {member.name!r}"
         recorded = ex.replay.get(mark)
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
             ex.claim(mark, site)  # a step only where the agent did give up
             # What the agent spent before it gave up; its fallbacks' steps replay themselves.
-            besides = f"{primary}/fallback" if i == 0 else None
+            besides = keys.fallback_scope(primary) if i == 0 else None
             ex.usage += ex.usage_under(key, besides=besides)
             ex.divergence.skipped(key, besides=besides)
             ex.replayed(mark, "fallback", recorded.result)
@@ -100,7 +96,7 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
             raise  # a limit of the whole run: no fallback may go on
         except RunError as exc:
             following = chain[i + 1].name
-            wrote = sorted(k for k in ex.writes if k.startswith(key + "/"))
+            wrote = sorted(k for k in ex.writes if keys.is_below(k, key))
             if wrote:
                 raise RunError(
                     f"Agent {member.name!r} failed after its write tool call {wrote[0]} ran, "
@@ -116,12 +112,12 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any], input: JS
     raise AssertionError("unreachable: the last agent of the chain returns or raises")
 
 
-def _chain(agent: Agent[Any]) -> list[Agent[Any]]:
+def _chain(agent: Agent[Any, Any]) -> list[Agent[Any, Any]]:
     """The agent, then its fallback agents depth first (each with its own), each once."""
-    chain: list[Agent[Any]] = []
+    chain: list[Agent[Any, Any]] = []
     seen: set[str] = set()
 
-    def add(a: Agent[Any]) -> None:
+    def add(a: Agent[Any, Any]) -> None:
         if a.name not in seen:
             seen.add(a.name)
             chain.append(a)

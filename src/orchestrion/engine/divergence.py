@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
+from orchestrion import keys
 from orchestrion.engine.journal import Entry, StepStatus
 from orchestrion.errors import DeterminismError
 
@@ -74,10 +75,9 @@ class Divergence:
             child = e.key
             while child not in self._under:
                 self._under.add(child)
-                cut = child.rfind("/")
-                if cut <= 0:
+                scope = keys.parent(child)
+                if scope is None:
                     break
-                scope = child[:cut]
                 self._open.setdefault(scope, {})[child] = Journaled(e.seq, e.key)
                 child = scope
 
@@ -99,10 +99,10 @@ class Divergence:
     ) -> None:
         """`key` is claimed; `nests`: it is a `ctx.step`, whose function may claim
         more. Raise `DeterminismError` if it is a new step off the journal's path."""
-        path = key.removesuffix("/")
+        path = keys.unmarked(key)
         entry = self._replay.get(key)
         if entry is None:
-            if not key.endswith("/") and key not in self._under:  # a new step, not a scope
+            if not keys.is_scope_marker(key) and key not in self._under:  # a new step, not a scope
                 self._check(key, claimed, run_id, nests)
         elif entry.status is StepStatus.FAILED:
             self._mark(self._redone, path)
@@ -115,7 +115,7 @@ class Divergence:
         asked for, and rightly: a replayed decision made them moot (an agent gave up)."""
 
         def inside(key: str, top: str | None) -> bool:
-            return top is not None and (key == top or key.startswith(top + "/"))
+            return top is not None and keys.is_within(key, top)
 
         for level in [s for s in self._open if inside(s, scope) and not inside(s, besides)]:
             children = self._open[level]
@@ -127,16 +127,16 @@ class Divergence:
     def _check(self, key: str, claimed: Mapping[str, str], run_id: str, nests: bool) -> None:
         scope = key
         while scope not in self._under:  # the deepest scope the journal has steps under
-            cut = scope.rfind("/")
-            if cut <= 0:
+            above = keys.parent(scope)
+            if above is None:
                 return
-            scope = scope[:cut]
+            scope = above
         children = self._open.get(scope)
         if not children or scope in self._redone or not self._sequential(scope, key, claimed):
             return
         # What a new `ctx.step`'s own function may yet ask for sits beside it: compare
         # it with completed steps of its scope only.
-        nests = nests and scope == key[: key.rfind("/")]
+        nests = nests and scope == keys.parent(key)
         first = next((j for c, j in children.items() if not nests or self._completed(c)), None)
         if first is None:
             return
@@ -161,16 +161,20 @@ class Divergence:
         thread = THREAD.get()
         if thread is None or thread.task is not asyncio.current_task():
             return False  # concurrency the engine did not start
-        if thread.scope and not key.startswith(thread.scope + "/"):
+        if thread.scope and not keys.is_below(key, thread.scope):
             return False  # a branch stepping outside its gather's scope
         for fork in self._forks:
-            if scope != fork and not scope.startswith(fork + "/"):
+            if not keys.is_within(scope, fork):
                 continue
             # Below a gather, `scope` is one branch's own only if a key that branch
             # claimed lies between them (its `ctx.run` scope, its tool call, its step).
             owner = scope
-            while len(owner) > len(fork) and owner not in claimed and owner + "/" not in claimed:
-                owner = owner[: owner.rfind("/")]
+            while (
+                len(owner) > len(fork)
+                and owner not in claimed
+                and keys.scope_marker(owner) not in claimed
+            ):
+                owner = keys.parent(owner) or ""
             if len(owner) <= len(fork):
                 return False
         return True
@@ -178,9 +182,9 @@ class Divergence:
     def _passed(self, path: str, seq: int) -> None:
         """A replayed `ctx.step` at `path`, completed at `seq`, did not run its function:
         the children of its scope journaled before then may be what that function asked for."""
-        cut = path.rfind("/")
-        children = self._open.get(path[:cut]) if cut > 0 else None
-        if not children:
+        scope = keys.parent(path)
+        children = self._open.get(scope) if scope is not None else None
+        if scope is None or not children:
             return
         stale = []
         for child, first in children.items():  # in journal order
@@ -190,17 +194,16 @@ class Divergence:
         for child in stale:
             del children[child]
         if not children:
-            del self._open[path[:cut]]
+            del self._open[scope]
 
     def _reach(self, path: str) -> None:
         touched, open_ = self._touched, self._open
         child = path
         while child not in touched:
             touched.add(child)
-            cut = child.rfind("/")
-            if cut <= 0:
+            scope = keys.parent(child)
+            if scope is None:
                 return
-            scope = child[:cut]
             children = open_.get(scope)
             if children is not None and children.pop(child, None) is not None and not children:
                 del open_[scope]
@@ -210,4 +213,4 @@ class Divergence:
     def _mark(into: set[str], path: str) -> None:
         while path and path not in into:
             into.add(path)
-            path = path[: max(path.rfind("/"), 0)]
+            path = keys.parent(path) or ""

@@ -23,7 +23,18 @@ from uuid import UUID, uuid4
 
 import pydantic
 
-from orchestrion._json import JSON, NotJSON, clean_data, clean_text, json_text, to_jsonable
+from orchestrion import keys
+from orchestrion._json import (
+    JSON,
+    JSONInput,
+    NotJSON,
+    as_int,
+    as_number,
+    clean_data,
+    clean_text,
+    json_text,
+    to_jsonable,
+)
 from orchestrion.budget import Budget
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
 from orchestrion.engine.divergence import THREAD, Divergence, Thread
@@ -75,6 +86,7 @@ if TYPE_CHECKING:
 
 DepsT = TypeVar("DepsT")
 T = TypeVar("T")
+J = TypeVar("J", bound=JSON)
 
 COMPLETED = StepStatus.COMPLETED
 
@@ -212,7 +224,7 @@ class Execution:
         if first is not None:
             fix = (
                 "Run the same member twice with distinct ctx.run(..., key=...)"
-                if key.endswith("/")
+                if keys.is_scope_marker(key)
                 else "Give the two steps distinct names"
             )
             raise DeterminismError(
@@ -221,7 +233,7 @@ class Execution:
                 "or time-dependent step names)."
             )
         self.claimed[key] = site
-        if not key.endswith("/"):  # a `ctx.run` scope is not a step
+        if not keys.is_scope_marker(key):  # a `ctx.run` scope is not a step
             self.steps += 1
         if self.divergence.waiting:  # before the step runs: a new one off the path raises
             self.divergence.asked(key, self.claimed, self.run_id, nests=nests)
@@ -275,9 +287,9 @@ class Execution:
     def _span(self, key: str) -> tuple[int, int]:
         """Where the model keys below `key` lie in the sorted `_model_keys`."""
         assert self._model_keys is not None
-        prefix = key + "/"
-        start = bisect.bisect_left(self._model_keys, prefix)
-        return start, bisect.bisect_left(self._model_keys, prefix + "\U0010ffff")
+        below = keys.below(key)
+        start = bisect.bisect_left(self._model_keys, below.start)
+        return start, bisect.bisect_left(self._model_keys, below.stop)
 
     def replayed(self, key: str, kind: str, result: JSON) -> None:
         if self.sink is not None:
@@ -432,8 +444,7 @@ class Execution:
     def _raise_if_cut_off(self, key: str, exc: Exception) -> None:
         """A step that fails while a write tool below it was cut off mid-call
         leaves that write's effect unknown: the run must halt, not go on."""
-        prefix = key + "/"
-        cut = sorted(k for k in self.cut_off if k.startswith(prefix))
+        cut = sorted(k for k in self.cut_off if keys.is_below(k, key))
         if cut:
             raise WriteUncertain(
                 f"Step {key} ended ({type(exc).__name__}: {exc}) while write tool "
@@ -511,24 +522,24 @@ class Context(Generic[DepsT]):
                 )
             counts = self._counts = self._counts or {}
             count = counts[stem] = counts.get(stem, 0) + 1
-            return f"{self.key}/{stem}-{count}"
-        return f"{self.key}/{name}"
+            return keys.child(self.key, keys.numbered(stem, count))
+        return keys.child(self.key, name)
 
     @overload
-    async def interrupt(self, payload: JSON, *, name: str | None = None) -> str: ...
+    async def interrupt(self, payload: JSONInput, *, name: str | None = None) -> str: ...
 
     @overload
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: type[T]
+        self, payload: JSONInput, *, name: str | None = None, answer_type: type[T]
     ) -> T: ...
 
     @overload
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: object
+        self, payload: JSONInput, *, name: str | None = None, answer_type: object
     ) -> Any: ...  # unions, Literal, Annotated: not a `type` to mypy
 
     async def interrupt(
-        self, payload: JSON, *, name: str | None = None, answer_type: Any = str
+        self, payload: JSONInput, *, name: str | None = None, answer_type: Any = str
     ) -> Any:
         key = self._name(name, "interrupt")
         adapter = _adapter(answer_type)
@@ -561,14 +572,19 @@ class Context(Generic[DepsT]):
     # `step` and `run` hand back the engine's coroutine rather than awaiting it in
     # one of their own: a fan-out makes thousands of them.
 
-    def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> Coroutine[Any, Any, T]:
+    @overload
+    def step(self, name: str, fn: Callable[[], Awaitable[J]]) -> Coroutine[Any, Any, J]: ...
+
+    @overload
+    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, JSON]: ...
+
+    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, JSON]:
         return self._ex.custom_step(self._name(name, "step"), fn, _caller())
 
-    def run(
-        self, runnable: Any, input: JSON, *, key: str | None = None
-    ) -> Coroutine[Any, Any, Any]:
-        scope = f"{self.key}/{key}" if key else self.key
-        self._ex.claim(f"{scope}/{runnable.name}/", f"ctx.run of {runnable.name!r} at {_caller()}")
+    def run(self, runnable: Any, input: Any, *, key: str | None = None) -> Coroutine[Any, Any, Any]:
+        scope = keys.child(self.key, key) if key else self.key
+        member = keys.scope_marker(keys.child(scope, runnable.name))
+        self._ex.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}")
         return self._ex.run_child(self._ex, scope, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
@@ -586,12 +602,12 @@ class Context(Generic[DepsT]):
     async def now(self, *, name: str | None = None) -> datetime:
         key = self._name(name, "now")
         stamp = await self._ex.custom_step(key, _clock, _caller(), "clock")
-        return datetime.fromtimestamp(stamp, UTC)
+        return datetime.fromtimestamp(as_number(stamp, key), UTC)
 
     async def random(self, *, name: str | None = None) -> Random:
         key = self._name(name, "random")
         seed = await self._ex.custom_step(key, _seed, _caller(), "random")
-        return Random(seed)
+        return Random(as_int(seed, key))
 
     async def uuid(self, *, name: str | None = None) -> UUID:
         key = self._name(name, "uuid")

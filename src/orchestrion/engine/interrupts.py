@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from orchestrion._json import JSON
+from orchestrion._json import JSON, as_object, as_str
 from orchestrion.errors import AnswerError
 
 InterruptKind = Literal["approval", "input"]
@@ -56,8 +56,22 @@ class Interrupt:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Interrupt:
-        return cls(data["id"], data["key"], data["kind"], data["payload"], data["schema"])
+    def from_json(cls, data: JSON) -> Interrupt:
+        """An interrupt as `to_json` wrote it (a run record's `pending` holds these)."""
+        fields = as_object(data, "a pending interrupt")
+        kind = _KINDS.get(fields["kind"])
+        if kind is None:
+            raise TypeError(f"a pending interrupt has an unknown kind: {fields['kind']!r}")
+        return cls(
+            as_str(fields["id"], "an interrupt's id"),
+            as_str(fields["key"], "an interrupt's key"),
+            kind,
+            fields["payload"],
+            fields["schema"],
+        )
+
+
+_KINDS: dict[object, InterruptKind] = {"approval": "approval", "input": "input"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +112,7 @@ def normalize_approval(interrupt_id: str, answer: Answer) -> dict[str, JSON]:
             '{"approved": true}, {"approved": true, "arguments": {...}} or '
             '{"approved": false, "reason": "..."} (or Approve()/Reject(reason) in Python).'
         )
-    return dict(answer)
+    return dict(as_object(answer))
 
 
 def _approval_problem(answer: Any) -> str:

@@ -26,11 +26,10 @@ record type is added, changed or retired: docs/compatibility.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, assert_never
 
-from orchestrion._json import JSON
+from orchestrion._json import JSON, as_int, as_number, as_object, as_str
 from orchestrion.engine.journal import Entry, StepStatus
 from orchestrion.errors import DeterminismError, StoreError
 from orchestrion.messages import ModelResponse
@@ -233,11 +232,11 @@ def value_record(kind: ValueKind, value: JSON) -> ValueRecord:
         case "step":
             return StepReturned(value=value)
         case "clock":
-            return ClockRead(value=_number(value))
+            return ClockRead(value=as_number(value, "a clock read"))
         case "random":
-            return RandomSeed(value=_int(value))
+            return RandomSeed(value=as_int(value, "a random seed"))
         case "uuid":
-            return UuidMade(value=_str(value))
+            return UuidMade(value=as_str(value, "a uuid"))
         case _:
             assert_never(kind)
 
@@ -292,79 +291,56 @@ def _decode(kind: str, status: StepStatus, result: JSON) -> Record:
     # By status, then kind, the usual ones first: every replayed step comes through here.
     if status is COMPLETED:
         if kind == "model":
-            fallback = _object(result).get("fallback")
-            response = ModelResponse.from_json(result)
+            data = as_object(result, "a model response")
+            fallback = data.get("fallback")
             return ModelResponded(
-                response=response, fallback=None if fallback is None else _str(fallback)
+                response=ModelResponse.from_json(data),
+                fallback=None if fallback is None else as_str(fallback, "its fallback"),
             )
         if kind == "tool":
-            data = _object(result)
-            return ToolReturned(content=_str(data["content"]), is_error=bool(data["is_error"]))
+            data = as_object(result, "a tool result")
+            content = as_str(data["content"], "its content")
+            return ToolReturned(content=content, is_error=bool(data["is_error"]))
         if kind == "approval" or kind == "interrupt":
             return Answered(answer=result)
         if kind == "step":
             return StepReturned(value=result)
         if kind == "clock":
-            return ClockRead(value=_number(result))
+            return ClockRead(value=as_number(result, "a clock read"))
         if kind == "random":
-            return RandomSeed(value=_int(result))
+            return RandomSeed(value=as_int(result, "a random seed"))
         if kind == "uuid":
-            return UuidMade(value=_str(result))
+            return UuidMade(value=as_str(result, "a uuid"))
         if kind == "fallback":
-            data = _object(result)
+            data = as_object(result, "a fallback")
             error = {k: v for k, v in data.items() if k not in _GAVE_UP_FIELDS}
-            return GaveUp(error=error, agent=_str(data["agent"]), fallback=_str(data["fallback"]))
+            agent = as_str(data["agent"], "its agent")
+            return GaveUp(
+                error=error, agent=agent, fallback=as_str(data["fallback"], "its fallback")
+            )
     elif status is FAILED:
-        if (kind == "model" or kind == "tool") and "attempt" in _object(result):
-            return _attempt_failed(result)
-        return StepRaised(error=_object(result))
+        error = as_object(result, "a failure")
+        if (kind == "model" or kind == "tool") and "attempt" in error:
+            return _attempt_failed(error)
+        return StepRaised(error=error)
     elif status is StepStatus.STARTED and kind == "tool":
         origin = result.get("idempotency_key") if isinstance(result, dict) else None
-        return WriteStarted(origin_key=_optional_str(origin))
+        return WriteStarted(origin_key=None if origin is None else as_str(origin, "its key"))
     elif status is StepStatus.PENDING and (kind == "approval" or kind == "interrupt"):
         return InterruptAsked(payload=result)
     raise ValueError(f"no record is a {kind} step that is {status.value}")
 
 
-def _attempt_failed(result: JSON) -> AttemptFailed:
-    data = _object(result)
-    retry_in = data.get("retry_in")
+def _attempt_failed(data: dict[str, JSON]) -> AttemptFailed:
+    retry_in, model, fallback = data.get("retry_in"), data.get("model"), data.get("fallback")
     return AttemptFailed(
         error={k: v for k, v in data.items() if k not in _ATTEMPT_FIELDS},
-        attempt=_int(data["attempt"]),
-        model=_optional_str(data.get("model")),
-        retry_in=None if retry_in is None else _number(retry_in),
-        fallback=_optional_str(data.get("fallback")),
+        attempt=as_int(data["attempt"], "its attempt"),
+        model=None if model is None else as_str(model, "its model"),
+        retry_in=None if retry_in is None else as_number(retry_in, "its retry_in"),
+        fallback=None if fallback is None else as_str(fallback, "its fallback"),
         opened_circuit=data.get("opened_circuit") is True,
     )
-
-
-def _object(value: JSON) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, not {value!r}")
-    return value
-
-
-def _str(value: JSON) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, not {value!r}")
-    return value
-
-
-def _int(value: JSON) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, not {value!r}")
-    return value
-
-
-def _optional_str(value: JSON) -> str | None:
-    return None if value is None else _str(value)
-
-
-def _number(value: JSON) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TypeError(f"expected a number, not {value!r}")
-    return value
 
 
 def value_of(entry: Entry) -> JSON:

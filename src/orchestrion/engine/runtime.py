@@ -9,11 +9,13 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from secrets import token_hex
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
-from orchestrion._json import JSON, clean_data, short_json, to_jsonable
+from typing_extensions import TypeVar
+
+from orchestrion import keys
+from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.answers import check_answers, not_yet_answered
@@ -28,13 +30,10 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.execution import Execution, Suspended, journaled
 from orchestrion.engine.forks import NO_EDIT, fork_prefix
-from orchestrion.engine.interrupts import (
-    Answer,
-    Interrupt,
-)
+from orchestrion.engine.interrupts import Answer, Approve, Reject
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.leases import Leases, quietly
-from orchestrion.engine.result import RunResult
+from orchestrion.engine.result import RunResult, StepInfo, result_of
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import is_runnable, load_target, normalize_target
 from orchestrion.errors import (
@@ -50,44 +49,18 @@ from orchestrion.errors import (
     UserError,
     describe,
 )
-from orchestrion.messages import Usage
 from orchestrion.models.base import Model
 from orchestrion.models.registry import infer_model
 from orchestrion.models.with_policy import PolicyModel
 from orchestrion.policy import Policy
 from orchestrion.pricing import Price, Prices
 from orchestrion.redact import SupportsSecret, register_secret
-from orchestrion.runnable import Runnable
+from orchestrion.runnable import Runnable, Workflow
 
 Durability = Literal["sync", "async"]
-
-
-@dataclass(frozen=True, slots=True)
-class StepInfo:
-    """One step of a run, as `Runtime.history` shows it."""
-
-    seq: int
-    key: str
-    kind: str
-    status: StepStatus
-    started_at: float
-    ended_at: float
-    result: JSON
-    attempts: tuple[JSON, ...] = ()
-    """The failures of the attempts before the latest one (retries, fallbacks,
-    an open circuit), oldest first: each `{"type", "message", "attempt", ...}`."""
-
-    def to_json(self) -> dict[str, JSON]:
-        return {
-            "seq": self.seq,
-            "key": self.key,
-            "kind": self.kind,
-            "status": self.status.value,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "result": self.result,
-            "attempts": list(self.attempts),
-        }
+DepsT = TypeVar("DepsT")
+OutputT = TypeVar("OutputT", default=Any)
+"""A run's output type; `Any` where no runnable is given (`resume(run_id)`)."""
 
 
 class Runtime:
@@ -177,13 +150,44 @@ class Runtime:
 
     # -- running -------------------------------------------------------------
 
+    # The overloads of `run`, `stream`, `run_sync`, `resume` and `fork` type the
+    # output as the runnable's, and check `deps`: an agent whose tools read a
+    # `RunContext[Bank]` must be given a `Bank`; one that reads none, and a
+    # workflow (its members' deps are not visible to a checker), take any.
+
+    @overload
+    async def run(
+        self,
+        runnable: Agent[None, OutputT] | Workflow[OutputT],
+        input: JSONInput = None,
+        *,
+        run_id: str | None = None,
+        deps: object = None,
+        target: str | None = None,
+        budget: Budget | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunResult[OutputT]: ...
+
+    @overload
+    async def run(
+        self,
+        runnable: Agent[DepsT, OutputT],
+        input: JSONInput = None,
+        *,
+        run_id: str | None = None,
+        deps: DepsT,
+        target: str | None = None,
+        budget: Budget | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunResult[OutputT]: ...
+
     async def run(
         self,
         runnable: Runnable,
-        input: JSON = None,
+        input: JSONInput = None,
         *,
         run_id: str | None = None,
-        deps: Any = None,
+        deps: object = None,
         target: str | None = None,
         budget: Budget | None = None,
         idempotency_key: str | None = None,
@@ -202,11 +206,11 @@ class Runtime:
     async def _start(
         self,
         runnable: Runnable,
-        input: JSON,
+        input: JSONInput,
         run_id: str | None,
         target: str | None,
         idempotency_key: str | None,
-        deps: Any,
+        deps: object,
         budget: Budget | None,
         sink: Sink | None,
     ) -> tuple[RunResult[Any], bool]:
@@ -234,13 +238,37 @@ class Runtime:
             result = await self._execute(record, lease, runnable, [], {}, deps, sink, False, budget)
             return result, False
 
+    @overload
+    def stream(
+        self,
+        runnable: Agent[None, Any] | Workflow[Any],
+        input: JSONInput = None,
+        *,
+        run_id: str | None = None,
+        deps: object = None,
+        budget: Budget | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncIterator[Event]: ...
+
+    @overload
+    def stream(
+        self,
+        runnable: Agent[DepsT, Any],
+        input: JSONInput = None,
+        *,
+        run_id: str | None = None,
+        deps: DepsT,
+        budget: Budget | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncIterator[Event]: ...
+
     async def stream(
         self,
         runnable: Runnable,
-        input: JSON = None,
+        input: JSONInput = None,
         *,
         run_id: str | None = None,
-        deps: Any = None,
+        deps: object = None,
         budget: Budget | None = None,
         idempotency_key: str | None = None,
     ) -> AsyncIterator[Event]:
@@ -268,9 +296,79 @@ class Runtime:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    def run_sync(self, runnable: Runnable, input: JSON = None, **kwargs: Any) -> RunResult[Any]:
+    @overload
+    def run_sync(
+        self,
+        runnable: Agent[None, OutputT] | Workflow[OutputT],
+        input: JSONInput = None,
+        *,
+        run_id: str | None = None,
+        deps: object = None,
+        target: str | None = None,
+        budget: Budget | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunResult[OutputT]: ...
+
+    @overload
+    def run_sync(
+        self,
+        runnable: Agent[DepsT, OutputT],
+        input: JSONInput = None,
+        *,
+        run_id: str | None = None,
+        deps: DepsT,
+        target: str | None = None,
+        budget: Budget | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunResult[OutputT]: ...
+
+    def run_sync(
+        self,
+        runnable: Runnable,
+        input: JSONInput = None,
+        *,
+        run_id: str | None = None,
+        deps: object = None,
+        target: str | None = None,
+        budget: Budget | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunResult[Any]:
         """`run` for code without an event loop."""
-        return asyncio.run(self.run(runnable, input, **kwargs))
+        return asyncio.run(
+            self.run(
+                runnable,
+                input,
+                run_id=run_id,
+                deps=deps,
+                target=target,
+                budget=budget,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    @overload
+    async def resume(
+        self,
+        run_id: str,
+        answers: Mapping[str, Answer] | None = None,
+        *,
+        runnable: Agent[None, OutputT] | Workflow[OutputT] | None = None,
+        deps: object = None,
+        budget: Budget | None = None,
+        wait: float = 0.0,
+    ) -> RunResult[OutputT]: ...
+
+    @overload
+    async def resume(
+        self,
+        run_id: str,
+        answers: Mapping[str, Answer] | None = None,
+        *,
+        runnable: Agent[DepsT, OutputT],
+        deps: DepsT,
+        budget: Budget | None = None,
+        wait: float = 0.0,
+    ) -> RunResult[OutputT]: ...
 
     async def resume(
         self,
@@ -278,12 +376,16 @@ class Runtime:
         answers: Mapping[str, Answer] | None = None,
         *,
         runnable: Runnable | None = None,
-        deps: Any = None,
+        deps: object = None,
         budget: Budget | None = None,
         wait: float = 0.0,
     ) -> RunResult[Any]:
         """Continue a run that was interrupted, failed or crashed. `answers` maps
         interrupt ids to `Approve()`, `Reject(reason)` or a free JSON answer.
+
+        Given `runnable=`, the result is typed as that runnable's output (and
+        `deps` are checked as for `run`); without it the runnable is found from
+        the run's record, which no type checker sees: a `RunResult[Any]`.
 
         The run is claimed first: while another process holds it, `RunBusy` is
         raised at once, or after waiting up to `wait` seconds for it to let go.
@@ -327,19 +429,46 @@ class Runtime:
                 await asyncio.sleep(max(min(pause, left, busy.until - time.time()), 0.01))
                 pause = min(pause * 2, 1.0)
 
+    @overload
     async def fork(
         self,
         run_id: str,
         *,
         at: str,
-        edit: Any = NO_EDIT,
+        edit: Approve | Reject | JSONInput = NO_EDIT,
+        new_run_id: str | None = None,
+        runnable: Agent[None, OutputT] | Workflow[OutputT] | None = None,
+        deps: object = None,
+        budget: Budget | None = None,
+    ) -> RunResult[OutputT]: ...
+
+    @overload
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        at: str,
+        edit: Approve | Reject | JSONInput = NO_EDIT,
+        new_run_id: str | None = None,
+        runnable: Agent[DepsT, OutputT],
+        deps: DepsT,
+        budget: Budget | None = None,
+    ) -> RunResult[OutputT]: ...
+
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        at: str,
+        edit: Approve | Reject | JSONInput = NO_EDIT,
         new_run_id: str | None = None,
         runnable: Runnable | None = None,
-        deps: Any = None,
+        deps: object = None,
         budget: Budget | None = None,
     ) -> RunResult[Any]:
         """A new run reusing the journal of `run_id` before step `at`, with `edit`
-        as that step's result if given, continuing live from there."""
+        as that step's result if given, continuing live from there. Typed as
+        `resume` is: by `runnable=` when given, else a `RunResult[Any]`."""
         record = await self.get(run_id)
         prefix, answers = fork_prefix(run_id, await self.store.load(run_id), at, edit)
         runnable = runnable or self._find_runnable(record)
@@ -440,7 +569,9 @@ class Runtime:
 
     # -- internals -------------------------------------------------------------
 
-    async def _submitted(self, key: str, runnable: Runnable, input: JSON) -> RunResult[Any] | None:
+    async def _submitted(
+        self, key: str, runnable: Runnable, input: JSONInput
+    ) -> RunResult[Any] | None:
         """The result of the run submitted with idempotency key `key`, if there is one."""
         record = await self.store.find_run(idempotency_key=key)
         if record is None:
@@ -460,7 +591,7 @@ class Runtime:
     async def _create(
         self,
         runnable: Runnable,
-        input: JSON,
+        input: JSONInput,
         run_id: str | None,
         target: str | None,
         idempotency_key: str | None = None,
@@ -630,7 +761,7 @@ class Runtime:
                     f"({sorted(ex.answers)}): the code differs from the code that started it."
                 )
         except Suspended as suspended:
-            pending = [i.to_json() for i in suspended.interrupts]
+            pending: builtins.list[JSON] = [i.to_json() for i in suspended.interrupts]
             await self._end(ex, RunStatus.INTERRUPTED, pending=pending)
             return RunResult(
                 run_id,
@@ -640,7 +771,7 @@ class Runtime:
             )
         except AnswerError:
             # Answers validated before the bad one were journaled: they no longer wait.
-            pending = [p for p in record.pending if p["id"] not in ex.answered]
+            pending = [p for p in record.pending if as_object(p)["id"] not in ex.answered]
             await self._end(ex, RunStatus.INTERRUPTED, pending=pending, usage=record.usage)
             raise
         except RunLimitReached as exc:
@@ -705,27 +836,12 @@ def _register(secrets: Iterable[str | SupportsSecret | None]) -> None:
         raise UserError(f"Runtime(secrets=...): {exc}") from None
 
 
-def result_of(record: RunRecord) -> RunResult[Any]:
-    """A run's result as its record stands (its output as journaled JSON)."""
-    error = record.error if isinstance(record.error, dict) else None
-    return RunResult(
-        record.id,
-        record.status,
-        value=record.output,
-        error=error,
-        interrupts=tuple(Interrupt.from_json(p) for p in record.pending),
-        usage=Usage(*record.usage),
-        partial=dict((error or {}).get("partial") or {}),
-    )
-
-
 def _described(exc: BaseException) -> dict[str, JSON]:
     """`describe(exc)` as every store can hold it (an exception's message may hold anything)."""
-    described: dict[str, JSON] = clean_data(describe(exc))
-    return described
+    return as_object(clean_data(describe(exc)))
 
 
-def _jsonable(input: JSON) -> JSON:
+def _jsonable(input: JSONInput) -> JSONInput:
     try:
         return to_jsonable(input)
     except TypeError:
@@ -743,5 +859,5 @@ def _partial(outputs: dict[str, Any]) -> dict[str, JSON]:
     return {
         key: to_jsonable(value)
         for key, value in outputs.items()
-        if not any(key[:i] in outer for i, c in enumerate(key) if c == "/")
+        if not any(scope in outer for scope in keys.ancestors(key))
     }

@@ -1,7 +1,7 @@
-"""Tool call keys, and each tool's `max_calls`: how often a tool ran in this run.
+"""Each tool's `max_calls`: how often a tool ran in this run.
 
-A tool call is the step `<prefix>/tool/<name>#<call id>`; the key is built and
-parsed here only. A call counts from the moment the engine lets it run, unless
+A tool call is the step `<turn>/tool/<name>#<call id>` (see `orchestrion.keys`).
+A call counts from the moment the engine lets it run, unless
 it ends with an error result: the engine's refusals (an unknown tool, invalid
 arguments, a rejected approval, this limit) and the tool's own `ModelRetry`
 all ask the model to try again, so they use no place. A call that raised, or a
@@ -11,10 +11,10 @@ rebuilt from the journal, so a resume or a fork goes on where the run was.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import assert_never
 
+from orchestrion import keys
 from orchestrion.engine.journal import Entry
 from orchestrion.engine.records import (
     Answered,
@@ -31,30 +31,7 @@ from orchestrion.engine.records import (
     WriteStarted,
     decode,
 )
-from orchestrion.messages import ToolCall
 from orchestrion.tools.tool import Tool
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def tool_keys(prefix: str, calls: tuple[ToolCall, ...]) -> list[str]:
-    """`<prefix>/tool/<name>#<id>` for each call. Names and ids come from the model:
-    anything outside [A-Za-z0-9_.-] becomes `_`, a missing id is the call's
-    position, and a key seen twice in one response gets `~<position>`."""
-    keys: list[str] = []
-    for i, c in enumerate(calls):
-        key = f"{prefix}/tool/{_UNSAFE.sub('_', c.name)}#{_UNSAFE.sub('_', c.id) or i}"
-        keys.append(f"{key}~{i}" if key in keys else key)
-    return keys
-
-
-def tool_of(key: str) -> str | None:
-    """The tool name in a tool call's key (tool names need no escaping), else None."""
-    head, _, last = key.rpartition("/")
-    if not head.endswith("/tool"):
-        return None
-    name, hash_, _ = last.partition("#")
-    return name if hash_ else None
 
 
 def _counts(entry: Entry) -> bool:
@@ -88,7 +65,7 @@ class ToolRuns:
     def __init__(self, replay: Mapping[str, Entry]) -> None:
         self._keys: dict[str, set[str]] = {}
         for key, entry in replay.items():
-            name = tool_of(key)
+            name = keys.tool_of(key)
             if name is not None and _counts(entry):
                 self._keys.setdefault(name, set()).add(key)
 
@@ -99,9 +76,9 @@ class ToolRuns:
         limit = tool.max_calls
         if limit is None:
             return None
-        keys = self._keys.setdefault(tool.name, set())
-        if key in keys or len(keys) < limit:
-            keys.add(key)
+        held = self._keys.setdefault(tool.name, set())
+        if key in held or len(held) < limit:
+            held.add(key)
             return None
         times = "once" if limit == 1 else f"{limit} times"
         return (

@@ -2,10 +2,16 @@
 context only, so every one is durable, resumable, forkable, and can be a
 member of any other."""
 
+from orchestrion.errors import (
+    MaxHandoffsExceeded,
+    NotEnoughBranches,
+    RoundsExceeded,
+    UnknownSpeaker,
+)
 from orchestrion.patterns.concurrent import BranchResult, Concurrent
 from orchestrion.patterns.group_chat import GroupChat
-from orchestrion.patterns.handoff import Handoff, MaxHandoffsExceeded, text_only
-from orchestrion.patterns.peer_network import InProcessBus, Mail, PeerNetwork, RoundsExceeded
+from orchestrion.patterns.handoff import Handoff, text_only
+from orchestrion.patterns.peer_network import InProcessBus, Mail, PeerNetwork
 from orchestrion.patterns.sequential import Sequential
 from orchestrion.patterns.supervisor import Supervisor
 from orchestrion.patterns.termination import (
@@ -33,6 +39,7 @@ __all__ = [
     "Mail",
     "MaxHandoffsExceeded",
     "MaxTurns",
+    "NotEnoughBranches",
     "PeerNetwork",
     "RoundsExceeded",
     "Sequential",
@@ -40,6 +47,7 @@ __all__ = [
     "TextMention",
     "Timeout",
     "TokenBudget",
+    "UnknownSpeaker",
     "When",
     "text_only",
     "workflow",

@@ -6,18 +6,18 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Generic
 
+from typing_extensions import TypeVar
+
+from orchestrion import keys
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
+from orchestrion.errors import NotEnoughBranches as NotEnoughBranches  # where users found it
 from orchestrion.errors import RunError, RunHalted, UserError, describe
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable, Workflow
-
-
-class NotEnoughBranches(RunError):
-    """Fewer branches succeeded than `min_success` asks for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +38,15 @@ class BranchResult:
         return cls(data["name"], data["ok"], data.get("output"), data.get("error"))
 
 
-Aggregator = Runnable | Callable[[list[BranchResult]], Any]
+OutputT = TypeVar("OutputT", covariant=True, default=list[dict[str, JSON]])
+"""The aggregator's output; without one, the list of `BranchResult.to_json()`s."""
+
+Aggregator = Runnable[OutputT] | Callable[[list[BranchResult]], OutputT]
+"""An agent or pattern (it receives the results as JSON), or a function of them."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Concurrent:
+class Concurrent(Generic[OutputT]):
     """Run every branch on the same input at the same time.
 
     A finished branch is journaled, so a resumed run does not run it again; a
@@ -55,7 +59,7 @@ class Concurrent:
 
     name: str
     branches: Sequence[Runnable]
-    aggregator: Aggregator | None = None
+    aggregator: Aggregator[OutputT] | None = None
     min_success: int | None = None
     """How many branches must succeed; default all of them."""
     timeout: float | None = None
@@ -80,7 +84,7 @@ class Concurrent:
             raise UserError(f"Concurrent {self.name!r}: aggregator {self.aggregator!r} cannot run.")
         object.__setattr__(self, "_branches", branches)
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         results = await ctx.gather(
             *(self._branch(ctx, i, member, input) for i, member in enumerate(self._branches))
         )
@@ -97,7 +101,8 @@ class Concurrent:
                 f"{needed} needed. Failures: {failures}"
             )
         if self.aggregator is None:
-            return [r.to_json() for r in results]
+            # OutputT is its default here: no aggregator was given to infer another.
+            return [r.to_json() for r in results]  # type: ignore[return-value]
         if isinstance(self.aggregator, Agent | Workflow):
             return await ctx.run(self.aggregator, [r.to_json() for r in results], key="aggregate")
         return self.aggregator(results)
@@ -107,7 +112,7 @@ class Concurrent:
     ) -> BranchResult:
         """A success is journaled as the step `branch-<i>` (a resume skips it); a
         failure is journaled as failed, so a resume tries that branch again."""
-        key = f"branch-{i}"
+        key = keys.numbered("branch", i)
         if self.timeout is None:
             attempt: Callable[[], Awaitable[Any]] = partial(ctx.run, member, input, key=key)
         else:
@@ -117,7 +122,7 @@ class Concurrent:
         except RunHalted:
             raise  # the whole run ends (a limit, an uncertain write), not this branch
         except TimeoutError:
-            error = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
+            error: JSON = {"type": "TimeoutError", "message": f"timed out after {self.timeout} s"}
             return BranchResult(member.name, False, error=error)
         except RunError as exc:
             return BranchResult(member.name, False, error=describe(exc))

@@ -7,20 +7,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import UnknownSpeaker as UnknownSpeaker  # where users found it
+from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
-from orchestrion.loops import react
+from orchestrion.loops import ChatTurn, LoopWatch
 from orchestrion.patterns._names import check_name
 from orchestrion.patterns.termination import ChatState, Condition, MaxTurns
 
-SpeakerPolicy = Literal["round_robin"] | Agent[Any] | Callable[[ChatState, tuple[str, ...]], str]
-
-
-class UnknownSpeaker(RunError):
-    """The speaker policy named someone who is not in the chat."""
+SpeakerPolicy = (
+    Literal["round_robin"] | Agent[Any, Any] | Callable[[ChatState, tuple[str, ...]], str]
+)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -34,7 +34,9 @@ class GroupChat:
     """
 
     name: str
-    participants: Sequence[Agent[Any]]
+    participants: Sequence[Agent[Any, Any]]
+    """Of any deps and outputs: each runs with the run's deps, and what it says is
+    read as text (JSON text for a typed output)."""
     speaker: SpeakerPolicy = "round_robin"
     termination: Condition = field(default_factory=lambda: MaxTurns(10))
     loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))
@@ -63,53 +65,26 @@ class GroupChat:
                 f"GroupChat {self.name!r}: termination must be a Condition (e.g. MaxTurns(10))."
             )
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> dict[str, JSON]:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> dict[str, JSON]:
         by_name = {p.name: p for p in self.participants}
         names = tuple(by_name)
         transcript: list[tuple[str, str]] = [("user", _text(input))]
-        said_before: dict[tuple[str, str], list[int]] = {}
+        watch = LoopWatch(self.loop_guard)
         note = ""
-        started = await ctx.step("clock-0", _clock)
+        started = await ctx.step(keys.numbered("clock", 0), _clock)
         for turn in range(1, 10_000):
-            now = await ctx.step(f"clock-{turn}", _clock) if turn > 1 else started
+            now = await ctx.step(keys.numbered("clock", turn), _clock) if turn > 1 else started
             state = ChatState(tuple(transcript), ctx.usage, now - started)
             reason = self.termination.check(state)
             if reason:
                 return {"transcript": [list(t) for t in transcript], "stopped": reason}
             speaker = await self._next(ctx, state, names, turn)
             prompt = _render(transcript, speaker) + note
-            said = _text(await ctx.run(by_name[speaker], prompt, key=f"turn-{turn}"))
+            said = _text(await ctx.run(by_name[speaker], prompt, key=keys.numbered("turn", turn)))
             transcript.append((speaker, said))
-            turns = said_before.setdefault((speaker, " ".join(said.split())), [])
-            turns.append(turn)
-            note = await self._loop_note(ctx, speaker, turns)
+            seen = ChatTurn(chat=self.name, speaker=speaker, said=said, turn=turn)
+            note = await watch.check(ctx, seen)
         raise UserError(f"GroupChat {self.name!r} never terminated: give it a MaxTurns condition.")
-
-    async def _loop_note(self, ctx: RunContext[Any], speaker: str, turns: list[int]) -> str:
-        """A note for the next speaker when `speaker` just repeated itself, else ""."""
-        guard = self.loop_guard
-        if guard is None or len(turns) < guard.repeats:
-            return ""
-        listed = ", ".join(map(str, turns))
-        await react(
-            ctx,
-            guard,
-            kind="no_progress",
-            subject=self.name,
-            times=len(turns),
-            question={"chat": self.name, "speaker": speaker, "turns": list(turns)},
-            name=f"loop-guard-{turns[-1]}",
-            stop=(
-                f"GroupChat {self.name!r}: {speaker} said the same thing {len(turns)} times "
-                f"(turns {listed}); its loop guard stopped the run. Give the chat a termination "
-                "condition that ends it sooner, or use LoopGuard(policy='warn')."
-            ),
-        )
-        return (
-            f"\n\n[loop guard] {speaker} has now said the same thing {len(turns)} times "
-            f"(turns {listed}): the conversation is going in circles. Say something new, "
-            "or bring it to a conclusion."
-        )
 
     async def _next(
         self, ctx: RunContext[Any], state: ChatState, names: tuple[str, ...], turn: int
@@ -121,7 +96,9 @@ class GroupChat:
                 f"{_render(list(state.transcript), '')}\n\nWho should speak next? Answer with exactly "
                 f"one of: {', '.join(names)}."
             )
-            choice = str(await ctx.run(self.speaker, prompt, key=f"select-{turn}")).strip()
+            choice = str(
+                await ctx.run(self.speaker, prompt, key=keys.numbered("select", turn))
+            ).strip()
         else:
             choice = self.speaker(state, names)
         if choice not in names:

@@ -9,17 +9,20 @@ resumed run replays the hops already made.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
-from orchestrion._json import JSON, dumps_str
+from typing_extensions import TypeVar
+
+from orchestrion import keys
+from orchestrion._json import dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import MaxHandoffsExceeded as MaxHandoffsExceeded  # where users found it
+from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
-from orchestrion.loops import react
+from orchestrion.loops import Hop, LoopWatch
 from orchestrion.messages import (
     Conversation,
     HandedOff,
@@ -31,10 +34,6 @@ from orchestrion.messages import (
 from orchestrion.patterns._names import agents_only, check_name
 
 InputFilter = Callable[[tuple[Message, ...]], tuple[Message, ...]]
-
-
-class MaxHandoffsExceeded(RunError):
-    """The agents kept transferring control past `max_handoffs`."""
 
 
 def text_only(messages: tuple[Message, ...]) -> tuple[Message, ...]:
@@ -49,12 +48,17 @@ def text_only(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     return tuple(kept)
 
 
+OutputT = TypeVar("OutputT", covariant=True, default=Any)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Handoff:
-    """Agents that pass control to each other; the first to answer ends the run."""
+class Handoff(Generic[OutputT]):
+    """Agents that pass control to each other; the first to answer ends the run.
+    Its output is that agent's: what the agents' outputs have in common (`str`
+    for agents of text)."""
 
     name: str
-    agents: Sequence[Agent[Any]]
+    agents: Sequence[Agent[Any, OutputT]]
     start: str = ""
     """The agent that takes the first message; default the first one."""
     routes: Mapping[str, Sequence[str]] | None = None
@@ -66,7 +70,7 @@ class Handoff:
     """Acts when control bounces between two agents (A->B->A->B: `repeats` round
     trips): `warn` tells the next agent, `stop` ends the run, `ask` asks a human."""
     description: str = ""
-    _agents: dict[str, Agent[Any]] = field(init=False, repr=False)
+    _agents: dict[str, Agent[Any, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_name("Handoff", self.name)
@@ -96,59 +100,26 @@ class Handoff:
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "_agents", agents)
 
-    async def _loop_note(self, ctx: RunContext[Any], path: list[str], hop: int) -> str:
-        if self.loop_guard is None:
-            return ""
-        return await _check_cycle(ctx, self.loop_guard, self.name, path, hop)
-
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         active = self._agents[self.start]
         given: Any = input
-        path = [active.name]
+        watch = LoopWatch(self.loop_guard)
         for hop in range(self.max_handoffs + 1):
-            outcome = await ctx.run(active, given, key=f"hop-{hop}")
+            outcome = await ctx.run(active, given, key=keys.numbered("hop", hop))
             if not isinstance(outcome, HandedOff):
-                return outcome
+                answer: OutputT = outcome  # an agent's own output: one of `agents`' types
+                return answer
             messages = outcome.messages
             if self.input_filter is not None:
                 messages = self.input_filter(messages)
-            path.append(outcome.target)
-            note = await self._loop_note(ctx, path, hop)
+            seen = Hop(handoff=self.name, source=active.name, target=outcome.target, hop=hop)
+            note = await watch.check(ctx, seen)
             given = Conversation((*messages, UserMessage(note)) if note else messages)
             active = self._agents[outcome.target]
         raise MaxHandoffsExceeded(
             f"Handoff {self.name!r}: more than max_handoffs={self.max_handoffs} transfers; the "
             "agents keep passing the conversation on. Raise max_handoffs or tighten the routes."
         )
-
-
-async def _check_cycle(
-    ctx: RunContext[Any], guard: LoopGuard, name: str, path: list[str], hop: int
-) -> str:
-    """A note for the next agent when control bounces between two agents, else ""."""
-    span = 2 * guard.repeats
-    tail = path[-span:]
-    if len(tail) < span or len(set(tail)) != 2 or any(a == b for a, b in itertools.pairwise(tail)):
-        return ""
-    a, b = tail[0], tail[1]
-    await react(
-        ctx,
-        guard,
-        kind="handoff",
-        subject=f"{a} <-> {b}",
-        times=guard.repeats,
-        question={"handoff": name, "bouncing": [a, b], "path": path},
-        name=f"loop-guard-{hop}",
-        stop=(
-            f"Handoff {name!r}: control bounced between {a!r} and {b!r} {guard.repeats} times "
-            f"({' -> '.join(path)}); its loop guard stopped the run. Tighten the routes or the "
-            "agents' instructions, or use LoopGuard(policy='warn')."
-        ),
-    )
-    return (
-        f"[loop guard] This conversation has bounced between {a} and {b} {guard.repeats} times "
-        f"({' -> '.join(path)}). Do not transfer it back: answer it yourself or pick another agent."
-    )
 
 
 def transcript(messages: tuple[Message, ...]) -> str:

@@ -16,18 +16,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
 from orchestrion.agent import Agent
 from orchestrion.context import RunContext
-from orchestrion.errors import RunError, UserError
+from orchestrion.errors import RoundsExceeded as RoundsExceeded  # where users found it
+from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
-from orchestrion.loops import react
+from orchestrion.loops import LoopWatch, MailRound
 from orchestrion.patterns._names import agents_only, check_name
 from orchestrion.tools.tool import ModelRetry, Tool
-
-
-class RoundsExceeded(RunError):
-    """The agents kept messaging past `max_rounds`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +66,9 @@ class InProcessBus:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class PeerNetwork:
     name: str
-    agents: Sequence[Agent[Any]]
+    agents: Sequence[Agent[Any, Any]]
+    """Of any deps and outputs: each runs with the run's deps, and answers through
+    its `finish` tool, not its output."""
     entry: str = ""
     """Who receives the run's input; default the first agent."""
     edges: Mapping[str, Sequence[str]] | None = None
@@ -105,14 +105,16 @@ class PeerNetwork:
         object.__setattr__(self, "entry", entry)
         object.__setattr__(self, "_edges", {n: tuple(edges.get(n, ())) for n in names})
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> str | dict[str, JSON]:
+        """The answer given to `finish`, or, when the messages ran out without one,
+        `{"messages": [...], "finished": None}`."""
         bus = self.bus()
         finished: list[tuple[str, str]] = []
-        log: list[dict[str, JSON]] = []
+        log: list[JSON] = []
         agents = {a.name: self._member(a, bus, finished) for a in self.agents}
         text = input if isinstance(input, str) else dumps_str(input)
         bus.post(Mail("user", self.entry, text))
-        rounds_seen: dict[tuple[tuple[str, str, str], ...], list[int]] = {}
+        watch = LoopWatch(self.loop_guard)
         for round_ in range(1, self.max_rounds + 1):
             boxes = bus.drain()
             if not boxes:
@@ -122,12 +124,10 @@ class PeerNetwork:
             mail = tuple(
                 sorted((m.sender, m.to, m.content.strip()) for ms in boxes.values() for m in ms)
             )
-            seen = rounds_seen.setdefault(mail, [])
-            seen.append(round_)
-            note = await self._loop_note(ctx, seen)
+            note = await watch.check(ctx, MailRound(network=self.name, mail=mail, round=round_))
             await ctx.gather(
                 *(
-                    ctx.run(agents[to], _inbox(mails) + note, key=f"round-{round_}")
+                    ctx.run(agents[to], _inbox(mails) + note, key=keys.numbered("round", round_))
                     for to, mails in sorted(boxes.items())
                 )
             )
@@ -140,33 +140,9 @@ class PeerNetwork:
             "Raise max_rounds, or tell the agents when to finish."
         )
 
-    async def _loop_note(self, ctx: RunContext[Any], rounds: list[int]) -> str:
-        """A note for this round's recipients when its mail repeats an earlier round's."""
-        guard = self.loop_guard
-        if guard is None or len(rounds) < guard.repeats:
-            return ""
-        listed = ", ".join(map(str, rounds))
-        await react(
-            ctx,
-            guard,
-            kind="no_progress",
-            subject=self.name,
-            times=len(rounds),
-            question={"network": self.name, "rounds": list(rounds)},
-            name=f"loop-guard-{rounds[-1]}",
-            stop=(
-                f"PeerNetwork {self.name!r}: rounds {listed} carried exactly the same messages; "
-                "its loop guard stopped the run. Tell the agents when to finish, or use "
-                "LoopGuard(policy='warn')."
-            ),
-        )
-        return (
-            f"\n\n[loop guard] These messages repeat rounds {listed} word for word: the "
-            "network is going in circles. Do not send them again: act on them, say something "
-            "new, or call finish."
-        )
-
-    def _member(self, agent: Agent[Any], bus: Bus, finished: list[tuple[str, str]]) -> Agent[Any]:
+    def _member(
+        self, agent: Agent[Any, Any], bus: Bus, finished: list[tuple[str, str]]
+    ) -> Agent[Any, Any]:
         allowed = self._edges[agent.name]
 
         async def send_message(ctx: RunContext[Any], to: str, content: str) -> str:

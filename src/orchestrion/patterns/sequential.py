@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, overload
 
+from typing_extensions import TypeVar
+
+from orchestrion import keys
 from orchestrion._json import JSON, dumps_str, to_jsonable
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
@@ -15,15 +18,20 @@ from orchestrion.runnable import Runnable
 Outputs = list[tuple[str, JSON]]
 """(member name, output as JSON) for each member that ran, in order."""
 ContextPolicy = Literal["last", "transcript"] | Callable[[JSON, Outputs], JSON]
+OutputT = TypeVar("OutputT", covariant=True, default=Any)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Sequential:
+class Sequential(Generic[OutputT]):
     """Run `members` one after another.
 
     `context` decides what each member receives: `"last"` the previous output
     (the first member gets the run's input), `"transcript"` the task and every
     output so far as text, or a function `(input, outputs) -> member input`.
+
+    Its output is the last member's: exactly its type when `members` is a tuple;
+    from a list a type checker can only tell what the members' outputs have in
+    common (mypy: their join, pyright: their union).
     """
 
     name: str
@@ -31,6 +39,30 @@ class Sequential:
     context: ContextPolicy = "last"
     description: str = ""
     _members: tuple[Runnable, ...] = field(init=False, repr=False)
+
+    if TYPE_CHECKING:  # for type checkers only: the dataclass writes the real `__init__`
+
+        @overload
+        def __init__(
+            self,
+            *,
+            name: str,
+            members: tuple[*tuple[Runnable, ...], Runnable[OutputT]],
+            context: ContextPolicy = "last",
+            description: str = "",
+        ) -> None: ...
+
+        @overload
+        def __init__(
+            self,
+            *,
+            name: str,
+            members: Sequence[Runnable[OutputT]],
+            context: ContextPolicy = "last",
+            description: str = "",
+        ) -> None: ...
+
+        def __init__(self, **kwargs: Any) -> None: ...
 
     def __post_init__(self) -> None:
         check_name("Sequential", self.name)
@@ -42,13 +74,16 @@ class Sequential:
             )
         object.__setattr__(self, "_members", members)
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         outputs: Outputs = []
         output: Any = input
         for i, member in enumerate(self._members):
-            output = await ctx.run(member, self._input_for(input, outputs), key=f"step-{i}")
+            output = await ctx.run(
+                member, self._input_for(input, outputs), key=keys.numbered("step", i)
+            )
             outputs.append((member.name, to_jsonable(output)))
-        return output
+        last: OutputT = output  # the last member's output, as `__init__`'s overloads type it
+        return last
 
     def _input_for(self, task: JSON, outputs: Outputs) -> JSON:
         if callable(self.context):

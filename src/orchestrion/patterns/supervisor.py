@@ -14,23 +14,32 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
-from orchestrion._json import JSON, dumps_str
-from orchestrion.agent import DELEGATE, Agent
+from typing_extensions import TypeVar
+
+from orchestrion import keys
+from orchestrion._json import dumps_str
+from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import MaxTurnsExceeded, RunError, RunHalted, UserError
 from orchestrion.patterns._names import check_members, check_name
 from orchestrion.runnable import Runnable
+from orchestrion.tools.roles import Delegate
 from orchestrion.tools.tool import ModelRetry, Tool
+
+DELEGATE = "delegate_to_"
+"""Begins the model-visible name of each delegation tool (role `Delegate`)."""
+OutputT = TypeVar("OutputT", covariant=True, default=Any)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Supervisor:
-    """A manager agent with workers; its output is the manager's final answer."""
+class Supervisor(Generic[OutputT]):
+    """A manager agent with workers; its output is the manager's final answer (a
+    `Supervisor[Plan]` for a manager whose `output_type` is `Plan`)."""
 
     name: str
-    manager: Agent[Any]
+    manager: Agent[Any, OutputT]
     workers: Sequence[Runnable]
     max_rounds: int = 10
     """Model turns the manager may take (its `max_turns`)."""
@@ -38,7 +47,7 @@ class Supervisor:
     """This supervisor delegates only while it sits fewer than `max_depth` delegations
     deep in the run (0 = it is at the top), which bounds runaway recursion in hierarchies."""
     description: str = ""
-    _manager: Agent[Any] = field(init=False, repr=False)
+    _manager: Agent[Any, OutputT] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_name("Supervisor", self.name)
@@ -60,7 +69,7 @@ class Supervisor:
         )
         object.__setattr__(self, "_manager", manager)
 
-    async def invoke(self, ctx: RunContext[Any], input: JSON) -> Any:
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         try:
             return await ctx.run(self._manager, input)
         except MaxTurnsExceeded as exc:
@@ -74,7 +83,7 @@ class Supervisor:
         max_depth = self.max_depth
 
         async def delegate(ctx: RunContext[Any], task: str) -> str:
-            depth = ctx.key.count(f"/tool/{DELEGATE}") - 1  # delegations above this supervisor
+            depth = _delegations_above(ctx.key)
             if depth >= max_depth:
                 raise ModelRetry(
                     f"This team sits {depth} delegations deep and max_depth={max_depth}: do not "
@@ -96,7 +105,14 @@ class Supervisor:
             function=delegate,
             name=DELEGATE + re.sub(r"[^A-Za-z0-9_-]", "_", worker.name),
             description=f"{description}\n\nArgs:\n    task: What the worker should do, self-contained.",
+            role=Delegate(worker=worker.name),
         )
+
+
+def _delegations_above(key: str) -> int:
+    """How many delegations the delegation at `key` (its tool call) sits under."""
+    calls = keys.parse(key).calls
+    return sum(1 for c in calls if c.tool is not None and c.tool.startswith(DELEGATE)) - 1
 
 
 def _default_instructions(workers: tuple[Runnable, ...]) -> str:

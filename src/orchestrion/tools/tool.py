@@ -11,20 +11,43 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_origin, get_type_hints, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    Protocol,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 import docstring_parser
 import pydantic
 from pydantic.fields import FieldInfo
+from typing_extensions import TypeVar
 
+from orchestrion._json import JSON
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
 from orchestrion.messages import ToolDefinition
 from orchestrion.policy import Policy
+from orchestrion.tools.roles import ROLES, ToolRole
 
 Effect = Literal["read", "write"]
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI and Anthropic accept
 Approval = bool | Callable[[dict[str, Any]], bool]
+"""`True`, or a predicate of the validated arguments (a dict of any values: they are
+whatever the function's parameters are typed as)."""
+
+DepsT = TypeVar("DepsT", contravariant=True, default=object)
+"""The deps a tool reads through its `RunContext`. Contravariant: a tool that reads
+a `Bank` fits an agent whose deps are a `Bank` (or a subclass). A tool that reads
+none is a `Tool[Any]`: it fits an agent of any deps, and mypy, which joins list
+items invariantly, can then join it with tools that read some (a `Tool[object]`
+would make mypy reject `tools=[get_balance, today]`)."""
+D = TypeVar("D")
 
 
 class ModelRetry(Exception):
@@ -32,10 +55,16 @@ class ModelRetry(Exception):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Tool:
-    """A function exposed to a model. Build one with `@tool` or `Tool(function=...)`."""
+class Tool(Generic[DepsT]):
+    """A function exposed to a model. Build one with `@tool` or `Tool(function=...)`.
+
+    Typed by the deps it reads: a function whose first parameter is a
+    `RunContext[Bank]` makes a `Tool[Bank]`, which only an `Agent` whose deps are a
+    `Bank` may take; a function without a context makes a `Tool[Any]` (see `DepsT`)."""
 
     function: Callable[..., Any]
+    """Any signature: its parameters become the tool's JSON schema, and what it
+    returns is journaled as JSON."""
     name: str = ""
     """Defaults to the function's name."""
     description: str = ""
@@ -59,11 +88,53 @@ class Tool:
     """The tool only changes state inside this process (e.g. posts to an in-process
     bus): replay calls it again, with the recorded arguments, to rebuild that state;
     its recorded result stands. Never for effects outside the process."""
+    role: ToolRole | None = None
+    """What the tool does to the run's control, if anything (see `orchestrion.tools.roles`):
+    e.g. `Delegate(worker=...)` for a supervisor's delegation. None: an ordinary tool."""
 
     parameters: dict[str, Any] = field(init=False, repr=False)
+    """The JSON schema of the arguments (pydantic's, without titles, typed as
+    pydantic types a schema)."""
     args_model: type[pydantic.BaseModel] = field(init=False, repr=False)
     takes_context: bool = field(init=False, repr=False)
     is_async: bool = field(init=False, repr=False)
+
+    if TYPE_CHECKING:
+        # For type checkers only (the dataclass writes the real `__init__`): the deps
+        # come from the function's first parameter when it is a `RunContext[...]`.
+        @overload
+        def __init__(
+            self,
+            *,
+            function: Callable[Concatenate[RunContext[DepsT], ...], Any],
+            name: str = "",
+            description: str = "",
+            effect: Effect = "read",
+            approval: Approval = False,
+            timeout: float | None = None,
+            policy: Policy | None = None,
+            max_calls: int | None = None,
+            local: bool = False,
+            role: ToolRole | None = None,
+        ) -> None: ...
+
+        @overload
+        def __init__(
+            self: Tool[Any],
+            *,
+            function: Callable[..., Any],
+            name: str = "",
+            description: str = "",
+            effect: Effect = "read",
+            approval: Approval = False,
+            timeout: float | None = None,
+            policy: Policy | None = None,
+            max_calls: int | None = None,
+            local: bool = False,
+            role: ToolRole | None = None,
+        ) -> None: ...
+
+        def __init__(self, **kwargs: Any) -> None: ...
 
     def __post_init__(self) -> None:
         fn = self.function
@@ -100,6 +171,11 @@ class Tool:
                 f"Tool {name!r}: max_calls={self.max_calls!r} must be a whole number >= 1 "
                 "(or None for no limit)."
             )
+        if self.role is not None and not isinstance(self.role, ROLES):
+            raise UserError(
+                f"Tool {name!r}: role={self.role!r} is not a tool role (Transfer, Delegate "
+                "or FinalResult from orchestrion.tools.roles), nor None."
+            )
         if self.effect not in ("read", "write"):
             raise UserError(
                 f"Tool {name!r}: effect must be 'read' or 'write', not {self.effect!r}."
@@ -118,15 +194,22 @@ class Tool:
         set_(self, "takes_context", takes_context)
         set_(self, "is_async", inspect.iscoroutinefunction(fn))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the function directly (handy in unit tests of the tool itself)."""
-        return self.function(*args, **kwargs)
+    if not TYPE_CHECKING:
+        # Hidden from type checkers: a callable `Tool` would also fit the plain
+        # functions `Agent.tools` takes, so a tool whose deps are not the agent's
+        # would pass unseen. Typed code calls `tool.function(...)`.
+
+        def __call__(self, *args, **kwargs):
+            """Call the function directly (handy in unit tests of the tool itself)."""
+            return self.function(*args, **kwargs)
 
     def definition(self) -> ToolDefinition:
         return ToolDefinition(self.name, self.description, self.parameters)
 
-    def parse_arguments(self, raw: str | dict[str, Any]) -> dict[str, Any]:
-        """Parse and validate arguments; raises `pydantic.ValidationError`."""
+    def parse_arguments(self, raw: JSON) -> dict[str, Any]:
+        """Parse and validate arguments (JSON text, or JSON data: an approval's edited
+        arguments); raises `pydantic.ValidationError`. The values are `Any`: each is
+        what the function's parameter of that name is typed as."""
         if isinstance(raw, str):
             args = self.args_model.model_validate_json(raw or "{}")
         else:
@@ -134,12 +217,28 @@ class Tool:
         return dict(args.__dict__)
 
     def needs_approval(self, arguments: dict[str, Any]) -> bool:
+        """Whether a human must approve a call with these (validated) arguments."""
         approval = self.approval
         return approval if isinstance(approval, bool) else bool(approval(arguments))
 
 
+class ToolDecorator(Protocol):
+    """What `@tool(...)` with options returns: it makes the `Tool`, typed by the deps
+    of the function's `RunContext` as `@tool` is."""
+
+    @overload
+    def __call__(self, function: Callable[Concatenate[RunContext[D], ...], Any], /) -> Tool[D]: ...
+
+    @overload
+    def __call__(self, function: Callable[..., Any], /) -> Tool[Any]: ...
+
+
 @overload
-def tool(function: Callable[..., Any], /) -> Tool: ...
+def tool(function: Callable[Concatenate[RunContext[D], ...], Any], /) -> Tool[D]: ...
+
+
+@overload
+def tool(function: Callable[..., Any], /) -> Tool[Any]: ...
 
 
 @overload
@@ -152,7 +251,7 @@ def tool(
     timeout: float | None = None,
     policy: Policy | None = None,
     max_calls: int | None = None,
-) -> Callable[[Callable[..., Any]], Tool]: ...
+) -> ToolDecorator: ...
 
 
 def tool(
@@ -166,10 +265,11 @@ def tool(
     timeout: float | None = None,
     policy: Policy | None = None,
     max_calls: int | None = None,
-) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Turn a function into a `Tool`: `@tool` or `@tool(effect="write", approval=True, max_calls=1)`."""
+) -> Tool[Any] | ToolDecorator:
+    """Turn a function into a `Tool`: `@tool` or `@tool(effect="write", approval=True, max_calls=1)`.
+    A function whose first parameter is a `RunContext[Deps]` makes a `Tool[Deps]`."""
 
-    def wrap(fn: Callable[..., Any]) -> Tool:
+    def wrap(fn: Callable[..., Any]) -> Tool[Any]:
         return Tool(
             function=fn,
             name=name,
