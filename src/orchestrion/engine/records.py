@@ -186,14 +186,14 @@ _GAVE_UP_FIELDS = ("agent", "fallback")
 
 def encode(record: Record) -> JSON:
     """The `result` an entry holding `record` stores (its status is `record.status`)."""
-    match record:
-        case ModelResponded(response=response, fallback=fallback):
-            data = response.to_json()
-            if fallback is not None:
-                data["fallback"] = fallback
+    match record:  # class patterns without sub-patterns: one isinstance each (hot path)
+        case ModelResponded():
+            data = record.response.to_json()
+            if record.fallback is not None:
+                data["fallback"] = record.fallback
             return data
-        case ToolReturned(content=content, is_error=is_error):
-            return {"content": content, "is_error": is_error}
+        case ToolReturned():
+            return {"content": record.content, "is_error": record.is_error}
         case WriteStarted(origin_key=origin):
             return None if origin is None else {"idempotency_key": origin}
         case AttemptFailed():
