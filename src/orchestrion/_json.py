@@ -125,14 +125,6 @@ def as_int(value: JSON, what: str = "value") -> int:
     raise TypeError(f"{what} should be an integer, not {short_json(value)}")
 
 
-def record_fields(value: JSON) -> dict[str, Any]:
-    """The fields of a JSON object the engine journaled itself (a tool step's
-    `{"content", "is_error"}`, a model response), to read by name. Unchecked on
-    purpose: it is read on every replayed step, and the engine wrote it; a corrupt
-    entry fails at the first field read. Typed journal records will replace it."""
-    return value  # type: ignore[return-value]  # the one unchecked read, see above
-
-
 def clean_text(text: str) -> str:
     """`text` with each lone surrogate replaced by U+FFFD; a well-formed pair of
     surrogates (an emoji split in two code points) is joined into its character."""

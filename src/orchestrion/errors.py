@@ -13,6 +13,7 @@
     ├── DeterminismError          a step key used twice, or another path on resume
     ├── StoreError                the store cannot be read or written
     │   └── LeaseLost             this process no longer owns the run it writes
+    ├── FakeModelError            a test fake found the test wrong (an AssertionError too)
     └── RunError                  a run failed while it worked
         ├── ModelError            the model provider failed or answered nonsense
         ├── BreakerOpen           a circuit is open: the call failed at once, unsent
@@ -146,6 +147,14 @@ def lease_lost(run_id: str, token: int, current: int | None) -> LeaseLost:
         f"`orchestrion show {run_id}`.",
         run_id=run_id,
     )
+
+
+class FakeModelError(OrchestrionError, AssertionError):
+    """A fake model of `orchestrion.testing` found the test wrong: a `ScriptedModel`
+    asked past the end of its script, or a check (`assert`) in a `FunctionModel`'s
+    function failed. The step fails with it as it is (no retry, no fallback model),
+    and the run raises it. An `AssertionError` too, so that test runners report it
+    as a failed check and `pytest.raises(AssertionError)` catches it."""
 
 
 class RunError(OrchestrionError):

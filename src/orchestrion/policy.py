@@ -7,7 +7,7 @@ or tool's, then the agent's, then the runtime's, then the defaults (model calls:
 60 s timeout and `Retry()`; tool calls: the tool's own `timeout`, no retry).
 `False` switches a field off where an outer policy set it.
 
-Retries and fallbacks are journaled (see `orchestrion.engine.attempts`), which is
+Retries and fallbacks are journaled (see `orchestrion.engine.resilience`), which is
 why the retry loop is written here rather than taken from tenacity or stamina:
 their loops own the attempts and the sleeps, while ours must resume half-way
 through from the journal.

@@ -13,8 +13,12 @@ from orchestrion import (
     Agent,
     ModelRequest,
     ModelResponse,
+    OrchestrionError,
+    Policy,
+    Retry,
     RunStatus,
     Runtime,
+    StepStatus,
     ToolCall,
     Usage,
     tool,
@@ -22,6 +26,7 @@ from orchestrion import (
 from orchestrion.errors import ModelRequestsBlocked
 from orchestrion.messages import TextDelta, ToolCallDelta, ToolResult, UserMessage
 from orchestrion.testing import (
+    FakeModelError,
     FunctionModel,
     ScriptedModel,
     TestModel,
@@ -95,7 +100,56 @@ async def test_exhausted_script_inside_a_run_fails_the_test_and_the_run(runtime:
         await runtime.run(Agent(name="a", model=model, tools=[noop]), "go", run_id="x")
     record = await runtime.get("x")
     assert record.status == RunStatus.FAILED
-    assert record.error is not None and record.error["type"] == "AssertionError"
+    assert record.error is not None and record.error["type"] == "FakeModelError"
+
+
+async def test_an_exhausted_script_fails_its_step_as_it_is_with_no_retry_or_fallback(
+    runtime: Runtime,
+) -> None:
+    backup = ScriptedModel(["from the backup"], name="backup")
+    model = ScriptedModel([], name="empty")
+    policy = Policy(retry=Retry(attempts=3, initial=0.001), fallback=[backup])
+    with pytest.raises(FakeModelError, match="script is used up") as info:
+        await runtime.run(Agent(name="a", model=model, policy=policy), "go", run_id="x")
+    assert isinstance(info.value, AssertionError) and isinstance(info.value, OrchestrionError)
+    assert len(model.requests) == 1 and backup.requests == []
+    [step] = await runtime.history("x")
+    assert step.status is StepStatus.FAILED and step.attempts == ()
+    assert step.result["type"] == "FakeModelError"
+
+
+async def test_a_failed_check_in_a_function_models_function_fails_the_test(
+    runtime: Runtime,
+) -> None:
+    def answer(request: ModelRequest) -> str:
+        assert len(request.messages) == 99, "the model saw another conversation"
+        return "never"
+
+    policy = Policy(retry=Retry(attempts=3, initial=0.001))
+    model = FunctionModel(answer)
+    with pytest.raises(FakeModelError, match="the model saw another conversation"):
+        await runtime.run(Agent(name="a", model=model, policy=policy), "go")
+    assert len(model.requests) == 1  # not retried
+
+
+async def test_an_assertion_error_of_a_real_model_is_a_model_failure_like_any_other(
+    runtime: Runtime,
+) -> None:
+    class Buggy:
+        """A provider adapter with a bug: not a test fake, so not the test's verdict."""
+
+        name = "buggy"
+
+        async def request(self, request: ModelRequest) -> ModelResponse:
+            raise AssertionError("adapter bug")
+
+    rescue = ScriptedModel(["rescued"], name="rescue")
+    policy = Policy(fallback=[rescue])
+    result = await runtime.run(Agent(name="a", model=Buggy(), policy=policy), "go")  # type: ignore[arg-type]
+    assert result.output == "rescued"
+    [step] = await runtime.history(result.run_id)
+    [attempt] = step.attempts
+    assert attempt["type"] == "ModelError" and "AssertionError: adapter bug" in attempt["message"]
 
 
 async def test_scripted_model_streams_words_then_the_response() -> None:

@@ -32,6 +32,7 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Interrupt
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
+from orchestrion.engine.records import AttemptFailed, ModelResponded, StepRaised, read
 from orchestrion.engine.result import StepInfo
 from orchestrion.messages import Usage
 
@@ -242,18 +243,20 @@ def _with_attempts(summary: Text, step: StepInfo) -> Text:
     """The summary, after the failed attempts before it and the fallback that answered
     (first, so that a narrow terminal cuts the result rather than them)."""
     notes = []
-    if isinstance(step.result, dict) and isinstance(step.result.get("fallback"), str):
-        notes.append(f"answered by fallback {step.result['fallback']}")
+    record = read(step.kind, step.status, step.result, f"Step {step.key}")
+    if isinstance(record, ModelResponded) and record.fallback is not None:
+        notes.append(f"answered by fallback {record.fallback}")
     if step.attempts:
-        last = step.attempts[-1]
-        what = f"{last.get('type')}: {last.get('message')}" if isinstance(last, dict) else last
-        n = len(step.attempts)
+        where = f"A failed attempt of step {step.key}"
+        failures = [read(step.kind, StepStatus.FAILED, a, where) for a in step.attempts]
+        last = failures[-1]
+        assert isinstance(last, AttemptFailed | StepRaised)  # what a failed step holds
+        what = f"{last.error.get('type')}: {last.error.get('message')}"
+        n = len(failures)
         notes.append(f"after {n} failed attempt{'s' if n > 1 else ''} (last: {what})")
-        tripped = [a for a in step.attempts if isinstance(a, dict) and a.get("opened_circuit")]
+        tripped = [a for a in failures if isinstance(a, AttemptFailed) and a.opened_circuit]
         if tripped:
-            notes.append(
-                f"attempt {tripped[0].get('attempt')} opened the circuit of {tripped[0].get('model')}"
-            )
+            notes.append(f"attempt {tripped[0].attempt} opened the circuit of {tripped[0].model}")
     if not notes:
         return summary
     return Text.assemble(("[" + "; ".join(notes) + "]  ", "yellow"), summary)

@@ -19,14 +19,14 @@ from orchestrion._json import (
     as_object,
     dumps_str,
     loads,
-    record_fields,
     to_jsonable,
 )
 from orchestrion.agent import FINAL_RESULT_TOOL, Agent, ContextLimit
-from orchestrion.engine.attempts import model_chain
 from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
+from orchestrion.engine.model_calls import model_chain
+from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
 from orchestrion.engine.tool_limits import ToolRuns
 from orchestrion.errors import (
@@ -278,10 +278,10 @@ async def _run_tool_call(
     if done is not None:
         ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
         ex.replayed(key, "tool", done.result)
-        outcome = record_fields(done.result)
-        if tool is not None and tool.local and not outcome["is_error"]:
+        returned = expect(done, ToolReturned)
+        if tool is not None and tool.local and not returned.is_error:
             await invoke(ex, key, tool, tool.parse_arguments(call.arguments))
-        return ToolResult(call.id, call.name, outcome["content"], outcome["is_error"])
+        return ToolResult(call.id, call.name, returned.content, returned.is_error)
     if tool is None:
         known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
         message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
@@ -345,7 +345,7 @@ async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -
     """Answer the model with an error, journaled like any tool result."""
     started = time.time()
     ex.started(key, "tool")
-    await ex.completed(key, "tool", {"content": message, "is_error": True}, started)
+    await ex.completed(key, "tool", ToolReturned(content=message, is_error=True), started)
     return ToolResult(call.id, call.name, message, True)
 
 

@@ -13,6 +13,7 @@ from orchestrion.engine.interrupts import (
     normalize_approval,
 )
 from orchestrion.engine.journal import Entry, RunRecord, StepStatus
+from orchestrion.engine.records import Answered, expect
 from orchestrion.errors import AnswerError
 
 
@@ -44,7 +45,7 @@ def not_yet_answered(
     if not answers:
         return answers
     journaled = {
-        interrupt_id(e.key): e.result
+        interrupt_id(e.key): expect(e, Answered).answer
         for e in entries
         if e.kind in ("approval", "interrupt") and e.status is StepStatus.COMPLETED
     }

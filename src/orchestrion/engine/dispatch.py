@@ -14,6 +14,7 @@ from orchestrion.engine.agent_loop import run_agent
 from orchestrion.engine.events import FallbackUsed
 from orchestrion.engine.execution import Context, Execution, thread
 from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.records import GaveUp
 from orchestrion.errors import NestingTooDeep, RunError, RunHalted, describe
 from orchestrion.runnable import Runnable
 
@@ -102,9 +103,9 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
                     f"so its fallback {following!r} was not started: it would repeat the "
                     f"write under another idempotency key. The failure: {exc}"
                 ) from exc
-            result = {**describe(exc), "agent": member.name, "fallback": following}
+            gave_up = GaveUp(error=describe(exc), agent=member.name, fallback=following)
             ex.claim(mark, site)
-            await ex.completed(mark, "fallback", result, started)
+            await ex.completed(mark, "fallback", gave_up, started)
             if ex.sink is not None:
                 message = f"{type(exc).__name__}: {exc}"
                 ex.sink(FallbackUsed(ex.run_id, key, member.name, following, message))

@@ -14,7 +14,7 @@ import hashlib
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from random import Random
@@ -30,15 +30,12 @@ from orchestrion._json import (
     NotJSON,
     as_int,
     as_number,
-    as_str,
     clean_data,
     clean_text,
     json_text,
-    record_fields,
     to_jsonable,
 )
 from orchestrion.budget import Budget
-from orchestrion.engine.attempts import Link, request_with_policy
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
 from orchestrion.engine.divergence import THREAD, Divergence, Thread
 from orchestrion.engine.events import (
@@ -51,6 +48,20 @@ from orchestrion.engine.events import (
 )
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
+from orchestrion.engine.model_calls import ModelChain, request_with_policy
+from orchestrion.engine.records import (
+    Answered,
+    InterruptAsked,
+    ModelResponded,
+    Record,
+    StepRaised,
+    ValueKind,
+    WriteStarted,
+    encode,
+    expect,
+    value_of,
+    value_record,
+)
 from orchestrion.engine.store import Store
 from orchestrion.errors import (
     AnswerError,
@@ -167,8 +178,9 @@ class Execution:
                 self.failures.setdefault(e.key, []).append(e)
             elif e.status is StepStatus.STARTED:
                 self.writes.add(e.key)
-                if isinstance(e.result, dict) and "idempotency_key" in e.result:
-                    self.origin_keys[e.key] = as_str(e.result["idempotency_key"], e.key)
+                origin = expect(e, WriteStarted).origin_key
+                if origin is not None:
+                    self.origin_keys[e.key] = origin
         self.seq = entries[-1].seq + 1 if entries else 0
         self.divergence = Divergence(entries, self.replay)
         """Catches code that takes another path than the journal's on resume."""
@@ -229,14 +241,19 @@ class Execution:
         return done if done is not None and done.status is COMPLETED else None
 
     def record(
+        self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
+    ) -> Awaitable[None]:
+        """Append `record` as the state of the step at `key`."""
+        return self._append(key, kind, record.status, encode(record), started_at, durable)
+
+    def _append(
         self,
         key: str,
         kind: str,
         status: StepStatus,
         result: JSON,
         started_at: float,
-        *,
-        durable: bool = False,
+        durable: bool,
     ) -> Awaitable[None]:
         if self.halted is not None:
             raise self.halted
@@ -254,7 +271,7 @@ class Execution:
         branch) still counts what they spent."""
         if self._model_keys is None:  # built once per resume, on first need
             models = sorted(
-                (k, ModelResponse.from_json(record_fields(e.result)).usage)
+                (k, expect(e, ModelResponded).response.usage)
                 for k, e in self.replay.items()
                 if e.kind == "model" and e.status is COMPLETED
             )
@@ -283,9 +300,10 @@ class Execution:
             self.sink(StepStarted(self.run_id, key, kind, size))
 
     async def completed(
-        self, key: str, kind: str, result: JSON, started_at: float, *, durable: bool = False
+        self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
     ) -> None:
-        await self.record(key, kind, COMPLETED, result, started_at, durable=durable)
+        result = encode(record)  # once: the journal and the event share it
+        await self._append(key, kind, record.status, result, started_at, durable)
         if self.sink is not None:
             duration = time.time() - started_at
             self.sink(StepCompleted(self.run_id, key, kind, result, duration, False))
@@ -293,44 +311,45 @@ class Execution:
     async def failed(
         self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
     ) -> None:
-        await self.record(key, kind, StepStatus.FAILED, describe(exc), started_at, durable=durable)
+        await self.record(key, kind, StepRaised(error=describe(exc)), started_at, durable=durable)
         if self.sink is not None:
             self.sink(StepFailed(self.run_id, key, kind, f"{type(exc).__name__}: {exc}"))
 
     # -- steps -------------------------------------------------------------
 
     async def model_step(
-        self, key: str, chain: Sequence[Link], request: ModelRequest, size: int = 0
+        self, key: str, chain: ModelChain, request: ModelRequest, size: int = 0
     ) -> ModelResponse:
         """The response at `key`: replayed, or asked of the models of `chain` in
-        order under their policies (see `engine.attempts`)."""
-        model = chain[0].model
+        order under their policies (see `engine.model_calls`)."""
+        targets = chain.targets  # their names are the models' (a `name` may be computed)
         recorded = self.replay.get(key)
         if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
-            self.check_budget(model.name)
+            self.check_budget(targets[0].name)
             if self.budget.cost is not None:  # a fallback must be priced before it is needed
-                for link in chain[1:]:
-                    self._check_price(self.budget.cost, link.model.name)
-        done = self.claim(key, f"a model request ({model.name})")
+                for other in targets[1:]:
+                    self._check_price(self.budget.cost, other.name)
+        done = self.claim(key, f"a model request ({targets[0].name})")
         if done is not None:
-            response = ModelResponse.from_json(record_fields(done.result))
+            response = expect(done, ModelResponded).response
             self.replayed(key, "model", done.result)
         else:
             started = time.time()
             self.started(key, "model", size)
-            response, index = await request_with_policy(self, key, chain, request)
+            live = await request_with_policy(self, key, chain, request)
+            response, index = live.value, live.position
             if response.usage.requests < 1:  # a model that does not count itself still counts
                 response = replace(response, usage=replace(response.usage, requests=1))
             response = _clean_response(response)  # the run goes on with what is journaled
-            answered = chain[index].model.name
+            answered = targets[index].name
             if self.prices is not None and (pricer := self.prices.pricer(answered)):
                 response = replace(
                     response, usage=replace(response.usage, cost=pricer(response.usage))
                 )
-            result = response.to_json()
-            if index:
-                result["fallback"] = answered
-            await self.completed(key, "model", result, started)
+            fallback = answered if index else None
+            await self.completed(
+                key, "model", ModelResponded(response=response, fallback=fallback), started
+            )
         self.usage += response.usage
         return response
 
@@ -378,13 +397,13 @@ class Execution:
         raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
     async def custom_step(
-        self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: str = "step"
+        self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: ValueKind = "step"
     ) -> JSON:
         done = self.claim(key, site, nests=True)
         if done is not None:
             self.usage += self.usage_under(key)
             self.replayed(key, kind, done.result)
-            return done.result
+            return value_of(done)
         started = time.time()
         self.started(key, kind)
         try:
@@ -396,7 +415,7 @@ class Execution:
             if self.cut_off and not isinstance(exc, RunHalted):
                 self._raise_if_cut_off(key, exc)
             raise
-        await self.completed(key, kind, value, started)
+        await self.completed(key, kind, value_record(kind, value), started)
         return value
 
     async def gather(self, scope: str, steps: Iterable[Awaitable[T]]) -> list[T]:
@@ -448,15 +467,15 @@ class Execution:
         done = self.claim(key, site)
         if done is not None:
             self.replayed(key, step_kind, done.result)
-            return done.result
+            return expect(done, Answered).answer
         iid = interrupt_id(key)
         if iid in self.answers:
             answer = validate(iid, self.answers.pop(iid))
-            await self.completed(key, step_kind, answer, time.time(), durable=True)
+            await self.completed(key, step_kind, Answered(answer=answer), time.time(), durable=True)
             self.answered.add(iid)
             return answer
         if key not in self.replay:
-            await self.record(key, step_kind, StepStatus.PENDING, payload, time.time())
+            await self.record(key, step_kind, InterruptAsked(payload=payload), time.time())
         raise Suspended([Interrupt(iid, key, kind, payload, schema)])
 
 

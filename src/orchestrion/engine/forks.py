@@ -10,6 +10,7 @@ from orchestrion._json import JSON, to_jsonable
 from orchestrion.engine.execution import idempotency_key_of
 from orchestrion.engine.interrupts import answer_to_json, interrupt_id, normalize_approval
 from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.engine.records import ModelResponded, ToolReturned, WriteStarted, encode, expect
 from orchestrion.errors import UserError
 from orchestrion.messages import ModelResponse
 
@@ -48,33 +49,37 @@ def _copied(run_id: str, entry: Entry, seq: int) -> Entry:
     """An entry of run `run_id` as a fork's prefix holds it, at `seq`. A write that
     started in the parent and may have happened keeps the parent's idempotency
     key, so the fork's retry of it is recognised downstream as the same call."""
-    if entry.kind == "tool" and entry.status is StepStatus.STARTED:
-        origin = entry.result.get("idempotency_key") if isinstance(entry.result, dict) else None
-        key = origin or idempotency_key_of(run_id, entry.key)
-        return entry._replace(seq=seq, result={"idempotency_key": key})
+    if entry.status is StepStatus.STARTED:
+        origin = expect(entry, WriteStarted).origin_key or idempotency_key_of(run_id, entry.key)
+        return entry._replace(seq=seq, result=encode(WriteStarted(origin_key=origin)))
     return entry._replace(seq=seq)
 
 
 def _edited(kind: str, key: str, edit: Any) -> JSON:
     """The journaled form of an edited step result, checked for its kind."""
     if kind == "model":
-        if isinstance(edit, ModelResponse):
-            return edit.to_json()
-        if isinstance(edit, str):
-            return ModelResponse(text=edit).to_json()
-        try:
-            return ModelResponse.from_json(edit).to_json()
-        except (TypeError, KeyError, AttributeError) as exc:
-            raise UserError(
-                f"Edit for model step {key!r} must be a ModelResponse, a str or its JSON form: {exc}"
-            ) from None
+        return encode(ModelResponded(response=_edited_response(key, edit)))
     if kind == "tool":
         if isinstance(edit, str):
-            return {"content": edit, "is_error": False}
+            return encode(ToolReturned(content=edit))
         if isinstance(edit, dict) and isinstance(edit.get("content"), str):
-            return {"content": edit["content"], "is_error": bool(edit.get("is_error", False))}
+            is_error = bool(edit.get("is_error", False))
+            return encode(ToolReturned(content=edit["content"], is_error=is_error))
         raise UserError(
             f"Edit for tool step {key!r} must be the text the model reads, or "
             '{"content": str, "is_error": bool}.'
         )
     return to_jsonable(edit)
+
+
+def _edited_response(key: str, edit: Any) -> ModelResponse:
+    if isinstance(edit, ModelResponse):
+        return edit
+    if isinstance(edit, str):
+        return ModelResponse(text=edit)
+    try:
+        return ModelResponse.from_json(edit)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise UserError(
+            f"Edit for model step {key!r} must be a ModelResponse, a str or its JSON form: {exc}"
+        ) from None

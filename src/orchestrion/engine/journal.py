@@ -2,9 +2,11 @@
 
 A run is a `RunRecord` plus an append-only list of `Entry`s. An entry records
 one state of one step (`started`, `completed`, `failed`, `pending`); the
-latest entry for a key is that step's state. Compatibility policy: a reader
-accepts every schema version up to its own; fields are only ever added, with
-defaults, and `v` is bumped when one is.
+latest entry for a key is that step's state. What its `result` means is a typed
+record of `engine.records`, which encodes and decodes it; stores keep it as
+opaque JSON. Compatibility policy (docs/compatibility.md): a reader accepts every
+schema version up to its own; fields are only ever added, with defaults, and `v`
+is bumped when one is.
 
 Versions: 1, the first; 2, a run can be `stopped` (it reached a limit) and
 usage carries a fourth number, the cost in USD; 3, a run record carries the
@@ -41,7 +43,8 @@ class StepStatus(StrEnum):
 
 
 class Entry(NamedTuple):
-    """One state of one step, appended to a run's journal (a tuple: cheap and immutable)."""
+    """One state of one step, appended to a run's journal, in its stored form (a
+    tuple: cheap and immutable). `engine.records.decode` gives the record it holds."""
 
     seq: int
     """Position in the run's journal, from 0."""
@@ -52,6 +55,7 @@ class Entry(NamedTuple):
     gave up), or `clock`, `random`, `uuid` (`ctx.now()`, `ctx.random()`, `ctx.uuid()`)."""
     status: StepStatus
     result: JSON = None
+    """The record's stored form (`engine.records.encode`)."""
     started_at: float = 0.0
     ended_at: float = 0.0
     v: int = SCHEMA_VERSION

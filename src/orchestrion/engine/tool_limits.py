@@ -12,19 +12,49 @@ rebuilt from the journal, so a resume or a fork goes on where the run was.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import assert_never
 
 from orchestrion import keys
-from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.engine.journal import Entry
+from orchestrion.engine.records import (
+    Answered,
+    AttemptFailed,
+    ClockRead,
+    GaveUp,
+    InterruptAsked,
+    ModelResponded,
+    RandomSeed,
+    StepRaised,
+    StepReturned,
+    ToolReturned,
+    UuidMade,
+    WriteStarted,
+    decode,
+)
 from orchestrion.tools.tool import Tool
 
 
 def _counts(entry: Entry) -> bool:
     if entry.kind != "tool":
         return False
-    if entry.status is StepStatus.COMPLETED:
-        return not (isinstance(entry.result, dict) and entry.result.get("is_error"))
-    # `started`: a write cut off mid-call; `failed`: it raised, or waits for a retry.
-    return entry.status in (StepStatus.STARTED, StepStatus.FAILED)
+    match decode(entry):
+        case ToolReturned(is_error=is_error):
+            return not is_error
+        case WriteStarted() | AttemptFailed() | StepRaised():
+            return True  # a write cut off mid-call; a call that raised, or waits for a retry
+        case (
+            ModelResponded()
+            | InterruptAsked()
+            | Answered()
+            | StepReturned()
+            | ClockRead()
+            | RandomSeed()
+            | UuidMade()
+            | GaveUp()
+        ):
+            return False  # not the records of a tool call
+        case unknown:
+            assert_never(unknown)
 
 
 class ToolRuns:

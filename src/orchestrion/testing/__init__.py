@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from orchestrion.errors import FakeModelError
 from orchestrion.models.base import GATE
 from orchestrion.testing.faults import (
     ConnectionReset,
@@ -28,6 +29,7 @@ from orchestrion.testing.models import FunctionModel, ScriptedModel, TestModel, 
 
 __all__ = [
     "ConnectionReset",
+    "FakeModelError",
     "Fault",
     "Faults",
     "FaultyModel",

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from orchestrion._json import JSON, dumps_str
+from orchestrion.errors import FakeModelError
 from orchestrion.messages import (
     ModelRequest,
     ModelResponse,
@@ -85,7 +86,7 @@ class ScriptedModel(_Fake):
     async def request(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
         if not self._script:
-            raise AssertionError(
+            raise FakeModelError(
                 f"ScriptedModel {self._name!r} got request #{len(self.requests)} but its script "
                 "is used up; add responses to the script."
             )
@@ -117,9 +118,15 @@ class FunctionModel(_Fake):
 
     async def request(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
-        item = self._function(request)
-        if inspect.isawaitable(item):
-            item = await item
+        try:
+            item = self._function(request)
+            if inspect.isawaitable(item):
+                item = await item
+        except AssertionError as exc:
+            if isinstance(exc, FakeModelError):
+                raise
+            # A failed check of the test's: the test fails, not the model.
+            raise FakeModelError(str(exc) or f"assert in FunctionModel {self._name!r}") from exc
         return _as_response(item, request, len(self.requests))
 
 

@@ -1,0 +1,171 @@
+"""Model requests under their policies: the model path of the attempt loop
+(`engine.resilience`), over an agent's chain of fallback models.
+
+A failed attempt is journaled with the model, the attempt number and what came
+next: a retry (`retry_in`) or the next model of the chain (`fallback`); neither
+means the step failed. The completed entry names the fallback model that
+answered, if one did (`ModelResponded.fallback`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from orchestrion.agent import Agent
+from orchestrion.engine.events import StepFailed
+from orchestrion.engine.resilience import Done, Failure, Target, attempt_loop, journal_attempt
+from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, RetryLater
+from orchestrion.messages import ModelRequest, ModelResponse
+from orchestrion.models.base import Model
+from orchestrion.models.with_policy import PolicyModel
+from orchestrion.policy import (
+    MODEL_TIMEOUT,
+    Policy,
+    Retry,
+    Settings,
+    is_transient,
+    retry_after,
+    status_code,
+)
+
+if TYPE_CHECKING:
+    from orchestrion.engine.execution import Execution
+
+MODEL_DEFAULTS = Policy(timeout=MODEL_TIMEOUT, retry=Retry())
+DEFAULT_SETTINGS = MODEL_DEFAULTS.settings()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChain:
+    """An agent's model, then its fallback models: built once per agent run."""
+
+    models: tuple[Model, ...]
+    targets: tuple[Target, ...]
+    """Each model as the attempt loop calls it, with the settings its calls get."""
+
+    @classmethod
+    def of(cls, models: Sequence[Model], settings: Sequence[Settings]) -> ModelChain:
+        """The chain of `models`, each called with the `settings` at its position."""
+        targets = (
+            Target(name=m.name, model=m.name, settings=s)
+            for m, s in zip(models, settings, strict=True)
+        )
+        return cls(tuple(models), tuple(targets))
+
+
+def model_chain(ex: Execution, agent: Agent[Any]) -> ModelChain:
+    """The agent's model and its fallback models, each with its resolved settings."""
+    primary = ex.model_for(agent.model, agent.name)
+    outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
+    if outer is None and not isinstance(primary, PolicyModel):
+        return ModelChain.of([primary], [DEFAULT_SETTINGS])
+    own = primary.policy if isinstance(primary, PolicyModel) else None
+    models = [primary]
+    for policy in (own, agent.policy, ex.policy):  # the innermost fallback models win
+        if policy is not None and policy.fallback is not None:
+            found = [f for f in policy.fallback if not isinstance(f, Agent)]
+            if found or not policy.fallback:
+                models += [ex.model_for(f, agent.name) for f in found]  # type: ignore[arg-type]
+                break
+    settings = [
+        model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer)
+        for m in models
+    ]
+    return ModelChain.of(models, settings)
+
+
+def model_settings(policy: Policy | None) -> Settings:
+    return (MODEL_DEFAULTS if policy is None else policy.over(MODEL_DEFAULTS)).settings()
+
+
+def request_with_policy(
+    ex: Execution, key: str, chain: ModelChain, request: ModelRequest
+) -> Awaitable[Done[ModelResponse]]:
+    """The response of the first model of `chain` that answers, and its position."""
+    return attempt_loop(ex, key, ModelCalls(chain, request))
+
+
+class ModelCalls:
+    """The model path of the attempt loop: a request to each model of a fallback chain."""
+
+    __slots__ = ("models", "request", "targets")
+
+    kind = "model"
+    durable = False  # a failed attempt is no side effect: lost in a crash, it is made again
+    before = None
+
+    def __init__(self, chain: ModelChain, request: ModelRequest) -> None:
+        self.models = chain.models
+        self.targets = chain.targets
+        self.request = request
+
+    def call(self, ex: Execution, key: str, index: int) -> Awaitable[ModelResponse]:
+        return ex.send(key, self.models[index], self.request)
+
+    def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:
+        """Any failure of the model as a `ModelError` (a transient one for timeouts,
+        connection errors, 429, 5xx and `RetryLater`); the run's own errors are final."""
+        name = target.name
+        if isinstance(exc, TimeoutError):
+            what = (
+                f"did not answer within {target.settings.timeout:g} s"
+                if expired
+                else f"timed out ({exc})"
+            )
+            error = ModelError(f"Model {name} {what}.", transient=True)
+        elif isinstance(exc, ModelError):
+            error = exc
+        elif isinstance(exc, OrchestrionError) and not isinstance(exc, RetryLater):
+            return Failure(error=exc, final=True)  # e.g. a test fake's verdict
+        else:
+            error = ModelError(
+                f"Model {name} failed: {type(exc).__name__}: {exc}",
+                status_code=status_code(exc),
+                retry_after=retry_after(exc),
+                transient=is_transient(exc),
+            )
+        if error is not exc:
+            error.__cause__ = exc
+        return Failure(error=error, transient=error.transient, expired=expired)
+
+    def may_retry(self, failure: Failure) -> bool:
+        return not failure.opened  # an attempt that opened the circuit goes to the fallback
+
+    def attempt_error(self, failure: Failure) -> Exception:
+        return failure.error
+
+    async def gave_up(
+        self, ex: Execution, key: str, index: int, attempt: int, failure: Failure, started: float
+    ) -> ModelResponse:
+        error = failure.error
+        assert isinstance(error, ModelError | BreakerOpen)  # what `failure()` lets through
+        await journal_attempt(ex, key, self, index, attempt, failure, started)
+        if ex.sink is not None:
+            ex.sink(StepFailed(ex.run_id, key, "model", f"{type(error).__name__}: {error}"))
+        raise _final(key, self.models, index, attempt, error)
+
+
+def _final(
+    key: str, models: Sequence[Model], index: int, attempts: int, error: ModelError | BreakerOpen
+) -> ModelError | BreakerOpen:
+    """The error a step fails with once no model of its chain is left to try."""
+    if index == 0:
+        if attempts == 1 or not isinstance(error, ModelError):
+            return error
+        final = ModelError(
+            f"{error} ({attempts} attempts)",
+            status_code=error.status_code,
+            retry_after=error.retry_after,
+            transient=error.transient,
+        )
+        final.__cause__ = error.__cause__
+        return final
+    tried = ", ".join(model.name for model in models[: index + 1])
+    final = ModelError(
+        f"Every model of the fallback chain failed at {key} ({tried}); the last: {error}",
+        transient=is_transient(error),
+    )
+    final.__cause__ = error
+    return final
