@@ -7,7 +7,7 @@ Every call of `SQLiteStore` becomes one operation queued for the writer thread
   by a `Transaction`, one `_apply_<op>` handler each, inside the batch's
   `BEGIN IMMEDIATE`: a fencing token is checked in the transaction that writes;
 - reads (`Get`, `Find`, `List`, `Load`) are answered after the commit by
-  `Reads`, one `_read_<op>` handler each;
+  `Reads`, one `_read_*` handler each;
 - `Stop` ends the thread.
 
 A new operation is a new record, a handler, and a case in each `match`: mypy's
@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
 
 from orchestrion._json import dumps_str, loads
-from orchestrion.engine.journal import Entry, RunRecord
+from orchestrion.engine.journal import Entry, Lease, RunRecord
 from orchestrion.errors import LeaseLost, RunBusy, RunNotFound, StoreError, lease_lost
 from orchestrion.stores._sqlite_file import (
     INSERT_ENTRY,
@@ -40,16 +40,12 @@ from orchestrion.stores.memory import duplicate_seq_error, idempotency_key_error
 # -- rows ----------------------------------------------------------------------
 
 
-class EntryRow(NamedTuple):
-    """A journal row, in the column order of `INSERT_ENTRY`."""
-
-    run_id: str
-    seq: int
-    key: str
-    kind: str
-    status: str
-    data: str
-    """The entry's JSON text."""
+SqlRow: TypeAlias = tuple[str, int, str, str, str, str]
+"""One journal entry as the parameters of `INSERT_ENTRY` (run id, seq, key, kind,
+status, JSON text), built by the store's caller and read by sqlite3 only: what
+the writer checks (a seq, a key) it reads from the `Entry` itself. A plain tuple
+on purpose: sqlite3 binds an exact tuple 0.4 us faster than a NamedTuple, on the
+writer thread, whose Python work holds the GIL that every run's steps need."""
 
 
 class RunRow(NamedTuple):
@@ -72,9 +68,10 @@ class RunRow(NamedTuple):
 # -- operations ------------------------------------------------------------------
 #
 # NamedTuples, not dataclasses: a non-durable append is the hot path (one per
-# model or read-tool step, queued without waiting) and a NamedTuple costs about
-# a tuple. The waiter comes first, so that `SQLiteStore._call(Get, run_id)`
-# builds any operation with its future.
+# model or read-tool step, queued without waiting), and a NamedTuple is the
+# cheapest named record to build (half a frozen dataclass's cost). The waiter
+# comes first, so that `SQLiteStore._call(Get, run_id)` builds any operation
+# with its future.
 
 
 class SyncWaiter:
@@ -97,7 +94,11 @@ so its failure is kept for its run."""
 class Create(NamedTuple):
     waiter: Waiter
     run: RunRow
-    entries: list[EntryRow]
+    entries: tuple[Entry, ...]
+    """The run's first journal entries, if any."""
+    rows: list[SqlRow]
+    """The entries' rows, encoded by the caller: a value that is not JSON fails
+    there, before anything is queued."""
 
     @property
     def run_id(self) -> str:
@@ -120,7 +121,11 @@ class Update(NamedTuple):
 class Append(NamedTuple):
     waiter: Waiter
     run_id: str
-    rows: list[EntryRow]
+    entries: tuple[Entry, ...]
+    """The entries appended, in order (seq after seq)."""
+    rows: list[SqlRow]
+    """The entries' rows, encoded by the caller: a value that is not JSON fails
+    there, before anything is queued."""
     token: int | None
 
 
@@ -175,8 +180,8 @@ class Stop(NamedTuple):
 Write: TypeAlias = Create | Update | Append | Claim | Renew | Release
 Read: TypeAlias = Get | Find | List | Load
 Op: TypeAlias = Write | Read | Stop
-WRITES = (Create, Update, Append, Claim, Renew, Release)
-"""The classes of `Write`, for `isinstance`."""
+WRITES = (Append, Update, Create, Claim, Renew, Release)
+"""The classes of `Write`, for `isinstance` (the most frequent first)."""
 RUN_WRITES = (Update, Append)
 """Writes that continue a run's journal or record: a failure of one is kept for its run."""
 
@@ -234,16 +239,6 @@ class WriterState(Protocol):
     """The seq the next append of a run must have, where known."""
 
 
-def journal_end(conn: sqlite3.Connection, state: WriterState, run_id: str) -> int:
-    """The seq the next append to `run_id` must have."""
-    end = state.next_seq.get(run_id)
-    if end is None:
-        cur = conn.execute("SELECT MAX(seq) FROM journal WHERE run_id = ?", (run_id,))
-        last = cur.fetchone()[0]
-        end = 0 if last is None else last + 1
-    return end
-
-
 # -- writes ------------------------------------------------------------------------
 
 
@@ -251,50 +246,68 @@ class Transaction:
     """One attempt at applying a batch's writes in the open transaction.
 
     `apply` gives a result per write: None, a value (a claim's record, a renewal's
-    lost runs), a `StoreError` for the caller alone, or the `WriteFailure` of the
-    write's run. What the writer keeps once the transaction commits: `fenced`
-    (runs failed by this attempt) and `ends` (the new ends of journals). With
-    `isolate`, each write runs in its own savepoint, so that an integrity error
-    (a duplicate id, key or seq) fails that write alone.
+    lost runs), an error for the caller alone, or the `WriteFailure` of the
+    write's run. With `isolate`, each write runs in its own savepoint, so that an
+    integrity error (a duplicate id, key or seq) fails that write alone. The
+    other fields are what the writer keeps if this attempt commits.
     """
+
+    __slots__ = (
+        "claimed",
+        "cleared",
+        "conn",
+        "ends",
+        "fenced",
+        "isolate",
+        "results",
+        "rows",
+        "state",
+        "tokens",
+    )
 
     def __init__(self, conn: sqlite3.Connection, state: WriterState, *, isolate: bool) -> None:
         self.conn = conn
         self.state = state
         self.isolate = isolate
         self.fenced: dict[str, WriteFailure] = {}
+        """Runs whose writes this attempt refused (a stale token, a seq out of order)."""
         self.ends: dict[str, int] = {}
+        """The new ends of the journals created or appended to (so: runs that exist)."""
+        self.cleared: list[str] = []
+        """Runs whose earlier failures no longer count: created, or claimed (a new
+        owner starts from what was saved)."""
+        self.claimed: list[str] = []
+        """Runs claimed: what the writer knew of their journals' ends may be stale."""
         self.tokens: dict[str, int | None] = {}
-        """Each run's fencing token as this transaction sees it (None: no such run)."""
-        self.rows: list[EntryRow] = []
+        """Each run's fencing token as this attempt sees it (None: no such run)."""
+        self.rows: list[SqlRow] = []
         """Rows of consecutive appends, inserted with one executemany."""
+        self.results: list[object] = []
+        """A result per write applied, in order."""
 
-    def apply(self, ops: Sequence[Write]) -> list[object]:
-        results: list[object] = []
+    def apply(self, ops: Sequence[Write]) -> None:
+        """Apply `ops`, one handler each; an integrity error propagates unless `isolate`."""
+        append = self.results.append
         for op in ops:
             if self.rows and type(op) is not Append:
                 self._flush()
-            results.append(self._apply(op))
+            match op:
+                case Append():
+                    append(self._apply_append(op))
+                case Create():
+                    append(self._apply_create(op))
+                case Update():
+                    append(self._apply_update(op))
+                case Claim():
+                    append(self._apply_claim(op))
+                case Renew():
+                    append(self._apply_renew(op))
+                case Release():
+                    self._apply_release(op)
+                    append(None)
+                case _:
+                    assert_never(op)
         self._flush()
-        return results
-
-    def _apply(self, op: Write) -> object:
-        match op:
-            case Append():
-                return self._apply_append(op)
-            case Create():
-                return self._apply_create(op)
-            case Update():
-                return self._apply_update(op)
-            case Claim():
-                return self._apply_claim(op)
-            case Renew():
-                return self._apply_renew(op)
-            case Release():
-                self._apply_release(op)
-                return None
-            case _:
-                assert_never(op)
 
     def _flush(self) -> None:
         if self.rows:
@@ -318,8 +331,6 @@ class Transaction:
 
     def _refused(self, run_id: str, token: int | None) -> WriteFailure | None:
         """The failure that refuses this write of `run_id`: the journal stays a prefix."""
-        if not (self.fenced or self.state.failed):
-            return None
         failure = self.fenced.get(run_id) or self.state.failed.get(run_id)
         return failure if failure is not None and failure.refuses(token) else None
 
@@ -333,72 +344,92 @@ class Transaction:
     # -- one handler per write --------------------------------------------------
 
     def _apply_append(self, op: Append) -> object:
-        run_id = op.run_id
-        refused = self._refused(run_id, op.token)
-        if refused is not None:
-            return refused
-        if op.token is None:
+        # The hot path (an append per model or tool step): what a usual append
+        # passes through is inline, the rest in helpers.
+        run_id, entries, token = op.run_id, op.entries, op.token
+        if self.fenced or self.state.failed:
+            refused = self._refused(run_id, token)
+            if refused is not None:
+                return refused
+        if token is None:
             if run_id not in self.state.known and not self._exists(run_id):
                 return StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
         else:
-            current = self._token(run_id)
-            if current is None:
-                return StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
-            if current != op.token:
-                lost = lease_lost(run_id, op.token, current)
-                failure = WriteFailure(str(lost), None, type(lost), op.token)
-                self.fenced[run_id] = failure
-                return failure
-        expected = self._expected_seq(run_id, op.rows)
-        if len(op.rows) == 1:  # the usual case, kept cheap
-            bad = None if op.rows[0].seq == expected else 0
+            tokens = self.tokens
+            if (tokens[run_id] if run_id in tokens else self._token(run_id)) != token:
+                return self._stale(run_id, token)
+        ends = self.ends
+        expected = ends.get(run_id)
+        if expected is None:
+            expected = self._journal_end(run_id, entries)
+        if len(entries) == 1:  # the usual case, kept cheap
+            if entries[0].seq != expected:
+                return self._out_of_order(run_id, entries[0].seq, expected)
         else:
-            bad = next((i for i, r in enumerate(op.rows) if r.seq != expected + i), None)
-        if bad is not None:
-            error = seq_error(run_id, op.rows[bad].seq, expected + bad)
-            failure = self.fenced[run_id] = WriteFailure(str(error), None)
-            return failure
-        return self._insert(run_id, op.rows, expected)
+            bad = next((i for i, e in enumerate(entries) if e.seq != expected + i), None)
+            if bad is not None:
+                return self._out_of_order(run_id, entries[bad].seq, expected + bad)
+        if self.isolate:
+            return self._insert_alone(op, expected)
+        self.rows += op.rows
+        ends[run_id] = expected + len(entries)
+        return None
 
-    def _expected_seq(self, run_id: str, rows: list[EntryRow]) -> int:
-        expected = self.ends.get(run_id)
-        if expected is not None:
-            return expected
-        expected = journal_end(self.conn, self.state, run_id)
-        if rows and rows[0].seq > expected and run_id in self.state.next_seq:
-            # What the thread knew may be stale: another process may have
-            # appended since. The file decides.
-            del self.state.next_seq[run_id]
-            expected = journal_end(self.conn, self.state, run_id)
-        return expected
+    def _out_of_order(self, run_id: str, seq: int, expected: int) -> WriteFailure:
+        """An append whose seq does not continue the run's journal: the run is
+        being resumed twice at once (or by two stores)."""
+        error = seq_error(run_id, seq, expected)
+        failure = self.fenced[run_id] = WriteFailure(str(error), None)
+        return failure
 
-    def _insert(self, run_id: str, rows: list[EntryRow], expected: int) -> WriteFailure | None:
-        if not self.isolate:
-            self.rows.extend(rows)
-            self.ends[run_id] = expected + len(rows)
-            return None
+    def _stale(self, run_id: str, token: int) -> StoreError | WriteFailure:
+        """An append carrying `token` while the run's is another: refused."""
+        current = self.tokens[run_id]
+        if current is None:
+            return StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
+        lost = lease_lost(run_id, token, current)
+        failure = self.fenced[run_id] = WriteFailure(str(lost), None, type(lost), token)
+        return failure
+
+    def _journal_end(self, run_id: str, entries: Sequence[Entry]) -> int:
+        """The seq the first of `entries` must have, for a run not appended to yet
+        in this attempt: what the thread knows, else what the file holds."""
+        known = self.state.next_seq.get(run_id)
+        if known is not None and not (entries and entries[0].seq > known):
+            return known
+        # Unknown, or what the thread knew may be stale (another process may have
+        # appended since): the file decides.
+        self.state.next_seq.pop(run_id, None)
+        cur = self.conn.execute("SELECT MAX(seq) FROM journal WHERE run_id = ?", (run_id,))
+        last = cur.fetchone()[0]
+        return 0 if last is None else last + 1
+
+    def _insert_alone(self, op: Append, expected: int) -> WriteFailure | None:
+        """Insert `op`'s entries in their own savepoint (`isolate`): a duplicate
+        fails them alone."""
         try:
             with self._savepoint():
-                self.conn.executemany(INSERT_ENTRY, rows)
+                self.conn.executemany(INSERT_ENTRY, op.rows)
         except sqlite3.IntegrityError as exc:
-            error = self._duplicate(run_id, rows)
-            failure = self.fenced[run_id] = WriteFailure(str(error), exc)
+            error = self._duplicate(op.run_id, op.entries)
+            failure = self.fenced[op.run_id] = WriteFailure(str(error), exc)
             return failure
-        self.ends[run_id] = expected + len(rows)
+        self.ends[op.run_id] = expected + len(op.entries)
         return None
 
     def _apply_create(self, op: Create) -> StoreError | None:
         try:
             with self._savepoint():
-                self.conn.execute(INSERT_RUN, op.run)
-                if op.entries:
-                    self.conn.executemany(INSERT_ENTRY, op.entries)
+                self.conn.execute(INSERT_RUN, tuple(op.run))
+                if op.rows:
+                    self.conn.executemany(INSERT_ENTRY, op.rows)
         except sqlite3.IntegrityError as exc:
             if not self.isolate:
                 raise  # the batch is redone with `isolate`
             return self._create_error(op, exc)
         self.tokens[op.run_id] = op.run.token
         self.ends[op.run_id] = op.entries[-1].seq + 1 if op.entries else 0
+        self.cleared.append(op.run_id)  # a new run has no lost writes
         return None
 
     def _apply_update(self, op: Update) -> object:
@@ -421,9 +452,10 @@ class Transaction:
         ).fetchone()
         if row is None:
             return StoreError(f"Cannot update run {op.run_id!r}: it does not exist.")
-        if op.token is not None and row[1] != op.token:
-            return lease_lost(op.run_id, op.token, row[1])
-        data = loads(row[0])
+        saved, current = row
+        if op.token is not None and current != op.token:
+            return lease_lost(op.run_id, op.token, current)
+        data = loads(saved)
         data.update(loads(op.patch))
         self.conn.execute(
             "UPDATE runs SET status = ?, updated_at = ?, data = ?"
@@ -440,16 +472,20 @@ class Transaction:
         ).fetchone()
         if row is None:
             return RunNotFound(op.run_id, f"sqlite:///{self.state.path}")
-        held = run_record(row).lease
+        record = run_record(row)
+        held = record.lease
         if held is not None and held.live(now) and held.owner != op.owner and not op.steal:
             return RunBusy(op.run_id, held.owner, held.since, held.until)
-        token = row[2] + 1
+        token = record.token + 1
         self.conn.execute(
             "UPDATE runs SET owner = ?, token = ?, lease_since = ?, lease_until = ? WHERE id = ?",
             (op.owner, token, now, now + op.ttl, op.run_id),
         )
         self.tokens[op.run_id] = token
-        return run_record((row[0], op.owner, token, now, now + op.ttl))
+        self.cleared.append(op.run_id)
+        self.claimed.append(op.run_id)
+        record.token, record.lease = token, Lease(op.owner, token, now, now + op.ttl)
+        return record
 
     def _apply_renew(self, op: Renew) -> set[str]:
         lost: set[str] = set()
@@ -473,13 +509,13 @@ class Transaction:
     def _exists(self, run_id: str) -> bool:
         return bool(self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone())
 
-    def _duplicate(self, run_id: str, rows: list[EntryRow]) -> StoreError:
+    def _duplicate(self, run_id: str, entries: Sequence[Entry]) -> StoreError:
         """An append hit a seq already written (by another process, or another store)."""
         seq = self.conn.execute(
             "SELECT MIN(seq) FROM journal WHERE run_id = ? AND seq BETWEEN ? AND ?",
-            (run_id, rows[0].seq, rows[-1].seq),
+            (run_id, entries[0].seq, entries[-1].seq),
         ).fetchone()[0]
-        return duplicate_seq_error(run_id, rows[0].seq if seq is None else seq)
+        return duplicate_seq_error(run_id, entries[0].seq if seq is None else seq)
 
     def _create_error(self, op: Create, exc: sqlite3.IntegrityError) -> StoreError:
         msg = str(exc)
@@ -494,7 +530,7 @@ class Transaction:
         elif msg.endswith("runs.id"):
             error = StoreError(f"A run with id {run_id!r} already exists; choose another id.")
         elif "journal" in msg:
-            seqs = [row.seq for row in op.entries]
+            seqs = [e.seq for e in op.entries]
             error = StoreError(
                 f"Cannot create run {run_id!r}: its entries repeat a seq ({seqs}); each seq "
                 "is written once."
@@ -509,7 +545,8 @@ class Transaction:
 
 
 class Reads:
-    """Answers reads after the batch's writes committed, one `_read_<op>` handler each."""
+    """Answers reads after the batch's writes committed, one handler each (`Get`
+    and `Find` share `_read_record`: one run's record, by id or by key)."""
 
     def __init__(self, conn: sqlite3.Connection, state: WriterState) -> None:
         self.conn = conn

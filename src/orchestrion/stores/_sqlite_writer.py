@@ -21,7 +21,6 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from orchestrion.engine.journal import RunRecord
 from orchestrion.errors import LeaseLost, OrchestrionError, StoreError
 from orchestrion.stores._sqlite_file import (
     RUN_COLUMNS,
@@ -34,8 +33,6 @@ from orchestrion.stores._sqlite_ops import (
     RUN_WRITES,
     WRITES,
     Append,
-    Claim,
-    Create,
     Load,
     Op,
     Read,
@@ -90,9 +87,9 @@ def _lost(
     fix: str = "fix the database problem, then ",
 ) -> WriteFailure:
     """The failure of a run whose writes `ops` (in order) were not saved."""
-    rows = next((op.rows for op in ops if isinstance(op, Append) and op.rows), None)
-    if rows:
-        what = f"its journal from step {rows[0].key!r} (seq {rows[0].seq}) on"
+    entries = next((op.entries for op in ops if isinstance(op, Append) and op.entries), None)
+    if entries:
+        what = f"its journal from step {entries[0].key!r} (seq {entries[0].seq}) on"
     else:
         status = next((op.status for op in ops if isinstance(op, Update)), "?")
         what = f"its status update to {status!r}"
@@ -126,8 +123,6 @@ class _Writer:
         """The seq the next append of a run must have, for runs whose journal end
         this thread knows (created, loaded or appended to here)."""
         self.commits = 0
-        self.retries = 0
-        """Attempts repeated because another connection held the lock."""
         self.closing = False
         self._conn: sqlite3.Connection | None = None
         self._reads: Reads
@@ -227,15 +222,16 @@ class _Writer:
     def _run(self, batch: list[Write | Read], *, clears: bool) -> None:
         """Apply the writes of `batch` in one transaction, then answer its reads.
         With `clears`, the last operation is a load that clears its run's failure."""
-        results: list[object] = [None] * len(batch)
-        writes = [op for op in batch if isinstance(op, WRITES)]
-        if writes:
-            at = [i for i, op in enumerate(batch) if isinstance(op, WRITES)]
-            for i, result in zip(at, self._write(writes), strict=True):
-                results[i] = result
+        writes: list[Write] = [op for op in batch if isinstance(op, WRITES)]
+        if len(writes) == len(batch):  # the usual batch: writes only
+            self._deliver(batch, self._write(writes))
+            return
+        written = iter(self._write(writes) if writes else [])  # writes first, then reads
+        results: list[object] = []
         last = len(batch) - 1
         for i, op in enumerate(batch):
             if isinstance(op, WRITES):
+                results.append(next(written))
                 continue
             if isinstance(op, Load):
                 if clears and i == last:
@@ -244,12 +240,12 @@ class _Writer:
                 # The run's next call hears of its failure; a stale token's refusal is
                 # for its old owner's next write, not for a load (a new owner's, a reader's).
                 if failure is not None and not issubclass(failure.kind, LeaseLost):
-                    results[i] = failure
+                    results.append(failure)
                     continue
             try:
-                results[i] = self._reads.read(op)
+                results.append(self._reads.read(op))
             except Exception as exc:  # a bug here must not leave the caller waiting
-                results[i] = store_error(self.path, exc, "reading", 0)
+                results.append(store_error(self.path, exc, "reading", 0))
         self._deliver(batch, results)
 
     def _deliver(self, batch: Sequence[Op], results: list[object]) -> None:
@@ -310,17 +306,25 @@ class _Writer:
         # file, so no lease outlives it, and a run created but not yet stepped is
         # nothing lost.
         fsync = any(
-            isinstance(op, Update) or (isinstance(op, Append) and op.waiter is not None)
-            for op in ops
+            type(op) is Update or (type(op) is Append and op.waiter is not None) for op in ops
         )
         self._set_synchronous(conn, "FULL" if fsync else "NORMAL")
         done = self._commit(conn, ops)
         if isinstance(done, StoreError):
             return self._fail(ops, done)
-        self._keep(ops, done)
+        self.commits += 1
+        # What the committed attempt teaches this thread: failures cleared by a
+        # creation or a claim go first, the attempt's own refusals are kept after.
+        for run_id in done.cleared:
+            self.failed.pop(run_id, None)
+        for run_id in done.claimed:
+            self.next_seq.pop(run_id, None)
+        self.known.update(done.ends)
+        self.next_seq.update(done.ends)
+        self.failed.update(done.fenced)
         return done.results
 
-    def _commit(self, conn: sqlite3.Connection, ops: list[Write]) -> _Committed | StoreError:
+    def _commit(self, conn: sqlite3.Connection, ops: list[Write]) -> Transaction | StoreError:
         """Apply `ops` and commit, retrying the whole batch while another connection
         holds the lock (up to `busy_timeout` more seconds); the error if it gives up."""
         started = time.monotonic()
@@ -332,16 +336,16 @@ class _Writer:
                     conn.execute("BEGIN IMMEDIATE")
                     txn = Transaction(conn, self, isolate=False)
                     try:
-                        results = txn.apply(ops)
+                        txn.apply(ops)
                     except sqlite3.IntegrityError:
                         # Rare (a duplicate id, key, or a seq another process wrote):
                         # redo op by op, each in a savepoint, so only the offending op fails.
                         conn.execute("ROLLBACK")
                         conn.execute("BEGIN IMMEDIATE")
                         txn = Transaction(conn, self, isolate=True)
-                        results = txn.apply(ops)
+                        txn.apply(ops)
                     conn.execute("COMMIT")
-                    return _Committed(results, txn)
+                    return txn
                 except Exception as exc:
                     if conn.in_transaction:
                         with contextlib.suppress(sqlite3.Error):
@@ -354,7 +358,6 @@ class _Writer:
                     if now >= deadline:
                         return store_error(self.path, exc, "writing", now - started)
                     # Nothing was written: wait a little and try the whole batch again.
-                    self.retries += 1
                     time.sleep(min(pause, deadline - now))
                     pause = min(pause * 2, _RETRY_MAX_PAUSE)
                     left = max(deadline - time.monotonic(), 0.0)
@@ -364,24 +367,6 @@ class _Writer:
             if deadline is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-
-    def _keep(self, ops: list[Write], done: _Committed) -> None:
-        """What this thread learns from a committed batch."""
-        self.commits += 1
-        for op, result in zip(ops, done.results, strict=True):
-            match op:
-                case Create() if result is None:
-                    self.failed.pop(op.run_id, None)  # a new run has no lost writes
-                    self.known.add(op.run_id)
-                case Append() if result is None:
-                    self.known.add(op.run_id)
-                case Claim() if isinstance(result, RunRecord):
-                    # A new owner starts from what was saved: earlier lost writes of
-                    # this process no longer refuse its writes.
-                    self.failed.pop(op.run_id, None)
-                    self.next_seq.pop(op.run_id, None)
-        self.next_seq.update(done.transaction.ends)
-        self.failed.update(done.transaction.fenced)
 
     def _fail(self, ops: list[Write], cause: StoreError) -> list[object]:
         """The batch `ops` was not written: fail every run that had a write in it."""
@@ -405,12 +390,6 @@ class _Writer:
         self.closing = True
         self.queue.put(Stop(SyncWaiter()))
         self.thread.join()
-
-
-class _Committed(NamedTuple):
-    results: list[object]
-    transaction: Transaction
-    """The attempt that committed: what it fenced and the journals' new ends."""
 
 
 _open_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()

@@ -49,7 +49,6 @@ from orchestrion.stores._sqlite_ops import (
     Append,
     Claim,
     Create,
-    EntryRow,
     Find,
     Get,
     List,
@@ -58,6 +57,7 @@ from orchestrion.stores._sqlite_ops import (
     Release,
     Renew,
     RunRow,
+    SqlRow,
     Stop,
     Update,
     Waiter,
@@ -163,7 +163,8 @@ class SQLiteStore:
             lease_since=None if lease is None else lease.since,
             lease_until=None if lease is None else lease.until,
         )
-        await self._call(Create, row, self._rows(run.id, entries))
+        first = tuple(entries)
+        await self._call(Create, row, first, self._rows(run.id, first))
         return lease
 
     async def claim(
@@ -239,13 +240,15 @@ class SQLiteStore:
             self._refuse(run_id, token)
         if self._writer.closing:
             self._check_open()
-        rows = self._rows(run_id, entries)
+        # Queued as a tuple: a caller's list may change before the writer reads it.
+        queued = entries if isinstance(entries, tuple) else tuple(entries)
+        rows = self._rows(run_id, queued)
         if not durable and run_id in self._known:
-            self._put(Append(None, run_id, rows, token))
+            self._put(Append(None, run_id, queued, rows, token))
             return
         # Durable, or the first append to a run this store has not seen: wait,
         # so appending to a missing run fails here as it does in every store.
-        await self._call(Append, run_id, rows, token)
+        await self._call(Append, run_id, queued, rows, token)
 
     async def load(self, run_id: str) -> list[Entry]:
         # Reads go through the same queue as writes, behind every append made
@@ -285,10 +288,10 @@ class SQLiteStore:
             raise StoreError(f"Cannot store run {run_id!r}: a value is not JSON: {exc}") from exc
 
     @staticmethod
-    def _rows(run_id: str, entries: Sequence[Entry]) -> list[EntryRow]:
+    def _rows(run_id: str, entries: Sequence[Entry]) -> list[SqlRow]:
         try:
             return [
-                EntryRow(run_id, e.seq, e.key, e.kind, e.status.value, dumps_str(e.to_json()))
+                (run_id, e.seq, e.key, e.kind, e.status.value, dumps_str(e.to_json()))
                 for e in entries
             ]
         except TypeError as exc:
