@@ -15,6 +15,9 @@ from orchestrion.testing import forbid_model_requests
 forbid_model_requests()
 
 STORE_KINDS = ["memory", "sqlite"]
+"""The stores every engine test and the store conformance suite run on. To add a
+backend, add its kind here and its opening to `make_store` (as a `pytest.param`
+with a skip mark if it needs a service that may be absent, e.g. a local PostgreSQL)."""
 
 
 def make_store(kind: str, tmp_path: Path) -> Store:
@@ -32,6 +35,8 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """A `Store` of each kind in turn (closed after the test). Tests of one
+    backend alone name theirs differently (`sqlite_store`); a URL is `store_url`."""
     s = make_store(store_kind, tmp_path)
     yield s
     await s.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
+from pathlib import Path
 
 import orjson
 import pydantic
@@ -11,7 +13,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrion._json import NotJSON, clean_data, clean_text, json_text, loads, to_jsonable
+import orchestrion
+from orchestrion._json import (
+    NotJSON,
+    clean_data,
+    clean_text,
+    dumps_str,
+    json_text,
+    loads,
+    to_jsonable,
+)
 
 FFFD = "\ufffd"
 
@@ -139,3 +150,75 @@ def test_what_the_process_uses_is_what_the_journal_reads_back(value: object) -> 
     assert loads(text) == converted
     assert loads(orjson.dumps(converted)) == converted
     assert to_jsonable(converted) == converted
+
+
+# -- data, not code: a journal is never pickled -----------------------------------
+
+CODE_SERIALISERS = frozenset(
+    {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "marshal", "shelve", "copyreg"}
+)
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of each import in `tree`, `importlib.import_module("x")` and
+    `__import__("x")` with a literal name included."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name | ast.Attribute)
+            and (node.func.id if isinstance(node.func, ast.Name) else node.func.attr)
+            in {"import_module", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_no_module_of_orchestrion_imports_a_code_serialiser() -> None:
+    """Journals and records are written as JSON (`_json`, the stores' encoders, any
+    codec): no module of the package can pickle a value, even by mistake."""
+    package = Path(orchestrion.__file__).parent
+    files = sorted(package.rglob("*.py"))
+    assert {package / "_json.py", package / "stores" / "sqlite.py"} <= set(files)
+    offending = [
+        f"{path.relative_to(package)}:{line} imports {module}"
+        for path in files
+        for line, module in imported_modules(ast.parse(path.read_text(), str(path)))
+        if module.split(".")[0] in CODE_SERIALISERS
+    ]
+    assert offending == []
+
+
+def test_the_import_scan_sees_every_way_of_importing() -> None:
+    tree = ast.parse(
+        "import pickle\nfrom marshal import dumps\nimport importlib\n"
+        "importlib.import_module('shelve')\n__import__('dill')\nfrom . import sibling\n"
+    )
+    assert {m for _, m in imported_modules(tree)} == {
+        "pickle",
+        "marshal",
+        "importlib",
+        "shelve",
+        "dill",
+    }
+
+
+def test_a_value_that_is_not_json_is_refused_by_the_encoders_not_pickled() -> None:
+    class Receipt:
+        pass
+
+    # What the stores write records and journal entries with.
+    with pytest.raises(TypeError, match="not JSON serializable: Receipt"):
+        dumps_str({"result": {"when": Receipt()}})
+    # What a run's values (a tool's result, a step's value, an output) become first.
+    with pytest.raises(NotJSON, match=r"result\.when has type Receipt"):
+        json_text({"when": Receipt()}, "result")
+    with pytest.raises(NotJSON, match=r"result\.when has type Receipt"):
+        to_jsonable({"when": Receipt()}, "result")

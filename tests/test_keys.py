@@ -192,7 +192,7 @@ _KEY_OPS = re.compile(
 _NOT_KEYS = {
     "engine/store.py": ['url.partition("://")'],  # a store URL
     "stores/sqlite.py": ["sqlite:///"],
-    "stores/_sqlite_writer.py": ["sqlite:///"],
+    "stores/_sqlite_ops.py": ["sqlite:///"],
     "testing/models.py": ['["$ref"].rsplit("/", 1)'],  # a JSON Schema reference
 }
 """Lines that handle other strings with slashes, and what marks each."""

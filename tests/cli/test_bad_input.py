@@ -23,7 +23,7 @@ BAD = HERE / "bad_targets.py"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> str:
+def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
@@ -45,32 +45,32 @@ def cli(*args: str | bytes, cwd: Path | None = None) -> subprocess.CompletedProc
     )
 
 
-def test_input_that_is_not_utf8_is_a_usage_error(store: str) -> None:
-    done = cli("run", f"{TARGETS}:echo", "--store", store, "--input", b"caf\xe9 \xff")
+def test_input_that_is_not_utf8_is_a_usage_error(store_url: str) -> None:
+    done = cli("run", f"{TARGETS}:echo", "--store", store_url, "--input", b"caf\xe9 \xff")
     assert done.returncode == 2, done.stderr
     assert "--input is not valid UTF-8 (byte 0xe9 at character 3)" in done.stderr
     assert "Traceback" not in done.stderr
-    listed = cli("runs", "--store", store, "--json")
+    listed = cli("runs", "--store", store_url, "--json")
     assert listed.returncode == 2 and "does not exist" in listed.stderr  # nothing was created
 
 
-def test_an_error_message_that_looks_like_markup_prints_literally(store: str) -> None:
-    code, out, err = invoke("run", f"{BAD}:markup", "--store", store)
+def test_an_error_message_that_looks_like_markup_prints_literally(store_url: str) -> None:
+    code, out, err = invoke("run", f"{BAD}:markup", "--store", store_url)
     assert code == 1, err
     assert f"ToolError: Tool 'scrape' raised: ValueError: {MARKUP}" in out
 
 
-def test_partial_results_that_look_like_markup_print_literally(store: str) -> None:
-    code, out, err = invoke("run", f"{BAD}:stopping", "--store", store)
+def test_partial_results_that_look_like_markup_print_literally(store_url: str) -> None:
+    code, out, err = invoke("run", f"{BAD}:stopping", "--store", store_url)
     assert code == 4, err
     assert f"BudgetExceeded: stopped at {MARKUP}" in out
     assert f"finished before the stop: stopping/sayer: {MARKUP}" in out
 
 
-def test_show_prints_markup_in_errors_literally(store: str) -> None:
-    invoke("run", f"{BAD}:markup", "--store", store, "--run-id", "m1")
+def test_show_prints_markup_in_errors_literally(store_url: str) -> None:
+    invoke("run", f"{BAD}:markup", "--store", store_url, "--run-id", "m1")
     for flat in ([], ["--flat"]):
-        code, out, err = invoke("show", "m1", "--store", store, *flat)
+        code, out, err = invoke("show", "m1", "--store", store_url, *flat)
         assert code == 0, err
         assert MARKUP in out
 
@@ -78,43 +78,43 @@ def test_show_prints_markup_in_errors_literally(store: str) -> None:
 def test_ids_and_commands_stay_on_one_line_when_not_on_a_terminal(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
-    store = f"sqlite:///{deep / 'runs.db'}"
+    store_url = f"sqlite:///{deep / 'runs.db'}"
     run_id = "r" * 100
-    done = cli("run", f"{TARGETS}:mover", "--store", store, "--run-id", run_id)
+    done = cli("run", f"{TARGETS}:mover", "--store", store_url, "--run-id", run_id)
     assert done.returncode == 3, done.stderr
     lines = done.stdout.splitlines()
     assert f"run {run_id} interrupted" in lines
     answer = next(line for line in lines if line.startswith("Answer with:"))
     assert answer.startswith(f"Answer with: orchestrion resume {run_id} --approve i-")
 
-    demo = cli("demo", "loan-team", "--store", store)
+    demo = cli("demo", "loan-team", "--store", store_url)
     assert demo.returncode == 0, demo.stderr
     inspect = next(line for line in demo.stdout.splitlines() if line.startswith("Inspect it"))
     assert inspect.startswith("Inspect it with: orchestrion show ")
-    assert inspect.endswith(f" --store {store}")
+    assert inspect.endswith(f" --store {store_url}")
 
 
-def test_show_flat_never_breaks_a_key(store: str) -> None:
-    code, _, err = invoke("run", f"{BAD}:long_names", "--store", store, "--run-id", "k1")
+def test_show_flat_never_breaks_a_key(store_url: str) -> None:
+    code, _, err = invoke("run", f"{BAD}:long_names", "--store", store_url, "--run-id", "k1")
     assert code == 0, err
     key = f"{LONG}/turn-1/tool/{'t' * 64}#{'c' * 40}"
-    code, out, _ = invoke("show", "k1", "--store", store, "--flat", columns="240")
+    code, out, _ = invoke("show", "k1", "--store", store_url, "--flat", columns="240")
     assert code == 0
     assert key in out  # the result gives way, not the key
-    done = cli("show", "k1", "--store", store, "--flat")
+    done = cli("show", "k1", "--store", store_url, "--flat")
     assert key in done.stdout
     assert "x x x x" in done.stdout  # not a terminal: nothing is cut
 
 
-def test_show_json_gives_where_a_failing_tool_raised(store: str) -> None:
-    invoke("run", f"{BAD}:markup", "--store", store, "--run-id", "w1")
+def test_show_json_gives_where_a_failing_tool_raised(store_url: str) -> None:
+    invoke("run", f"{BAD}:markup", "--store", store_url, "--run-id", "w1")
     line = next(
         i
         for i, text in enumerate(BAD.read_text().splitlines(), 1)
         if text.endswith("# raised here")
     )
     where = f"{BAD}:{line}"
-    code, out, _ = invoke("show", "w1", "--store", store, "--json")
+    code, out, _ = invoke("show", "w1", "--store", store_url, "--json")
     assert code == 0
     data = json.loads(out)
     [failed] = [s for s in data["steps"] if s["status"] == "failed"]
@@ -124,6 +124,6 @@ def test_show_json_gives_where_a_failing_tool_raised(store: str) -> None:
     ]
     assert data["error"]["where"] == where
 
-    code, out, _ = invoke("show", "w1", "--store", store)
+    code, out, _ = invoke("show", "w1", "--store", store_url)
     assert f"(at {where})" in out
     assert f"at {where}" in out.splitlines()[-1]

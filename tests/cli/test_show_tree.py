@@ -36,7 +36,7 @@ GUIDES = re.compile(r"^((?:│   |    )*(?:├── |└── ))?(.*)$")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> str:
+def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'show.db'}"
 
 
@@ -53,8 +53,8 @@ def invoke(*args: str, columns: int = 100) -> tuple[int, str]:
     return result.exit_code, result.stdout
 
 
-def show(store: str, run_id: str, *extra: str, columns: int = 100) -> str:
-    code, out = invoke("show", run_id, "--store", store, *extra, columns=columns)
+def show(store_url: str, run_id: str, *extra: str, columns: int = 100) -> str:
+    code, out = invoke("show", run_id, "--store", store_url, *extra, columns=columns)
     assert code == 0, out
     return out
 
@@ -97,12 +97,14 @@ def nested(lines: list[tuple[int, str]], *path: str) -> list[int]:
 
 
 def test_loan_team_nests_workers_under_their_delegations_before_and_after_approval(
-    store: str,
+    store_url: str,
 ) -> None:
-    code, out = invoke("run", LOAN_TEAM, "-i", loan_team.TASK, "--run-id", "lt", "--store", store)
+    code, out = invoke(
+        "run", LOAN_TEAM, "-i", loan_team.TASK, "--run-id", "lt", "--store", store_url
+    )
     assert code == 3, out
 
-    lines = tree(show(store, "lt"))
+    lines = tree(show(store_url, "lt"))
     assert lines[0] == (0, "run lt  loan-team  interrupted")
     assert lines[1] == (0, "loan-team")
     assert find(lines, "manager")[1] == 1
@@ -117,11 +119,11 @@ def test_loan_team_nests_workers_under_their_delegations_before_and_after_approv
     assert "approval  pending" in lines[i][1]
     assert find(lines, "waiting", i) == (i + 1, 0)  # below the tree, as before
 
-    pending = json.loads(invoke("show", "lt", "--store", store, "--json")[1])["pending"]
-    code, out = invoke("resume", "lt", "--approve", pending[0]["id"], "--store", store)
+    pending = json.loads(invoke("show", "lt", "--store", store_url, "--json")[1])["pending"]
+    code, out = invoke("resume", "lt", "--approve", pending[0]["id"], "--store", store_url)
     assert code == 0, out
 
-    out = show(store, "lt")
+    out = show(store_url, "lt")
     lines = tree(out)
     assert lines[0] == (0, "run lt  loan-team  completed")
     i, depth = find(lines, "approval")
@@ -151,15 +153,15 @@ def supervisor_of(name: str, below: Any) -> Supervisor:
     return Supervisor(name=name, manager=manager, workers=[below])
 
 
-def run_in(store: str, work: Any) -> Any:
+def run_in(store_url: str, work: Any) -> Any:
     async def go() -> Any:
-        async with Runtime(store) as runtime:
+        async with Runtime(store_url) as runtime:
             return await work(runtime)
 
     return asyncio.run(go())
 
 
-def test_a_three_level_hierarchy_shows_three_nested_levels(store: str) -> None:
+def test_a_three_level_hierarchy_shows_three_nested_levels(store_url: str) -> None:
     @tool(approval=True)
     def deploy(what: str) -> str:
         return f"deployed {what}"
@@ -175,9 +177,9 @@ def test_a_three_level_hierarchy_shows_three_nested_levels(store: str) -> None:
         first = await runtime.run(strategy, "grow", run_id="h3")
         return await runtime.resume("h3", {first.interrupts[0].id: Approve()})
 
-    assert run_in(store, work).output == "strategy<tactics<shipped>>"
+    assert run_in(store_url, work).output == "strategy<tactics<shipped>>"
 
-    out = show(store, "h3")
+    out = show(store_url, "h3")
     lines = tree(out)
     assert nested(
         lines,
@@ -202,11 +204,11 @@ def test_a_three_level_hierarchy_shows_three_nested_levels(store: str) -> None:
     assert max(len(line) for line in out.splitlines()) <= 100
 
 
-def test_a_failed_run_shows_its_error_under_the_tree(store: str) -> None:
-    code, _ = invoke("run", f"{TARGETS}:broken", "--run-id", "b1", "--store", store, "--json")
+def test_a_failed_run_shows_its_error_under_the_tree(store_url: str) -> None:
+    code, _ = invoke("run", f"{TARGETS}:broken", "--run-id", "b1", "--store", store_url, "--json")
     assert code == 1
 
-    lines = tree(show(store, "b1"))
+    lines = tree(show(store_url, "b1"))
     assert lines[:2] == [(0, "run b1  broken  failed"), (0, "broken")]
     i, depth = find(lines, "turn 2 model")
     j, call_depth = find(lines, "tool nope", i)
@@ -217,20 +219,22 @@ def test_a_failed_run_shows_its_error_under_the_tree(store: str) -> None:
     assert k > j and lines[k][1].startswith("error: MaxTurnsExceeded: Agent 'broken' reached")
 
 
-def test_a_fork_says_where_it_comes_from(store: str) -> None:
-    invoke("run", f"{TARGETS}:echo", "-i", "one", "--run-id", "e1", "--store", store)
+def test_a_fork_says_where_it_comes_from(store_url: str) -> None:
+    invoke("run", f"{TARGETS}:echo", "-i", "one", "--run-id", "e1", "--store", store_url)
     at = "echo/turn-1/model"
-    code, _ = invoke("fork", "e1", "--at", at, "--edit", "two", "--run-id", "e2", "--store", store)
+    code, _ = invoke(
+        "fork", "e1", "--at", at, "--edit", "two", "--run-id", "e2", "--store", store_url
+    )
     assert code == 0
 
-    lines = tree(show(store, "e2"))
+    lines = tree(show(store_url, "e2"))
     assert lines[0] == (0, f"run e2  echo  completed  forked from e1 at {at}")
     (_, root), (depth, step), last = lines[1:]
     assert (root, depth, last) == ("echo", 1, (0, "output: two"))
     assert step.startswith("turn 1 model  completed") and step.endswith("'two'")
 
 
-def test_a_stopped_run_shows_its_error(store: str) -> None:
+def test_a_stopped_run_shows_its_error(store_url: str) -> None:
     @tool
     def get_balance(account: str) -> str:
         return "1,000"
@@ -241,21 +245,21 @@ def test_a_stopped_run_shows_its_error(store: str) -> None:
         tools=[get_balance],
         loop_guard=LoopGuard(repeats=2, policy="stop"),
     )
-    result = run_in(store, lambda runtime: runtime.run(stubborn, "balance?", run_id="s1"))
+    result = run_in(store_url, lambda runtime: runtime.run(stubborn, "balance?", run_id="s1"))
     assert result.status is RunStatus.STOPPED
 
-    out = show(store, "s1", columns=200)
+    out = show(store_url, "s1", columns=200)
     assert out.splitlines()[0] == "run s1  stubborn  stopped"
     [error] = [line for line in out.splitlines() if line.startswith("error: ")]
     assert error.startswith("error: LoopDetected: ") and "get_balance" in error
 
 
-def test_scopes_share_a_line_with_their_member_and_failed_branches_say_why(store: str) -> None:
-    code, out = invoke("demo", "incident-response", "--store", store)
+def test_scopes_share_a_line_with_their_member_and_failed_branches_say_why(store_url: str) -> None:
+    code, out = invoke("demo", "incident-response", "--store", store_url)
     assert code == 0, out
-    [run] = json.loads(invoke("runs", "--store", store, "--json")[1])
+    [run] = json.loads(invoke("runs", "--store", store_url, "--json")[1])
 
-    lines = tree(show(store, run["id"], columns=160))
+    lines = tree(show(store_url, run["id"], columns=160))
     assert lines[1] == (0, "incident-response")
     for i, member in enumerate(("logs", "metrics", "deploys")):
         assert nested(lines, f"branch-{i}/{member}", "turn 1 model") == [1, 2]
@@ -264,7 +268,7 @@ def test_scopes_share_a_line_with_their_member_and_failed_branches_say_why(store
     assert nested(lines, "aggregate/summarizer", "turn 1 model") == [1, 2]
 
 
-def test_a_group_chats_turn_scopes_are_not_mistaken_for_agent_turns(store: str) -> None:
+def test_a_group_chats_turn_scopes_are_not_mistaken_for_agent_turns(store_url: str) -> None:
     chat = GroupChat(
         name="review",
         participants=[
@@ -273,9 +277,9 @@ def test_a_group_chats_turn_scopes_are_not_mistaken_for_agent_turns(store: str) 
         ],
         termination=MaxTurns(3),
     )
-    run_in(store, lambda runtime: runtime.run(chat, "a tagline", run_id="gc"))
+    run_in(store_url, lambda runtime: runtime.run(chat, "a tagline", run_id="gc"))
 
-    lines = tree(show(store, "gc"))
+    lines = tree(show(store_url, "gc"))
     speakers = [label.split()[0] for depth, label in lines if depth == 1 and "/" in label]
     assert speakers == ["turn-1/writer", "turn-2/critic", "turn-3/writer"]
     said = [label for depth, label in lines if depth == 2]
@@ -283,9 +287,9 @@ def test_a_group_chats_turn_scopes_are_not_mistaken_for_agent_turns(store: str) 
     assert said[2].endswith("'draft 2'")
 
 
-def test_flat_prints_the_journal_as_a_table_in_order(store: str) -> None:
-    invoke("run", LOAN_TEAM, "-i", loan_team.TASK, "--run-id", "lt", "--store", store)
-    out = show(store, "lt", "--flat", columns=300)
+def test_flat_prints_the_journal_as_a_table_in_order(store_url: str) -> None:
+    invoke("run", LOAN_TEAM, "-i", loan_team.TASK, "--run-id", "lt", "--store", store_url)
+    out = show(store_url, "lt", "--flat", columns=300)
     header = out.splitlines()[1]
     assert [c.strip() for c in header.split("┃")] == ["#", "step", "kind", "status", "ms", "result"]
     rows = [line.split("│") for line in out.splitlines()[3:] if "│" in line]
@@ -299,14 +303,14 @@ def test_flat_prints_the_journal_as_a_table_in_order(store: str) -> None:
     assert seqs == sorted(seqs)
 
 
-def test_json_is_the_record_with_its_steps(store: str) -> None:
-    invoke("run", LOAN_TEAM, "-i", loan_team.TASK, "--run-id", "lt", "--store", store)
-    shown = json.loads(show(store, "lt", "--json"))
+def test_json_is_the_record_with_its_steps(store_url: str) -> None:
+    invoke("run", LOAN_TEAM, "-i", loan_team.TASK, "--run-id", "lt", "--store", store_url)
+    shown = json.loads(show(store_url, "lt", "--json"))
 
     async def fetch(runtime: Runtime) -> tuple[Any, Any]:
         return await runtime.get("lt"), await runtime.history("lt")
 
-    record, steps = run_in(store, fetch)
+    record, steps = run_in(store_url, fetch)
     expected = record.to_json()
     expected["orphaned_since"] = None  # interrupted: nobody needs to work on it
     expected["steps"] = [s.to_json() for s in steps]

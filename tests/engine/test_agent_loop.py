@@ -22,6 +22,7 @@ from orchestrion import (
 )
 from orchestrion.agent import FINAL_RESULT_TOOL
 from orchestrion.errors import RunFailed
+from orchestrion.keys import tool_keys
 from orchestrion.messages import ToolResult, UserMessage
 from orchestrion.testing import ScriptedModel, call
 
@@ -580,3 +581,44 @@ async def test_non_object_output_accepts_the_bare_value_or_the_wrapped_one(
     result = await runtime.run(Agent(name="n", model=model, output_type=int), "count")
     assert result.output == 42
     model.assert_complete()
+
+
+async def test_tools_asked_for_next_to_the_final_answer_still_run(runtime: Runtime) -> None:
+    paid: list[int] = []
+
+    class Summary(pydantic.BaseModel):
+        summary: str
+
+    @tool
+    def pay(n: int) -> str:
+        paid.append(n)
+        return "ok"
+
+    model = ScriptedModel([[call("pay", {"n": 5}), call("final_result", {"summary": "paid 5"})]])
+    result = await runtime.run(Agent(name="a", model=model, tools=[pay], output_type=Summary), "go")
+
+    assert result.output == Summary(summary="paid 5")
+    assert paid == [5]
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [ToolCall("b#c", "a", "{}"), ToolCall("c", "a#b", "{}")],
+        [ToolCall("x", "a", "{}"), ToolCall("x", "a", "{}"), ToolCall("x~0", "a", "{}")],
+        [ToolCall("", "a", "{}"), ToolCall("", "a/../b", "{}")],
+    ],
+)
+async def test_model_chosen_names_and_ids_never_collide_in_step_keys(
+    runtime: Runtime, calls: list[ToolCall]
+) -> None:
+    @tool
+    def a() -> str:
+        return "ok"
+
+    keys = tool_keys("ag/turn-1", tuple(calls))
+    assert len(set(keys)) == len(keys)
+    assert all(k.count("/") == 3 for k in keys), "model text adds no path segments"
+    model = ScriptedModel([ModelResponse(tool_calls=tuple(calls)), "done"])
+    result = await runtime.run(Agent(name="ag", model=model, tools=[a]), "go")
+    assert result.output == "done"

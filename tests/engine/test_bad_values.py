@@ -420,3 +420,19 @@ async def test_a_failing_sync_tool_shows_its_own_frames_not_the_thread_pool(
     trace = result.error["traceback"]
     assert [frame.split(" in ")[1].split(":")[0] for frame in trace] == ["lookup", "helper"]
     assert result.error["where"] == trace[-1].split(" in ")[0]
+
+
+async def test_a_tool_returning_something_that_is_not_json_says_so(runtime: Runtime) -> None:
+    class Receipt:
+        pass
+
+    @tool
+    def pay() -> object:
+        return Receipt()
+
+    result = await runtime.run(
+        Agent(name="a", model=ScriptedModel([call("pay")]), tools=[pay]), "go"
+    )
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert "returned a Receipt, which is not JSON" in result.error["message"]

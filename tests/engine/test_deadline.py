@@ -58,6 +58,8 @@ async def test_the_watch_stops_ticking_when_no_deadline_is_left(
     monkeypatch.setattr(deadlines, "TICK", 0.005)
     with Deadline(10.0):
         await asyncio.sleep(0)
+    # A private probe: whether the shared watch still has a timer armed shows
+    # nowhere through `Deadline`, which only fires or does not.
     watch = deadlines._watch(asyncio.get_running_loop())
     assert watch.deadlines == {}
     await asyncio.sleep(0.02)
@@ -76,4 +78,4 @@ def test_a_loop_that_is_done_with_is_not_kept_alive() -> None:
     gc.collect()
     loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
     assert len(loops) <= 1  # at most pytest's own
-    assert len(deadlines._watches) <= 1
+    assert len(deadlines._watches) <= 1  # (private: the watches kept per loop)

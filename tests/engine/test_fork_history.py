@@ -10,6 +10,7 @@ from orchestrion import (
     Approve,
     ModelResponse,
     Reject,
+    RunContext,
     RunStatus,
     Runtime,
     StepInfo,
@@ -232,3 +233,25 @@ async def test_fork_rejects_a_malformed_approval_edit(runtime: Runtime) -> None:
     with pytest.raises(AnswerError):
         await runtime.fork(run_id, at=key, edit={"approve": "yes"})
     assert await runtime.list() == runs_before
+
+
+async def test_fork_checks_an_edited_answer_where_the_run_asks_for_it(runtime: Runtime) -> None:
+    class Flow:
+        name = "flow"
+
+        async def invoke(self, ctx: RunContext[None], input: object) -> int:
+            count: int = await ctx.interrupt("How many?", name="count", answer_type=int)
+            return count * 2
+
+    flow = Flow()
+    waiting = await runtime.run(flow, None, run_id="orig")
+    done = await runtime.resume("orig", {waiting.interrupts[0].id: 3})
+    assert done.output == 6
+
+    with pytest.raises(AnswerError, match=r"'seven'.*valid integer"):
+        await runtime.fork("orig", at="flow/count", edit="seven", new_run_id="bad")
+    assert (await runtime.get("bad")).status is RunStatus.FAILED
+    assert (await runtime.get("orig")).output == 6
+
+    forked = await runtime.fork("orig", at="flow/count", edit=5, new_run_id="good")
+    assert forked.output == 10

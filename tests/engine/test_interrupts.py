@@ -1,5 +1,6 @@
 """People in the loop: approvals, free answers, several pending interrupts, no re-execution."""
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -435,3 +436,31 @@ async def test_cancelling_an_interrupted_run(runtime: Runtime) -> None:
     with pytest.raises(RunNotResumable, match="is cancelled"):
         await runtime.resume(result.run_id, {result.interrupts[0].id: Approve()})
     assert bank.calls["pay"] == 0
+
+
+async def test_open_questions_stay_answerable_after_a_crash_during_resume(runtime: Runtime) -> None:
+    hang = asyncio.Event()
+
+    @tool(effect="write", approval=True)
+    async def pay(n: int) -> str:
+        """Pay."""
+        if n == 1 and not hang.is_set():
+            await asyncio.Event().wait()
+        return f"paid {n}"
+
+    model = ScriptedModel(
+        [[call("pay", {"n": 1}, id="c1"), call("pay", {"n": 2}, id="c2")], "done"]
+    )
+    waiting = await runtime.run(Agent(name="p", model=model, tools=[pay]), "go")
+    first, second = (i.id for i in waiting.interrupts)
+    task = asyncio.create_task(runtime.resume(waiting.run_id, {first: Approve()}))
+    await asyncio.sleep(0.05)
+    task.cancel()  # the resume dies while paying n=1
+    await asyncio.gather(task, return_exceptions=True)
+    hang.set()
+
+    record = await runtime.get(waiting.run_id)
+    assert record.status is RunStatus.RUNNING
+    assert second in [p["id"] for p in record.pending]
+    done = await runtime.resume(waiting.run_id, {second: Approve()})
+    assert done.status is RunStatus.COMPLETED

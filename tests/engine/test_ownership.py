@@ -490,3 +490,29 @@ async def test_a_write_run_again_after_a_crash_is_not_run_once_the_run_was_cance
     result = await Runtime(store).resume("r1", runnable=again)
     assert result.status is RunStatus.CANCELLED
     assert len(keys) == 1  # the payment was not made again
+
+
+async def test_two_resumes_of_one_run_cannot_both_execute_it(runtime: Runtime) -> None:
+    executions: list[str] = []
+    crash = {"on": True}
+
+    @tool(effect="write")
+    async def pay(ctx: RunContext[None]) -> str:
+        executions.append(ctx.idempotency_key)
+        if crash["on"]:
+            crash["on"] = False
+            raise asyncio.CancelledError  # the process dies inside the write
+        await asyncio.sleep(0.01)
+        return "paid"
+
+    agent = Agent(name="a", model=ScriptedModel([call("pay"), "done"]), tools=[pay])
+    with pytest.raises(asyncio.CancelledError):
+        await runtime.run(agent, "go", run_id="r1")
+
+    outcomes = await asyncio.gather(
+        runtime.resume("r1"), runtime.resume("r1"), return_exceptions=True
+    )
+
+    assert sum(isinstance(o, RunNotResumable) for o in outcomes) == 1
+    assert [o.status for o in outcomes if not isinstance(o, BaseException)] == [RunStatus.COMPLETED]
+    assert len(executions) == 2 and len(set(executions)) == 1, "re-run once, same key"

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from orchestrion import (
     Agent,
+    Approve,
     DeterminismError,
     RunContext,
     RunStatus,
@@ -464,3 +465,25 @@ async def test_crash_anywhere_then_resume_matches_a_straight_run(
         )
     finally:
         await store.close()
+
+
+async def test_resume_uses_the_runs_own_agent_not_a_namesake(runtime: Runtime) -> None:
+    @tool(approval=True)
+    def refund(amount: int) -> str:
+        """Refund."""
+        return f"refunded {amount}"
+
+    first = Agent(
+        name="support",
+        model=ScriptedModel([call("refund", {"amount": 5}), "v1 done"]),
+        tools=[refund],
+    )
+    namesake = Agent(name="support", model=ScriptedModel(["v2 answer"]))
+    waiting = await runtime.run(first, "refund me")
+    await runtime.run(namesake, "hello")
+
+    done = await runtime.resume(waiting.run_id, {waiting.interrupts[0].id: Approve()})
+
+    assert done.output == "v1 done"
+    steps = {s.key: s.result for s in await runtime.history(waiting.run_id)}
+    assert steps["support/turn-1/tool/refund#call_1_0"]["content"] == "refunded 5"

@@ -477,6 +477,8 @@ async def test_blocked_requests_reach_no_server(server: FakeServer, model: Anthr
 async def test_client_is_created_lazily_and_reopened_after_close(
     server: FakeServer, model: AnthropicModel
 ) -> None:
+    # A private probe: that no SDK client exists before the first request shows
+    # nowhere in the model's public behaviour.
     assert model._client is None
     server.reply(anthropic_message([text_block("one")]), anthropic_message([text_block("two")]))
     assert (await model.request(ask())).text == "one"

@@ -492,6 +492,8 @@ async def test_blocked_requests_reach_no_server(server: FakeServer, model: OpenA
 async def test_client_is_created_lazily_and_reopened_after_close(
     server: FakeServer, model: OpenAIModel
 ) -> None:
+    # A private probe: that no SDK client exists before the first request shows
+    # nowhere in the model's public behaviour.
     assert model._client is None
     server.reply(openai_completion(text="one"), openai_completion(text="two"))
     assert (await model.request(ask())).text == "one"

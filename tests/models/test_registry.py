@@ -15,6 +15,7 @@ from orchestrion.testing import TestModel
 
 @pytest.fixture(autouse=True)
 def _clean_registrations() -> Iterator[None]:
+    # The registry's private table: there is no public way to unregister a provider.
     saved = dict(registry_module._registered)
     yield
     registry_module._registered.clear()

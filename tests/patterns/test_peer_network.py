@@ -238,3 +238,55 @@ async def test_the_bus_is_pluggable(runtime: Runtime) -> None:
         ("welcome", "finance"),
         ("it", "finance"),
     ]
+
+
+async def test_peer_mail_order_does_not_depend_on_who_finishes_first(runtime: Runtime) -> None:
+    inboxes: list[str] = []
+
+    def sender(name: str, delay: float) -> Agent[str]:
+        async def act(request: ModelRequest) -> object:
+            if any(isinstance(m, ToolResult) for m in request.messages):
+                return "sent"
+            await asyncio.sleep(delay)
+            return call("send_message", {"to": "c", "content": f"from {name}"}, id=f"{name}1")
+
+        return Agent(name=name, model=FunctionModel(act))
+
+    def collector(request: ModelRequest) -> object:
+        inboxes.append(str(request.messages[0]))
+        return "read"
+
+    def network(first_delay: float) -> PeerNetwork:
+        return PeerNetwork(
+            name="n",
+            agents=[
+                Agent(
+                    name="start",
+                    model=FunctionModel(
+                        lambda r: (
+                            "ok"
+                            if any(isinstance(m, ToolResult) for m in r.messages)
+                            else [
+                                call("send_message", {"to": "a", "content": "go"}, id="s1"),
+                                call("send_message", {"to": "b", "content": "go"}, id="s2"),
+                            ]
+                        )
+                    ),
+                ),
+                sender("a", first_delay),
+                sender("b", 0.02 - first_delay),
+                Agent(name="c", model=FunctionModel(collector)),
+            ],
+        )
+
+    await runtime.run(network(0.0), "x")
+    await runtime.run(network(0.02), "x")
+    assert inboxes[0] == inboxes[1], "the same mail order whichever sender finished first"
+
+
+async def test_a_network_may_use_exactly_max_rounds(runtime: Runtime) -> None:
+    net = PeerNetwork(
+        name="n", agents=[Agent(name="a", model=ScriptedModel(["quiet"]))], max_rounds=1
+    )
+    result = await runtime.run(net, "x")
+    assert result.status is RunStatus.COMPLETED

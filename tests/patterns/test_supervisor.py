@@ -313,3 +313,12 @@ async def test_a_write_cut_off_in_a_worker_fails_the_run_instead_of_a_replan(
     assert result.status is RunStatus.FAILED
     assert result.error is not None and result.error["type"] == "WriteUncertain"
     assert len(manager_model.requests) == 1, "the manager never re-plans around an unknown payment"
+
+
+async def test_running_out_of_rounds_says_max_rounds(runtime: Runtime) -> None:
+    busy = FunctionModel(lambda r: call("delegate_to_w", {"task": "again"}))
+    team = Supervisor(
+        name="team", manager=Agent(name="m", model=busy), workers=[worker("w", "W")], max_rounds=2
+    )
+    result = await runtime.run(team, "x")
+    assert result.error is not None and "max_rounds=2" in result.error["message"]

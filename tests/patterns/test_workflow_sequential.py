@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -180,3 +181,12 @@ async def test_a_crashed_pipeline_resumes_without_asking_finished_members_again(
     done = await Runtime(runtime.store).resume("p1", runnable=pipeline)
     assert done.output == "[A(x)]"
     assert requests == ["A(x)", "A(x)"]
+
+
+async def test_unnamed_interrupts_inside_gather_are_refused(runtime: Runtime) -> None:
+    @workflow
+    async def approvals(ctx: RunContext[None], input: str) -> list[Any]:
+        return await ctx.gather(ctx.interrupt("alice?"), ctx.interrupt("bob?"))
+
+    with pytest.raises(UserError, match=r"inside ctx\.gather needs name="):
+        await runtime.run(approvals, "x")

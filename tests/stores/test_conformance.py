@@ -1,8 +1,8 @@
 """The contract every `Store` honours, run against each backend.
 
-To add a backend, write an async factory taking pytest's `tmp_path` and add a
-`pytest.param` to `STORES` (with a skip mark if it needs a service that may be
-absent, e.g. a local PostgreSQL).
+The `store` fixture (tests/conftest.py) gives each backend in turn; a new backend
+is added there, in `STORE_KINDS` and `make_store`, and so runs here and under
+every engine test.
 """
 
 from __future__ import annotations
@@ -10,41 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
-from orchestrion.engine.store import Store, open_store
+from orchestrion.engine.store import Store
 from orchestrion.errors import LeaseLost, RunBusy, RunNotFound, StoreError
-from orchestrion.stores.memory import MemoryStore
-
-
-async def _memory(tmp_path: Path) -> Store:
-    return MemoryStore()
-
-
-async def _sqlite(tmp_path: Path) -> Store:
-    # Through the registry, as users open it.
-    return open_store(f"sqlite:///{tmp_path / 'conformance.db'}")
-
-
-StoreFactory = Callable[[Path], Awaitable[Store]]
-
-STORES = [
-    pytest.param(_memory, id="memory"),
-    pytest.param(_sqlite, id="sqlite"),
-]
-
-
-@pytest.fixture(params=STORES)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    factory: StoreFactory = request.param
-    s = await factory(tmp_path)
-    yield s
-    await s.close()
-
 
 T0 = 1_700_000_000.0
 

@@ -145,6 +145,9 @@ async def test_durable_writes_and_status_changes_are_fsynced_model_steps_are_not
     tmp_path: Path,
 ) -> None:
     """What reaches `PRAGMA synchronous` before each commit (FULL fsyncs the WAL)."""
+    # A private probe, on purpose: the level is a setting of the writer's own
+    # connection (another connection reads its own), and whether a commit was
+    # fsync'd shows only after a power cut, which a test cannot cause.
     store = SQLiteStore(tmp_path / "runs.db")
     levels: list[str] = []
     real = store._writer._set_synchronous

@@ -36,8 +36,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec
 
 from orchestrion._json import JSON, dumps_str
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
@@ -45,25 +45,26 @@ from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
 from orchestrion.redact import redact_url
 from orchestrion.stores._sqlite_file import DEFAULT_PATH
-from orchestrion.stores._sqlite_writer import (
-    _APPEND,
-    _CLAIM,
-    _CREATE,
-    _FIND,
-    _GET,
-    _LIST,
-    _LOAD,
-    _RELEASE,
-    _RENEW,
-    _STOP,
-    _UPDATE,
+from orchestrion.stores._sqlite_ops import (
+    Append,
     Claim,
+    Create,
+    Find,
+    Get,
+    List,
+    Load,
+    Op,
     Release,
     Renew,
-    Row,
-    _open_writers,
-    _Writer,
+    RunRow,
+    SqlRow,
+    Stop,
+    Update,
+    Waiter,
 )
+from orchestrion.stores._sqlite_writer import _open_writers, _Writer
+
+P = ParamSpec("P")
 
 
 class SQLiteStore:
@@ -125,10 +126,13 @@ class SQLiteStore:
         if self._writer.closing:
             raise StoreError(f"The store {self.path} is closed: open it again to use it.")
 
-    async def _call(self, code: int, arg: Any) -> Any:
+    async def _call(
+        self, op: Callable[Concatenate[Waiter, P], Op], *args: P.args, **kwargs: P.kwargs
+    ) -> Any:
+        """Queue the operation `op(future, *args)` and wait for its result."""
         self._check_open()
         fut = asyncio.get_running_loop().create_future()
-        self._put((code, arg, fut))
+        self._put(op(fut, *args, **kwargs))
         return await fut
 
     # -- Store protocol ------------------------------------------------------
@@ -146,48 +150,51 @@ class SQLiteStore:
         data = self._encode(run.id, fields)
         now = time.time()
         lease = None if owner is None else Lease(owner, 1, now, now + ttl)
-        row = (
-            run.id,
-            run.name,
-            run.status.value,
-            run.created_at,
-            run.updated_at,
-            run.idempotency_key,
-            data,
-            owner,
-            0 if lease is None else 1,
-            None if lease is None else lease.since,
-            None if lease is None else lease.until,
+        row = RunRow(
+            id=run.id,
+            name=run.name,
+            status=run.status.value,
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+            idempotency_key=run.idempotency_key,
+            data=data,
+            owner=owner,
+            token=0 if lease is None else 1,
+            lease_since=None if lease is None else lease.since,
+            lease_until=None if lease is None else lease.until,
         )
-        await self._call(_CREATE, (run.id, row, self._rows(run.id, entries)))
+        first = tuple(entries)
+        await self._call(Create, row, first, self._rows(run.id, first))
         return lease
 
     async def claim(
         self, run_id: str, owner: str, *, ttl: float = DEFAULT_LEASE_TTL, steal: bool = False
     ) -> RunRecord:
-        record: RunRecord = await self._call(_CLAIM, Claim(run_id, owner, ttl, steal))
+        record: RunRecord = await self._call(
+            Claim, run_id=run_id, owner=owner, ttl=ttl, steal=steal
+        )
         return record
 
     async def renew(self, leases: Mapping[str, int], *, ttl: float = DEFAULT_LEASE_TTL) -> set[str]:
-        lost: set[str] = await self._call(_RENEW, Renew(dict(leases), ttl))
+        lost: set[str] = await self._call(Renew, dict(leases), ttl)
         return lost
 
     async def release(self, run_id: str, token: int) -> None:
-        await self._call(_RELEASE, Release(run_id, token))
+        await self._call(Release, run_id, token)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        record: RunRecord | None = await self._call(_GET, run_id)
+        record: RunRecord | None = await self._call(Get, run_id)
         return record
 
     async def find_run(self, *, idempotency_key: str) -> RunRecord | None:
-        record: RunRecord | None = await self._call(_FIND, idempotency_key)
+        record: RunRecord | None = await self._call(Find, idempotency_key)
         return record
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50
     ) -> list[RunRecord]:
         runs: list[RunRecord] = await self._call(
-            _LIST, (None if status is None else RunStatus(status).value, limit)
+            List, None if status is None else RunStatus(status).value, limit
         )
         return runs
 
@@ -217,7 +224,13 @@ class SQLiteStore:
         if usage is not None:
             patch["usage"] = list(usage)
         await self._call(
-            _UPDATE, (run_id, status.value, now, self._encode(run_id, patch), token, release)
+            Update,
+            run_id=run_id,
+            status=status.value,
+            updated_at=now,
+            patch=self._encode(run_id, patch),
+            token=token,
+            release=release,
         )
 
     async def append(
@@ -227,20 +240,22 @@ class SQLiteStore:
             self._refuse(run_id, token)
         if self._writer.closing:
             self._check_open()
-        rows = self._rows(run_id, entries)
+        # Queued as a tuple: a caller's list may change before the writer reads it.
+        queued = entries if isinstance(entries, tuple) else tuple(entries)
+        rows = self._rows(run_id, queued)
         if not durable and run_id in self._known:
-            self._put((_APPEND, (run_id, rows, token), None))
+            self._put(Append(None, run_id, queued, rows, token))
             return
         # Durable, or the first append to a run this store has not seen: wait,
         # so appending to a missing run fails here as it does in every store.
-        await self._call(_APPEND, (run_id, rows, token))
+        await self._call(Append, run_id, queued, rows, token)
 
     async def load(self, run_id: str) -> list[Entry]:
         # Reads go through the same queue as writes, behind every append made
         # before them (durable or not), so a load always sees them. If earlier
         # writes of the run failed, the first load after that raises the failure
         # and the next one (a resume's) clears it: appends continue the saved prefix.
-        entries: list[Entry] = await self._call(_LOAD, run_id)
+        entries: list[Entry] = await self._call(Load, run_id)
         return entries
 
     async def close(self) -> None:
@@ -250,7 +265,7 @@ class SQLiteStore:
         if not writer.closing:
             writer.closing = True
             fut = asyncio.get_running_loop().create_future()
-            self._put((_STOP, None, fut))
+            self._put(Stop(fut))  # not `_call`: the store counts as closed already
             await fut
         writer.thread.join()
         unreported = writer.take_unreported()
@@ -273,7 +288,7 @@ class SQLiteStore:
             raise StoreError(f"Cannot store run {run_id!r}: a value is not JSON: {exc}") from exc
 
     @staticmethod
-    def _rows(run_id: str, entries: Sequence[Entry]) -> list[Row]:
+    def _rows(run_id: str, entries: Sequence[Entry]) -> list[SqlRow]:
         try:
             return [
                 (run_id, e.seq, e.key, e.kind, e.status.value, dumps_str(e.to_json()))
