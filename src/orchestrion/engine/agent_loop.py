@@ -22,7 +22,6 @@ from orchestrion._json import (
     to_jsonable,
 )
 from orchestrion.agent import FINAL_RESULT_TOOL, Agent, ContextLimit
-from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.model_calls import model_chain
@@ -62,7 +61,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
     for turn in range(1, agent.max_turns + 1):
         prefix = keys.turn_key(scope, turn)
         size = 0
-        if ex.sink is not None or agent.context_limit is not None:
+        if ex.events.listening or agent.context_limit is not None:
             size = _estimate(agent, instructions, messages)
             limit = agent.context_limit
             if limit is not None and size > limit.max_tokens:
@@ -96,8 +95,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
             messages.append(UserMessage(problem))
         handed = _handed_off(agent, calls, messages)
         if handed is not None:
-            if ex.sink is not None:
-                ex.sink(Transferred(ex.run_id, prefix, agent.name, handed.target, handed.reason))
+            ex.events.transferred(prefix, agent.name, handed.target, handed.reason)
             return handed
     raise MaxTurnsExceeded(
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "
@@ -277,7 +275,7 @@ async def _run_tool_call(
     tool = agent.tool_map.get(call.name)
     if done is not None:
         ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
-        ex.replayed(key, "tool", done.result)
+        ex.events.step_replayed(key, "tool", done.result)
         returned = expect(done, ToolReturned)
         if tool is not None and tool.local and not returned.is_error:
             await invoke(ex, key, tool, tool.parse_arguments(call.arguments))
@@ -344,7 +342,7 @@ async def _approval(
 async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:
     """Answer the model with an error, journaled like any tool result."""
     started = time.time()
-    ex.started(key, "tool")
+    ex.events.step_started(key, "tool")
     await ex.completed(key, "tool", ToolReturned(content=message, is_error=True), started)
     return ToolResult(call.id, call.name, message, True)
 

@@ -11,7 +11,6 @@ from orchestrion import keys
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
-from orchestrion.engine.events import FallbackUsed
 from orchestrion.engine.execution import Context, Execution, thread
 from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.records import GaveUp
@@ -87,7 +86,7 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
             besides = keys.fallback_scope(primary) if i == 0 else None
             ex.usage += ex.usage_under(key, besides=besides)
             ex.divergence.skipped(key, besides=besides)
-            ex.replayed(mark, "fallback", recorded.result)
+            ex.events.step_replayed(mark, "fallback", recorded.result)
             continue
         started = time.time()
         try:
@@ -106,9 +105,7 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
             gave_up = GaveUp(error=describe(exc), agent=member.name, fallback=following)
             ex.claim(mark, site)
             await ex.completed(mark, "fallback", gave_up, started)
-            if ex.sink is not None:
-                message = f"{type(exc).__name__}: {exc}"
-                ex.sink(FallbackUsed(ex.run_id, key, member.name, following, message))
+            ex.events.fallback_used(key, member.name, following, exc)
     raise AssertionError("unreachable: the last agent of the chain returns or raises")
 
 

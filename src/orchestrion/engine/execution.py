@@ -38,14 +38,7 @@ from orchestrion._json import (
 from orchestrion.budget import Budget
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
 from orchestrion.engine.divergence import THREAD, Divergence, Thread
-from orchestrion.engine.events import (
-    LoopGuardTriggered,
-    ModelDelta,
-    Sink,
-    StepCompleted,
-    StepFailed,
-    StepStarted,
-)
+from orchestrion.engine.events import Events
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
 from orchestrion.engine.model_calls import ModelChain, request_with_policy
@@ -115,6 +108,7 @@ class Execution:
         "cut_off",
         "deps",
         "divergence",
+        "events",
         "failures",
         "fence",
         "halted",
@@ -127,7 +121,6 @@ class Execution:
         "run_child",
         "run_id",
         "seq",
-        "sink",
         "steps",
         "store",
         "sync",
@@ -143,7 +136,7 @@ class Execution:
         run_id: str,
         store: Store,
         entries: list[Entry],
-        sink: Sink | None,
+        events: Events,
         sync: bool,
         answers: dict[str, JSON],
         deps: Any,
@@ -184,7 +177,7 @@ class Execution:
         self.seq = entries[-1].seq + 1 if entries else 0
         self.divergence = Divergence(entries, self.replay)
         """Catches code that takes another path than the journal's on resume."""
-        self.sink = sink
+        self.events = events
         self.sync = sync
         self.answers = answers
         self.answered: set[str] = set()
@@ -291,29 +284,18 @@ class Execution:
         start = bisect.bisect_left(self._model_keys, below.start)
         return start, bisect.bisect_left(self._model_keys, below.stop)
 
-    def replayed(self, key: str, kind: str, result: JSON) -> None:
-        if self.sink is not None:
-            self.sink(StepCompleted(self.run_id, key, kind, result, 0.0, True))
-
-    def started(self, key: str, kind: str, size: int = 0) -> None:
-        if self.sink is not None:
-            self.sink(StepStarted(self.run_id, key, kind, size))
-
     async def completed(
         self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
     ) -> None:
         result = encode(record)  # once: the journal and the event share it
         await self._append(key, kind, record.status, result, started_at, durable)
-        if self.sink is not None:
-            duration = time.time() - started_at
-            self.sink(StepCompleted(self.run_id, key, kind, result, duration, False))
+        self.events.step_completed(key, kind, result, started_at)
 
     async def failed(
         self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
     ) -> None:
         await self.record(key, kind, StepRaised(error=describe(exc)), started_at, durable=durable)
-        if self.sink is not None:
-            self.sink(StepFailed(self.run_id, key, kind, f"{type(exc).__name__}: {exc}"))
+        self.events.step_failed(key, kind, exc)
 
     # -- steps -------------------------------------------------------------
 
@@ -332,10 +314,10 @@ class Execution:
         done = self.claim(key, f"a model request ({targets[0].name})")
         if done is not None:
             response = expect(done, ModelResponded).response
-            self.replayed(key, "model", done.result)
+            self.events.step_replayed(key, "model", done.result)
         else:
             started = time.time()
-            self.started(key, "model", size)
+            self.events.step_started(key, "model", size)
             live = await request_with_policy(self, key, chain, request)
             response, index = live.value, live.position
             if response.usage.requests < 1:  # a model that does not count itself still counts
@@ -354,8 +336,10 @@ class Execution:
         return response
 
     def send(self, key: str, model: Model, request: ModelRequest) -> Awaitable[ModelResponse]:
-        """One request to `model`, streamed to the sink if there is one."""
-        return model.request(request) if self.sink is None else self._stream(key, model, request)
+        """One request to `model`, streamed to the sink if one listens."""
+        if self.events.listening:
+            return self._stream(key, model, request)
+        return model.request(request)
 
     def check_budget(self, model: str | None, *, ahead: float = 0.0) -> None:
         """Raise `BudgetExceeded` if the run's budget is spent (before a call of
@@ -387,13 +371,12 @@ class Execution:
             )
 
     async def _stream(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
-        sink = self.sink
-        assert sink is not None
+        events = self.events
         async for item in model.stream(request):
             if isinstance(item, ModelResponse):
                 return item
             if isinstance(item, TextDelta):
-                sink(ModelDelta(self.run_id, key, clean_text(item.text)))
+                events.model_delta(key, clean_text(item.text))
         raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
     async def custom_step(
@@ -402,10 +385,10 @@ class Execution:
         done = self.claim(key, site, nests=True)
         if done is not None:
             self.usage += self.usage_under(key)
-            self.replayed(key, kind, done.result)
+            self.events.step_replayed(key, kind, done.result)
             return value_of(done)
         started = time.time()
-        self.started(key, kind)
+        self.events.step_started(key, kind)
         try:
             value = journaled(await fn(), "result", f"Step {key}")
         except (Suspended, DeterminismError):
@@ -466,7 +449,7 @@ class Execution:
         step_kind = "approval" if kind == "approval" else "interrupt"
         done = self.claim(key, site)
         if done is not None:
-            self.replayed(key, step_kind, done.result)
+            self.events.step_replayed(key, step_kind, done.result)
             return expect(done, Answered).answer
         iid = interrupt_id(key)
         if iid in self.answers:
@@ -588,9 +571,7 @@ class Context(Generic[DepsT]):
         return self._ex.run_child(self._ex, scope, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
-        sink = self._ex.sink
-        if sink is not None:
-            sink(LoopGuardTriggered(self._ex.run_id, self.key, kind, subject, times, action))
+        self._ex.events.loop_guard_triggered(self.key, kind, subject, times, action)
 
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         self._gathering += 1

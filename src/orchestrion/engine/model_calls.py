@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrion.agent import Agent
-from orchestrion.engine.events import StepFailed
 from orchestrion.engine.resilience import Done, Failure, Target, attempt_loop, journal_attempt
 from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, RetryLater
 from orchestrion.messages import ModelRequest, ModelResponse
@@ -142,8 +141,7 @@ class ModelCalls:
         error = failure.error
         assert isinstance(error, ModelError | BreakerOpen)  # what `failure()` lets through
         await journal_attempt(ex, key, self, index, attempt, failure, started)
-        if ex.sink is not None:
-            ex.sink(StepFailed(ex.run_id, key, "model", f"{type(error).__name__}: {error}"))
+        ex.events.step_failed(key, "model", error)
         raise _final(key, self.models, index, attempt, error)
 
 

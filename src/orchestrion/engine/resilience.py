@@ -28,9 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
-from orchestrion.engine.breakers import Transition
 from orchestrion.engine.deadline import Deadline
-from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying
 from orchestrion.engine.journal import Entry
 from orchestrion.engine.records import AttemptFailed, decode
 from orchestrion.errors import BreakerOpen, describe
@@ -171,17 +169,13 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
             return Done(value, index, started)
         fallback = None if following is None else targets[following].model
         await journal_attempt(ex, key, path, index, attempt, outcome, started, wait, fallback)
-        message = f"{type(outcome.error).__name__}: {outcome.error}"
         if wait is not None:
             ex.check_budget(target.model, ahead=wait)  # not a wait past the budget
-            if ex.sink is not None:
-                ex.sink(Retrying(ex.run_id, key, path.kind, target.name, attempt, message, wait))
+            ex.events.retrying(key, path.kind, target.name, attempt, outcome.error, wait)
             await asyncio.sleep(wait)
         else:
             assert following is not None
-            if ex.sink is not None:
-                used = targets[following].name
-                ex.sink(FallbackUsed(ex.run_id, key, target.name, used, message))
+            ex.events.fallback_used(key, target.name, targets[following].name, outcome.error)
             index, attempt = following, 0
 
 
@@ -231,7 +225,7 @@ async def _guarded(
     outcome: bool | None = None
     try:
         if permit.transition is not None:
-            breaker_changed(ex, key, target.name, permit.transition)
+            ex.events.breaker_changed(key, target.name, *permit.transition)
         result = await _timed(ex, key, path, index)
         # A success closes the circuit; a transient failure counts towards opening it;
         # any other failure (bad input, say) says nothing about the target's health.
@@ -239,7 +233,7 @@ async def _guarded(
     finally:  # on cancellation and other errors too: a probe's slot is given back
         transition = await ex.breakers.release(permit, outcome)
         if transition is not None:
-            breaker_changed(ex, key, target.name, transition)
+            ex.events.breaker_changed(key, target.name, *transition)
     if isinstance(result, Failure) and transition is not None and transition[1] == "open":
         return replace(result, opened=True)
     return result
@@ -257,11 +251,6 @@ async def _timed(ex: Execution, key: str, path: CallPath[T], index: int) -> T | 
     except Exception as exc:
         expired = timeout is not None and isinstance(exc, TimeoutError) and deadline.expired
         return path.failure(exc, target, expired=expired)
-
-
-def breaker_changed(ex: Execution, key: str, name: str, transition: Transition) -> None:
-    if ex.sink is not None:
-        ex.sink(BreakerChanged(ex.run_id, key, name, *transition))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,13 +21,7 @@ from orchestrion.budget import Budget
 from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
 from orchestrion.engine.dispatch import run_child
-from orchestrion.engine.events import (
-    Event,
-    InterruptRequested,
-    RunFinished,
-    RunStarted,
-    Sink,
-)
+from orchestrion.engine.events import Event, RunFinished, Sink, events_for
 from orchestrion.engine.execution import Execution, Suspended, journaled
 from orchestrion.engine.forks import NO_EDIT, fork_prefix
 from orchestrion.engine.interrupts import Answer, Approve, Reject
@@ -701,11 +695,12 @@ class Runtime:
         budget: Budget | None,
     ) -> RunResult[Any]:
         run_id = record.id
+        events = events_for(run_id, sink)
         ex = Execution(
             run_id=run_id,
             store=self.store,
             entries=entries,
-            sink=sink,
+            events=events,
             sync=self.durability == "sync",
             answers=answers,
             deps=deps,
@@ -732,8 +727,7 @@ class Runtime:
                         usage=record.usage,
                         token=lease.token,
                     )
-                if sink is not None:
-                    sink(RunStarted(run_id, record.name, resumed))
+                events.run_started(record.name, resumed)
                 result = await self._work(ex, record, runnable)
             except LeaseLost:
                 # Cancelled from another process (or taken over after this one stalled
@@ -744,10 +738,7 @@ class Runtime:
                 result = result_of(current)
         finally:
             await self._leases.let_go(run_id)
-        if sink is not None:
-            for interrupt in result.interrupts:
-                sink(InterruptRequested(run_id, interrupt))
-            sink(RunFinished(run_id, result))
+        events.run_finished(result)
         return result
 
     async def _work(self, ex: Execution, record: RunRecord, runnable: Runnable) -> RunResult[Any]:

@@ -67,7 +67,7 @@ async def execute(
         previous = ex.replay.get(key)
         resumed = previous is not None and previous.status is StepStatus.STARTED
     path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool), resumed=resumed)
-    ex.started(key, "tool")
+    ex.events.step_started(key, "tool")
     try:
         done = await attempt_loop(ex, key, path)
     except asyncio.CancelledError:
