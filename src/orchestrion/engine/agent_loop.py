@@ -27,7 +27,6 @@ from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.model_calls import model_chain
 from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
-from orchestrion.engine.tool_limits import ToolRuns
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
@@ -271,10 +270,10 @@ async def _run_tool_call(
         return ToolResult(
             call.id, call.name, final_problem or "Final answer received.", bool(final_problem)
         )
-    done = ex.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
+    done = ex.log.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
     tool = agent.tool_map.get(call.name)
     if done is not None:
-        ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
+        ex.accounts.spent_below(key)  # e.g. a delegation's worker
         ex.events.step_replayed(key, "tool", done.result)
         returned = expect(done, ToolReturned)
         if tool is not None and tool.local and not returned.is_error:
@@ -290,23 +289,23 @@ async def _run_tool_call(
         return await _answer_error(ex, key, call, _argument_problem(tool, call, exc))
     note = ""
     if tool.max_calls is not None:
-        runs = ex.tool_runs = ex.tool_runs or ToolRuns(ex.replay)
-        refusal = runs.take(tool, key)  # before the approval: no one is asked in vain
+        refusal = ex.accounts.tool_runs.take(
+            tool, key
+        )  # before the approval: no one is asked in vain
         if refusal is not None:
             return await _answer_error(ex, key, call, refusal)
     if tool.approval is not False and tool.needs_approval(arguments):
         answer = await _approval(ex, agent, key, tool, call)
         if not answer["approved"]:
-            if ex.tool_runs is not None:
-                ex.tool_runs.give_back(tool, key)
+            ex.accounts.tool_runs.give_back(tool, key)
             reason = answer.get("reason") or "no reason given"
             return await _answer_error(ex, key, call, f"The user rejected this call: {reason}")
         if "arguments" in answer:
             arguments = tool.parse_arguments(answer["arguments"])
             note = f"[The user edited the arguments to {dumps_str(answer['arguments'])}] "
     result = await execute(ex, agent, key, tool, call, arguments, note)
-    if result.is_error and ex.tool_runs is not None:
-        ex.tool_runs.give_back(tool, key)  # the model is asked to try again: no place used
+    if result.is_error:
+        ex.accounts.tool_runs.give_back(tool, key)  # the model is asked to try again: no place used
     return result
 
 

@@ -79,13 +79,13 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
             return await run_agent(ex, key, member, input)
         mark = keys.gave_up_key(key)
         site = f"the fallback from agent {member.name!r}"
-        recorded = ex.replay.get(mark)
+        recorded = ex.log.replay.get(mark)
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
-            ex.claim(mark, site)  # a step only where the agent did give up
+            ex.log.claim(mark, site)  # a step only where the agent did give up
             # What the agent spent before it gave up; its fallbacks' steps replay themselves.
             besides = keys.fallback_scope(primary) if i == 0 else None
-            ex.usage += ex.usage_under(key, besides=besides)
-            ex.divergence.skipped(key, besides=besides)
+            ex.accounts.spent_below(key, besides=besides)
+            ex.log.divergence.skipped(key, besides=besides)
             ex.events.step_replayed(mark, "fallback", recorded.result)
             continue
         started = time.time()
@@ -95,7 +95,7 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
             raise  # a limit of the whole run: no fallback may go on
         except RunError as exc:
             following = chain[i + 1].name
-            wrote = sorted(k for k in ex.writes if keys.is_below(k, key))
+            wrote = ex.log.writes_below(key)
             if wrote:
                 raise RunError(
                     f"Agent {member.name!r} failed after its write tool call {wrote[0]} ran, "
@@ -103,7 +103,7 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
                     f"write under another idempotency key. The failure: {exc}"
                 ) from exc
             gave_up = GaveUp(error=describe(exc), agent=member.name, fallback=following)
-            ex.claim(mark, site)
+            ex.log.claim(mark, site)
             await ex.completed(mark, "fallback", gave_up, started)
             ex.events.fallback_used(key, member.name, following, exc)
     raise AssertionError("unreachable: the last agent of the chain returns or raises")

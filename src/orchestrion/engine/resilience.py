@@ -138,7 +138,7 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
     targets = path.targets
     index = attempt = 0
     first = 0.0
-    if ex.failures and (failures := ex.failures.pop(key, None)):
+    if ex.log.failures and (failures := ex.log.failures.get(key)):
         point = resume_point(failures, targets)
         if point is not None:
             index, attempt = point.index, point.attempt
@@ -152,7 +152,7 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
         if path.before is not None:
             await path.before(ex, key)
         if target.model is not None and (attempt > 1 or index > 0):
-            ex.check_budget(target.model)  # not another model call past the budget
+            ex.accounts.check_budget(target.model)  # not another model call past the budget
         if target.settings.breaker is None:
             outcome = await _timed(ex, key, path, index)
         else:
@@ -170,7 +170,7 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
         fallback = None if following is None else targets[following].model
         await journal_attempt(ex, key, path, index, attempt, outcome, started, wait, fallback)
         if wait is not None:
-            ex.check_budget(target.model, ahead=wait)  # not a wait past the budget
+            ex.accounts.check_budget(target.model, ahead=wait)  # not a wait past the budget
             ex.events.retrying(key, path.kind, target.name, attempt, outcome.error, wait)
             await asyncio.sleep(wait)
         else:
@@ -200,7 +200,7 @@ async def journal_attempt(
         fallback=fallback,
         opened_circuit=failure.opened,
     )
-    await ex.record(key, path.kind, failed, started, durable=path.durable)
+    await ex.log.record(key, path.kind, failed, started, durable=path.durable)
 
 
 def _wait(
@@ -219,7 +219,7 @@ async def _guarded(
     """One attempt through its target's breaker: its value, or its failure."""
     target = path.targets[index]
     try:
-        permit = await ex.breakers.acquire(target.name, breaker)
+        permit = await ex.env.breakers.acquire(target.name, breaker)
     except BreakerOpen as exc:
         return Failure(error=exc)  # not sent: nothing to count
     outcome: bool | None = None
@@ -231,7 +231,7 @@ async def _guarded(
         # any other failure (bad input, say) says nothing about the target's health.
         outcome = True if not isinstance(result, Failure) else (False if result.transient else None)
     finally:  # on cancellation and other errors too: a probe's slot is given back
-        transition = await ex.breakers.release(permit, outcome)
+        transition = await ex.env.breakers.release(permit, outcome)
         if transition is not None:
             ex.events.breaker_changed(key, target.name, *transition)
     if isinstance(result, Failure) and transition is not None and transition[1] == "open":
