@@ -70,12 +70,13 @@ def numbered(stem: str, n: int) -> str:
 
 def turn_key(scope: str, turn: int) -> str:
     """The scope of the agent at `scope`'s model request `turn` and its tool calls."""
-    return child(scope, numbered("turn", turn))
+    # Written out rather than `child(scope, numbered(...))`: two steps of every turn.
+    return f"{scope}{SEP}turn-{turn}" if scope else f"turn-{turn}"
 
 
 def model_key(turn: str) -> str:
     """The model request of the turn at `turn` (a `turn_key`)."""
-    return child(turn, _MODEL)
+    return f"{turn}{SEP}{_MODEL}" if turn else _MODEL
 
 
 def tool_key(turn: str, name: str, call_id: str, position: int) -> str:
@@ -83,15 +84,17 @@ def tool_key(turn: str, name: str, call_id: str, position: int) -> str:
     `turn`. Names and ids come from the model: anything outside [A-Za-z0-9_.-]
     becomes `_`, and a missing id is the call's position."""
     safe_id = _UNSAFE.sub("_", call_id) or str(position)
-    return child(turn, f"{_TOOL}{SEP}{_UNSAFE.sub('_', name)}{_CALL}{safe_id}")
+    segment = f"{_TOOL}{SEP}{_UNSAFE.sub('_', name)}{_CALL}{safe_id}"
+    return f"{turn}{SEP}{segment}" if turn else segment
 
 
 def tool_keys(turn: str, calls: Iterable[Call]) -> list[str]:
     """`tool_key` of each call of one model response; a key seen twice in it gets
     `~<position>`, so calls never share a step."""
     keys: list[str] = []
-    for i, c in enumerate(calls):
-        key = tool_key(turn, c.name, c.id, i)
+    head = f"{turn}{SEP}{_TOOL}{SEP}" if turn else f"{_TOOL}{SEP}"
+    for i, c in enumerate(calls):  # `tool_key`, written out: every tool call makes one
+        key = f"{head}{_UNSAFE.sub('_', c.name)}{_CALL}{_UNSAFE.sub('_', c.id) or i}"
         keys.append(f"{key}{_REPEAT}{i}" if key in keys else key)
     return keys
 

@@ -128,6 +128,15 @@ class LoopWatch:
         self._guard = guard
         self._memory = _Memory()
 
+    def watches_write(self, agent: Agent[Any, Any], call: ToolCall) -> bool:
+        """Whether `call`, about to run, is one a `WriteAhead` sighting is for (a call
+        of a write tool, with writes watched): the agent loop skips the others."""
+        guard = self._guard
+        if guard is None or guard.write_repeats is None:
+            return False
+        tool = agent.tool_map.get(call.name)
+        return tool is not None and tool.effect == "write"
+
     async def check(self, ctx: RunContext[Any], seen: Sighting) -> str:
         """Act on the loop `seen` closes, if any: "" when there is none (or no guard),
         else the note to pass on (its own text starts with a blank line and

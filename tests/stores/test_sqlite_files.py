@@ -230,3 +230,28 @@ def test_processes_opening_a_version_1_file_at_once_migrate_it_once(tmp_path: Pa
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert [r[1] for r in conn.execute("PRAGMA table_info(runs)")].count("token") == 1
     conn.close()
+
+
+def test_opening_waits_for_a_reader_before_switching_the_file_to_wal(tmp_path: Path) -> None:
+    """Switching a file to WAL needs it to itself, and SQLite does not wait for
+    that on its own (no busy handler): the open waits out another process's read
+    instead of failing at once with "database is locked"."""
+    import threading
+
+    from orchestrion.stores._sqlite_file import open_file
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for statement in V1:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM runs").fetchone()  # a reader holds the file
+    threading.Timer(0.3, lambda: conn.execute("COMMIT")).start()
+
+    opened = open_file(str(path), busy_timeout=10, read_only=False)
+
+    assert opened.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert opened.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    opened.conn.close()
+    conn.close()

@@ -233,8 +233,9 @@ async def _watched_tool_calls(
     if agent.loop_guard is None or not calls:
         return await _run_tool_calls(ex, agent, prefix, calls, final_problem)
     ctx: Context[Any] = Context(ex, prefix)
-    for i in range(len(calls)):
-        await watch.check(ctx, WriteAhead(agent=agent, calls=calls, index=i))
+    for i, c in enumerate(calls):
+        if watch.watches_write(agent, c):
+            await watch.check(ctx, WriteAhead(agent=agent, calls=calls, index=i))
     results = await _run_tool_calls(ex, agent, prefix, calls, final_problem)
     watched: list[ToolResult] = []
     for i, r in enumerate(results):

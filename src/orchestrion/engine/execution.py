@@ -43,7 +43,7 @@ from orchestrion.engine.divergence import THREAD, Thread
 from orchestrion.engine.events import Events
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import StepStatus
-from orchestrion.engine.model_calls import ModelChain, request_with_policy
+from orchestrion.engine.model_calls import ModelCalls, request_with_policy
 from orchestrion.engine.records import (
     Answered,
     InterruptAsked,
@@ -149,7 +149,7 @@ class Execution:
     # -- steps -------------------------------------------------------------
 
     async def model_step(
-        self, key: str, chain: ModelChain, request: ModelRequest, size: int = 0
+        self, key: str, chain: ModelCalls, request: ModelRequest, size: int = 0
     ) -> ModelResponse:
         """The response at `key`: replayed, or asked of the models of `chain` in
         order under their policies (see `engine.model_calls`)."""
@@ -168,8 +168,8 @@ class Execution:
         else:
             started = time.time()
             self.events.step_started(key, "model", size)
-            live = await request_with_policy(self, key, chain, request)
-            response, index = live.value, live.position
+            response = await request_with_policy(self, key, chain, request)
+            index = chain.position
             if response.usage.requests < 1:  # a model that does not count itself still counts
                 response = replace(response, usage=replace(response.usage, requests=1))
             response = _clean_response(response)  # the run goes on with what is journaled

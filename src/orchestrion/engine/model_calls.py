@@ -10,13 +10,12 @@ answered, if one did (`ModelResponded.fallback`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrion._json import clean_text
 from orchestrion.agent import Agent
 from orchestrion.engine.events import Events
-from orchestrion.engine.resilience import Done, Failure, Target, attempt_loop, journal_attempt
+from orchestrion.engine.resilience import Failure, Target, attempt_loop, journal_attempt
 from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, RetryLater
 from orchestrion.messages import ModelRequest, ModelResponse, TextDelta
 from orchestrion.models.base import Model
@@ -38,31 +37,13 @@ MODEL_DEFAULTS = Policy(timeout=MODEL_TIMEOUT, retry=Retry())
 DEFAULT_SETTINGS = MODEL_DEFAULTS.settings()
 
 
-@dataclass(frozen=True, slots=True)
-class ModelChain:
-    """An agent's model, then its fallback models: built once per agent run."""
-
-    models: tuple[Model, ...]
-    targets: tuple[Target, ...]
-    """Each model as the attempt loop calls it, with the settings its calls get."""
-
-    @classmethod
-    def of(cls, models: Sequence[Model], settings: Sequence[Settings]) -> ModelChain:
-        """The chain of `models`, each called with the `settings` at its position."""
-        targets = (
-            Target(name=m.name, model=m.name, settings=s)
-            for m, s in zip(models, settings, strict=True)
-        )
-        return cls(tuple(models), tuple(targets))
-
-
-def model_chain(ex: Execution, agent: Agent[Any]) -> ModelChain:
+def model_chain(ex: Execution, agent: Agent[Any]) -> ModelCalls:
     """The agent's model and its fallback models, each with its resolved settings."""
     env = ex.env
     primary = env.model_for(agent.model, agent.name)
     outer = agent.policy.over(env.policy) if agent.policy is not None else env.policy
     if outer is None and not isinstance(primary, PolicyModel):
-        return ModelChain.of([primary], [DEFAULT_SETTINGS])
+        return ModelCalls([primary], [DEFAULT_SETTINGS])
     own = primary.policy if isinstance(primary, PolicyModel) else None
     models = [primary]
     for policy in (own, agent.policy, env.policy):  # the innermost fallback models win
@@ -75,7 +56,7 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> ModelChain:
         model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer)
         for m in models
     ]
-    return ModelChain.of(models, settings)
+    return ModelCalls(models, settings)
 
 
 def model_settings(policy: Policy | None) -> Settings:
@@ -83,27 +64,40 @@ def model_settings(policy: Policy | None) -> Settings:
 
 
 def request_with_policy(
-    ex: Execution, key: str, chain: ModelChain, request: ModelRequest
-) -> Awaitable[Done[ModelResponse]]:
-    """The response of the first model of `chain` that answers, and its position."""
-    return attempt_loop(ex, key, ModelCalls(chain, request))
+    ex: Execution, key: str, chain: ModelCalls, request: ModelRequest
+) -> Awaitable[ModelResponse]:
+    """The response of the first model of `chain` that answers (which one:
+    `chain.position`)."""
+    chain.request = request
+    return attempt_loop(ex, key, chain)
 
 
 class ModelCalls:
-    """The model path of the attempt loop: a request to each model of a fallback chain."""
+    """The model path of the attempt loop: an agent's model, then its fallback models,
+    each with the settings its calls get. Made once per agent run (its model
+    requests are made one after the other), it is given each request in turn."""
 
-    __slots__ = ("models", "request", "targets")
+    __slots__ = ("models", "position", "request", "started", "targets")
 
     kind = "model"
     durable = False  # a failed attempt is no side effect: lost in a crash, it is made again
     before = None
 
-    def __init__(self, chain: ModelChain, request: ModelRequest) -> None:
-        self.models = chain.models
-        self.targets = chain.targets
-        self.request = request
+    def __init__(self, models: Sequence[Model], settings: Sequence[Settings]) -> None:
+        self.models = tuple(models)
+        self.targets = tuple(
+            Target(name=m.name, model=m.name, settings=s)
+            for m, s in zip(models, settings, strict=True)
+        )
+        """Each model as the attempt loop calls it (their names are the models': a
+        `name` may be computed)."""
+        self.request: ModelRequest | None = None
+        """The request of the step in progress."""
+        self.position = 0
+        self.started = 0.0
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[ModelResponse]:
+        assert self.request is not None  # set by `request_with_policy`
         return send(ex.events, key, self.models[index], self.request)
 
     def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:

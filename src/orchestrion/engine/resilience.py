@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.journal import Entry
@@ -72,17 +72,6 @@ class Failure:
     """This attempt's failure opened the target's circuit."""
 
 
-class Done(NamedTuple, Generic[T]):
-    """What the loop ends with: the value of the attempt that succeeded (or the
-    path's answer once every target failed). A tuple: one is made per step."""
-
-    value: T
-    position: int
-    """The position in the chain of the target that gave it."""
-    started: float
-    """When the attempt that gave it started."""
-
-
 class CallPath(Protocol[T_co]):
     """What one kind of step supplies to the attempt loop."""
 
@@ -105,6 +94,13 @@ class CallPath(Protocol[T_co]):
     def before(self) -> Callable[[Execution, str], Awaitable[None]] | None:
         """What must happen before each attempt (a write's `started` entry), if anything."""
         ...
+
+    position: int
+    """Set by the loop when it returns: the chain position of the target that gave
+    the value (the path is made per step, so it carries the outcome's details
+    rather than a record made for them on the hot path)."""
+    started: float
+    """Set by the loop when it returns: when the attempt that gave the value started."""
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[T_co]:
         """One call of `targets[index]`, with no policy around it."""
@@ -133,8 +129,9 @@ class CallPath(Protocol[T_co]):
         ...
 
 
-async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
-    """The first value a target of `path`'s chain gives, within its policy."""
+async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> T:
+    """The first value a target of `path`'s chain gives, within its policy (which
+    target gave it, and when: `path.position`, `path.started`)."""
     targets = path.targets
     index = attempt = 0
     first = 0.0
@@ -158,7 +155,8 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
         else:
             outcome = await _guarded(ex, key, path, index, target.settings.breaker)
         if not isinstance(outcome, Failure):
-            return Done(outcome, index, started)
+            path.position, path.started = index, started
+            return outcome
         if outcome.final:
             await ex.failed(key, path.kind, outcome.error, started, durable=path.durable)
             raise outcome.error
@@ -166,7 +164,8 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> Done[T]:
         following = index + 1 if wait is None and index + 1 < len(targets) else None
         if wait is None and following is None:
             value = await path.gave_up(ex, key, index, attempt, outcome, started)
-            return Done(value, index, started)
+            path.position, path.started = index, started
+            return value
         fallback = None if following is None else targets[following].model
         await journal_attempt(ex, key, path, index, attempt, outcome, started, wait, fallback)
         if wait is not None:

@@ -70,12 +70,12 @@ async def execute(
     path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool), resumed=resumed)
     ex.events.step_started(key, "tool")
     try:
-        done = await attempt_loop(ex, key, path)
+        value = await attempt_loop(ex, key, path)
     except asyncio.CancelledError:
         if path.write:  # cut off from outside (its branch's timeout), in a call or a retry's wait
             ex.log.cut_off(key)
         raise
-    value, is_error = done.value, False
+    is_error = False
     if isinstance(value, Refused):
         value, is_error = value.message, True
     try:
@@ -85,13 +85,26 @@ async def execute(
         )
     except TypeError as exc:
         how = f"returned a {type(value).__name__}, which is not JSON"
-        raise await path.failed(ex, key, exc, done.started, how) from exc
+        raise await path.failed(ex, key, exc, path.started, how) from exc
     # What the model reads is what the journal keeps: an error's text (a `ModelRetry`
     # message, say) without any secret, a result without the secrets known as such.
     content = redact(content) if is_error else redact_known(content)
     returned = ToolReturned(content=content, is_error=is_error)
-    await ex.completed(key, "tool", returned, done.started, durable=path.write)
+    await ex.completed(key, "tool", returned, path.started, durable=path.write)
     return ToolResult(call.id, call.name, content, is_error)
+
+
+_PLAIN: dict[str, tuple[Target]] = {}
+"""The chain of each tool called with no policy (the usual case), made once."""
+
+
+def _target(name: str, settings: Settings) -> tuple[Target]:
+    if settings is not NO_SETTINGS:
+        return (Target(f"tool:{name}", None, settings),)
+    chain = _PLAIN.get(name)
+    if chain is None:
+        chain = _PLAIN[name] = (Target(f"tool:{name}", None, settings),)
+    return chain
 
 
 class Refused(NamedTuple):
@@ -111,7 +124,17 @@ class ToolCalls:
     journals `started` before each attempt, so that every attempt, and a resume's,
     carries the same idempotency key."""
 
-    __slots__ = ("arguments", "before", "durable", "resumed", "targets", "tool", "write")
+    __slots__ = (
+        "arguments",
+        "before",
+        "durable",
+        "position",
+        "resumed",
+        "started",
+        "targets",
+        "tool",
+        "write",
+    )
 
     kind = "tool"
 
@@ -121,10 +144,12 @@ class ToolCalls:
         self.tool = tool
         self.arguments = arguments
         self.write = self.durable = tool.effect == "write"
-        self.targets = (Target(f"tool:{tool.name}", None, settings),)
+        self.targets = _target(tool.name, settings)
         self.before = self._started if self.write else None
         self.resumed = resumed
         """A write that started before a crash: its first attempt here has its entry."""
+        self.position = 0
+        self.started = 0.0
 
     async def _started(self, ex: Execution, key: str) -> None:
         """Before each attempt of a write: its `started` entry, committed."""
