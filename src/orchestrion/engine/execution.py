@@ -134,6 +134,7 @@ class Execution:
     async def completed(
         self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
     ) -> None:
+        """Journal `record` as the step's completion, and say so to the sinks."""
         result = encode(record)  # once: the journal and the event share it
         await self.log.append(key, kind, record.status, result, started_at, durable)
         self.events.step_completed(key, kind, result, started_at)
@@ -141,6 +142,7 @@ class Execution:
     async def failed(
         self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
     ) -> None:
+        """Journal that the step at `key` failed with `exc`, for good, and say so."""
         await self.log.record(
             key, kind, StepRaised(error=describe(exc)), started_at, durable=durable
         )

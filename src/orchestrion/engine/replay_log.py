@@ -34,14 +34,14 @@ class ReplayLog:
         "_halted",
         "_origin_keys",
         "_seq",
+        "_store",
+        "_sync",
         "_writes",
         "divergence",
         "failures",
         "replay",
         "run_id",
         "steps",
-        "store",
-        "sync",
         "token",
     )
 
@@ -56,8 +56,8 @@ class ReplayLog:
         fence: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.run_id = run_id
-        self.store = store
-        self.sync = sync
+        self._store = store
+        self._sync = sync
         """Every append is committed before the step goes on (`durability="sync"`)."""
         self.token = token
         """The fencing token of this process's lease on the run: every append carries it."""
@@ -148,8 +148,8 @@ class ReplayLog:
             result = clean_data(result)
         entry = Entry(self._seq, key, kind, status, result, started_at, time.time())
         self._seq += 1
-        return self.store.append(
-            self.run_id, (entry,), durable=durable or self.sync, token=self.token
+        return self._store.append(
+            self.run_id, (entry,), durable=durable or self._sync, token=self.token
         )
 
     # -- ownership ---------------------------------------------------------
