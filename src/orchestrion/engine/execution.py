@@ -90,7 +90,9 @@ class Suspended(Exception):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunEnv:
-    """What the runtime lends a run, unchanged while it works."""
+    """What the runtime lends a run, unchanged while it works. A read-only record
+    rather than fields of `Execution`: nothing here is state of the run (unlike the
+    log, the accounts and the answers, each of which owns what it changes)."""
 
     deps: Any
     """The user's dependencies: `ctx.deps`."""
