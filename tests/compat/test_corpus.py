@@ -17,8 +17,8 @@ import pytest
 
 from orchestrion import Approve, RunStatus, Runtime
 from orchestrion.demos.loan_payoff import Bank, agent
-from orchestrion.engine.execution import idempotency_key_of
 from orchestrion.engine.journal import Entry, RunRecord, StepStatus
+from orchestrion.engine.replay_log import idempotency_key_of
 from orchestrion.engine.store import Store
 from orchestrion.stores import MemoryStore
 from orchestrion.testing import FunctionModel, ScriptedModel

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from orchestrion import Agent, Approve, RunContext, RunStatus, Runtime, tool
-from orchestrion.engine.execution import idempotency_key_of
 from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.replay_log import idempotency_key_of
 from orchestrion.engine.store import Store
 from orchestrion.errors import AnswerError, LeaseLost, RunBusy, RunNotResumable, UserError
 from orchestrion.messages import ModelRequest

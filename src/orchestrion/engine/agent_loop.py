@@ -22,13 +22,11 @@ from orchestrion._json import (
     to_jsonable,
 )
 from orchestrion.agent import FINAL_RESULT_TOOL, Agent, ContextLimit
-from orchestrion.engine.events import Transferred
 from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
 from orchestrion.engine.model_calls import model_chain
 from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
-from orchestrion.engine.tool_limits import ToolRuns
 from orchestrion.errors import (
     AnswerError,
     ContextTooLarge,
@@ -62,7 +60,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
     for turn in range(1, agent.max_turns + 1):
         prefix = keys.turn_key(scope, turn)
         size = 0
-        if ex.sink is not None or agent.context_limit is not None:
+        if ex.events.listening or agent.context_limit is not None:
             size = _estimate(agent, instructions, messages)
             limit = agent.context_limit
             if limit is not None and size > limit.max_tokens:
@@ -96,8 +94,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
             messages.append(UserMessage(problem))
         handed = _handed_off(agent, calls, messages)
         if handed is not None:
-            if ex.sink is not None:
-                ex.sink(Transferred(ex.run_id, prefix, agent.name, handed.target, handed.reason))
+            ex.events.transferred(prefix, agent.name, handed.target, handed.reason)
             return handed
     raise MaxTurnsExceeded(
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "
@@ -274,11 +271,11 @@ async def _run_tool_call(
         return ToolResult(
             call.id, call.name, final_problem or "Final answer received.", bool(final_problem)
         )
-    done = ex.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
+    done = ex.log.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
     tool = agent.tool_map.get(call.name)
     if done is not None:
-        ex.usage += ex.usage_under(key)  # e.g. a delegation's worker
-        ex.replayed(key, "tool", done.result)
+        ex.accounts.spent_below(key)  # e.g. a delegation's worker
+        ex.events.step_replayed(key, "tool", done.result)
         returned = expect(done, ToolReturned)
         if tool is not None and tool.local and not returned.is_error:
             await invoke(ex, key, tool, tool.parse_arguments(call.arguments))
@@ -293,23 +290,23 @@ async def _run_tool_call(
         return await _answer_error(ex, key, call, _argument_problem(tool, call, exc))
     note = ""
     if tool.max_calls is not None:
-        runs = ex.tool_runs = ex.tool_runs or ToolRuns(ex.replay)
-        refusal = runs.take(tool, key)  # before the approval: no one is asked in vain
+        refusal = ex.accounts.tool_runs.take(
+            tool, key
+        )  # before the approval: no one is asked in vain
         if refusal is not None:
             return await _answer_error(ex, key, call, refusal)
     if tool.approval is not False and tool.needs_approval(arguments):
         answer = await _approval(ex, agent, key, tool, call)
         if not answer["approved"]:
-            if ex.tool_runs is not None:
-                ex.tool_runs.give_back(tool, key)
+            ex.accounts.tool_runs.give_back(tool, key)
             reason = answer.get("reason") or "no reason given"
             return await _answer_error(ex, key, call, f"The user rejected this call: {reason}")
         if "arguments" in answer:
             arguments = tool.parse_arguments(answer["arguments"])
             note = f"[The user edited the arguments to {dumps_str(answer['arguments'])}] "
     result = await execute(ex, agent, key, tool, call, arguments, note)
-    if result.is_error and ex.tool_runs is not None:
-        ex.tool_runs.give_back(tool, key)  # the model is asked to try again: no place used
+    if result.is_error:
+        ex.accounts.tool_runs.give_back(tool, key)  # the model is asked to try again: no place used
     return result
 
 
@@ -345,7 +342,7 @@ async def _approval(
 async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:
     """Answer the model with an error, journaled like any tool result."""
     started = time.time()
-    ex.started(key, "tool")
+    ex.events.step_started(key, "tool")
     await ex.completed(key, "tool", ToolReturned(content=message, is_error=True), started)
     return ToolResult(call.id, call.name, message, True)
 

@@ -11,7 +11,6 @@ from orchestrion import keys
 from orchestrion._json import JSON
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
-from orchestrion.engine.events import FallbackUsed
 from orchestrion.engine.execution import Context, Execution, thread
 from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.records import GaveUp
@@ -80,14 +79,14 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
             return await run_agent(ex, key, member, input)
         mark = keys.gave_up_key(key)
         site = f"the fallback from agent {member.name!r}"
-        recorded = ex.replay.get(mark)
+        recorded = ex.log.replay.get(mark)
         if recorded is not None and recorded.status is StepStatus.COMPLETED:
-            ex.claim(mark, site)  # a step only where the agent did give up
+            ex.log.claim(mark, site)  # a step only where the agent did give up
             # What the agent spent before it gave up; its fallbacks' steps replay themselves.
             besides = keys.fallback_scope(primary) if i == 0 else None
-            ex.usage += ex.usage_under(key, besides=besides)
-            ex.divergence.skipped(key, besides=besides)
-            ex.replayed(mark, "fallback", recorded.result)
+            ex.accounts.spent_below(key, besides=besides)
+            ex.log.divergence.skipped(key, besides=besides)
+            ex.events.step_replayed(mark, "fallback", recorded.result)
             continue
         started = time.time()
         try:
@@ -96,7 +95,7 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
             raise  # a limit of the whole run: no fallback may go on
         except RunError as exc:
             following = chain[i + 1].name
-            wrote = sorted(k for k in ex.writes if keys.is_below(k, key))
+            wrote = ex.log.writes_below(key)
             if wrote:
                 raise RunError(
                     f"Agent {member.name!r} failed after its write tool call {wrote[0]} ran, "
@@ -104,11 +103,9 @@ async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], inpu
                     f"write under another idempotency key. The failure: {exc}"
                 ) from exc
             gave_up = GaveUp(error=describe(exc), agent=member.name, fallback=following)
-            ex.claim(mark, site)
+            ex.log.claim(mark, site)
             await ex.completed(mark, "fallback", gave_up, started)
-            if ex.sink is not None:
-                message = f"{type(exc).__name__}: {exc}"
-                ex.sink(FallbackUsed(ex.run_id, key, member.name, following, message))
+            ex.events.fallback_used(key, member.name, following, exc)
     raise AssertionError("unreachable: the last agent of the chain returns or raises")
 
 

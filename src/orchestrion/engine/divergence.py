@@ -55,7 +55,7 @@ class Journaled(NamedTuple):
 class Divergence:
     """Where the journal's steps sit, and which of them this execution asked for."""
 
-    __slots__ = ("_forks", "_open", "_redone", "_replay", "_touched", "_under")
+    __slots__ = ("_forks", "_open", "_redone", "_replay", "_touched", "_under", "waiting")
 
     def __init__(self, entries: Iterable[Entry], replay: Mapping[str, Entry]) -> None:
         self._replay = replay
@@ -80,11 +80,10 @@ class Divergence:
                     break
                 self._open.setdefault(scope, {})[child] = Journaled(e.seq, e.key)
                 child = scope
-
-    @property
-    def waiting(self) -> bool:
-        """Whether journaled steps are left that no claim has reached."""
-        return bool(self._open)
+        self.waiting = bool(self._open)
+        """Whether journaled steps are left that no claim has reached (an attribute,
+        not a property: read at every claim; `_open` only shrinks, and each place
+        that empties a scope of it sets this again)."""
 
     def forked(self, scope: str, change: int) -> None:
         """A gather of steps under `scope` starts (+1) or ends (-1)."""
@@ -123,6 +122,7 @@ class Divergence:
                 del children[child]
             if not children:
                 del self._open[level]
+        self.waiting = bool(self._open)
 
     def _check(self, key: str, claimed: Mapping[str, str], run_id: str, nests: bool) -> None:
         scope = key
@@ -195,6 +195,7 @@ class Divergence:
             del children[child]
         if not children:
             del self._open[scope]
+            self.waiting = bool(self._open)
 
     def _reach(self, path: str) -> None:
         touched, open_ = self._touched, self._open
@@ -207,6 +208,7 @@ class Divergence:
             children = open_.get(scope)
             if children is not None and children.pop(child, None) is not None and not children:
                 del open_[scope]
+                self.waiting = bool(open_)
             child = scope
 
     @staticmethod

@@ -1,7 +1,9 @@
 """Events: one closed union of typed records, emitted as a run works.
 
 Sinks (the CLI's live view, `Runtime.stream`, later tracing and metrics)
-receive them in order. The engine builds events only when a sink listens.
+receive them in order. The engine emits through `Events`, one method per event
+it emits: an `Emitter` builds the event and hands it to the run's sink, and
+`NO_EVENTS`, for a run no sink listens to, builds nothing.
 
 An event's `error` text is redacted when the event is built (`orchestrion.redact`):
 whoever builds one, no sink sees a secret in it.
@@ -9,9 +11,10 @@ whoever builds one, no sink sees a secret in it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from orchestrion._json import JSON
 from orchestrion.redact import redact
@@ -174,3 +177,161 @@ Sink = Callable[[Event], None]
 
 def _redact_error(event: StepFailed | Retrying | FallbackUsed) -> None:
     object.__setattr__(event, "error", redact(event.error))  # frozen: set once, while built
+
+
+class Events(Protocol):
+    """What a run emits, one method per event; the engine calls these and never
+    builds an event itself, so a run no sink listens to builds none."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether a sink receives the events: only then does the engine estimate
+        request sizes and stream model responses, work no one else reads."""
+        ...
+
+    def run_started(self, name: str, resumed: bool) -> None: ...
+
+    def step_started(self, key: str, kind: str, size: int = 0) -> None: ...
+
+    def step_replayed(self, key: str, kind: str, result: JSON) -> None: ...
+
+    def step_completed(self, key: str, kind: str, result: JSON, started_at: float) -> None: ...
+
+    def step_failed(self, key: str, kind: str, error: BaseException) -> None: ...
+
+    def model_delta(self, key: str, text: str) -> None: ...
+
+    def retrying(
+        self, key: str, kind: str, target: str, attempt: int, error: BaseException, wait: float
+    ) -> None: ...
+
+    def fallback_used(self, key: str, failed: str, used: str, error: BaseException) -> None: ...
+
+    def breaker_changed(self, key: str, name: str, old: str, new: str) -> None: ...
+
+    def loop_guard_triggered(
+        self, key: str, kind: str, subject: str, times: int, action: str
+    ) -> None: ...
+
+    def transferred(self, key: str, source: str, target: str, reason: str) -> None: ...
+
+    def run_finished(self, result: RunResult[object]) -> None:
+        """The run stopped working here: its interrupts, if any, then `RunFinished`."""
+        ...
+
+
+class NoEvents:
+    """`Events` for a run no sink listens to: every method does nothing (and builds
+    nothing: the engine's hot path calls them once or twice a step)."""
+
+    __slots__ = ()
+
+    listening = False
+
+    def run_started(self, name: str, resumed: bool) -> None:
+        pass
+
+    def step_started(self, key: str, kind: str, size: int = 0) -> None:
+        pass
+
+    def step_replayed(self, key: str, kind: str, result: JSON) -> None:
+        pass
+
+    def step_completed(self, key: str, kind: str, result: JSON, started_at: float) -> None:
+        pass
+
+    def step_failed(self, key: str, kind: str, error: BaseException) -> None:
+        pass
+
+    def model_delta(self, key: str, text: str) -> None:
+        pass
+
+    def retrying(
+        self, key: str, kind: str, target: str, attempt: int, error: BaseException, wait: float
+    ) -> None:
+        pass
+
+    def fallback_used(self, key: str, failed: str, used: str, error: BaseException) -> None:
+        pass
+
+    def breaker_changed(self, key: str, name: str, old: str, new: str) -> None:
+        pass
+
+    def loop_guard_triggered(
+        self, key: str, kind: str, subject: str, times: int, action: str
+    ) -> None:
+        pass
+
+    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
+        pass
+
+    def run_finished(self, result: RunResult[object]) -> None:
+        pass
+
+
+NO_EVENTS: Final[Events] = NoEvents()
+
+
+class Emitter:
+    """`Events` for a run a sink listens to: each method builds its event and hands
+    it to the sink at once."""
+
+    __slots__ = ("run_id", "sink")
+
+    listening = True
+
+    def __init__(self, run_id: str, sink: Sink) -> None:
+        self.run_id = run_id
+        self.sink = sink
+
+    def run_started(self, name: str, resumed: bool) -> None:
+        self.sink(RunStarted(self.run_id, name, resumed))
+
+    def step_started(self, key: str, kind: str, size: int = 0) -> None:
+        self.sink(StepStarted(self.run_id, key, kind, size))
+
+    def step_replayed(self, key: str, kind: str, result: JSON) -> None:
+        self.sink(StepCompleted(self.run_id, key, kind, result, 0.0, True))
+
+    def step_completed(self, key: str, kind: str, result: JSON, started_at: float) -> None:
+        duration = time.time() - started_at
+        self.sink(StepCompleted(self.run_id, key, kind, result, duration, False))
+
+    def step_failed(self, key: str, kind: str, error: BaseException) -> None:
+        self.sink(StepFailed(self.run_id, key, kind, _message(error)))
+
+    def model_delta(self, key: str, text: str) -> None:
+        self.sink(ModelDelta(self.run_id, key, text))
+
+    def retrying(
+        self, key: str, kind: str, target: str, attempt: int, error: BaseException, wait: float
+    ) -> None:
+        self.sink(Retrying(self.run_id, key, kind, target, attempt, _message(error), wait))
+
+    def fallback_used(self, key: str, failed: str, used: str, error: BaseException) -> None:
+        self.sink(FallbackUsed(self.run_id, key, failed, used, _message(error)))
+
+    def breaker_changed(self, key: str, name: str, old: str, new: str) -> None:
+        self.sink(BreakerChanged(self.run_id, key, name, old, new))
+
+    def loop_guard_triggered(
+        self, key: str, kind: str, subject: str, times: int, action: str
+    ) -> None:
+        self.sink(LoopGuardTriggered(self.run_id, key, kind, subject, times, action))
+
+    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
+        self.sink(Transferred(self.run_id, key, source, target, reason))
+
+    def run_finished(self, result: RunResult[object]) -> None:
+        for interrupt in result.interrupts:
+            self.sink(InterruptRequested(self.run_id, interrupt))
+        self.sink(RunFinished(self.run_id, result))
+
+
+def events_for(run_id: str, sink: Sink | None) -> Events:
+    """What run `run_id` emits through: to `sink`, or nowhere."""
+    return NO_EVENTS if sink is None else Emitter(run_id, sink)
+
+
+def _message(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -1,24 +1,27 @@
 """One run while it works: replay against the journal, record new steps.
 
-Every step goes through `Execution`: it claims the step's key (a key used
-twice is a determinism bug), returns the recorded result if the journal has
-one, and otherwise executes and appends. This is hand-written rather than a
-library because it *is* the journal.
+Every step goes through `Execution`: it claims the step's key in the run's
+`ReplayLog` (a key used twice is a determinism bug), returns the recorded result
+if the journal has one, and otherwise executes and appends. This is hand-written
+rather than a library because it *is* the journal.
+
+An `Execution` is composed of a few parts, each with its own small interface:
+the `ReplayLog` (the journal, claims, appends under the lease), the `Accounts`
+(usage, budget, tool runs), the `Events` (what sinks see; a no-op when none
+listens) and the `RunEnv` (what the runtime lends the run, read-only).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import hashlib
 import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from random import Random
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID, uuid4
 
 import pydantic
@@ -30,24 +33,16 @@ from orchestrion._json import (
     NotJSON,
     as_int,
     as_number,
-    clean_data,
     clean_text,
     json_text,
     to_jsonable,
 )
-from orchestrion.budget import Budget
+from orchestrion.engine.accounts import Accounts
 from orchestrion.engine.breakers import Breakers, MemoryBreakers
-from orchestrion.engine.divergence import THREAD, Divergence, Thread
-from orchestrion.engine.events import (
-    LoopGuardTriggered,
-    ModelDelta,
-    Sink,
-    StepCompleted,
-    StepFailed,
-    StepStarted,
-)
+from orchestrion.engine.divergence import THREAD, Thread
+from orchestrion.engine.events import Events
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
-from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
+from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.model_calls import ModelCalls, request_with_policy
 from orchestrion.engine.records import (
     Answered,
@@ -56,18 +51,15 @@ from orchestrion.engine.records import (
     Record,
     StepRaised,
     ValueKind,
-    WriteStarted,
     encode,
     expect,
     value_of,
     value_record,
 )
-from orchestrion.engine.store import Store
+from orchestrion.engine.replay_log import ReplayLog
 from orchestrion.errors import (
     AnswerError,
-    BudgetExceeded,
     DeterminismError,
-    ModelError,
     RunError,
     RunHalted,
     UserError,
@@ -75,14 +67,10 @@ from orchestrion.errors import (
     describe,
     validation_summary,
 )
-from orchestrion.messages import ModelRequest, ModelResponse, TextDelta, ToolCall, Usage
+from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrion.models.base import Model
 from orchestrion.policy import Policy
-from orchestrion.pricing import Prices
 from orchestrion.tools.tool import clean_schema
-
-if TYPE_CHECKING:
-    from orchestrion.engine.tool_limits import ToolRuns
 
 DepsT = TypeVar("DepsT")
 T = TypeVar("T")
@@ -100,220 +88,67 @@ class Suspended(Exception):
         self.interrupts = interrupts
 
 
-class Execution:
-    """The state of one run while it works."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEnv:
+    """What the runtime lends a run, unchanged while it works. A read-only record
+    rather than fields of `Execution`: nothing here is state of the run (unlike the
+    log, the accounts and the answers, each of which owns what it changes)."""
 
-    __slots__ = (
-        "_model_keys",
-        "_model_usage",
-        "answered",
-        "answers",
-        "breakers",
-        "budget",
-        "claimed",
-        "created_at",
-        "cut_off",
-        "deps",
-        "divergence",
-        "failures",
-        "fence",
-        "halted",
-        "model_for",
-        "origin_keys",
-        "outputs",
-        "policy",
-        "prices",
-        "replay",
-        "run_child",
-        "run_id",
-        "seq",
-        "sink",
-        "steps",
-        "store",
-        "sync",
-        "token",
-        "tool_runs",
-        "usage",
-        "writes",
-    )
+    deps: Any
+    """The user's dependencies: `ctx.deps`."""
+    model_for: Callable[[Model | str | None, str], Model]
+    """Resolves an agent's model (an instance, a name, or the default)."""
+    run_child: Callable[[Execution, str, Any, JSON], Coroutine[Any, Any, Any]]
+    """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
+    policy: Policy | None = None
+    """The runtime's policy: the outermost for every model and tool call."""
+    breakers: Breakers = field(default_factory=MemoryBreakers)
+    """The runtime's circuit breakers, shared by all its runs."""
+
+
+class Execution:
+    """One run while it works: the steps, composed of the run's parts (its journal,
+    its accounts, its events, what the runtime lends it)."""
+
+    __slots__ = ("accounts", "answered", "answers", "env", "events", "log", "outputs", "run_id")
 
     def __init__(
         self,
-        *,
-        run_id: str,
-        store: Store,
-        entries: list[Entry],
-        sink: Sink | None,
-        sync: bool,
+        env: RunEnv,
+        log: ReplayLog,
+        accounts: Accounts,
+        events: Events,
         answers: dict[str, JSON],
-        deps: Any,
-        model_for: Callable[[Model | str | None, str], Model],
-        run_child: Callable[[Execution, str, Any, JSON], Coroutine[Any, Any, Any]],
-        budget: Budget | None = None,
-        created_at: float = 0.0,
-        prices: Prices | None = None,
-        policy: Policy | None = None,
-        breakers: Breakers | None = None,
-        token: int | None = None,
     ) -> None:
-        self.run_id = run_id
-        self.store = store
-        self.token = token
-        """The fencing token of this process's lease on the run: every append carries it."""
-        self.halted: BaseException | None = None
-        """Set (to a `LeaseLost`) when this process lost the run: the next step raises it."""
-        self.fence: Callable[[], Awaitable[None]] | None = None
-        """Confirms in the store that this process still owns the run (raises
-        `LeaseLost` if not): for a write about to run with no journal entry first."""
-        self.replay = latest_by_key(entries)
-        self.failures: dict[str, list[Entry]] = {}
-        """Failed attempts journaled before this execution, by step key: where a
-        step's retries and fallbacks resume."""
-        self.writes: set[str] = set()
-        """Keys of the write-tool calls that started, journaled or live."""
-        self.origin_keys: dict[str, str] = {}
-        """Idempotency keys of writes that started in the run this one was forked from."""
-        for e in entries:
-            if e.status is StepStatus.FAILED:
-                self.failures.setdefault(e.key, []).append(e)
-            elif e.status is StepStatus.STARTED:
-                self.writes.add(e.key)
-                origin = expect(e, WriteStarted).origin_key
-                if origin is not None:
-                    self.origin_keys[e.key] = origin
-        self.seq = entries[-1].seq + 1 if entries else 0
-        self.divergence = Divergence(entries, self.replay)
-        """Catches code that takes another path than the journal's on resume."""
-        self.sink = sink
-        self.sync = sync
+        self.run_id = log.run_id
+        self.env = env
+        self.log = log
+        self.accounts = accounts
+        self.events = events
         self.answers = answers
+        """Answers given to the run's interrupts and not journaled yet, by interrupt id."""
         self.answered: set[str] = set()
         """Ids of interrupts answered (and journaled) during this execution."""
-        self.deps = deps
-        self.model_for = model_for
-        self.run_child = run_child
-        """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
-        self.budget = budget
-        self.created_at = created_at
-        self.prices = prices
-        self.policy = policy
-        """The runtime's policy: the outermost for every model and tool call."""
-        self.breakers = breakers if breakers is not None else MemoryBreakers()
-        self.cut_off: set[str] = set()
-        """Keys of write tools cancelled mid-call (e.g. by a branch's timeout)."""
         self.outputs: dict[str, Any] = {}
         """The output of every member (`ctx.run`) finished so far, by scope key: a run
         that stops at a limit returns them as its partial results."""
-        self.claimed: dict[str, str] = {}
-        self.steps = 0
-        """Steps claimed in this run (model requests, tool calls, answers, custom steps)."""
-        self.usage = Usage()
-        self.tool_runs: ToolRuns | None = None
-        """Which calls of each tool ran, for `Tool.max_calls`: built from the journal on first need."""
-        self._model_keys: list[str] | None = None
-        self._model_usage: list[Usage] = []
-
-    # -- primitives --------------------------------------------------------
-
-    def claim(self, key: str, site: str, *, nests: bool = False) -> Entry | None:
-        """Reserve `key` for this step; return its recorded completion, if any.
-        `nests`: the step runs a function of the user's, which may claim steps too."""
-        if self.halted is not None:
-            raise self.halted
-        first = self.claimed.get(key)
-        if first is not None:
-            fix = (
-                "Run the same member twice with distinct ctx.run(..., key=...)"
-                if keys.is_scope_marker(key)
-                else "Give the two steps distinct names"
-            )
-            raise DeterminismError(
-                f"Step key {key!r} was used twice in run {self.run_id}: first by {first}, "
-                f"then by {site}. {fix}, and keep orchestration code deterministic (no random "
-                "or time-dependent step names)."
-            )
-        self.claimed[key] = site
-        if not keys.is_scope_marker(key):  # a `ctx.run` scope is not a step
-            self.steps += 1
-        if self.divergence.waiting:  # before the step runs: a new one off the path raises
-            self.divergence.asked(key, self.claimed, self.run_id, nests=nests)
-        done = self.replay.get(key)
-        return done if done is not None and done.status is COMPLETED else None
-
-    def record(
-        self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
-    ) -> Awaitable[None]:
-        """Append `record` as the state of the step at `key`."""
-        return self._append(key, kind, record.status, encode(record), started_at, durable)
-
-    def _append(
-        self,
-        key: str,
-        kind: str,
-        status: StepStatus,
-        result: JSON,
-        started_at: float,
-        durable: bool,
-    ) -> Awaitable[None]:
-        if self.halted is not None:
-            raise self.halted
-        if status is StepStatus.FAILED:  # an exception's message may hold anything
-            result = clean_data(result)
-        entry = Entry(self.seq, key, kind, status, result, started_at, time.time())
-        self.seq += 1
-        return self.store.append(
-            self.run_id, (entry,), durable=durable or self.sync, token=self.token
-        )
-
-    def usage_under(self, key: str, *, besides: str | None = None) -> Usage:
-        """Usage of the journaled model steps below `key` (except those below
-        `besides`): a replayed step that skips its children (a delegation, a
-        branch) still counts what they spent."""
-        if self._model_keys is None:  # built once per resume, on first need
-            models = sorted(
-                (k, expect(e, ModelResponded).response.usage)
-                for k, e in self.replay.items()
-                if e.kind == "model" and e.status is COMPLETED
-            )
-            self._model_keys = [k for k, _ in models]
-            self._model_usage = [u for _, u in models]
-        start, end = self._span(key)
-        skip_start, skip_end = self._span(besides) if besides is not None else (end, end)
-        total = Usage()
-        for usage in self._model_usage[start:skip_start] + self._model_usage[skip_end:end]:
-            total += usage
-        return total
-
-    def _span(self, key: str) -> tuple[int, int]:
-        """Where the model keys below `key` lie in the sorted `_model_keys`."""
-        assert self._model_keys is not None
-        below = keys.below(key)
-        start = bisect.bisect_left(self._model_keys, below.start)
-        return start, bisect.bisect_left(self._model_keys, below.stop)
-
-    def replayed(self, key: str, kind: str, result: JSON) -> None:
-        if self.sink is not None:
-            self.sink(StepCompleted(self.run_id, key, kind, result, 0.0, True))
-
-    def started(self, key: str, kind: str, size: int = 0) -> None:
-        if self.sink is not None:
-            self.sink(StepStarted(self.run_id, key, kind, size))
 
     async def completed(
         self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
     ) -> None:
+        """Journal `record` as the step's completion, and say so to the sinks."""
         result = encode(record)  # once: the journal and the event share it
-        await self._append(key, kind, record.status, result, started_at, durable)
-        if self.sink is not None:
-            duration = time.time() - started_at
-            self.sink(StepCompleted(self.run_id, key, kind, result, duration, False))
+        await self.log.append(key, kind, record.status, result, started_at, durable)
+        self.events.step_completed(key, kind, result, started_at)
 
     async def failed(
         self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
     ) -> None:
-        await self.record(key, kind, StepRaised(error=describe(exc)), started_at, durable=durable)
-        if self.sink is not None:
-            self.sink(StepFailed(self.run_id, key, kind, f"{type(exc).__name__}: {exc}"))
+        """Journal that the step at `key` failed with `exc`, for good, and say so."""
+        await self.log.record(
+            key, kind, StepRaised(error=describe(exc)), started_at, durable=durable
+        )
+        self.events.step_failed(key, kind, exc)
 
     # -- steps -------------------------------------------------------------
 
@@ -323,26 +158,27 @@ class Execution:
         """The response at `key`: replayed, or asked of the models of `chain` in
         order under their policies (see `engine.model_calls`)."""
         targets = chain.targets  # their names are the models' (a `name` may be computed)
-        recorded = self.replay.get(key)
-        if self.budget is not None and (recorded is None or recorded.status is not COMPLETED):
-            self.check_budget(targets[0].name)
-            if self.budget.cost is not None:  # a fallback must be priced before it is needed
-                for other in targets[1:]:
-                    self._check_price(self.budget.cost, other.name)
-        done = self.claim(key, f"a model request ({targets[0].name})")
+        recorded = self.log.replay.get(key)
+        accounts = self.accounts
+        budget = accounts.budget
+        if budget is not None and (recorded is None or recorded.status is not COMPLETED):
+            accounts.check_budget(targets[0].name)
+            if budget.cost is not None and len(targets) > 1:
+                accounts.check_priced(t.name for t in targets[1:])  # before a fallback is needed
+        done = self.log.claim(key, f"a model request ({targets[0].name})")
         if done is not None:
             response = expect(done, ModelResponded).response
-            self.replayed(key, "model", done.result)
+            self.events.step_replayed(key, "model", done.result)
         else:
             started = time.time()
-            self.started(key, "model", size)
+            self.events.step_started(key, "model", size)
             response = await request_with_policy(self, key, chain, request)
             index = chain.position
             if response.usage.requests < 1:  # a model that does not count itself still counts
                 response = replace(response, usage=replace(response.usage, requests=1))
             response = _clean_response(response)  # the run goes on with what is journaled
             answered = targets[index].name
-            if self.prices is not None and (pricer := self.prices.pricer(answered)):
+            if accounts.prices is not None and (pricer := accounts.prices.pricer(answered)):
                 response = replace(
                     response, usage=replace(response.usage, cost=pricer(response.usage))
                 )
@@ -350,69 +186,26 @@ class Execution:
             await self.completed(
                 key, "model", ModelResponded(response=response, fallback=fallback), started
             )
-        self.usage += response.usage
+        accounts.spent(response.usage)
         return response
-
-    def send(self, key: str, model: Model, request: ModelRequest) -> Awaitable[ModelResponse]:
-        """One request to `model`, streamed to the sink if there is one."""
-        return model.request(request) if self.sink is None else self._stream(key, model, request)
-
-    def check_budget(self, model: str | None, *, ahead: float = 0.0) -> None:
-        """Raise `BudgetExceeded` if the run's budget is spent (before a call of
-        `model`, if given), or will be after `ahead` more seconds (before a retry's wait)."""
-        budget = self.budget
-        if budget is None:
-            return
-        if budget.cost is not None and model is not None:
-            self._check_price(budget.cost, model)
-        reached = budget.exceeded(self.usage, self.steps, time.time() + ahead - self.created_at)
-        if reached is not None:
-            limit, what = reached
-            if ahead and limit == "seconds":
-                what = f"would pass {budget.seconds:g} s during a retry wait of {ahead:.1f} s"
-            raise BudgetExceeded(
-                f"Run {self.run_id} stopped before its next {'model ' if model else ''}call: it {what} "
-                f"(Budget {limit}). Its {self.steps} steps are kept in the journal; "
-                f"{budget.raise_hint(limit, self.run_id)}.",
-                budget=limit,
-                steps_done=self.steps,
-            )
-
-    def _check_price(self, cost: float, model: str) -> None:
-        if self.prices is None or self.prices.pricer(model) is None:
-            raise UserError(
-                f"Budget cost={cost:g} cannot be kept: model {model!r} has no known "
-                f"price. Give it one: Runtime(prices={{{model!r}: Price(input=..., "
-                "output=...)}) in USD per million tokens."
-            )
-
-    async def _stream(self, key: str, model: Model, request: ModelRequest) -> ModelResponse:
-        sink = self.sink
-        assert sink is not None
-        async for item in model.stream(request):
-            if isinstance(item, ModelResponse):
-                return item
-            if isinstance(item, TextDelta):
-                sink(ModelDelta(self.run_id, key, clean_text(item.text)))
-        raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
     async def custom_step(
         self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: ValueKind = "step"
     ) -> JSON:
-        done = self.claim(key, site, nests=True)
+        done = self.log.claim(key, site, nests=True)
         if done is not None:
-            self.usage += self.usage_under(key)
-            self.replayed(key, kind, done.result)
+            self.accounts.spent_below(key)
+            self.events.step_replayed(key, kind, done.result)
             return value_of(done)
         started = time.time()
-        self.started(key, kind)
+        self.events.step_started(key, kind)
         try:
             value = journaled(await fn(), "result", f"Step {key}")
         except (Suspended, DeterminismError):
             raise  # the run waits, or its code is wrong: not a failure of this step
         except Exception as exc:
             await self.failed(key, kind, exc, started)
-            if self.cut_off and not isinstance(exc, RunHalted):
+            if not isinstance(exc, RunHalted):
                 self._raise_if_cut_off(key, exc)
             raise
         await self.completed(key, kind, value_record(kind, value), started)
@@ -422,15 +215,16 @@ class Execution:
         """Await steps (keyed under `scope`) concurrently. Every step runs to its end;
         then the first error is raised, or, if some wait for humans, all their
         interrupts together."""
-        tracked = self.divergence.waiting  # else nothing is left to check in this execution
+        divergence = self.log.divergence
+        tracked = divergence.waiting  # else nothing is left to check in this execution
         if tracked:
-            self.divergence.forked(scope, 1)
+            divergence.forked(scope, 1)
             steps = (thread(scope, step) for step in steps)
         try:
             outcomes = await asyncio.gather(*steps, return_exceptions=True)
         finally:
             if tracked:
-                self.divergence.forked(scope, -1)
+                divergence.forked(scope, -1)
         waiting: list[Interrupt] = []
         for outcome in outcomes:
             if isinstance(outcome, Suspended):
@@ -444,7 +238,7 @@ class Execution:
     def _raise_if_cut_off(self, key: str, exc: Exception) -> None:
         """A step that fails while a write tool below it was cut off mid-call
         leaves that write's effect unknown: the run must halt, not go on."""
-        cut = sorted(k for k in self.cut_off if keys.is_below(k, key))
+        cut = self.log.cut_off_below(key)
         if cut:
             raise WriteUncertain(
                 f"Step {key} ended ({type(exc).__name__}: {exc}) while write tool "
@@ -464,9 +258,9 @@ class Execution:
         """The answer to the interrupt at `key`; suspends the run while there is none.
         `validate(id, answer)` raises `AnswerError` before anything is journaled."""
         step_kind = "approval" if kind == "approval" else "interrupt"
-        done = self.claim(key, site)
+        done = self.log.claim(key, site)
         if done is not None:
-            self.replayed(key, step_kind, done.result)
+            self.events.step_replayed(key, step_kind, done.result)
             return expect(done, Answered).answer
         iid = interrupt_id(key)
         if iid in self.answers:
@@ -474,8 +268,8 @@ class Execution:
             await self.completed(key, step_kind, Answered(answer=answer), time.time(), durable=True)
             self.answered.add(iid)
             return answer
-        if key not in self.replay:
-            await self.record(key, step_kind, InterruptAsked(payload=payload), time.time())
+        if key not in self.log.replay:
+            await self.log.record(key, step_kind, InterruptAsked(payload=payload), time.time())
         raise Suspended([Interrupt(iid, key, kind, payload, schema)])
 
 
@@ -497,21 +291,16 @@ class Context(Generic[DepsT]):
 
     @property
     def deps(self) -> DepsT:
-        deps: DepsT = self._ex.deps
+        deps: DepsT = self._ex.env.deps
         return deps
 
     @property
     def usage(self) -> Usage:
-        return self._ex.usage
+        return self._ex.accounts.usage
 
     @property
     def idempotency_key(self) -> str:
-        ex = self._ex
-        if ex.origin_keys:
-            origin = ex.origin_keys.get(self.key)
-            if origin is not None:
-                return origin
-        return idempotency_key_of(ex.run_id, self.key)
+        return self._ex.log.idempotency_key(self.key)
 
     def _name(self, name: str | None, stem: str) -> str:
         if name is None:
@@ -584,13 +373,11 @@ class Context(Generic[DepsT]):
     def run(self, runnable: Any, input: Any, *, key: str | None = None) -> Coroutine[Any, Any, Any]:
         scope = keys.child(self.key, key) if key else self.key
         member = keys.scope_marker(keys.child(scope, runnable.name))
-        self._ex.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}")
-        return self._ex.run_child(self._ex, scope, runnable, input)
+        self._ex.log.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}")
+        return self._ex.env.run_child(self._ex, scope, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
-        sink = self._ex.sink
-        if sink is not None:
-            sink(LoopGuardTriggered(self._ex.run_id, self.key, kind, subject, times, action))
+        self._ex.events.loop_guard_triggered(self.key, kind, subject, times, action)
 
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         self._gathering += 1
@@ -613,11 +400,6 @@ class Context(Generic[DepsT]):
         key = self._name(name, "uuid")
         value = await self._ex.custom_step(key, _uuid, _caller(), "uuid")
         return UUID(str(value))
-
-
-def idempotency_key_of(run_id: str, key: str) -> str:
-    """The idempotency key of the step at `key` in run `run_id`: stable across resumes."""
-    return hashlib.blake2b(f"{run_id}\x00{key}".encode(), digest_size=16).hexdigest()
 
 
 async def _clock() -> float:

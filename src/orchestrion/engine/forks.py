@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from orchestrion._json import JSON, to_jsonable
-from orchestrion.engine.execution import idempotency_key_of
 from orchestrion.engine.interrupts import answer_to_json, interrupt_id, normalize_approval
 from orchestrion.engine.journal import Entry, StepStatus
 from orchestrion.engine.records import ModelResponded, ToolReturned, WriteStarted, encode, expect
+from orchestrion.engine.replay_log import idempotency_key_of
 from orchestrion.errors import UserError
 from orchestrion.messages import ModelResponse
 

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 
-from orchestrion.engine.execution import Execution
 from orchestrion.engine.journal import Lease
+from orchestrion.engine.replay_log import ReplayLog
 from orchestrion.engine.store import Store
 from orchestrion.errors import LeaseLost, StoreError
 
@@ -24,12 +24,13 @@ class Leases:
     def __init__(self, store: Store, ttl: float) -> None:
         self.store = store
         self.ttl = ttl
-        self._held: dict[str, tuple[Lease, Execution]] = {}
+        self._held: dict[str, tuple[Lease, ReplayLog]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
 
-    def hold(self, lease: Lease, ex: Execution) -> None:
-        """Keep `lease` on `ex.run_id` renewed while the run works here."""
-        self._held[ex.run_id] = (lease, ex)
+    def hold(self, lease: Lease, log: ReplayLog) -> None:
+        """Keep `lease` on `log.run_id` renewed while the run works here; halt the
+        run (through its `log`) if the lease turns out lost."""
+        self._held[log.run_id] = (lease, log)
         loop = asyncio.get_running_loop()
         beat = self._heartbeat
         if beat is None or beat.done() or beat.get_loop() is not loop:
@@ -74,8 +75,8 @@ class Leases:
                 # be working here again, under a new lease.
                 if held is not None and held[0].token == tokens.get(run_id):
                     del self._held[run_id]
-                    lease, ex = held
-                    ex.halted = _taken(run_id, lease.token)
+                    lease, log = held
+                    log.halt(_taken(run_id, lease.token))
 
 
 def _taken(run_id: str, token: int) -> LeaseLost:

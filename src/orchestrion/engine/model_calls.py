@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from orchestrion._json import clean_text
 from orchestrion.agent import Agent
-from orchestrion.engine.events import StepFailed
+from orchestrion.engine.events import Events
 from orchestrion.engine.resilience import Failure, Target, attempt_loop, journal_attempt
 from orchestrion.errors import BreakerOpen, ModelError, OrchestrionError, RetryLater
-from orchestrion.messages import ModelRequest, ModelResponse
+from orchestrion.messages import ModelRequest, ModelResponse, TextDelta
 from orchestrion.models.base import Model
 from orchestrion.models.with_policy import PolicyModel
 from orchestrion.policy import (
@@ -38,17 +39,18 @@ DEFAULT_SETTINGS = MODEL_DEFAULTS.settings()
 
 def model_chain(ex: Execution, agent: Agent[Any]) -> ModelCalls:
     """The agent's model and its fallback models, each with its resolved settings."""
-    primary = ex.model_for(agent.model, agent.name)
-    outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
+    env = ex.env
+    primary = env.model_for(agent.model, agent.name)
+    outer = agent.policy.over(env.policy) if agent.policy is not None else env.policy
     if outer is None and not isinstance(primary, PolicyModel):
         return ModelCalls([primary], [DEFAULT_SETTINGS])
     own = primary.policy if isinstance(primary, PolicyModel) else None
     models = [primary]
-    for policy in (own, agent.policy, ex.policy):  # the innermost fallback models win
+    for policy in (own, agent.policy, env.policy):  # the innermost fallback models win
         if policy is not None and policy.fallback is not None:
             found = [f for f in policy.fallback if not isinstance(f, Agent)]
             if found or not policy.fallback:
-                models += [ex.model_for(f, agent.name) for f in found]  # type: ignore[arg-type]
+                models += [env.model_for(f, agent.name) for f in found]  # type: ignore[arg-type]
                 break
     settings = [
         model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer)
@@ -96,7 +98,7 @@ class ModelCalls:
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[ModelResponse]:
         assert self.request is not None  # set by `request_with_policy`
-        return ex.send(key, self.models[index], self.request)
+        return send(ex.events, key, self.models[index], self.request)
 
     def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:
         """Any failure of the model as a `ModelError` (a transient one for timeouts,
@@ -136,9 +138,22 @@ class ModelCalls:
         error = failure.error
         assert isinstance(error, ModelError | BreakerOpen)  # what `failure()` lets through
         await journal_attempt(ex, key, self, index, attempt, failure, started)
-        if ex.sink is not None:
-            ex.sink(StepFailed(ex.run_id, key, "model", f"{type(error).__name__}: {error}"))
+        ex.events.step_failed(key, "model", error)
         raise _final(key, self.models, index, attempt, error)
+
+
+def send(events: Events, key: str, model: Model, request: ModelRequest) -> Awaitable[ModelResponse]:
+    """One request to `model`, streamed to the run's sink if one listens."""
+    return _stream(events, key, model, request) if events.listening else model.request(request)
+
+
+async def _stream(events: Events, key: str, model: Model, request: ModelRequest) -> ModelResponse:
+    async for item in model.stream(request):
+        if isinstance(item, ModelResponse):
+            return item
+        if isinstance(item, TextDelta):
+            events.model_delta(key, clean_text(item.text))
+    raise ModelError(f"Model {model.name} ended its stream without a final response.")
 
 
 def _final(

@@ -28,9 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
-from orchestrion.engine.breakers import Transition
 from orchestrion.engine.deadline import Deadline
-from orchestrion.engine.events import BreakerChanged, FallbackUsed, Retrying
 from orchestrion.engine.journal import Entry
 from orchestrion.engine.records import AttemptFailed, decode
 from orchestrion.errors import BreakerOpen, describe
@@ -137,7 +135,7 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> T:
     targets = path.targets
     index = attempt = 0
     first = 0.0
-    if ex.failures and (failures := ex.failures.pop(key, None)):
+    if ex.log.failures and (failures := ex.log.failures.get(key)):
         point = resume_point(failures, targets)
         if point is not None:
             index, attempt = point.index, point.attempt
@@ -151,7 +149,7 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> T:
         if path.before is not None:
             await path.before(ex, key)
         if target.model is not None and (attempt > 1 or index > 0):
-            ex.check_budget(target.model)  # not another model call past the budget
+            ex.accounts.check_budget(target.model)  # not another model call past the budget
         if target.settings.breaker is None:
             outcome = await _timed(ex, key, path, index)
         else:
@@ -170,17 +168,13 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> T:
             return value
         fallback = None if following is None else targets[following].model
         await journal_attempt(ex, key, path, index, attempt, outcome, started, wait, fallback)
-        message = f"{type(outcome.error).__name__}: {outcome.error}"
         if wait is not None:
-            ex.check_budget(target.model, ahead=wait)  # not a wait past the budget
-            if ex.sink is not None:
-                ex.sink(Retrying(ex.run_id, key, path.kind, target.name, attempt, message, wait))
+            ex.accounts.check_budget(target.model, ahead=wait)  # not a wait past the budget
+            ex.events.retrying(key, path.kind, target.name, attempt, outcome.error, wait)
             await asyncio.sleep(wait)
         else:
             assert following is not None
-            if ex.sink is not None:
-                used = targets[following].name
-                ex.sink(FallbackUsed(ex.run_id, key, target.name, used, message))
+            ex.events.fallback_used(key, target.name, targets[following].name, outcome.error)
             index, attempt = following, 0
 
 
@@ -205,7 +199,7 @@ async def journal_attempt(
         fallback=fallback,
         opened_circuit=failure.opened,
     )
-    await ex.record(key, path.kind, failed, started, durable=path.durable)
+    await ex.log.record(key, path.kind, failed, started, durable=path.durable)
 
 
 def _wait(
@@ -224,21 +218,21 @@ async def _guarded(
     """One attempt through its target's breaker: its value, or its failure."""
     target = path.targets[index]
     try:
-        permit = await ex.breakers.acquire(target.name, breaker)
+        permit = await ex.env.breakers.acquire(target.name, breaker)
     except BreakerOpen as exc:
         return Failure(error=exc)  # not sent: nothing to count
     outcome: bool | None = None
     try:
         if permit.transition is not None:
-            breaker_changed(ex, key, target.name, permit.transition)
+            ex.events.breaker_changed(key, target.name, *permit.transition)
         result = await _timed(ex, key, path, index)
         # A success closes the circuit; a transient failure counts towards opening it;
         # any other failure (bad input, say) says nothing about the target's health.
         outcome = True if not isinstance(result, Failure) else (False if result.transient else None)
     finally:  # on cancellation and other errors too: a probe's slot is given back
-        transition = await ex.breakers.release(permit, outcome)
+        transition = await ex.env.breakers.release(permit, outcome)
         if transition is not None:
-            breaker_changed(ex, key, target.name, transition)
+            ex.events.breaker_changed(key, target.name, *transition)
     if isinstance(result, Failure) and transition is not None and transition[1] == "open":
         return replace(result, opened=True)
     return result
@@ -256,11 +250,6 @@ async def _timed(ex: Execution, key: str, path: CallPath[T], index: int) -> T | 
     except Exception as exc:
         expired = timeout is not None and isinstance(exc, TimeoutError) and deadline.expired
         return path.failure(exc, target, expired=expired)
-
-
-def breaker_changed(ex: Execution, key: str, name: str, transition: Transition) -> None:
-    if ex.sink is not None:
-        ex.sink(BreakerChanged(ex.run_id, key, name, *transition))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

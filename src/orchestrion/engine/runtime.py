@@ -18,21 +18,17 @@ from orchestrion import keys
 from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
+from orchestrion.engine.accounts import Accounts
 from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
 from orchestrion.engine.dispatch import run_child
-from orchestrion.engine.events import (
-    Event,
-    InterruptRequested,
-    RunFinished,
-    RunStarted,
-    Sink,
-)
-from orchestrion.engine.execution import Execution, Suspended, journaled
+from orchestrion.engine.events import Event, RunFinished, Sink, events_for
+from orchestrion.engine.execution import Execution, RunEnv, Suspended, journaled
 from orchestrion.engine.forks import NO_EDIT, fork_prefix
 from orchestrion.engine.interrupts import Answer, Approve, Reject
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.leases import Leases, quietly
+from orchestrion.engine.replay_log import ReplayLog
 from orchestrion.engine.result import RunResult, StepInfo, result_of
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import is_runnable, load_target, normalize_target
@@ -701,25 +697,30 @@ class Runtime:
         budget: Budget | None,
     ) -> RunResult[Any]:
         run_id = record.id
-        ex = Execution(
-            run_id=run_id,
+        log = ReplayLog(
+            run_id,
+            entries,
             store=self.store,
-            entries=entries,
-            sink=sink,
             sync=self.durability == "sync",
-            answers=answers,
+            token=lease.token,
+            fence=lambda: self._leases.confirm(run_id, lease.token),
+        )
+        accounts = Accounts(
+            log,
+            budget=budget if budget is not None else self.budget,
+            prices=self.prices,
+            created_at=record.created_at,
+        )
+        env = RunEnv(
             deps=deps,
             model_for=self._model_for,
             run_child=run_child,
-            budget=budget if budget is not None else self.budget,
-            created_at=record.created_at,
-            prices=self.prices,
             policy=self.policy,
             breakers=self._breakers,
-            token=lease.token,
         )
-        ex.fence = lambda: self._leases.confirm(run_id, lease.token)
-        self._leases.hold(lease, ex)
+        events = events_for(run_id, sink)
+        ex = Execution(env, log, accounts, events, answers)
+        self._leases.hold(lease, log)
         try:
             try:
                 if resumed:
@@ -732,8 +733,7 @@ class Runtime:
                         usage=record.usage,
                         token=lease.token,
                     )
-                if sink is not None:
-                    sink(RunStarted(run_id, record.name, resumed))
+                events.run_started(record.name, resumed)
                 result = await self._work(ex, record, runnable)
             except LeaseLost:
                 # Cancelled from another process (or taken over after this one stalled
@@ -744,10 +744,7 @@ class Runtime:
                 result = result_of(current)
         finally:
             await self._leases.let_go(run_id)
-        if sink is not None:
-            for interrupt in result.interrupts:
-                sink(InterruptRequested(run_id, interrupt))
-            sink(RunFinished(run_id, result))
+        events.run_finished(result)
         return result
 
     async def _work(self, ex: Execution, record: RunRecord, runnable: Runnable) -> RunResult[Any]:
@@ -767,7 +764,7 @@ class Runtime:
                 run_id,
                 RunStatus.INTERRUPTED,
                 interrupts=tuple(suspended.interrupts),
-                usage=ex.usage,
+                usage=ex.accounts.usage,
             )
         except AnswerError:
             # Answers validated before the bad one were journaled: they no longer wait.
@@ -779,12 +776,12 @@ class Runtime:
             error = {**_described(exc), "partial": partial}
             await self._end(ex, RunStatus.STOPPED, error=error)
             return RunResult(
-                run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.usage
+                run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.accounts.usage
             )
         except RunError as exc:
             error = _described(exc)
             await self._end(ex, RunStatus.FAILED, error=error)
-            return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.usage)
+            return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.accounts.usage)
         except asyncio.CancelledError:
             # Only `Runtime.cancel` ends a run for good. Any other cancellation (Ctrl-C,
             # a caller's timeout, shutdown) is a crash: the run stays resumable.
@@ -798,7 +795,7 @@ class Runtime:
                 await self._end(ex, RunStatus.FAILED, error=_described(exc))
             raise
         await self._end(ex, RunStatus.COMPLETED, output=output)
-        return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.usage)
+        return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.accounts.usage)
 
     async def _end(
         self,
@@ -817,8 +814,8 @@ class Runtime:
             output=output,
             error=error,
             pending=pending,
-            usage=ex.usage.to_json() if usage is None else usage,
-            token=ex.token,
+            usage=ex.accounts.usage.to_json() if usage is None else usage,
+            token=ex.log.token,
             release=True,
         )
         self._leases.released(ex.run_id)

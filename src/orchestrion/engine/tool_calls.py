@@ -45,7 +45,8 @@ def tool_settings(ex: Execution, agent: Agent[Any], tool: Tool) -> Settings:
     own = tool.policy
     if tool.timeout is not None:
         own = Policy(timeout=tool.timeout) if own is None else replace(own, timeout=tool.timeout)
-    outer = agent.policy.over(ex.policy) if agent.policy is not None else ex.policy
+    runtime_policy = ex.env.policy
+    outer = agent.policy.over(runtime_policy) if agent.policy is not None else runtime_policy
     if outer is not None and tool.effect == "write":
         outer = Policy(breaker=outer.breaker)
     policy = own.over(outer) if own is not None else outer
@@ -64,15 +65,15 @@ async def execute(
     """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
     resumed = False
     if tool.effect == "write":
-        previous = ex.replay.get(key)
+        previous = ex.log.replay.get(key)
         resumed = previous is not None and previous.status is StepStatus.STARTED
     path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool), resumed=resumed)
-    ex.started(key, "tool")
+    ex.events.step_started(key, "tool")
     try:
         value = await attempt_loop(ex, key, path)
     except asyncio.CancelledError:
         if path.write:  # cut off from outside (its branch's timeout), in a call or a retry's wait
-            ex.cut_off.add(key)
+            ex.log.cut_off(key)
         raise
     is_error = False
     if isinstance(value, Refused):
@@ -156,11 +157,9 @@ class ToolCalls:
             # A write that started before a crash runs again with no new journal
             # entry: the store confirms first that this process still owns the run.
             self.resumed = False
-            if ex.fence is not None:
-                await ex.fence()
+            await ex.log.confirm_owner()
             return
-        ex.writes.add(key)
-        await ex.record(key, "tool", WriteStarted(), time.time(), durable=True)
+        await ex.log.record(key, "tool", WriteStarted(), time.time(), durable=True)
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[Any]:
         return invoke(ex, key, self.tool, self.arguments)

@@ -58,16 +58,22 @@ def _counts(entry: Entry) -> bool:
 
 
 class ToolRuns:
-    """The keys of the calls of each tool that count or hold a place to run, by tool name."""
+    """The keys of the calls of each tool that count or hold a place to run, by tool
+    name: counted from the journal `replay` when a limited tool is first called."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_replay")
 
     def __init__(self, replay: Mapping[str, Entry]) -> None:
-        self._keys: dict[str, set[str]] = {}
-        for key, entry in replay.items():
+        self._replay = replay
+        self._keys: dict[str, set[str]] | None = None
+
+    def _counted(self) -> dict[str, set[str]]:
+        counted: dict[str, set[str]] = {}
+        for key, entry in self._replay.items():
             name = keys.tool_of(key)
             if name is not None and _counts(entry):
-                self._keys.setdefault(name, set()).add(key)
+                counted.setdefault(name, set()).add(key)
+        return counted
 
     def take(self, tool: Tool, key: str) -> str | None:
         """Hold a place for the call of `tool` at `key` (a call resumed keeps its
@@ -76,6 +82,8 @@ class ToolRuns:
         limit = tool.max_calls
         if limit is None:
             return None
+        if self._keys is None:
+            self._keys = self._counted()
         held = self._keys.setdefault(tool.name, set())
         if key in held or len(held) < limit:
             held.add(key)
@@ -89,4 +97,5 @@ class ToolRuns:
 
     def give_back(self, tool: Tool, key: str) -> None:
         """The call at `key` does not count after all (rejected, or it asked to be retried)."""
-        self._keys.get(tool.name, set()).discard(key)
+        if self._keys is not None and tool.name in self._keys:
+            self._keys[tool.name].discard(key)
