@@ -232,10 +232,12 @@ def test_processes_opening_a_version_1_file_at_once_migrate_it_once(tmp_path: Pa
     conn.close()
 
 
-def test_opening_waits_for_a_reader_before_switching_the_file_to_wal(tmp_path: Path) -> None:
-    """Switching a file to WAL needs it to itself, and SQLite does not wait for
-    that on its own (no busy handler): the open waits out another process's read
-    instead of failing at once with "database is locked"."""
+def test_opening_waits_for_another_writer_before_switching_the_file_to_wal(
+    tmp_path: Path,
+) -> None:
+    """Switching a file to WAL needs it to itself, and SQLite answers "database is
+    locked" at once (no busy handler) while another process holds its write lock,
+    e.g. while migrating it: the open waits that out, as `busy_timeout` promises."""
     import threading
 
     from orchestrion.stores._sqlite_file import open_file
@@ -245,8 +247,7 @@ def test_opening_waits_for_a_reader_before_switching_the_file_to_wal(tmp_path: P
     for statement in V1:
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("BEGIN")
-    conn.execute("SELECT count(*) FROM runs").fetchone()  # a reader holds the file
+    conn.execute("BEGIN IMMEDIATE")  # another process's write transaction
     threading.Timer(0.3, lambda: conn.execute("COMMIT")).start()
 
     opened = open_file(str(path), busy_timeout=10, read_only=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -103,7 +104,7 @@ def open_file(path: str, busy_timeout: float, *, read_only: bool) -> Opened:
         version = _check_layout(conn, path, read_only)
         if read_only:
             return Opened(conn, RUN_COLUMNS if version >= 2 else _V1_RUN_COLUMNS, identity)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn, busy_timeout)
         conn.execute("PRAGMA synchronous=NORMAL")
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
@@ -121,6 +122,30 @@ def open_file(path: str, busy_timeout: float, *, read_only: bool) -> Opened:
         if isinstance(exc, OrchestrionError):
             raise
         raise store_error(path, exc, "opening it", busy_timeout) from exc
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL, waiting up to `busy_timeout` for it. The switch needs
+    the file to itself, and SQLite answers "database is locked" at once rather than
+    calling its busy handler when another connection is switching it too (several
+    processes opening a new or older file together): so wait here, and stop as soon
+    as the file is in WAL, whoever switched it."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode == "wal" or conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY":
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            raise sqlite3.OperationalError("database is locked")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _check_layout(conn: sqlite3.Connection, path: str, read_only: bool) -> int:
