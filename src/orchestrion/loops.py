@@ -21,6 +21,7 @@ the same places. The configuration, `LoopGuard`, is a definition (`orchestrion.g
 from __future__ import annotations
 
 import itertools
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, assert_never
 
@@ -119,6 +120,10 @@ class _Memory:
     """The rounds that carried each set of mail."""
 
 
+async def _no_note() -> str:
+    return ""
+
+
 class LoopWatch:
     """The loop guard of one run of an agent or a pattern; None as guard: it never acts."""
 
@@ -137,26 +142,28 @@ class LoopWatch:
         tool = agent.tool_map.get(call.name)
         return tool is not None and tool.effect == "write"
 
-    async def check(self, ctx: RunContext[Any], seen: Sighting) -> str:
+    def check(self, ctx: RunContext[Any], seen: Sighting) -> Coroutine[Any, Any, str]:
         """Act on the loop `seen` closes, if any: "" when there is none (or no guard),
         else the note to pass on (its own text starts with a blank line and
         `[loop guard]`, except a handoff's, which is a message of its own).
         `ctx` is the scope of the agent's turn or of the pattern: an `ask`
         interrupt is a step there."""
+        # The handler's coroutine, handed back rather than awaited in one of this
+        # method's own: the agent loop checks every tool call.
         guard = self._guard
         if guard is None:
-            return ""
+            return _no_note()
         match seen:
             case WriteAhead():
-                return await self._write_ahead(ctx, guard, seen)
+                return self._write_ahead(ctx, guard, seen)
             case CallDone():
-                return await self._call_done(ctx, guard, seen)
+                return self._call_done(ctx, guard, seen)
             case Hop():
-                return await self._hop(ctx, guard, seen)
+                return self._hop(ctx, guard, seen)
             case ChatTurn():
-                return await self._chat_turn(ctx, guard, seen)
+                return self._chat_turn(ctx, guard, seen)
             case MailRound():
-                return await self._mail_round(ctx, guard, seen)
+                return self._mail_round(ctx, guard, seen)
             case _:
                 assert_never(seen)
 

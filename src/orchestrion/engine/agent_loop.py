@@ -92,7 +92,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
         messages.extend(await _watched_tool_calls(ex, agent, watch, prefix, calls, problem))
         if not calls:
             messages.append(UserMessage(problem))
-        handed = _handed_off(agent, calls, messages)
+        handed = _handed_off(agent, calls, messages) if agent.handoffs else None
         if handed is not None:
             ex.events.transferred(prefix, agent.name, handed.target, handed.reason)
             return handed
