@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from orchestrion import keys
-from orchestrion._json import JSON
+from orchestrion._json import JSON, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
 from orchestrion.engine.execution import Context, Execution, thread
@@ -123,3 +123,15 @@ def _chain(agent: Agent[Any, Any]) -> list[Agent[Any, Any]]:
 
     add(agent)
     return chain
+
+
+def partial_outputs(outputs: dict[str, Any]) -> dict[str, JSON]:
+    """The outputs of the members that finished (`Execution.outputs`), outermost
+    only: a finished member's own members are part of its output. A run stopped at
+    a limit returns them."""
+    outer = set(outputs)
+    return {
+        key: to_jsonable(value)
+        for key, value in outputs.items()
+        if not any(scope in outer for scope in keys.ancestors(key))
+    }

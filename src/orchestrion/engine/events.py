@@ -12,7 +12,7 @@ whoever builds one, no sink sees a secret in it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
@@ -335,3 +335,17 @@ def events_for(run_id: str, sink: Sink | None) -> Events:
 
 def _message(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def fan_out(sinks: Sequence[Sink]) -> Sink | None:
+    """One sink that gives every event to each of `sinks` (None for none)."""
+    if not sinks:
+        return None
+    if len(sinks) == 1:
+        return sinks[0]
+
+    def each(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return each

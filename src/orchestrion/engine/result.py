@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, cast
 
@@ -9,7 +10,7 @@ from typing_extensions import TypeVar
 
 from orchestrion._json import JSON, as_object
 from orchestrion.engine.interrupts import Interrupt
-from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
+from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
 from orchestrion.errors import NoOutput, RunFailed
 from orchestrion.messages import Usage
 
@@ -105,3 +106,19 @@ class StepInfo:
             "result": self.result,
             "attempts": list(self.attempts),
         }
+
+
+def step_history(entries: Iterable[Entry]) -> list[StepInfo]:
+    """Every step of a journal in order, each at its latest state, with the failed
+    attempts made before it."""
+    steps: dict[str, StepInfo] = {}
+    for e in entries:
+        first = steps.get(e.key)
+        seq, started = (first.seq, first.started_at) if first else (e.seq, e.started_at)
+        attempts = first.attempts if first else ()
+        if first is not None and first.status is StepStatus.FAILED:
+            attempts = (*attempts, first.result)
+        steps[e.key] = StepInfo(
+            seq, e.key, e.kind, e.status, started, e.ended_at, e.result, attempts
+        )
+    return sorted(steps.values(), key=lambda s: s.seq)

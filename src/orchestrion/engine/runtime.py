@@ -14,24 +14,23 @@ from typing import Any, Literal, overload
 
 from typing_extensions import TypeVar
 
-from orchestrion import keys
 from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.accounts import Accounts
 from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
-from orchestrion.engine.dispatch import run_child
-from orchestrion.engine.events import Event, RunFinished, Sink, events_for
+from orchestrion.engine.dispatch import partial_outputs, run_child
+from orchestrion.engine.events import Event, RunFinished, Sink, events_for, fan_out
 from orchestrion.engine.execution import Execution, RunEnv, Suspended, journaled
 from orchestrion.engine.forks import NO_EDIT, fork_prefix
 from orchestrion.engine.interrupts import Answer, Approve, Reject
-from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus, StepStatus
+from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.engine.leases import Leases, quietly
 from orchestrion.engine.replay_log import ReplayLog
-from orchestrion.engine.result import RunResult, StepInfo, result_of
+from orchestrion.engine.result import RunResult, StepInfo, result_of, step_history
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
-from orchestrion.engine.targets import is_runnable, load_target, normalize_target
+from orchestrion.engine.targets import find_runnable, is_runnable, normalize_target
 from orchestrion.errors import (
     AnswerError,
     DeterminismError,
@@ -46,8 +45,7 @@ from orchestrion.errors import (
     describe,
 )
 from orchestrion.models.base import Model
-from orchestrion.models.registry import infer_model
-from orchestrion.models.with_policy import PolicyModel
+from orchestrion.models.registry import resolve_model
 from orchestrion.policy import Policy
 from orchestrion.pricing import Price, Prices
 from orchestrion.redact import SupportsSecret, register_secret
@@ -399,7 +397,7 @@ class Runtime:
                         f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
                     )
                 checked = check_answers(record, answers or {})
-                runnable = runnable or self._find_runnable(record)
+                runnable = runnable or find_runnable(record, self._runnables)
                 entries = await self.store.load(run_id)
                 checked = not_yet_answered(run_id, entries, checked)
             except BaseException:
@@ -467,7 +465,7 @@ class Runtime:
         `resume` is: by `runnable=` when given, else a `RunResult[Any]`."""
         record = await self.get(run_id)
         prefix, answers = fork_prefix(run_id, await self.store.load(run_id), at, edit)
-        runnable = runnable or self._find_runnable(record)
+        runnable = runnable or find_runnable(record, self._runnables)
         now = time.time()
         fork = RunRecord(
             id=new_run_id or _new_id(),
@@ -551,17 +549,7 @@ class Runtime:
     async def history(self, run_id: str) -> builtins.list[StepInfo]:
         """Every step of a run in journal order, each at its latest state."""
         await self.get(run_id)
-        steps: dict[str, StepInfo] = {}
-        for e in await self.store.load(run_id):
-            first = steps.get(e.key)
-            seq, started = (first.seq, first.started_at) if first else (e.seq, e.started_at)
-            attempts = first.attempts if first else ()
-            if first is not None and first.status is StepStatus.FAILED:
-                attempts = (*attempts, first.result)
-            steps[e.key] = StepInfo(
-                seq, e.key, e.kind, e.status, started, e.ended_at, e.result, attempts
-            )
-        return sorted(steps.values(), key=lambda s: s.seq)
+        return step_history(await self.store.load(run_id))
 
     # -- internals -------------------------------------------------------------
 
@@ -642,47 +630,10 @@ class Runtime:
             finished.set()
 
     def _sink(self, extra: Sink | None) -> Sink | None:
-        sinks = [*self.sinks, extra] if extra is not None else self.sinks
-        if not sinks:
-            return None
-        if len(sinks) == 1:
-            return sinks[0]
-
-        def fan_out(event: Event) -> None:
-            for sink in sinks:
-                sink(event)
-
-        return fan_out
+        return fan_out([*self.sinks, extra] if extra is not None else self.sinks)
 
     def _model_for(self, model: Model | str | None, agent: str) -> Model:
-        model = model or self.default_model or os.environ.get("ORCHESTRION_MODEL")
-        if model is None:
-            raise UserError(
-                f"Agent {agent!r} has no model, and the runtime has no default: pass model= to "
-                "the Agent or the Runtime, or set ORCHESTRION_MODEL (e.g. openai:gpt-4.1-mini)."
-            )
-        if isinstance(model, PolicyModel) and isinstance(model.model, str):
-            return PolicyModel(self._model_for(model.model, agent), model.policy)
-        if not isinstance(model, str):
-            return model
-        cached = self._models.get(model)
-        if cached is None:
-            cached = self._models[model] = infer_model(model)
-        return cached
-
-    def _find_runnable(self, record: RunRecord) -> Runnable:
-        known = self._runnables.get(record.id) or self._runnables.get(record.parent_id or "")
-        if known is not None:
-            return known
-        if record.target:
-            runnable = load_target(record.target)
-            self._runnables[record.id] = runnable
-            return runnable
-        raise RunNotResumable(
-            f"Run {record.id} ({record.name!r}) was started from Python without a target, and "
-            "this runtime has not run it: pass runnable= to resume/fork, or start runs with "
-            "target='module:attr' (the CLI does)."
-        )
+        return resolve_model(model, agent, default=self.default_model, cache=self._models)
 
     async def _execute(
         self,
@@ -772,7 +723,7 @@ class Runtime:
             await self._end(ex, RunStatus.INTERRUPTED, pending=pending, usage=record.usage)
             raise
         except RunLimitReached as exc:
-            partial = _partial(ex.outputs)
+            partial = partial_outputs(ex.outputs)
             error = {**_described(exc), "partial": partial}
             await self._end(ex, RunStatus.STOPPED, error=error)
             return RunResult(
@@ -847,14 +798,3 @@ def _jsonable(input: JSONInput) -> JSONInput:
 
 def _new_id() -> str:
     return token_hex(8)
-
-
-def _partial(outputs: dict[str, Any]) -> dict[str, JSON]:
-    """The outputs of the members that finished, outermost only: a finished
-    member's own members are part of its output."""
-    outer = set(outputs)
-    return {
-        key: to_jsonable(value)
-        for key, value in outputs.items()
-        if not any(scope in outer for scope in keys.ancestors(key))
-    }

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from orchestrion.agent import Agent
-from orchestrion.errors import TargetError
+from orchestrion.engine.journal import RunRecord
+from orchestrion.errors import RunNotResumable, TargetError
 from orchestrion.runnable import Runnable
 
 
@@ -90,3 +91,19 @@ def _import(location: str, target: str) -> Any:
         raise TargetError(
             f"Target {target!r}: importing {location} raised {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def find_runnable(record: RunRecord, known: dict[str, Runnable]) -> Runnable:
+    """What runs `record`: the runnable this runtime ran it (or its parent) with, else
+    its target, loaded once (and remembered in `known`)."""
+    runnable = known.get(record.id) or known.get(record.parent_id or "")
+    if runnable is not None:
+        return runnable
+    if record.target:
+        runnable = known[record.id] = load_target(record.target)
+        return runnable
+    raise RunNotResumable(
+        f"Run {record.id} ({record.name!r}) was started from Python without a target, and "
+        "this runtime has not run it: pass runnable= to resume/fork, or start runs with "
+        "target='module:attr' (the CLI does)."
+    )

@@ -9,11 +9,13 @@ part after the colon and returning a `Model`.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from orchestrion.errors import ModelNotFound
+from orchestrion.errors import ModelNotFound, UserError
 from orchestrion.models.base import Model
+from orchestrion.models.with_policy import PolicyModel
 
 ModelFactory = Callable[[str], Model]
 
@@ -73,3 +75,25 @@ def infer_model(model: Model | str) -> Model:
     if not rest:
         raise ModelNotFound(f"Model string {model!r} names no model after {prefix!r}:.")
     return factory(rest)
+
+
+def resolve_model(
+    model: Model | str | None, agent: str, *, default: Model | str | None, cache: dict[str, Model]
+) -> Model:
+    """The model of agent `agent`: its own, else `default`, else `ORCHESTRION_MODEL`;
+    a string resolved once per `cache` (a runtime's), also inside a `PolicyModel`."""
+    model = model or default or os.environ.get("ORCHESTRION_MODEL")
+    if model is None:
+        raise UserError(
+            f"Agent {agent!r} has no model, and the runtime has no default: pass model= to "
+            "the Agent or the Runtime, or set ORCHESTRION_MODEL (e.g. openai:gpt-4.1-mini)."
+        )
+    if isinstance(model, PolicyModel) and isinstance(model.model, str):
+        inner = resolve_model(model.model, agent, default=default, cache=cache)
+        return PolicyModel(inner, model.policy)
+    if not isinstance(model, str):
+        return model
+    cached = cache.get(model)
+    if cached is None:
+        cached = cache[model] = infer_model(model)
+    return cached
