@@ -53,6 +53,7 @@ from orchestrion.engine.records import (
     ValueKind,
     encode,
     expect,
+    model_responded,
     value_of,
     value_record,
 )
@@ -133,13 +134,29 @@ class Execution:
         """The output of every member (`ctx.run`) finished so far, by scope key: a run
         that stops at a limit returns them as its partial results."""
 
-    async def completed(
+    def completed(
         self, key: str, kind: str, record: Record, started_at: float, *, durable: bool = False
-    ) -> None:
+    ) -> Awaitable[None]:
         """Journal `record` as the step's completion, and say so to the sinks."""
-        result = encode(record)  # once: the journal and the event share it
-        await self.log.append(key, kind, record.status, result, started_at, durable)
-        self.events.step_completed(key, kind, result, started_at)
+        result = encode(record)
+        return self.completed_as(
+            key, kind, result, started_at, durable=durable, status=record.status
+        )
+
+    async def completed_as(
+        self,
+        key: str,
+        kind: str,
+        result: JSON,
+        started_at: float,
+        *,
+        durable: bool = False,
+        status: StepStatus = COMPLETED,
+    ) -> None:
+        """`completed` with the record already encoded (`records.model_responded`,
+        `records.tool_returned`: the two every step writes, made without a record)."""
+        await self.log.append(key, kind, status, result, started_at, durable)
+        self.events.step_completed(key, kind, result, started_at)  # the journal's own value
 
     async def failed(
         self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
@@ -165,7 +182,7 @@ class Execution:
             accounts.check_budget(targets[0].name)
             if budget.cost is not None and len(targets) > 1:
                 accounts.check_priced(t.name for t in targets[1:])  # before a fallback is needed
-        done = self.log.claim(key, f"a model request ({targets[0].name})")
+        done = self.log.claim(key, chain.site)
         if done is not None:
             response = expect(done, ModelResponded).response
             self.events.step_replayed(key, "model", done.result)
@@ -183,9 +200,7 @@ class Execution:
                     response, usage=replace(response.usage, cost=pricer(response.usage))
                 )
             fallback = answered if index else None
-            await self.completed(
-                key, "model", ModelResponded(response=response, fallback=fallback), started
-            )
+            await self.completed_as(key, "model", model_responded(response, fallback), started)
         accounts.spent(response.usage)
         return response
 

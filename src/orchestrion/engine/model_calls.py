@@ -77,7 +77,7 @@ class ModelCalls:
     each with the settings its calls get. Made once per agent run (its model
     requests are made one after the other), it is given each request in turn."""
 
-    __slots__ = ("models", "position", "request", "started", "targets")
+    __slots__ = ("models", "position", "request", "site", "started", "targets")
 
     kind = "model"
     durable = False  # a failed attempt is no side effect: lost in a crash, it is made again
@@ -91,6 +91,8 @@ class ModelCalls:
         )
         """Each model as the attempt loop calls it (their names are the models': a
         `name` may be computed)."""
+        self.site = f"a model request ({self.targets[0].name})"
+        """Where its steps come from, as a reused step key names it."""
         self.request: ModelRequest | None = None
         """The request of the step in progress."""
         self.position = 0

@@ -184,16 +184,28 @@ _ATTEMPT_FIELDS = ("model", "attempt", "opened_circuit", "retry_in", "fallback")
 _GAVE_UP_FIELDS = ("agent", "fallback")
 
 
+def model_responded(response: ModelResponse, fallback: str | None = None) -> JSON:
+    """`encode(ModelResponded(response=response, fallback=fallback))`, with no record
+    made: every model step of a run writes one."""
+    data = response.to_json()
+    if fallback is not None:
+        data["fallback"] = fallback
+    return data
+
+
+def tool_returned(content: str, is_error: bool = False) -> JSON:
+    """`encode(ToolReturned(content=content, is_error=is_error))`, with no record
+    made: every tool call of a run writes one."""
+    return {"content": content, "is_error": is_error}
+
+
 def encode(record: Record) -> JSON:
     """The `result` an entry holding `record` stores (its status is `record.status`)."""
     match record:  # class patterns without sub-patterns: one isinstance each (hot path)
         case ModelResponded():
-            data = record.response.to_json()
-            if record.fallback is not None:
-                data["fallback"] = record.fallback
-            return data
+            return model_responded(record.response, record.fallback)
         case ToolReturned():
-            return {"content": record.content, "is_error": record.is_error}
+            return tool_returned(record.content, record.is_error)
         case WriteStarted(origin_key=origin):
             return None if origin is None else {"idempotency_key": origin}
         case AttemptFailed():

@@ -20,7 +20,7 @@ from orchestrion._json import clean_text, json_text
 from orchestrion.agent import Agent
 from orchestrion.engine.execution import Context, Execution, Suspended
 from orchestrion.engine.journal import StepStatus
-from orchestrion.engine.records import ToolReturned, WriteStarted
+from orchestrion.engine.records import WriteStarted, tool_returned
 from orchestrion.engine.resilience import Failure, Target, attempt_loop
 from orchestrion.errors import (
     AnswerError,
@@ -89,8 +89,8 @@ async def execute(
     # What the model reads is what the journal keeps: an error's text (a `ModelRetry`
     # message, say) without any secret, a result without the secrets known as such.
     content = redact(content) if is_error else redact_known(content)
-    returned = ToolReturned(content=content, is_error=is_error)
-    await ex.completed(key, "tool", returned, path.started, durable=path.write)
+    returned = tool_returned(content, is_error)
+    await ex.completed_as(key, "tool", returned, path.started, durable=path.write)
     return ToolResult(call.id, call.name, content, is_error)
 
 
