@@ -388,7 +388,7 @@ class Context(Generic[DepsT]):
     def run(self, runnable: Any, input: Any, *, key: str | None = None) -> Coroutine[Any, Any, Any]:
         scope = keys.child(self.key, key) if key else self.key
         member = keys.scope_marker(keys.child(scope, runnable.name))
-        self._ex.log.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}")
+        self._ex.log.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}", marker=True)
         return self._ex.env.run_child(self._ex, scope, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:

@@ -99,8 +99,10 @@ class ModelCalls:
         self.started = 0.0
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[ModelResponse]:
-        assert self.request is not None  # set by `request_with_policy`
-        return send(ex.events, key, self.models[index], self.request)
+        request, model, events = self.request, self.models[index], ex.events
+        assert request is not None  # set by `request_with_policy`
+        # Streamed to the run's sink if one listens, else one request.
+        return _stream(events, key, model, request) if events.listening else model.request(request)
 
     def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:
         """Any failure of the model as a `ModelError` (a transient one for timeouts,
@@ -142,11 +144,6 @@ class ModelCalls:
         await journal_attempt(ex, key, self, index, attempt, failure, started)
         ex.events.step_failed(key, "model", error)
         raise _final(key, self.models, index, attempt, error)
-
-
-def send(events: Events, key: str, model: Model, request: ModelRequest) -> Awaitable[ModelResponse]:
-    """One request to `model`, streamed to the run's sink if one listens."""
-    return _stream(events, key, model, request) if events.listening else model.request(request)
 
 
 async def _stream(events: Events, key: str, model: Model, request: ModelRequest) -> ModelResponse:

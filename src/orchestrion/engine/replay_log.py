@@ -96,16 +96,19 @@ class ReplayLog:
 
     # -- claims ------------------------------------------------------------
 
-    def claim(self, key: str, site: str, *, nests: bool = False) -> Entry | None:
+    def claim(
+        self, key: str, site: str, *, nests: bool = False, marker: bool = False
+    ) -> Entry | None:
         """Reserve `key` for this step; return its recorded completion, if any.
-        `nests`: the step runs a function of the user's, which may claim steps too."""
+        `nests`: the step runs a function of the user's, which may claim steps too.
+        `marker`: `key` is a `ctx.run` scope marker (`keys.scope_marker`), not a step."""
         if self._halted is not None:
             raise self._halted
         first = self._claimed.get(key)
         if first is not None:
             fix = (
                 "Run the same member twice with distinct ctx.run(..., key=...)"
-                if keys.is_scope_marker(key)
+                if marker
                 else "Give the two steps distinct names"
             )
             raise DeterminismError(
@@ -114,7 +117,7 @@ class ReplayLog:
                 "or time-dependent step names)."
             )
         self._claimed[key] = site
-        if not keys.is_scope_marker(key):  # a `ctx.run` scope is not a step
+        if not marker:  # a `ctx.run` scope is not a step
             self.steps += 1
         if self.divergence.waiting:  # before the step runs: a new one off the path raises
             self.divergence.asked(key, self._claimed, self.run_id, nests=nests)
