@@ -169,6 +169,16 @@ def test_model_text_never_adds_a_level(built: _Built) -> None:
 
 
 @given(st.text(alphabet=st.sampled_from("ab/#~-turn0123model"), max_size=40))
+def test_tools_above_names_the_calls_parse_finds(key: str) -> None:
+    assert keys.tools_above(key) == [c.tool for c in keys.parse(key).calls]
+
+
+@given(_built())
+def test_tools_above_a_built_key_are_its_delegations_and_its_call(built: _Built) -> None:
+    assert keys.tools_above(built.key) == [c.tool for c in keys.parse(built.key).calls]
+
+
+@given(st.text(alphabet=st.sampled_from("ab/#~-turn0123model"), max_size=40))
 def test_parse_loses_nothing_of_any_key(key: str) -> None:
     parsed = keys.parse(key)
     assert keys.join(parsed.parts, marker=parsed.marker) == key

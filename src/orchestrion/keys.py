@@ -241,6 +241,22 @@ def parse(key: str) -> StepKey:
     return StepKey(key=key, parts=tuple(parts), marker=marker)
 
 
+def tools_above(key: str) -> list[str]:
+    """The names of the tool calls `key` is or lies under, outermost first: what
+    `parse(key).calls` names, found without building the parts (a supervisor asks it
+    at every delegation)."""
+    segments = key.split(SEP)
+    names: list[str] = []
+    i = 0
+    while True:
+        try:
+            i = segments.index(_TOOL, i + 1, len(segments) - 1)  # the few `tool` segments only
+        except ValueError:
+            return names
+        if _CALL in segments[i + 1] and _TURN.fullmatch(segments[i - 1]):
+            names.append(segments[i + 1].partition(_CALL)[0])
+
+
 def _agent_turn(segments: list[str], i: int) -> int | None:
     found = _TURN.fullmatch(segments[i])
     if found is None:

@@ -198,9 +198,19 @@ class LoopWatch:
         if isinstance(role, FinalResult | Transfer):
             return ""  # ends the turn: nothing to repeat
         memory = self._memory
-        note = await _repeated_call(ctx, agent, guard, i, c, result, memory)
+        # The bookkeeping here, the reaction only once a loop closes: every call of
+        # every agent passes this way.
+        tries = memory.attempts.setdefault(f"{c.name}\x00{c.arguments.strip()}", [])
+        tries.append(result.content)
+        note = ""
+        if len(tries) >= guard.repeats:
+            note = await _repeated_call(ctx, agent, guard, i, c, result, tries)
         if not note and isinstance(role, Delegate) and not result.is_error:
-            note = await _circling_delegation(ctx, agent, guard, i, c, role, result, memory)
+            memory.delegations.append(role.worker)
+            tasks = memory.outcomes.setdefault((role.worker, result.content.strip()), [])
+            tasks.append(c.arguments)
+            if len(tasks) >= guard.repeats:
+                note = await _circling_delegation(ctx, agent, guard, i, c, role, tasks, memory)
         tool = agent.tool_map.get(c.name)
         if tool is not None and tool.effect == "write":
             memory.writes.setdefault(c.name, []).append(
@@ -338,12 +348,10 @@ async def _repeated_call(
     i: int,
     c: ToolCall,
     result: ToolResult,
-    memory: _Memory,
+    tries: list[str],
 ) -> str:
-    tries = memory.attempts.setdefault(f"{c.name}\x00{c.arguments.strip()}", [])
-    tries.append(result.content)
-    if len(tries) < guard.repeats:
-        return ""
+    """React to call `c` made again with the same arguments (`tries`: the results of
+    each time, this one's last; as many as `guard.repeats` or more)."""
     fix = "or use LoopGuard(policy='warn')"
     if guard.policy == "warn" and tries.count(result.content) >= 2 * guard.repeats:
         # Warned since the `repeats`-th call, and the same answer again: stuck, not polling.
@@ -433,15 +441,12 @@ async def _circling_delegation(
     i: int,
     c: ToolCall,
     role: Delegate,
-    result: ToolResult,
+    tasks: list[str],
     memory: _Memory,
 ) -> str:
+    """React to worker `role.worker` giving the same result again (`tasks`: what it
+    was asked each time, this one's last; as many as `guard.repeats` or more)."""
     worker = role.worker
-    memory.delegations.append(worker)
-    tasks = memory.outcomes.setdefault((worker, result.content.strip()), [])
-    tasks.append(c.arguments)
-    if len(tasks) < guard.repeats:
-        return ""
     path = " -> ".join(memory.delegations[-2 * guard.repeats :])
     await _react(
         ctx,

@@ -85,13 +85,11 @@ class ModelCalls:
 
     def __init__(self, models: Sequence[Model], settings: Sequence[Settings]) -> None:
         self.models = tuple(models)
-        self.targets = tuple(
-            Target(name=m.name, model=m.name, settings=s)
-            for m, s in zip(models, settings, strict=True)
-        )
+        names = [m.name for m in models]  # a `name` may be computed: once each
+        self.targets = tuple([Target(n, n, s) for n, s in zip(names, settings, strict=True)])
         """Each model as the attempt loop calls it (their names are the models': a
         `name` may be computed)."""
-        self.site = f"a model request ({self.targets[0].name})"
+        self.site = f"a model request ({names[0]})"
         """Where its steps come from, as a reused step key names it."""
         self.request: ModelRequest | None = None
         """The request of the step in progress."""

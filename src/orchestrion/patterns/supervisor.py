@@ -111,8 +111,7 @@ class Supervisor(Generic[OutputT]):
 
 def _delegations_above(key: str) -> int:
     """How many delegations the delegation at `key` (its tool call) sits under."""
-    calls = keys.parse(key).calls
-    return sum(1 for c in calls if c.tool is not None and c.tool.startswith(DELEGATE)) - 1
+    return sum(1 for tool in keys.tools_above(key) if tool.startswith(DELEGATE)) - 1
 
 
 def _default_instructions(workers: tuple[Runnable, ...]) -> str:
