@@ -23,7 +23,13 @@ from orchestrion._json import (
 )
 from orchestrion.agent import FINAL_RESULT_TOOL, Agent, ContextLimit
 from orchestrion.engine.execution import Context, Execution
-from orchestrion.engine.interrupts import APPROVAL_SCHEMA, normalize_approval
+from orchestrion.engine.interrupts import (
+    APPROVAL_SCHEMA,
+    Approve,
+    Reject,
+    decision_of,
+    normalize_approval,
+)
 from orchestrion.engine.model_calls import model_chain
 from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
@@ -290,20 +296,19 @@ async def _run_tool_call(
         return await _answer_error(ex, key, call, _argument_problem(tool, call, exc))
     note = ""
     if tool.max_calls is not None:
-        refusal = ex.accounts.tool_runs.take(
-            tool, key
-        )  # before the approval: no one is asked in vain
+        # Before the approval: no one is asked in vain.
+        refusal = ex.accounts.tool_runs.take(tool, key)
         if refusal is not None:
             return await _answer_error(ex, key, call, refusal)
     if tool.approval is not False and tool.needs_approval(arguments):
-        answer = await _approval(ex, agent, key, tool, call)
-        if not answer["approved"]:
-            ex.accounts.tool_runs.give_back(tool, key)
-            reason = answer.get("reason") or "no reason given"
-            return await _answer_error(ex, key, call, f"The user rejected this call: {reason}")
-        if "arguments" in answer:
-            arguments = tool.parse_arguments(answer["arguments"])
-            note = f"[The user edited the arguments to {dumps_str(answer['arguments'])}] "
+        match await _approval(ex, agent, key, tool, call):
+            case Reject(reason=reason):
+                ex.accounts.tool_runs.give_back(tool, key)
+                why = reason or "no reason given"
+                return await _answer_error(ex, key, call, f"The user rejected this call: {why}")
+            case Approve(arguments=edited) if edited is not None:
+                arguments = tool.parse_arguments(edited)
+                note = f"[The user edited the arguments to {dumps_str(edited)}] "
     result = await execute(ex, agent, key, tool, call, arguments, note)
     if result.is_error:
         ex.accounts.tool_runs.give_back(tool, key)  # the model is asked to try again: no place used
@@ -312,7 +317,7 @@ async def _run_tool_call(
 
 async def _approval(
     ex: Execution, agent: Agent[Any, Any], key: str, tool: Tool, call: ToolCall
-) -> dict[str, JSON]:
+) -> Approve | Reject:
     def validate(iid: str, answer: JSON) -> JSON:
         try:
             checked = as_object(to_jsonable(normalize_approval(iid, answer), "answer"))
@@ -336,7 +341,7 @@ async def _approval(
     answer = await ex.interrupt(
         keys.approval_key(key), "approval", payload, APPROVAL_SCHEMA, validate, f"approval of {key}"
     )
-    return as_object(answer, f"the answer to approval {key}")
+    return decision_of(as_object(answer, f"the answer to approval {key}"))
 
 
 async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:

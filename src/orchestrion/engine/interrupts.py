@@ -115,6 +115,15 @@ def normalize_approval(interrupt_id: str, answer: Answer) -> dict[str, JSON]:
     return dict(as_object(answer))
 
 
+def decision_of(answer: dict[str, JSON]) -> Approve | Reject:
+    """A journaled approval answer (`normalize_approval`'s form) as the decision it is."""
+    if answer.get("approved") is True:
+        edited = answer.get("arguments")
+        return Approve(dict(as_object(edited)) if edited is not None else None)
+    reason = answer.get("reason")
+    return Reject(reason if isinstance(reason, str) else "")
+
+
 def _approval_problem(answer: Any) -> str:
     if not isinstance(answer, dict):
         return f"it is a {type(answer).__name__}, not an object"
