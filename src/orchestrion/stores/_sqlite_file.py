@@ -127,23 +127,20 @@ def open_file(path: str, busy_timeout: float, *, read_only: bool) -> Opened:
 def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
     """Switch the file to WAL, waiting up to `busy_timeout` for it. The switch needs
     the file to itself, and SQLite answers "database is locked" at once rather than
-    calling its busy handler when another connection is switching it too (several
-    processes opening a new or older file together): so wait here, and stop as soon
-    as the file is in WAL, whoever switched it."""
+    calling its busy handler while another connection writes or switches it (several
+    processes opening a new or older file together): so wait here. A file system
+    that cannot hold WAL keeps its mode, as SQLite leaves it."""
     deadline = time.monotonic() + busy_timeout
     pause = 0.001
     while True:
         try:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode == "wal" or conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
-                return
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY":
+            busy = getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY"
+            if not busy or time.monotonic() >= deadline:
                 raise
-            if time.monotonic() >= deadline:
-                raise
-        if time.monotonic() >= deadline:
-            raise sqlite3.OperationalError("database is locked")
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
 
