@@ -92,9 +92,8 @@ def tool_keys(turn: str, calls: Iterable[Call]) -> list[str]:
     """`tool_key` of each call of one model response; a key seen twice in it gets
     `~<position>`, so calls never share a step."""
     keys: list[str] = []
-    head = f"{turn}{SEP}{_TOOL}{SEP}" if turn else f"{_TOOL}{SEP}"
-    for i, c in enumerate(calls):  # `tool_key`, written out: every tool call makes one
-        key = f"{head}{_UNSAFE.sub('_', c.name)}{_CALL}{_UNSAFE.sub('_', c.id) or i}"
+    for i, c in enumerate(calls):
+        key = tool_key(turn, c.name, c.id, i)
         keys.append(f"{key}{_REPEAT}{i}" if key in keys else key)
     return keys
 
