@@ -108,20 +108,28 @@ async def test_v3_waiting_run_resumes_to_completion_without_redoing_a_step(store
     assert result.usage.requests == 4  # the four journaled model responses
 
 
-async def test_v3_crashed_run_resumes_its_write_with_the_same_key(store: Store) -> None:
-    record, entries = v3("crashed")
-    assert record.status is RunStatus.RUNNING and record.lease is not None
-    await store.create_run(record, entries)
+WRITE = "crash-flow/writer/turn-1/tool/transfer#call_1_0"
+"""The write the crashed run had started: its resume (or its fork's) makes it again."""
+
+
+async def resume_crash_flow(store: Store, run_id: str) -> tuple[Runtime, Ledger, FunctionModel]:
+    """Resume a v3 crash-flow run to completion, checked; its runtime, ledger and reader."""
     ledger = Ledger()
     runtime = Runtime(store)
     reader = FunctionModel(lambda request: "read ok", name="reader-model")
     flow = crash_flow(models(writer=ScriptedModel(["moved"], name="writer-model"), reader=reader))
-    result = await runtime.resume(record.id, runnable=flow, deps=ledger)
-
+    result = await runtime.resume(run_id, runnable=flow, deps=ledger)
     assert result.status is RunStatus.COMPLETED
     assert result.output == "slow done | moved | read ok"
-    write = "crash-flow/writer/turn-1/tool/transfer#call_1_0"
-    assert ledger.keys == [idempotency_key_of(record.id, write)]
+    return runtime, ledger, reader
+
+
+async def test_v3_crashed_run_resumes_its_write_with_the_same_key(store: Store) -> None:
+    record, entries = v3("crashed")
+    assert record.status is RunStatus.RUNNING and record.lease is not None
+    await store.create_run(record, entries)
+    runtime, ledger, reader = await resume_crash_flow(store, record.id)
+    assert ledger.keys == [idempotency_key_of(record.id, WRITE)]
     assert ledger.payments == [5.0]
     assert len(reader.requests) == 1  # its retry, after the journaled failed attempt
     steps = {s.key: s for s in await runtime.history(record.id)}
@@ -134,13 +142,5 @@ async def test_v3_fork_retries_its_parents_write_under_the_parents_key(store: St
     assert record.parent_id == parent.id and record.fork_at == "crash-flow/slow"
     await store.create_run(parent, parent_entries)
     await store.create_run(record, entries)
-    ledger = Ledger()
-    runtime = Runtime(store)
-    reader = FunctionModel(lambda request: "read ok", name="reader-model")
-    flow = crash_flow(models(writer=ScriptedModel(["moved"], name="writer-model"), reader=reader))
-    result = await runtime.resume(record.id, runnable=flow, deps=ledger)
-
-    assert result.status is RunStatus.COMPLETED
-    assert result.output == "slow done | moved | read ok"
-    write = "crash-flow/writer/turn-1/tool/transfer#call_1_0"
-    assert ledger.keys == [idempotency_key_of(parent.id, write)]  # the parent's, not the fork's
+    _, ledger, _ = await resume_crash_flow(store, record.id)
+    assert ledger.keys == [idempotency_key_of(parent.id, WRITE)]  # the parent's, not the fork's
