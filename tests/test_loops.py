@@ -1,4 +1,4 @@
-"""The loop guard's logic lives in `orchestrion.loops`, behind `LoopWatch.check`."""
+"""The loop guard's logic lives in `orchestrion.loops`, behind `LoopWatch`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrion import Agent, LoopGuard, tool
-from orchestrion.loops import CallDone, ChatTurn, Hop, LoopWatch, MailRound, Sighting, WriteAhead
+from orchestrion.loops import ChatTurn, Hop, LoopWatch, MailRound, Sighting, WriteAhead
 from orchestrion.messages import ToolResult
 from orchestrion.testing import call
 
@@ -32,7 +32,6 @@ AGENT = Agent(name="a", tools=[pay])
 CALLS = (call("pay", {"n": 1}),)
 SIGHTINGS: list[Sighting] = [
     WriteAhead(agent=AGENT, calls=CALLS, index=0),
-    CallDone(agent=AGENT, calls=CALLS, index=0, result=ToolResult("c", "pay", "paid", False)),
     Hop(handoff="h", source="x", target="y", hop=0),
     ChatTurn(chat="c", speaker="x", said="same", turn=1),
     MailRound(network="n", mail=(("x", "y", "hi"),), round=1),
@@ -46,7 +45,14 @@ async def test_without_a_guard_the_watch_never_acts(seen: Sighting) -> None:
         assert await watch.check(NoContext(), seen) == ""  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("seen", SIGHTINGS[2:], ids=lambda s: type(s).__name__)
+async def test_without_a_guard_an_agents_results_pass_as_they_are() -> None:
+    watch = LoopWatch(None)
+    results = [ToolResult("c", "pay", "paid", False)]
+    for _ in range(10):
+        assert await watch.calls_done(NoContext(), AGENT, CALLS, results) is results  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seen", SIGHTINGS[1:], ids=lambda s: type(s).__name__)
 async def test_a_first_sighting_is_no_loop(seen: Sighting) -> None:
     assert await LoopWatch(LoopGuard(repeats=2)).check(NoContext(), seen) == ""  # type: ignore[arg-type]
 

@@ -1,17 +1,17 @@
 """The loop guard at work: finding loops, and acting on them, for agents and patterns.
 
 A run of an agent or of a pattern keeps one `LoopWatch` and tells it what just
-happened through its one entry point, `check`, with a *sighting* (a closed union):
+happened. An agent's turn ends with `calls_done`, its results: the same call
+again, or a delegation whose worker returns a result it already gave, however it
+was asked. Everything else goes through `check`, with a *sighting* (a closed union):
 
 - `WriteAhead`: an agent is about to make a call of this turn (before any of
   them runs): a write tool called turn after turn, whatever its arguments;
-- `CallDone`: one of an agent's calls returned: the same call again, or a
-  delegation whose worker returns a result it already gave, however it was asked;
 - `Hop`: a `Handoff` passed control on: control bouncing between two agents;
 - `ChatTurn`: a `GroupChat` participant spoke: it said, word for word, what it said before;
 - `MailRound`: a `PeerNetwork` round is about to be delivered: the mail of an earlier round.
 
-On a loop, `check` applies the guard's policy (`warn` returns a note for the agent
+On a loop, the watch applies the guard's policy (`warn` returns a note for the agent
 or the next speaker, `stop` raises `LoopDetected`, `ask` asks a human first) and
 reports it to the run's event sinks. Everything is decided from journaled data
 (responses, tool results, members' outputs), so a replay finds the same loops at
@@ -21,8 +21,7 @@ the same places. The configuration, `LoopGuard`, is a definition (`orchestrion.g
 from __future__ import annotations
 
 import itertools
-from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, assert_never
 
 from orchestrion import keys
@@ -44,16 +43,6 @@ class WriteAhead:
     agent: Agent[Any]
     calls: tuple[ToolCall, ...]
     index: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CallDone:
-    """Call `index` of an agent's turn returned `result`."""
-
-    agent: Agent[Any]
-    calls: tuple[ToolCall, ...]
-    index: int
-    result: ToolResult
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,7 +75,7 @@ class MailRound:
     round: int
 
 
-Sighting = WriteAhead | CallDone | Hop | ChatTurn | MailRound
+Sighting = WriteAhead | Hop | ChatTurn | MailRound
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,30 +87,41 @@ class _Write:
     result: str
 
 
-@dataclass(slots=True)
 class _Memory:
     """What one run of an agent or a pattern did so far, as far as loops go."""
 
-    attempts: dict[str, list[str]] = field(default_factory=dict)
-    """Results of each distinct call (tool name and argument text)."""
-    outcomes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    """Tasks given to each worker that returned a given result."""
-    delegations: list[str] = field(default_factory=list)
-    """Workers in the order they were delegated to."""
-    writes: dict[str, list[_Write]] = field(default_factory=dict)
-    """Each call of each write tool."""
-    write_notes: dict[tuple[str, int], str] = field(default_factory=dict)
-    """Notes found before a turn's writes ran, by (turn key, call index): given with their results."""
-    path: list[str] = field(default_factory=list)
-    """The agents a handoff passed control through, in order."""
-    said: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    """The turns at which each participant said each (whitespace-normalised) text."""
-    rounds: dict[tuple[tuple[str, str, str], ...], list[int]] = field(default_factory=dict)
-    """The rounds that carried each set of mail."""
+    __slots__ = (
+        "attempts",
+        "delegations",
+        "outcomes",
+        "path",
+        "rounds",
+        "said",
+        "write_notes",
+        "writes",
+    )
+
+    def __init__(self) -> None:  # one per agent run: no dataclass factories
+        self.attempts: dict[str, list[str]] = {}
+        """Results of each distinct call (tool name and argument text)."""
+        self.outcomes: dict[tuple[str, str], list[str]] = {}
+        """Tasks given to each worker that returned a given result."""
+        self.delegations: list[str] = []
+        """Workers in the order they were delegated to."""
+        self.writes: dict[str, list[_Write]] = {}
+        """Each call of each write tool."""
+        self.write_notes: dict[tuple[str, int], str] = {}
+        """Notes found before a turn's writes ran, by (turn key, call index): given with
+        their results."""
+        self.path: list[str] = []
+        """The agents a handoff passed control through, in order."""
+        self.said: dict[tuple[str, str], list[int]] = {}
+        """The turns at which each participant said each (whitespace-normalised) text."""
+        self.rounds: dict[tuple[tuple[str, str, str], ...], list[int]] = {}
+        """The rounds that carried each set of mail."""
 
 
-async def _no_note() -> str:
-    return ""
+_ENDS_TURN = (FinalResult, Transfer)
 
 
 class LoopWatch:
@@ -142,28 +142,24 @@ class LoopWatch:
         tool = agent.tool_map.get(call.name)
         return tool is not None and tool.effect == "write"
 
-    def check(self, ctx: RunContext[Any], seen: Sighting) -> Coroutine[Any, Any, str]:
+    async def check(self, ctx: RunContext[Any], seen: Sighting) -> str:
         """Act on the loop `seen` closes, if any: "" when there is none (or no guard),
         else the note to pass on (its own text starts with a blank line and
         `[loop guard]`, except a handoff's, which is a message of its own).
         `ctx` is the scope of the agent's turn or of the pattern: an `ask`
         interrupt is a step there."""
-        # The handler's coroutine, handed back rather than awaited in one of this
-        # method's own: the agent loop checks every tool call.
         guard = self._guard
         if guard is None:
-            return _no_note()
+            return ""
         match seen:
             case WriteAhead():
-                return self._write_ahead(ctx, guard, seen)
-            case CallDone():
-                return self._call_done(ctx, guard, seen)
+                return await self._write_ahead(ctx, guard, seen)
             case Hop():
-                return self._hop(ctx, guard, seen)
+                return await self._hop(ctx, guard, seen)
             case ChatTurn():
-                return self._chat_turn(ctx, guard, seen)
+                return await self._chat_turn(ctx, guard, seen)
             case MailRound():
-                return self._mail_round(ctx, guard, seen)
+                return await self._mail_round(ctx, guard, seen)
             case _:
                 assert_never(seen)
 
@@ -189,35 +185,52 @@ class LoopWatch:
         self._memory.write_notes[(ctx.key, seen.index)] = note
         return note
 
-    async def _call_done(self, ctx: RunContext[Any], guard: LoopGuard, seen: CallDone) -> str:
-        """The note for a call that closes a loop: the same call again, a delegation
-        going in circles, or a write warned about before it ran."""
-        agent, i, result = seen.agent, seen.index, seen.result
-        c = seen.calls[i]
-        role = agent.tool_roles.get(c.name)
-        if isinstance(role, FinalResult | Transfer):
-            return ""  # ends the turn: nothing to repeat
+    async def calls_done(
+        self,
+        ctx: RunContext[Any],
+        agent: Agent[Any, Any],
+        calls: tuple[ToolCall, ...],
+        results: list[ToolResult],
+    ) -> list[ToolResult]:
+        """The turn's `results` (of `calls`), each with the note of the loop it closes,
+        if any: the same call again, a delegation going in circles, or a write warned
+        about before it ran. `results` itself when the agent has no guard."""
+        guard = self._guard
+        if guard is None:
+            return results
         memory = self._memory
-        # The bookkeeping here, the reaction only once a loop closes: every call of
+        watched: list[ToolResult] = []
+        # The bookkeeping inline, a reaction only once a loop closes: every call of
         # every agent passes this way.
-        tries = memory.attempts.setdefault(f"{c.name}\x00{c.arguments.strip()}", [])
-        tries.append(result.content)
-        note = ""
-        if len(tries) >= guard.repeats:
-            note = await _repeated_call(ctx, agent, guard, i, c, result, tries)
-        if not note and isinstance(role, Delegate) and not result.is_error:
-            memory.delegations.append(role.worker)
-            tasks = memory.outcomes.setdefault((role.worker, result.content.strip()), [])
-            tasks.append(c.arguments)
-            if len(tasks) >= guard.repeats:
-                note = await _circling_delegation(ctx, agent, guard, i, c, role, tasks, memory)
-        tool = agent.tool_map.get(c.name)
-        if tool is not None and tool.effect == "write":
-            memory.writes.setdefault(c.name, []).append(
-                _Write(ctx.key, c.arguments, result.content)
+        for i, result in enumerate(results):
+            c = calls[i]
+            role = agent.tool_roles.get(c.name)
+            if role is not None and isinstance(role, _ENDS_TURN):
+                watched.append(result)  # ends the turn: nothing to repeat
+                continue
+            tries = memory.attempts.setdefault(f"{c.name}\x00{c.arguments.strip()}", [])
+            tries.append(result.content)
+            note = ""
+            if len(tries) >= guard.repeats:
+                note = await _repeated_call(ctx, agent, guard, i, c, result, tries)
+            if not note and isinstance(role, Delegate) and not result.is_error:
+                memory.delegations.append(role.worker)
+                tasks = memory.outcomes.setdefault((role.worker, result.content.strip()), [])
+                tasks.append(c.arguments)
+                if len(tasks) >= guard.repeats:
+                    note = await _circling_delegation(ctx, agent, guard, i, c, role, tasks, memory)
+            tool = agent.tool_map.get(c.name)
+            if tool is not None and tool.effect == "write":
+                memory.writes.setdefault(c.name, []).append(
+                    _Write(ctx.key, c.arguments, result.content)
+                )
+                note = note or memory.write_notes.pop((ctx.key, i), "")
+            watched.append(
+                ToolResult(result.call_id, result.name, result.content + note, result.is_error)
+                if note
+                else result
             )
-            note = note or memory.write_notes.pop((ctx.key, i), "")
-        return note
+        return watched
 
     # -- patterns --------------------------------------------------------------
 

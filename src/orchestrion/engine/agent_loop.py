@@ -40,7 +40,7 @@ from orchestrion.errors import (
     OutputValidationError,
     validation_summary,
 )
-from orchestrion.loops import CallDone, LoopWatch, WriteAhead
+from orchestrion.loops import LoopWatch, WriteAhead
 from orchestrion.messages import (
     Conversation,
     HandedOff,
@@ -243,11 +243,7 @@ async def _watched_tool_calls(
         if watch.watches_write(agent, c):
             await watch.check(ctx, WriteAhead(agent=agent, calls=calls, index=i))
     results = await _run_tool_calls(ex, agent, prefix, calls, final_problem)
-    watched: list[ToolResult] = []
-    for i, r in enumerate(results):
-        note = await watch.check(ctx, CallDone(agent=agent, calls=calls, index=i, result=r))
-        watched.append(ToolResult(r.call_id, r.name, r.content + note, r.is_error) if note else r)
-    return watched
+    return await watch.calls_done(ctx, agent, calls, results)
 
 
 async def _run_tool_calls(
@@ -270,13 +266,14 @@ async def _run_tool_call(
     ex: Execution, agent: Agent[Any, Any], key: str, call: ToolCall, final_problem: str
 ) -> ToolResult:
     role = agent.tool_roles.get(call.name)
-    if isinstance(role, Transfer):
-        return ToolResult(call.id, call.name, f"Transferred to {role.target}.", False)
-    if isinstance(role, FinalResult):
-        # Deterministic from the recorded response: no step needed.
-        return ToolResult(
-            call.id, call.name, final_problem or "Final answer received.", bool(final_problem)
-        )
+    if role is not None:
+        if isinstance(role, Transfer):
+            return ToolResult(call.id, call.name, f"Transferred to {role.target}.", False)
+        if isinstance(role, FinalResult):
+            # Deterministic from the recorded response: no step needed.
+            return ToolResult(
+                call.id, call.name, final_problem or "Final answer received.", bool(final_problem)
+            )
     done = ex.log.claim(key, f"tool call {call.name!r} of agent {agent.name!r}")
     tool = agent.tool_map.get(call.name)
     if done is not None:
