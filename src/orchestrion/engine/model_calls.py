@@ -43,7 +43,8 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> ModelCalls:
     primary = env.model_for(agent.model, agent.name)
     outer = agent.policy.over(env.policy) if agent.policy is not None else env.policy
     if outer is None and not isinstance(primary, PolicyModel):
-        return ModelCalls([primary], [DEFAULT_SETTINGS])
+        name = primary.name  # a `name` may be computed: once
+        return ModelCalls((primary,), (Target(name, name, DEFAULT_SETTINGS),))
     own = primary.policy if isinstance(primary, PolicyModel) else None
     models = [primary]
     for policy in (own, agent.policy, env.policy):  # the innermost fallback models win
@@ -52,11 +53,12 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> ModelCalls:
             if found or not policy.fallback:
                 models += [env.model_for(f, agent.name) for f in found]  # type: ignore[arg-type]
                 break
-    settings = [
-        model_settings(m.policy.over(outer) if isinstance(m, PolicyModel) else outer)
-        for m in models
-    ]
-    return ModelCalls(models, settings)
+    targets = []
+    for m in models:
+        name = m.name  # a `name` may be computed: once each
+        policy = m.policy.over(outer) if isinstance(m, PolicyModel) else outer
+        targets.append(Target(name, name, model_settings(policy)))
+    return ModelCalls(tuple(models), tuple(targets))
 
 
 def model_settings(policy: Policy | None) -> Settings:
@@ -83,13 +85,11 @@ class ModelCalls:
     durable = False  # a failed attempt is no side effect: lost in a crash, it is made again
     before = None
 
-    def __init__(self, models: Sequence[Model], settings: Sequence[Settings]) -> None:
-        self.models = tuple(models)
-        names = [m.name for m in models]  # a `name` may be computed: once each
-        self.targets = tuple([Target(n, n, s) for n, s in zip(names, settings, strict=True)])
-        """Each model as the attempt loop calls it (their names are the models': a
-        `name` may be computed)."""
-        self.site = f"a model request ({names[0]})"
+    def __init__(self, models: tuple[Model, ...], targets: tuple[Target, ...]) -> None:
+        self.models = models
+        self.targets = targets
+        """Each model as the attempt loop calls it (their names are the models')."""
+        self.site = f"a model request ({targets[0].name})"
         """Where its steps come from, as a reused step key names it."""
         self.request: ModelRequest | None = None
         """The request of the step in progress."""

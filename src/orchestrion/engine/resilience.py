@@ -150,10 +150,16 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> T:
             await path.before(ex, key)
         if target.model is not None and (attempt > 1 or index > 0):
             ex.accounts.check_budget(target.model)  # not another model call past the budget
-        if target.settings.breaker is None:
+        settings = target.settings
+        if settings.breaker is not None:
+            outcome = await _guarded(ex, key, path, index, settings.breaker)
+        elif settings.timeout is not None:
             outcome = await _timed(ex, key, path, index)
-        else:
-            outcome = await _guarded(ex, key, path, index, target.settings.breaker)
+        else:  # no policy around the call (a plain tool's): `_timed` without a deadline
+            try:
+                outcome = await path.call(ex, key, index)
+            except Exception as exc:
+                outcome = path.failure(exc, target, expired=False)
         if not isinstance(outcome, Failure):
             path.position, path.started = index, started
             return outcome

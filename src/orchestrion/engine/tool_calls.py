@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -64,10 +64,16 @@ async def execute(
 ) -> ToolResult:
     """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
     resumed = False
-    if tool.effect == "write":
+    write = tool.effect == "write"
+    if write:
         previous = ex.log.replay.get(key)
         resumed = previous is not None and previous.status is StepStatus.STARTED
-    path = ToolCalls(tool, arguments, tool_settings(ex, agent, tool), resumed=resumed)
+    targets = _target(tool.name, tool_settings(ex, agent, tool))
+    path = (
+        WriteCalls(tool, arguments, targets, resumed)
+        if write
+        else ToolCalls(tool, arguments, targets)
+    )
     ex.events.step_started(key, "tool")
     try:
         value = await attempt_loop(ex, key, path)
@@ -120,46 +126,20 @@ failure of the tool (a nested approval, a run that halts)."""
 
 
 class ToolCalls:
-    """The tool path of the attempt loop: one tool, no fallback. A write tool
-    journals `started` before each attempt, so that every attempt, and a resume's,
-    carries the same idempotency key."""
+    """The tool path of the attempt loop: one call of one tool, no fallback."""
 
-    __slots__ = (
-        "arguments",
-        "before",
-        "durable",
-        "position",
-        "resumed",
-        "started",
-        "targets",
-        "tool",
-        "write",
-    )
+    __slots__ = ("arguments", "position", "started", "targets", "tool")
 
     kind = "tool"
+    write = durable = False
+    before: Callable[[Execution, str], Awaitable[None]] | None = None
 
-    def __init__(
-        self, tool: Tool, arguments: dict[str, Any], settings: Settings, *, resumed: bool
-    ) -> None:
+    def __init__(self, tool: Tool, arguments: dict[str, Any], targets: tuple[Target]) -> None:
         self.tool = tool
         self.arguments = arguments
-        self.write = self.durable = tool.effect == "write"
-        self.targets = _target(tool.name, settings)
-        self.before = self._started if self.write else None
-        self.resumed = resumed
-        """A write that started before a crash: its first attempt here has its entry."""
+        self.targets = targets
         self.position = 0
         self.started = 0.0
-
-    async def _started(self, ex: Execution, key: str) -> None:
-        """Before each attempt of a write: its `started` entry, committed."""
-        if self.resumed:
-            # A write that started before a crash runs again with no new journal
-            # entry: the store confirms first that this process still owns the run.
-            self.resumed = False
-            await ex.log.confirm_owner()
-            return
-        await ex.log.record(key, "tool", WriteStarted(), time.time(), durable=True)
 
     def call(self, ex: Execution, key: str, index: int) -> Awaitable[Any]:
         return invoke(ex, key, self.tool, self.arguments)
@@ -209,6 +189,33 @@ class ToolCalls:
         error.__cause__ = exc
         await ex.failed(key, "tool", error, started, durable=self.write)
         return error
+
+
+class WriteCalls(ToolCalls):
+    """The path of a write tool's call: it journals `started` before each attempt, so
+    that every attempt, and a resume's, carries the same idempotency key."""
+
+    __slots__ = ("before", "resumed")
+
+    write = durable = True
+
+    def __init__(
+        self, tool: Tool, arguments: dict[str, Any], targets: tuple[Target], resumed: bool
+    ) -> None:
+        super().__init__(tool, arguments, targets)
+        self.before = self._started
+        self.resumed = resumed
+        """A write that started before a crash: its first attempt here has its entry."""
+
+    async def _started(self, ex: Execution, key: str) -> None:
+        """Before each attempt: the `started` entry, committed."""
+        if self.resumed:
+            # A write that started before a crash runs again with no new journal
+            # entry: the store confirms first that this process still owns the run.
+            self.resumed = False
+            await ex.log.confirm_owner()
+            return
+        await ex.log.record(key, "tool", WriteStarted(), time.time(), durable=True)
 
 
 async def invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any]) -> Any:
