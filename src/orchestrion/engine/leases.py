@@ -49,8 +49,8 @@ class Leases:
         """The run stopped working here: release its lease if still held (a crash-like
         stop leaves the run resumable at once), and stop renewing it."""
         held = self._held.pop(run_id, None)
-        if not self._held:
-            self.stop()
+        # The heartbeat stays, for the runs that follow: it ends by itself at its
+        # next beat if none is held by then.
         if held is not None:
             await asyncio.shield(quietly(self.store.release(run_id, held[0].token)))
 
@@ -60,8 +60,10 @@ class Leases:
             self._heartbeat = None
 
     async def _renew(self) -> None:
-        while self._held:
+        while True:
             await asyncio.sleep(self.ttl / 3)
+            if not self._held:
+                return
             tokens = {run_id: lease.token for run_id, (lease, _) in self._held.items()}
             try:
                 lost = await self.store.renew(tokens, ttl=self.ttl)

@@ -119,6 +119,8 @@ class Runtime:
         """Prices model responses (`Usage.cost`): the table given, else genai-prices."""
         self.policy = policy
         """The outermost policy of every model and tool call (see `orchestrion.policy`)."""
+        self._env: RunEnv | None = None
+        """What the last run was lent: the next run with the same deps shares it."""
         self._breakers: Breakers = breakers if breakers is not None else MemoryBreakers()
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
@@ -662,13 +664,16 @@ class Runtime:
             prices=self.prices,
             created_at=record.created_at,
         )
-        env = RunEnv(
-            deps=deps,
-            model_for=self._model_for,
-            run_child=run_child,
-            policy=self.policy,
-            breakers=self._breakers,
-        )
+        env = self._env
+        if env is None or env.deps is not deps or env.policy is not self.policy:
+            # Runs with the same deps share one (the usual case: every run).
+            env = self._env = RunEnv(
+                deps=deps,
+                model_for=self._model_for,
+                run_child=run_child,
+                policy=self.policy,
+                breakers=self._breakers,
+            )
         events = events_for(run_id, sink)
         ex = Execution(env, log, accounts, events, answers)
         self._leases.hold(lease, log)
