@@ -20,16 +20,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "orchestrion"
 
 
 def test_builders_spell_keys_as_journals_hold_them() -> None:
-    turn = keys.turn_key("supervisor", 2)
+    turn, model = keys.turn_keys("supervisor", 2)
     call = keys.tool_key(turn, "get_balance", "call_7f", 0)
     assert turn == "supervisor/turn-2"
-    assert keys.model_key(turn) == "supervisor/turn-2/model"
+    assert model == "supervisor/turn-2/model"
     assert call == "supervisor/turn-2/tool/get_balance#call_7f"
     assert keys.approval_key(call) == "supervisor/turn-2/tool/get_balance#call_7f/approval"
     assert keys.child("fanout", keys.numbered("branch", 3)) == "fanout/branch-3"
     assert keys.child("", "fanout") == "fanout"  # the run's root member
     assert keys.child("wf", keys.numbered("interrupt", 1)) == "wf/interrupt-1"
     assert keys.scope_marker("wf/step-0/parse") == "wf/step-0/parse/"
+    assert keys.member_keys("wf/step-0", "parse") == ("wf/step-0/parse", "wf/step-0/parse/")
+    assert keys.member_keys("", "wf") == ("wf", "wf/")
     assert keys.fallback_key("team/billing", "backup") == "team/billing/fallback/backup"
     assert keys.gave_up_key("team/billing") == "team/billing/gave-up"
 
@@ -122,7 +124,7 @@ def _built(draw: st.DrawFn) -> _Built:
             texts.append(segment)
         else:  # a member run by a tool call (a delegation)
             turn, c = draw(st.integers(1, 50)), _call(draw)
-            [scope] = keys.tool_keys(keys.turn_key(key, turn), [c])
+            [scope] = keys.tool_keys(keys.turn_keys(key, turn)[0], [c])
             texts.append(f"turn-{turn}/tool/{_safe(c.name)}#{_safe(c.id) or 0}")
             delegations += 1
         member = draw(_NAME)
@@ -131,14 +133,14 @@ def _built(draw: st.DrawFn) -> _Built:
     turn = draw(st.integers(1, 200))
     kind = draw(st.sampled_from(["model", "tool", "approval", "step"]))
     if kind == "model":
-        step = keys.model_key(keys.turn_key(key, turn))
+        step = keys.turn_keys(key, turn)[1]
         return _Built(step, [*texts, f"turn-{turn}/model"], turn, delegations=delegations)
     if kind == "step":  # a custom step, an interrupt, a clock read
         name = draw(_NAME)
         return _Built(keys.child(key, name), [*texts, name], delegations=delegations)
     c = _call(draw)
     times = draw(st.integers(1, 3))  # the same call again in one response: `~N`
-    step = keys.tool_keys(keys.turn_key(key, turn), [c] * times)[-1]
+    step = keys.tool_keys(keys.turn_keys(key, turn)[0], [c] * times)[-1]
     # A call without an id is keyed by its position, so repeating it makes no `~N`.
     call_id = _safe(c.id) or str(times - 1)
     repeat = f"~{times - 1}" if times > 1 and _safe(c.id) else ""
@@ -176,6 +178,19 @@ def test_tools_above_names_the_calls_parse_finds(key: str) -> None:
 @given(_built())
 def test_tools_above_a_built_key_are_its_delegations_and_its_call(built: _Built) -> None:
     assert keys.tools_above(built.key) == [c.tool for c in keys.parse(built.key).calls]
+
+
+@given(st.text(alphabet=st.sampled_from("ab/#~-turn0123model"), max_size=40))
+def test_calls_at_most_is_never_fewer_than_the_calls_named(key: str) -> None:
+    for prefix in ("", "a", "ab", "b"):
+        named = [t for t in keys.tools_above(key) if t.startswith(prefix)]
+        assert keys.calls_at_most(key, prefix) >= len(named)
+
+
+@given(_built(), st.sampled_from(["", "delegate_to_", "a"]))
+def test_calls_at_most_a_built_key_lies_under_bounds_them(built: _Built, prefix: str) -> None:
+    named = [t for t in keys.tools_above(built.key) if t.startswith(prefix)]
+    assert keys.calls_at_most(built.key, prefix) >= len(named)
 
 
 @given(st.text(alphabet=st.sampled_from("ab/#~-turn0123model"), max_size=40))

@@ -68,15 +68,12 @@ def numbered(stem: str, n: int) -> str:
     return f"{stem}-{n}"
 
 
-def turn_key(scope: str, turn: int) -> str:
-    """The scope of the agent at `scope`'s model request `turn` and its tool calls."""
-    # Written out rather than `child(scope, numbered(...))`: two steps of every turn.
-    return f"{scope}{SEP}turn-{turn}" if scope else f"turn-{turn}"
-
-
-def model_key(turn: str) -> str:
-    """The model request of the turn at `turn` (a `turn_key`)."""
-    return f"{turn}{SEP}{_MODEL}" if turn else _MODEL
+def turn_keys(scope: str, turn: int) -> tuple[str, str]:
+    """The scope of the agent at `scope`'s turn `turn` (its tool calls lie under it),
+    and the key of the turn's model request."""
+    # Written out rather than `child(scope, numbered(...))`: both, at every turn.
+    turn_scope = f"{scope}{SEP}turn-{turn}" if scope else f"turn-{turn}"
+    return turn_scope, f"{turn_scope}{SEP}{_MODEL}"
 
 
 def tool_key(turn: str, name: str, call_id: str, position: int) -> str:
@@ -101,6 +98,13 @@ def tool_keys(turn: str, calls: Iterable[Call]) -> list[str]:
 def approval_key(call: str) -> str:
     """The human's decision on the tool call at `call`."""
     return child(call, _APPROVAL)
+
+
+def member_keys(scope: str, name: str) -> tuple[str, str]:
+    """The key of member `name` run in `scope` (`child`), and the `scope_marker` its
+    `ctx.run` claims: both, at every member run."""
+    member = f"{scope}{SEP}{name}" if scope else name
+    return member, member + _MARK
 
 
 def scope_marker(member: str) -> str:
@@ -238,6 +242,13 @@ def parse(key: str) -> StepKey:
         parts.append(Part(text=text, name=name, turn=turn, tool=tool, call=call))
         i += width
     return StepKey(key=key, parts=tuple(parts), marker=marker)
+
+
+def calls_at_most(key: str, prefix: str) -> int:
+    """At least as many as the tool calls `key` is or lies under whose names start with
+    `prefix` (`tools_above` names them exactly), found in one pass over the text:
+    when this is small enough, no parse is needed."""
+    return key.count(f"{SEP}{_TOOL}{SEP}{prefix}")
 
 
 def tools_above(key: str) -> list[str]:

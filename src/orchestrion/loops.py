@@ -131,7 +131,16 @@ class LoopWatch:
 
     def __init__(self, guard: LoopGuard | None) -> None:
         self._guard = guard
-        self._memory = _Memory()
+        self._memory: _Memory | None = None
+
+    @property
+    def _seen(self) -> _Memory:
+        """What the watch saw so far: made at its first sighting (most agent runs of
+        a team's workers make no tool call at all)."""
+        memory = self._memory
+        if memory is None:
+            memory = self._memory = _Memory()
+        return memory
 
     def watches_write(self, agent: Agent[Any, Any], call: ToolCall) -> bool:
         """Whether `call`, about to run, is one a `WriteAhead` sighting is for (a call
@@ -177,12 +186,12 @@ class LoopWatch:
             return ""
         if any(earlier.name == c.name for earlier in seen.calls[: seen.index]):
             return ""  # the tool's first call of this turn speaks for the batch
-        made = self._memory.writes.get(c.name, [])
+        made = self._seen.writes.get(c.name, [])
         turns = len({w.turn for w in made}) + 1
         if turns < guard.write_repeats:
             return ""
         note = await _write_loop(ctx, seen.agent, guard, seen.index, c, made, turns)
-        self._memory.write_notes[(ctx.key, seen.index)] = note
+        self._seen.write_notes[(ctx.key, seen.index)] = note
         return note
 
     async def calls_done(
@@ -198,7 +207,7 @@ class LoopWatch:
         guard = self._guard
         if guard is None:
             return results
-        memory = self._memory
+        memory = self._seen
         watched: list[ToolResult] = []
         # The bookkeeping inline, a reaction only once a loop closes: every call of
         # every agent passes this way.
@@ -237,7 +246,7 @@ class LoopWatch:
     async def _hop(self, ctx: RunContext[Any], guard: LoopGuard, seen: Hop) -> str:
         """A note for the next agent when control bounces between two agents
         (A->B->A->B: `repeats` round trips), else ""."""
-        path = self._memory.path
+        path = self._seen.path
         if not path:
             path.append(seen.source)
         path.append(seen.target)
@@ -273,7 +282,7 @@ class LoopWatch:
     async def _chat_turn(self, ctx: RunContext[Any], guard: LoopGuard, seen: ChatTurn) -> str:
         """A note for the next speaker when `speaker` just repeated itself (`repeats` times)."""
         speaker, chat = seen.speaker, seen.chat
-        turns = self._memory.said.setdefault((speaker, " ".join(seen.said.split())), [])
+        turns = self._seen.said.setdefault((speaker, " ".join(seen.said.split())), [])
         turns.append(seen.turn)
         if len(turns) < guard.repeats:
             return ""
@@ -300,7 +309,7 @@ class LoopWatch:
 
     async def _mail_round(self, ctx: RunContext[Any], guard: LoopGuard, seen: MailRound) -> str:
         """A note for this round's recipients when its mail repeats an earlier round's."""
-        rounds = self._memory.rounds.setdefault(seen.mail, [])
+        rounds = self._seen.rounds.setdefault(seen.mail, [])
         rounds.append(seen.round)
         if len(rounds) < guard.repeats:
             return ""

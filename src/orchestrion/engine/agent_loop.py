@@ -58,13 +58,14 @@ from orchestrion.tools.tool import Tool
 
 async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JSON) -> Any:
     chain = model_chain(ex, agent)
-    ctx: Context[Any] = Context(ex, scope)
-    instructions = agent.instructions(ctx) if callable(agent.instructions) else agent.instructions
+    instructions = agent.instructions
+    if callable(instructions):
+        instructions = instructions(Context(ex, scope))
     messages: list[Message] = _first_messages(input)
     watch = LoopWatch(agent.loop_guard)
     retries_left = agent.output_retries
     for turn in range(1, agent.max_turns + 1):
-        prefix = keys.turn_key(scope, turn)
+        prefix, model_key = keys.turn_keys(scope, turn)
         size = 0
         if ex.events.listening or agent.context_limit is not None:
             size = _estimate(agent, instructions, messages)
@@ -74,7 +75,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
         request = ModelRequest(
             instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
         )
-        response = await ex.model_step(keys.model_key(prefix), chain, request, size)
+        response = await ex.model_step(model_key, chain, request, size)
         messages.append(response)
         calls = response.tool_calls
         if agent.output_adapter is not None:

@@ -27,17 +27,16 @@ of a gather counts its own."""
 
 
 def run_child(
-    ex: Execution, scope: str, runnable: Runnable, input: JSON
+    ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON
 ) -> Coroutine[Any, Any, Any]:
-    """Run `runnable` with its steps keyed under `<scope>/<its name>` (or its bare
-    name at the root of a run)."""
+    """Run `runnable` in `scope` with its steps keyed under `key`, its member key
+    (`keys.member_keys`: `<scope>/<its name>`, or its bare name at the root of a run)."""
     if not scope:  # the run itself: its task is the run's first sequential thread
-        return thread("", _run_child(ex, scope, runnable, input))
-    return _run_child(ex, scope, runnable, input)  # no coroutine of its own: fan-outs
+        return thread("", _run_child(ex, scope, key, runnable, input))
+    return _run_child(ex, scope, key, runnable, input)  # no coroutine of its own: fan-outs
 
 
-async def _run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON) -> Any:
-    key = keys.child(scope, runnable.name)
+async def _run_child(ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON) -> Any:
     depth = _depth.get() + 1 if scope else 1  # a run started inside a tool starts over
     if depth > MAX_NESTING:
         raise NestingTooDeep(
@@ -55,7 +54,7 @@ async def _run_child(ex: Execution, scope: str, runnable: Runnable, input: JSON)
 async def _run(ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON) -> Any:
     if isinstance(runnable, Agent):
         if runnable.fallback_agents:
-            output = await _with_fallback(ex, scope, runnable, input)
+            output = await _with_fallback(ex, key, runnable, input)
         else:
             output = await run_agent(ex, key, runnable, input)
     else:
@@ -65,13 +64,12 @@ async def _run(ex: Execution, scope: str, key: str, runnable: Runnable, input: J
     return output
 
 
-async def _with_fallback(ex: Execution, scope: str, agent: Agent[Any, Any], input: JSON) -> Any:
-    """Run `agent`, and on failure each of its fallback agents in turn (theirs too),
+async def _with_fallback(ex: Execution, primary: str, agent: Agent[Any, Any], input: JSON) -> Any:
+    """Run `agent` (at `primary`), and on failure each of its fallback agents in turn (theirs too),
     on the same input, keyed under `<agent's key>/fallback/`. Giving up on one is the
     journaled step `<its key>/gave-up`, so a resume goes straight to the agent that
     was working. An agent whose write tool ran is not replaced: its replacement
     would repeat the write under another idempotency key."""
-    primary = keys.child(scope, agent.name)
     chain = _chain(agent)
     for i, member in enumerate(chain):
         key = primary if i == 0 else keys.fallback_key(primary, member.name)

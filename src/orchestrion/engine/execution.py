@@ -54,6 +54,7 @@ from orchestrion.engine.records import (
     encode,
     expect,
     model_responded,
+    step_returned,
     value_of,
     value_record,
 )
@@ -99,7 +100,7 @@ class RunEnv:
     """The user's dependencies: `ctx.deps`."""
     model_for: Callable[[Model | str | None, str], Model]
     """Resolves an agent's model (an instance, a name, or the default)."""
-    run_child: Callable[[Execution, str, Any, JSON], Coroutine[Any, Any, Any]]
+    run_child: Callable[[Execution, str, str, Any, JSON], Coroutine[Any, Any, Any]]
     """`engine.dispatch.run_child`, injected to keep this module below the agent loop."""
     policy: Policy | None = None
     """The runtime's policy: the outermost for every model and tool call."""
@@ -156,7 +157,8 @@ class Execution:
         """`completed` with the record already encoded (`records.model_responded`,
         `records.tool_returned`: the two every step writes, made without a record)."""
         await self.log.append(key, kind, status, result, started_at, durable)
-        self.events.step_completed(key, kind, result, started_at)  # the journal's own value
+        if self.events.listening:  # every step passes here: no call to say nothing
+            self.events.step_completed(key, kind, result, started_at)  # the journal's value
 
     async def failed(
         self, key: str, kind: str, exc: BaseException, started_at: float, *, durable: bool = False
@@ -188,7 +190,8 @@ class Execution:
             self.events.step_replayed(key, "model", done.result)
         else:
             started = time.time()
-            self.events.step_started(key, "model", size)
+            if self.events.listening:
+                self.events.step_started(key, "model", size)
             response = await request_with_policy(self, key, chain, request)
             index = chain.position
             if response.usage.requests < 1:  # a model that does not count itself still counts
@@ -213,7 +216,8 @@ class Execution:
             self.events.step_replayed(key, kind, done.result)
             return value_of(done)
         started = time.time()
-        self.events.step_started(key, kind)
+        if self.events.listening:
+            self.events.step_started(key, kind)
         try:
             value = journaled(await fn(), "result", f"Step {key}")
         except (Suspended, DeterminismError):
@@ -223,7 +227,10 @@ class Execution:
             if not isinstance(exc, RunHalted):
                 self._raise_if_cut_off(key, exc)
             raise
-        await self.completed(key, kind, value_record(kind, value), started)
+        if kind == "step":  # the usual one (every branch of a fan-out): no record made
+            await self.completed_as(key, kind, step_returned(value), started)
+        else:  # a clock, a seed, a uuid: checked by their records
+            await self.completed(key, kind, value_record(kind, value), started)
         return value
 
     async def gather(self, scope: str, steps: Iterable[Awaitable[T]]) -> list[T]:
@@ -387,9 +394,9 @@ class Context(Generic[DepsT]):
 
     def run(self, runnable: Any, input: Any, *, key: str | None = None) -> Coroutine[Any, Any, Any]:
         scope = keys.child(self.key, key) if key else self.key
-        member = keys.scope_marker(keys.child(scope, runnable.name))
-        self._ex.log.claim(member, f"ctx.run of {runnable.name!r} at {_caller()}", marker=True)
-        return self._ex.env.run_child(self._ex, scope, runnable, input)
+        member, marker = keys.member_keys(scope, runnable.name)
+        self._ex.log.claim(marker, f"ctx.run of {runnable.name!r} at {_caller()}", marker=True)
+        return self._ex.env.run_child(self._ex, scope, member, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
         self._ex.events.loop_guard_triggered(self.key, kind, subject, times, action)

@@ -199,6 +199,12 @@ def tool_returned(content: str, is_error: bool = False) -> JSON:
     return {"content": content, "is_error": is_error}
 
 
+def step_returned(value: JSON) -> JSON:
+    """`encode(StepReturned(value=value))`, with no record made: every branch of a
+    fan-out writes one. The value is stored as it is."""
+    return value
+
+
 def encode(record: Record) -> JSON:
     """The `result` an entry holding `record` stores (its status is `record.status`)."""
     match record:  # class patterns without sub-patterns: one isinstance each (hot path)
@@ -214,7 +220,9 @@ def encode(record: Record) -> JSON:
             return error
         case InterruptAsked(payload=value) | Answered(answer=value):
             return value
-        case StepReturned(value=value) | UuidMade(value=value):
+        case StepReturned(value=value):
+            return step_returned(value)
+        case UuidMade(value=value):
             return value
         case ClockRead(value=number) | RandomSeed(value=number):
             return number

@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 
 from typing_extensions import TypeVar
 
+from orchestrion import keys
 from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
@@ -706,7 +707,7 @@ class Runtime:
     async def _work(self, ex: Execution, record: RunRecord, runnable: Runnable) -> RunResult[Any]:
         run_id = record.id
         try:
-            value = await run_child(ex, "", runnable, record.input)
+            value = await run_child(ex, "", keys.child("", runnable.name), runnable, record.input)
             output = journaled(value, "output", f"Run {run_id}")
             if ex.answers:
                 raise DeterminismError(

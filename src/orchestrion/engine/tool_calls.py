@@ -74,7 +74,8 @@ async def execute(
         if write
         else ToolCalls(tool, arguments, targets)
     )
-    ex.events.step_started(key, "tool")
+    if ex.events.listening:
+        ex.events.step_started(key, "tool")
     try:
         value = await attempt_loop(ex, key, path)
     except asyncio.CancelledError:

@@ -66,6 +66,8 @@ class Concurrent(Generic[OutputT]):
     """Seconds each branch may take."""
     description: str = ""
     _branches: tuple[Runnable, ...] = field(init=False, repr=False)
+    _keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """Each branch's step name (`branch-<i>`), made once: every run has them all."""
 
     def __post_init__(self) -> None:
         check_name("Concurrent", self.name)
@@ -83,10 +85,16 @@ class Concurrent(Generic[OutputT]):
         ):
             raise UserError(f"Concurrent {self.name!r}: aggregator {self.aggregator!r} cannot run.")
         object.__setattr__(self, "_branches", branches)
+        object.__setattr__(
+            self, "_keys", tuple(keys.numbered("branch", i) for i in range(len(branches)))
+        )
 
     async def invoke(self, ctx: RunContext[Any], input: Any) -> OutputT:
         results = await ctx.gather(
-            *(self._branch(ctx, i, member, input) for i, member in enumerate(self._branches))
+            *(
+                self._branch(ctx, key, member, input)
+                for key, member in zip(self._keys, self._branches, strict=True)
+            )
         )
         succeeded = sum(r.ok for r in results)
         needed = len(results) if self.min_success is None else self.min_success
@@ -108,11 +116,10 @@ class Concurrent(Generic[OutputT]):
         return self.aggregator(results)
 
     async def _branch(
-        self, ctx: RunContext[Any], i: int, member: Runnable, input: JSON
+        self, ctx: RunContext[Any], key: str, member: Runnable, input: JSON
     ) -> BranchResult:
-        """A success is journaled as the step `branch-<i>` (a resume skips it); a
-        failure is journaled as failed, so a resume tries that branch again."""
-        key = keys.numbered("branch", i)
+        """A success is journaled as the step `key` (`branch-<i>`: a resume skips it);
+        a failure is journaled as failed, so a resume tries that branch again."""
         if self.timeout is None:
             attempt: Callable[[], Awaitable[Any]] = partial(ctx.run, member, input, key=key)
         else:

@@ -83,8 +83,12 @@ class Supervisor(Generic[OutputT]):
         max_depth = self.max_depth
 
         async def delegate(ctx: RunContext[Any], task: str) -> str:
-            depth = _delegations_above(ctx.key)
-            if depth >= max_depth:
+            # Counted exactly only when the quick upper bound (this call included) is
+            # past the limit: most teams sit one level deep.
+            if (
+                keys.calls_at_most(ctx.key, DELEGATE) > max_depth
+                and (depth := _delegations_above(ctx.key)) >= max_depth
+            ):
                 raise ModelRetry(
                     f"This team sits {depth} delegations deep and max_depth={max_depth}: do not "
                     "delegate; do the task yourself or answer with what you have."
@@ -111,7 +115,11 @@ class Supervisor(Generic[OutputT]):
 
 def _delegations_above(key: str) -> int:
     """How many delegations the delegation at `key` (its tool call) sits under."""
-    return sum(1 for tool in keys.tools_above(key) if tool.startswith(DELEGATE)) - 1
+    above = -1  # the delegation itself is one of them
+    for tool in keys.tools_above(key):
+        if tool.startswith(DELEGATE):
+            above += 1
+    return above
 
 
 def _default_instructions(workers: tuple[Runnable, ...]) -> str:
