@@ -246,6 +246,23 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(
     assert flaky.failed == (1 if renewals == "failing once" else 0)
 
 
+def _heartbeats() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == "orchestrion-leases"]
+
+
+async def test_runs_one_after_another_share_one_heartbeat_that_ends_once_none_is_held(
+    store: Store,
+) -> None:
+    runtime = Runtime(store, lease_ttl=0.15)
+    agent = Agent(name="a", model=ScriptedModel(["one", "two"]))
+    await runtime.run(agent, "go")
+    [beat] = _heartbeats()
+    await runtime.run(agent, "go")
+    assert _heartbeats() == [beat]  # not a task made and cancelled per run
+    await asyncio.sleep(0.15)  # its next beat finds no run held
+    assert beat.done() and _heartbeats() == []
+
+
 async def test_an_owner_that_lost_its_lease_stops_at_its_next_step(store: Store) -> None:
     gate, entered, payments, agent = gated_payer()
     owner = Runtime(store, lease_ttl=0.15)

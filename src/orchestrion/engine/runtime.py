@@ -120,8 +120,7 @@ class Runtime:
         """Prices model responses (`Usage.cost`): the table given, else genai-prices."""
         self.policy = policy
         """The outermost policy of every model and tool call (see `orchestrion.policy`)."""
-        self._env: RunEnv | None = None
-        """What the last run was lent: the next run with the same deps shares it."""
+        self._env: RunEnv | None = None  # the last run's: the next with the same deps shares it
         self._breakers: Breakers = breakers if breakers is not None else MemoryBreakers()
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
@@ -220,7 +219,7 @@ class Runtime:
             if existing is not None:
                 return existing, True
         # Reserved before the record exists, so a submission that finds it waits for it.
-        with self._working(run_id or _new_id()) as reserved:
+        with self._working(run_id or token_hex(8)) as reserved:
             try:
                 record, lease = await self._create(
                     runnable, input, reserved, target, idempotency_key
@@ -471,7 +470,7 @@ class Runtime:
         runnable = runnable or find_runnable(record, self._runnables)
         now = time.time()
         fork = RunRecord(
-            id=new_run_id or _new_id(),
+            id=new_run_id or token_hex(8),
             name=record.name,
             status=RunStatus.RUNNING,
             input=record.input,
@@ -592,13 +591,11 @@ class Runtime:
             input = to_jsonable(input, "input")
         except TypeError as exc:
             raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
-        if isinstance(runnable, Agent):
-            self._model_for(
-                runnable.model, runnable.name
-            )  # a missing model fails before the run exists
+        if isinstance(runnable, Agent):  # a missing model fails before the run exists
+            self._model_for(runnable.model, runnable.name)
         now = time.time()
         record = RunRecord(
-            id=run_id or _new_id(),
+            id=run_id or token_hex(8),
             name=runnable.name,
             status=RunStatus.RUNNING,
             input=input,
@@ -800,7 +797,3 @@ def _jsonable(input: JSONInput) -> JSONInput:
         return to_jsonable(input)
     except TypeError:
         return input
-
-
-def _new_id() -> str:
-    return token_hex(8)
