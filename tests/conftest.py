@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,10 +15,14 @@ from orchestrion.testing import forbid_model_requests
 
 forbid_model_requests()
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "postgres"]
 """The stores every engine test and the store conformance suite run on. To add a
-backend, add its kind here and its opening to `make_store` (as a `pytest.param`
-with a skip mark if it needs a service that may be absent, e.g. a local PostgreSQL)."""
+backend, add its kind here and its opening to `make_store`."""
+
+POSTGRES_URL = os.environ.get(
+    "ORCHESTRION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""A PostgreSQL database the tests may create schemas in (each test its own)."""
 
 
 def make_store(kind: str, tmp_path: Path) -> Store:
@@ -25,7 +30,23 @@ def make_store(kind: str, tmp_path: Path) -> Store:
         return open_store("memory://")
     if kind == "sqlite":
         return open_store(f"sqlite:///{tmp_path / 'orchestrion.db'}")
+    if kind == "postgres":
+        return open_store(f"{POSTGRES_URL}?schema=test_{uuid.uuid4().hex[:16]}")
     raise ValueError(kind)
+
+
+async def drop_schema(store: Store) -> None:
+    """Remove a PostgreSQL test store's schema (its tables and rows)."""
+    import asyncpg
+
+    schema = getattr(store, "schema", None)
+    if schema is None:
+        return
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -39,7 +60,10 @@ async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     backend alone name theirs differently (`sqlite_store`); a URL is `store_url`."""
     s = make_store(store_kind, tmp_path)
     yield s
-    await s.close()
+    try:
+        await s.close()
+    finally:
+        await drop_schema(s)
 
 
 @pytest.fixture

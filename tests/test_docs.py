@@ -68,7 +68,7 @@ PRINTS: dict[str, tuple[str, ...]] = {
     "security.md": (
         "ops/turn-1/tool/read_config#r1: token = <redacted>",
         "ops/turn-2/tool/connect#c1: db-1 refused token <redacted>; try the replica.",
-        "Unknown store scheme 'postgres' in 'postgres://admin:<redacted>@db.example.com/app'",
+        "Unknown store scheme 'mysql' in 'mysql://admin:<redacted>@db.example.com/app'",
         "retrying with Authorization: Bearer <redacted>",
     ),
 }

@@ -90,10 +90,10 @@ def test_printed_errors_and_show_do_not_print_an_api_key(key: str, env: dict[str
 def test_a_store_url_error_does_not_print_the_password(env: dict[str, str]) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     done = cli(
-        "run", f"{TARGETS}:cashier", "--store", f"postgres://admin:{password}@db:5432/app", env=env
+        "run", f"{TARGETS}:cashier", "--store", f"mysql://admin:{password}@db:5432/app", env=env
     )
     assert done.returncode == 2
-    assert "Unknown store scheme 'postgres'" in done.stderr
+    assert "Unknown store scheme 'mysql'" in done.stderr
     assert password not in done.stdout + done.stderr
 
 

@@ -224,9 +224,9 @@ async def test_a_successful_tool_result_keeps_shapes_but_loses_known_secrets(
 def test_an_unknown_store_scheme_does_not_echo_the_password() -> None:
     password = unique("pgpw")
     with pytest.raises(UserError) as info:
-        Runtime(f"postgres://admin:{password}@db.example.com/app")
+        Runtime(f"mysql://admin:{password}@db.example.com/app")
     assert password not in str(info.value)
-    assert f"postgres://admin:{REDACTED}@db.example.com/app" in str(info.value)
+    assert f"mysql://admin:{REDACTED}@db.example.com/app" in str(info.value)
     with pytest.raises(UserError) as info:
         open_store(f"sqlite://admin:{password}@host/runs.db")
     assert password not in str(info.value)

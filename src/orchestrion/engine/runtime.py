@@ -212,13 +212,15 @@ class Runtime:
     ) -> tuple[RunResult[Any], bool]:
         """A new run's result, or (with a key already used) the existing run's;
         True when it is the existing one."""
-        if idempotency_key is not None:
+        while idempotency_key is not None:
             if run_id is not None and (working := self._finished.get(run_id)) is not None:
                 await working.wait()  # the same submission, its record not written yet
             existing = await self._submitted(idempotency_key, runnable, input)
             if existing is not None:
                 return existing, True
-        # Reserved before the record exists, so a submission that finds it waits for it.
+            if run_id is None or run_id not in self._finished:
+                break  # else reserved while the key was looked up: wait for it, look again
+        # Reserved (no await since the check) before the record exists: a repeat waits for it.
         with self._working(run_id or token_hex(8)) as reserved:
             try:
                 record, lease = await self._create(
@@ -787,8 +789,7 @@ def _register(secrets: Iterable[str | SupportsSecret | None]) -> None:
         raise UserError(f"Runtime(secrets=...): {exc}") from None
 
 
-def _described(exc: BaseException) -> dict[str, JSON]:
-    """`describe(exc)` as every store can hold it (an exception's message may hold anything)."""
+def _described(exc: BaseException) -> dict[str, JSON]:  # as every store can hold it
     return as_object(clean_data(describe(exc)))
 
 

@@ -1,6 +1,6 @@
 """The `Store` protocol every backend implements, and `open_store(url)`.
 
-Backends (`memory://`, `sqlite:///path.db`, later `postgresql://`) are imported
+Backends (`memory://`, `sqlite:///path.db`, `postgresql://`) are imported
 lazily by URL scheme; third parties register through the `orchestrion.stores`
 entry-point group (name = scheme, value = a callable taking the URL and
 returning a `Store`). One conformance suite (`tests/stores/test_conformance.py`)
@@ -124,6 +124,8 @@ StoreFactory = Callable[[str], Store]
 _BUILTIN = {
     "memory": "orchestrion.stores.memory:MemoryStore.from_url",
     "sqlite": "orchestrion.stores.sqlite:SQLiteStore.from_url",
+    "postgresql": "orchestrion.stores.postgres:PostgresStore.from_url",
+    "postgres": "orchestrion.stores.postgres:PostgresStore.from_url",
 }
 _registered: dict[str, StoreFactory] = {}
 
@@ -162,5 +164,6 @@ def open_store(url: str | None = None, *, read_only: bool = False) -> Store:
             _registered[scheme] = factory
             return factory(url)
     raise UserError(
-        f"Unknown store scheme {scheme!r} in {redact_url(url)!r}: use memory:// or sqlite:///path.db."
+        f"Unknown store scheme {scheme!r} in {redact_url(url)!r}: use memory://, "
+        "sqlite:///path.db or postgresql://user@host/db."
     )

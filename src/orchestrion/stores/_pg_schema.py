@@ -1,0 +1,86 @@
+"""The PostgreSQL store's tables, as versioned, append-only migrations.
+
+`MIGRATIONS[i]` takes a database from version `i` to `i + 1`; a released one is
+never edited, a change is a new one at the end. `migrate` applies what is missing
+under an advisory lock (several processes may open one database at once), and
+refuses a database whose version is newer than this code knows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrion.errors import StoreError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs and their journals. Payloads are jsonb; a run's lease and fencing
+    # token are columns, so a claim, a renewal and a fenced write are one statement.
+    """
+    CREATE TABLE runs (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        status text NOT NULL,
+        input jsonb,
+        target text,
+        output jsonb,
+        error jsonb,
+        pending jsonb NOT NULL,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        parent_id text,
+        fork_at text,
+        idempotency_key text UNIQUE,
+        usage jsonb NOT NULL,
+        v integer NOT NULL,
+        token bigint NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_since double precision,
+        lease_until double precision,
+        next_seq integer NOT NULL DEFAULT 0,
+        created_order bigint GENERATED ALWAYS AS IDENTITY
+    );
+    CREATE INDEX runs_newest ON runs (created_at DESC, created_order DESC);
+    CREATE INDEX runs_by_status ON runs (status, created_at DESC, created_order DESC);
+    CREATE TABLE journal (
+        run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        seq integer NOT NULL,
+        key text NOT NULL,
+        kind text NOT NULL,
+        status text NOT NULL,
+        result jsonb,
+        started_at double precision NOT NULL,
+        ended_at double precision NOT NULL,
+        v integer NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    """,
+)
+
+_LOCK = 0x6F72636865737472  # "orchestr": serialises migrations across processes
+
+
+async def migrate(conn: asyncpg.Connection, schema: str) -> None:
+    """Bring `schema` up to `len(MIGRATIONS)`, creating it if needed."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".orchestrion_schema '
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval(
+            f'SELECT coalesce(max(version), 0) FROM "{schema}".orchestrion_schema'
+        )
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"The PostgreSQL schema {schema!r} is at version {current}, newer than this "
+                f"orchestrion knows ({len(MIGRATIONS)}): upgrade orchestrion (pip install -U "
+                "orchestrion) in every process that uses this database."
+            )
+        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            await conn.execute(MIGRATIONS[version - 1])
+            await conn.execute("INSERT INTO orchestrion_schema (version) VALUES ($1)", version)

@@ -1,0 +1,106 @@
+"""What the PostgreSQL store does beyond the conformance suite: its URL, its
+schema migrations, its errors, and group commit. Against the local server
+(`ORCHESTRION_TEST_POSTGRES`), each test in a schema of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from orchestrion.engine.journal import RunStatus
+from orchestrion.engine.store import open_store
+from orchestrion.errors import StoreError, UserError
+from orchestrion.stores._pg_schema import MIGRATIONS
+from orchestrion.stores.postgres import PostgresStore
+
+from ..conftest import POSTGRES_URL, drop_schema
+from .test_conformance import entry, run
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield name
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def test_the_url_gives_the_schema_and_pool_size_and_keeps_the_password_out() -> None:
+    store = open_store("postgresql://app:s3cret-pw@db.internal:5433/prod?schema=team_a&pool_size=3")
+    assert isinstance(store, PostgresStore)
+    assert (store.schema, store.pool_size) == ("team_a", 3)
+    assert "s3cret-pw" not in store.url + repr(store)
+    assert isinstance(open_store("postgres://app@db/prod"), PostgresStore)
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [("schema=a;drop", "not a plain identifier"), ("pool_size=many", "whole number")],
+)
+def test_a_bad_option_is_refused_naming_it(query: str, problem: str) -> None:
+    with pytest.raises(UserError, match=problem):
+        open_store(f"postgresql://app@db/prod?{query}")
+
+
+async def test_a_server_that_is_down_is_named_without_the_password() -> None:
+    store = open_store("postgresql://admin:pw-never-shown@127.0.0.1:1/test")
+    with pytest.raises(StoreError, match=r"Cannot reach PostgreSQL at .*127\.0\.0\.1:1") as info:
+        await store.get_run("r1")
+    assert "pw-never-shown" not in str(info.value)
+
+
+async def test_a_schema_newer_than_the_code_is_refused(schema: str) -> None:
+    store = open_store(f"{POSTGRES_URL}?schema={schema}")
+    await store.get_run("r1")  # creates the tables at the current version
+    await store.close()
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(
+            f'INSERT INTO "{schema}".orchestrion_schema (version) VALUES ($1)', len(MIGRATIONS) + 1
+        )
+    finally:
+        await conn.close()
+    newer = open_store(f"{POSTGRES_URL}?schema={schema}")
+    with pytest.raises(StoreError, match=r"newer than this orchestrion knows.*upgrade"):
+        await newer.get_run("r1")
+
+
+async def test_stores_opening_one_new_schema_at_once_migrate_it_once(schema: str) -> None:
+    stores = [open_store(f"{POSTGRES_URL}?schema={schema}") for _ in range(6)]
+    assert await asyncio.gather(*(s.get_run("r1") for s in stores)) == [None] * 6
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        versions = await conn.fetch(f'SELECT version FROM "{schema}".orchestrion_schema')
+    finally:
+        await conn.close()
+    assert [v[0] for v in versions] == list(range(1, len(MIGRATIONS) + 1))
+    for s in stores:
+        await s.close()
+
+
+async def test_concurrent_runs_appends_are_group_committed(schema: str) -> None:
+    store = open_store(f"{POSTGRES_URL}?schema={schema}")
+    assert isinstance(store, PostgresStore)
+    runs, steps = 40, 10
+    for r in range(runs):
+        await store.create_run(run(f"run-{r}"))
+    before = store.commits
+
+    async def steps_of(r: int) -> None:
+        for i in range(steps):
+            await store.append(f"run-{r}", [entry(i)], durable=i == steps - 1)
+
+    await asyncio.gather(*(steps_of(r) for r in range(runs)))
+    for r in range(runs):
+        assert [e.seq for e in await store.load(f"run-{r}")] == list(range(steps))
+    assert store.commits - before < runs * steps / 4  # many appends share each commit
+    await store.update_run("run-0", status=RunStatus.COMPLETED)
+    await store.close()
+    await drop_schema(store)
