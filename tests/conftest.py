@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,21 +38,19 @@ def make_store(kind: str, tmp_path: Path) -> Store:
 
 async def drop_schema(store: Store) -> None:
     """Remove a PostgreSQL test store's schema (its tables and rows)."""
+    schema = getattr(store, "schema", None)
+    if schema is not None:
+        await _drop(schema)
+
+
+async def _drop(schema: str) -> None:
     import asyncpg
 
-    schema = getattr(store, "schema", None)
-    if schema is None:
-        return
     conn = await asyncpg.connect(POSTGRES_URL)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
@@ -76,3 +75,15 @@ async def runtime(store: Store) -> AsyncIterator[Runtime]:
 
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def process_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """For tests of real processes: a SQLite file, or a PostgreSQL schema of the
+    test's own (dropped after it)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runs.db'}"
+        return
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    yield f"{POSTGRES_URL}?schema={schema}"
+    asyncio.run(_drop(schema))

@@ -1,4 +1,5 @@
-"""Crash safety, proven with real processes: SIGKILL a CLI run, resume it, count effects."""
+"""Crash safety, proven with real processes: SIGKILL a CLI run, resume it, count
+effects; on a SQLite file and on the local PostgreSQL (`process_store_url`)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,9 @@ def events(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def start_and_kill(tmp_path: Path, hang: dict[str, str]) -> tuple[dict[str, str], str]:
+def start_and_kill(tmp_path: Path, store: str, hang: dict[str, str]) -> tuple[dict[str, str], str]:
     """Start a run that hangs where asked, wait until it hangs, SIGKILL it."""
     effects = tmp_path / "effects.jsonl"
-    store = f"sqlite:///{tmp_path / 'runs.db'}"
     # A short lease: the killed process's claim ends within a second.
     env = {**os.environ, "CRASH_EFFECTS": str(effects), "ORCHESTRION_LEASE_TTL": "1"}
     stderr = tmp_path / "stderr.txt"
@@ -82,8 +82,10 @@ def resume(env: dict[str, str], store: str) -> dict[str, object]:
     return result
 
 
-def test_kill_after_a_write_completed_resumes_without_repeating_it(tmp_path: Path) -> None:
-    env, store = start_and_kill(tmp_path, {"CRASH_HANG_AFTER": "2"})
+def test_kill_after_a_write_completed_resumes_without_repeating_it(
+    tmp_path: Path, process_store_url: str
+) -> None:
+    env, store = start_and_kill(tmp_path, process_store_url, {"CRASH_HANG_AFTER": "2"})
     before = [e for e in events(tmp_path / "effects.jsonl") if e["event"] == "effect"]
     assert [e["n"] for e in before] == [1, 2]
 
@@ -101,8 +103,10 @@ def test_kill_after_a_write_completed_resumes_without_repeating_it(tmp_path: Pat
     ]
 
 
-def test_kill_inside_a_write_reexecutes_it_with_the_same_idempotency_key(tmp_path: Path) -> None:
-    env, store = start_and_kill(tmp_path, {"CRASH_HANG_IN_WRITE": "2"})
+def test_kill_inside_a_write_reexecutes_it_with_the_same_idempotency_key(
+    tmp_path: Path, process_store_url: str
+) -> None:
+    env, store = start_and_kill(tmp_path, process_store_url, {"CRASH_HANG_IN_WRITE": "2"})
 
     resume(env, store)
 

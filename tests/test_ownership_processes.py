@@ -1,5 +1,6 @@
-"""One owner per run, proven with real processes on a real SQLite file: racing
-approvals, a SIGKILLed owner, a cancel from another process, reads meanwhile."""
+"""One owner per run, proven with real processes on a real SQLite file and on the
+local PostgreSQL: racing approvals, a SIGKILLed owner, a cancel from another
+process, reads meanwhile."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ pytestmark = pytest.mark.slow
 
 
 class Bench:
-    """A store file, an effects log and the environment the CLI runs in."""
+    """A store, an effects log and the environment the CLI runs in."""
 
-    def __init__(self, tmp_path: Path, **env: str) -> None:
+    def __init__(self, tmp_path: Path, store: str, **env: str) -> None:
         self.effects = tmp_path / "effects.jsonl"
-        self.store = f"sqlite:///{tmp_path / 'runs.db'}"
+        self.store = store
         self.env = {**os.environ, "OWN_EFFECTS": str(self.effects), "COLUMNS": "250", **env}
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -63,9 +64,9 @@ class Bench:
 
 @pytest.mark.parametrize("round_", range(3))
 def test_racing_approvals_execute_the_write_once_and_end_completed(
-    tmp_path: Path, round_: int
+    tmp_path: Path, process_store_url: str, round_: int
 ) -> None:
-    bench = Bench(tmp_path, OWN_PAY_SLEEP="0.3")
+    bench = Bench(tmp_path, process_store_url, OWN_PAY_SLEEP="0.3")
     code, out, _ = bench.cli("run", f"{TARGET}:approved", "--run-id", "r1", "--json")
     assert code == 3
     approval = json.loads(out)["interrupts"][0]["id"]
@@ -91,9 +92,9 @@ def test_racing_approvals_execute_the_write_once_and_end_completed(
 
 
 def test_a_killed_owner_is_refused_until_its_lease_ends_then_resumed_once(
-    tmp_path: Path,
+    tmp_path: Path, process_store_url: str
 ) -> None:
-    bench = Bench(tmp_path, OWN_PAYMENTS="2", ORCHESTRION_LEASE_TTL="2")
+    bench = Bench(tmp_path, process_store_url, OWN_PAYMENTS="2", ORCHESTRION_LEASE_TTL="2")
     owner = bench.start(
         "run", f"{TARGET}:agent", "--run-id", "r1", "--json", OWN_GATE=str(tmp_path / "never")
     )
@@ -123,10 +124,10 @@ def test_a_killed_owner_is_refused_until_its_lease_ends_then_resumed_once(
 
 
 def test_cancel_from_another_process_stops_the_owner_before_its_next_write(
-    tmp_path: Path,
+    tmp_path: Path, process_store_url: str
 ) -> None:
     gate = tmp_path / "gate"
-    bench = Bench(tmp_path, OWN_PAYMENTS="3", OWN_GATE=str(gate))
+    bench = Bench(tmp_path, process_store_url, OWN_PAYMENTS="3", OWN_GATE=str(gate))
     owner = bench.start("run", f"{TARGET}:agent", "--run-id", "r1", "--json")
     bench.wait_for("waiting", owner)  # payment 1 went out; the model is asked again
 
