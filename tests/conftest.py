@@ -53,6 +53,11 @@ async def _drop(schema: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
 async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     """A `Store` of each kind in turn (closed after the test). Tests of one

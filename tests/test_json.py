@@ -45,6 +45,14 @@ def test_surrogates_are_replaced_in_values_and_keys() -> None:
     assert json_text(value) == orjson.dumps(to_jsonable(value)).decode()
 
 
+def test_nul_becomes_the_replacement_character_in_text_values_and_keys() -> None:
+    assert clean_text("a\x00b") == f"a{FFFD}b"
+    assert clean_text("é\x00\ud83d") == f"é{FFFD}{FFFD}"
+    value = {"k\x00": ["x\x00", {"n": 1.5}]}
+    assert to_jsonable(value) == {f"k{FFFD}": [f"x{FFFD}", {"n": 1.5}]}
+    assert json_text(value) == orjson.dumps(to_jsonable(value)).decode()
+
+
 @pytest.mark.parametrize(
     ("value", "path"),
     [

@@ -7,6 +7,7 @@ sees the same thing first time and on replay, on every store:
 
 - a lone surrogate (half an emoji from a cut stream) becomes U+FFFD, visibly:
   no store can hold it, and a JSON reader refuses it;
+- so does the NUL character (U+0000): PostgreSQL's text and jsonb refuse it;
 - a dict key that is an int, float, bool or None becomes its JSON text (`1` ->
   `"1"`, `True` -> `"true"`), as `json.dumps` writes it;
 - NaN and Infinity (which orjson would silently write as `null`), integers
@@ -49,7 +50,8 @@ a sequence a `list` or `tuple`; `to_jsonable` says where a value is not JSON."""
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 """The integers orjson writes exactly."""
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+"""Lone surrogates (when not paired) and NUL: what no store holds."""
 
 
 class NotJSON(TypeError):
@@ -126,10 +128,13 @@ def as_int(value: JSON, what: str = "value") -> int:
 
 
 def clean_text(text: str) -> str:
-    """`text` with each lone surrogate replaced by U+FFFD; a well-formed pair of
-    surrogates (an emoji split in two code points) is joined into its character."""
-    if text.isascii() or _SURROGATE.search(text) is None:
+    """`text` with each lone surrogate and each NUL replaced by U+FFFD; a well-formed
+    pair of surrogates (an emoji split in two code points) is joined into its character."""
+    if text.isascii():
+        return text if "\x00" not in text else text.replace("\x00", "\ufffd")
+    if _UNSTORABLE.search(text) is None:
         return text
+    text = text.replace("\x00", "\ufffd")
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
@@ -157,7 +162,7 @@ def to_jsonable(value: Any, root: str = "value") -> JSON:
         data = orjson.dumps(value, default=_default)
     except TypeError:
         return _clean(value, root)  # surrogates, keys to convert, or a refusal with a path
-    if b"null" in data:  # maybe a NaN or an Infinity, which orjson writes as null
+    if b"null" in data or b"\\u0000" in data:  # maybe a NaN or an Infinity, or a NUL
         return _clean(value, root)
     converted: JSON = orjson.loads(data)
     return converted
@@ -169,7 +174,7 @@ def json_text(value: Any, root: str = "value") -> str:
         data = orjson.dumps(value, default=_default)
     except TypeError:
         data = b"null"  # take the careful way below
-    if b"null" in data:
+    if b"null" in data or b"\\u0000" in data:
         return orjson.dumps(_clean(value, root)).decode()
     return data.decode()
 

@@ -112,6 +112,32 @@ async def test_a_lone_surrogate_in_model_text_completes_and_replays_the_same(
     assert (await runtime.get(first.run_id)).output == done.output
 
 
+async def test_a_nul_in_a_tool_result_and_in_model_text_is_journaled_as_the_run_saw_it(
+    runtime: Runtime,
+) -> None:
+    """No store may refuse it (PostgreSQL's text and jsonb cannot hold U+0000)."""
+
+    @tool
+    async def read_file() -> str:
+        """Read a binary-ish file."""
+        return "header\x00body"
+
+    model = ScriptedModel(
+        [
+            ModelResponse(text="reading\x00", tool_calls=(ToolCall("f1", "read_file", "{}"),)),
+            "done",
+        ]
+    )
+    result = await runtime.run(Agent(name="reader", model=model, tools=[read_file]), "go")
+    assert result.status is RunStatus.COMPLETED
+    seen = last_tool_result(model.requests[1]).content
+    assert seen == f"header{FFFD}body"
+    key = "reader/turn-1/tool/read_file#f1"
+    assert await _journaled(runtime, result.run_id, key) == {"content": seen, "is_error": False}
+    journaled = await _journaled(runtime, result.run_id, "reader/turn-1/model")
+    assert journaled["text"] == f"reading{FFFD}"
+
+
 async def test_a_lone_surrogate_in_a_tool_error_is_journaled(runtime: Runtime) -> None:
     @tool
     async def parse() -> str:

@@ -467,11 +467,16 @@ def journaled(value: Any, root: str, source: str, verb: str = "returned") -> JSO
         ) from exc
 
 
+def _plain(text: str) -> bool:
+    """ASCII with no NUL: nothing `clean_text` would change."""
+    return text.isascii() and "\x00" not in text
+
+
 def _clean_response(response: ModelResponse) -> ModelResponse:
-    """`response` with the lone surrogates of its text and tool calls replaced (see
+    """`response` with the lone surrogates and NULs of its text and tool calls replaced (see
     `orchestrion._json.clean_text`): no store can hold them."""
-    if (response.text is None or response.text.isascii()) and all(
-        c.arguments.isascii() and c.id.isascii() and c.name.isascii() for c in response.tool_calls
+    if (response.text is None or _plain(response.text)) and all(
+        _plain(c.arguments) and _plain(c.id) and _plain(c.name) for c in response.tool_calls
     ):
         return response  # the usual case: nothing to clean, nothing built
     text = response.text if response.text is None else clean_text(response.text)
