@@ -282,20 +282,73 @@ class PostgresStore:
 
     async def _transaction(self, ops: Sequence[_Append | _Write]) -> list[object]:
         pool = self._pool
+        results: list[object] = []
         async with pool.acquire() as conn, conn.transaction():
             if not any(op.durable for op in ops):
                 await conn.execute("SET LOCAL synchronous_commit = off")
-            results: list[object] = []
-            for op in ops:
+            i = 0
+            while i < len(ops):
+                op = ops[i]
+                if isinstance(op, _Append):  # a run of appends: a few statements for all
+                    j = i + 1
+                    while j < len(ops) and isinstance(ops[j], _Append):
+                        j += 1
+                    results += await self._append_all(conn, ops[i:j])  # type: ignore[arg-type]
+                    i = j
+                    continue
                 try:
-                    if isinstance(op, _Append):
-                        await self._append_rows(conn, op)
-                        results.append(None)
-                    else:
-                        results.append(await op.apply(conn))
+                    results.append(await op.apply(conn))
                 except OrchestrionError as refused:  # this write's own: the batch goes on
                     results.append(refused)
+                i += 1
         self.commits += 1
+        return results
+
+    async def _append_all(self, conn: Any, ops: Sequence[_Append]) -> list[object]:
+        """Apply consecutive appends: one statement moves every run's journal end on
+        (where its token and end are as the appends expect), one inserts all their
+        entries. A run whose appends do not fit is done append by append, which
+        finds each one's refusal."""
+        spans: dict[str, list[Any]] = {}  # run -> [token, first seq, next seq, fits]
+        for op in ops:
+            first = op.entries[0].seq if op.entries else None
+            contiguous = all(e.seq == first + k for k, e in enumerate(op.entries))  # type: ignore[operator]
+            span = spans.get(op.run_id)
+            if span is None:
+                spans[op.run_id] = span = [op.token, first, first, contiguous]
+            elif span[0] != op.token or (first is not None and first != span[2]):
+                span[3] = False
+            span[3] = span[3] and contiguous and first is not None
+            if span[3]:
+                span[2] = first + len(op.entries)  # type: ignore[operator]
+        fitting = [r for r, span in spans.items() if span[3]]
+        moved: set[str] = set()
+        if fitting:
+            rows = await conn.fetch(
+                "UPDATE runs SET next_seq = span.next FROM unnest($1::text[], $2::bigint[], "
+                "$3::int[], $4::int[]) AS span(id, token, first, next) WHERE runs.id = span.id "
+                "AND runs.next_seq = span.first AND (span.token IS NULL OR runs.token = span.token) "
+                "RETURNING runs.id",
+                fitting,
+                [spans[r][0] for r in fitting],
+                [spans[r][1] for r in fitting],
+                [spans[r][2] for r in fitting],
+            )
+            moved = {r[0] for r in rows}
+            entries = [row for op in ops if op.run_id in moved for row in op.rows]
+            if entries:
+                await conn.execute(_INSERT_ENTRIES, *zip(*entries, strict=True))
+            self._known.update(moved)
+        results: list[object] = []
+        for op in ops:
+            if op.run_id in moved:
+                results.append(None)
+                continue
+            try:
+                await self._append_rows(conn, op)
+                results.append(None)
+            except OrchestrionError as refused:
+                results.append(refused)
         return results
 
     def _deliver(self, op: _Append | _Write, result: object) -> None:
@@ -598,6 +651,12 @@ _INSERT_RUN = (
 _INSERT_ENTRY = (
     "INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v) "
     "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)"
+)
+
+_INSERT_ENTRIES = (
+    "INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v) "
+    "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
+    "$6::jsonb[], $7::float8[], $8::float8[], $9::int[])"
 )
 
 _UPDATE_RUN = (
