@@ -65,6 +65,10 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "charged 1 time(s)\ncompleted - charged 1 time(s)",
         "uuid random clock",
     ),
+    "postgres.md": (
+        "You have 4,800.00.\nteller/turn-1/model\nteller/turn-1/tool/balance#call_1_0\n"
+        "teller/turn-2/model",
+    ),
     "security.md": (
         "ops/turn-1/tool/read_config#r1: token = <redacted>",
         "ops/turn-2/tool/connect#c1: db-1 refused token <redacted>; try the replica.",
