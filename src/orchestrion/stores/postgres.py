@@ -205,6 +205,10 @@ class PostgresStore:
                 min_size=1,
                 max_size=self.pool_size,
                 server_settings={"search_path": self.schema, "application_name": "orchestrion"},
+                # A connection goes back to the pool as it came: nothing here leaves
+                # session state (settings are SET LOCAL, locks transaction-scoped), so
+                # the reset query asyncpg would send on each release is a round trip saved.
+                reset=_keep_as_is,
             )
         except asyncpg.InvalidPasswordError:
             raise StoreError(
@@ -283,32 +287,40 @@ class PostgresStore:
     async def _transaction(self, ops: Sequence[_Append | _Write]) -> list[object]:
         pool = self._pool
         results: list[object] = []
-        async with pool.acquire() as conn, conn.transaction():
-            if not any(op.durable for op in ops):
-                await conn.execute("SET LOCAL synchronous_commit = off")
-            i = 0
-            while i < len(ops):
-                op = ops[i]
-                if isinstance(op, _Append):  # a run of appends: a few statements for all
-                    j = i + 1
-                    while j < len(ops) and isinstance(ops[j], _Append):
-                        j += 1
-                    results += await self._append_all(conn, ops[i:j])  # type: ignore[arg-type]
-                    i = j
-                    continue
-                try:
-                    results.append(await op.apply(conn))
-                except OrchestrionError as refused:  # this write's own: the batch goes on
-                    results.append(refused)
-                i += 1
+        durable = any(op.durable for op in ops)
+        async with pool.acquire() as conn:
+            if durable and all(isinstance(op, _Append) for op in ops):
+                # Appends only (a durable step's usual batch): one statement, which
+                # commits alone, flushed: one round trip rather than four.
+                results = await self._append_all(conn, ops)  # type: ignore[arg-type]
+                self.commits += 1
+                return results
+            async with conn.transaction():
+                if not durable:
+                    await conn.execute("SET LOCAL synchronous_commit = off")
+                i = 0
+                while i < len(ops):
+                    op = ops[i]
+                    if isinstance(op, _Append):  # a run of appends: one statement for all
+                        j = i + 1
+                        while j < len(ops) and isinstance(ops[j], _Append):
+                            j += 1
+                        results += await self._append_all(conn, ops[i:j])  # type: ignore[arg-type]
+                        i = j
+                        continue
+                    try:
+                        results.append(await op.apply(conn))
+                    except OrchestrionError as refused:  # this write's own: the batch goes on
+                        results.append(refused)
+                    i += 1
         self.commits += 1
         return results
 
     async def _append_all(self, conn: Any, ops: Sequence[_Append]) -> list[object]:
-        """Apply consecutive appends: one statement moves every run's journal end on
-        (where its token and end are as the appends expect), one inserts all their
-        entries. A run whose appends do not fit is done append by append, which
-        finds each one's refusal."""
+        """Apply consecutive appends in one statement: it moves every run's journal
+        end on (where its token and end are as the appends expect) and inserts those
+        runs' entries. A run whose appends do not fit is done append by append,
+        which finds each one's refusal."""
         spans: dict[str, list[Any]] = {}  # run -> [token, first seq, next seq, fits]
         for op in ops:
             first = op.entries[0].seq if op.entries else None
@@ -324,20 +336,17 @@ class PostgresStore:
         fitting = [r for r, span in spans.items() if span[3]]
         moved: set[str] = set()
         if fitting:
-            rows = await conn.fetch(
-                "UPDATE runs SET next_seq = span.next FROM unnest($1::text[], $2::bigint[], "
-                "$3::int[], $4::int[]) AS span(id, token, first, next) WHERE runs.id = span.id "
-                "AND runs.next_seq = span.first AND (span.token IS NULL OR runs.token = span.token) "
-                "RETURNING runs.id",
+            rows = [row for op in ops if spans[op.run_id][3] for row in op.rows]
+            columns = list(zip(*rows, strict=True))
+            moved_rows = await conn.fetch(
+                _APPEND_SPANS,
                 fitting,
                 [spans[r][0] for r in fitting],
                 [spans[r][1] for r in fitting],
                 [spans[r][2] for r in fitting],
+                *columns,
             )
-            moved = {r[0] for r in rows}
-            entries = [row for op in ops if op.run_id in moved for row in op.rows]
-            if entries:
-                await conn.execute(_INSERT_ENTRIES, *zip(*entries, strict=True))
+            moved = {r[0] for r in moved_rows}
             self._known.update(moved)
         results: list[object] = []
         for op in ops:
@@ -345,7 +354,11 @@ class PostgresStore:
                 results.append(None)
                 continue
             try:
-                await self._append_rows(conn, op)
+                if conn.is_in_transaction():
+                    await self._append_rows(conn, op)
+                else:
+                    async with conn.transaction():
+                        await self._append_rows(conn, op)
                 results.append(None)
             except OrchestrionError as refused:
                 results.append(refused)
@@ -653,11 +666,23 @@ _INSERT_ENTRY = (
     "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)"
 )
 
-_INSERT_ENTRIES = (
-    "INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v) "
-    "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
-    "$6::jsonb[], $7::float8[], $8::float8[], $9::int[])"
+_APPEND_SPANS = """
+WITH moved AS (
+    UPDATE runs SET next_seq = span.next
+    FROM unnest($1::text[], $2::bigint[], $3::int[], $4::int[]) AS span(id, token, first, next)
+    WHERE runs.id = span.id AND runs.next_seq = span.first
+        AND (span.token IS NULL OR runs.token = span.token)
+    RETURNING runs.id
+), added AS (
+    INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v)
+    SELECT * FROM unnest($5::text[], $6::int[], $7::text[], $8::text[], $9::text[],
+        $10::jsonb[], $11::float8[], $12::float8[], $13::int[])
+        AS e(run_id, seq, key, kind, status, result, started_at, ended_at, v)
+    WHERE e.run_id IN (SELECT id FROM moved)
 )
+SELECT id FROM moved
+"""
+"""Consecutive appends of several runs, in one statement (see `_append_all`)."""
 
 _UPDATE_RUN = (
     "UPDATE runs SET status = $2, output = $3::jsonb, error = $4::jsonb, pending = $5::jsonb, "
@@ -667,6 +692,13 @@ _UPDATE_RUN = (
     "lease_until = CASE WHEN $9 THEN NULL ELSE lease_until END "
     "WHERE id = $1 AND ($8::bigint IS NULL OR token = $8) RETURNING token"
 )
+
+
+async def _keep_as_is(conn: Any) -> None:
+    """A connection's reset on its way back to the pool: none needed, unless a
+    transaction was left open (a cancelled call), which is rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def _encode(run_id: str, value: JSON) -> str:
