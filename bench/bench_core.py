@@ -1,8 +1,9 @@
 """Per tool-call step overhead: one agent making 10 tool calls, then answering.
 
 Side by side in one process: a hand-written asyncio loop (the floor),
-orchestrion on the memory store and on a SQLite file, and LangGraph (the
-anchor) without a checkpointer, in memory and on SQLite.
+orchestrion on the memory store, a SQLite file and PostgreSQL, and LangGraph
+(the anchor) without a checkpointer, in memory, on SQLite and on PostgreSQL
+(`ORCHESTRION_BENCH_POSTGRES`, default the local server).
 
     make bench            # or: .venv/bin/python bench/bench_core.py --repeat 300
 """
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,6 +27,10 @@ from orchestrion.messages import ModelResponse, ToolCall, ToolResult
 from orchestrion.testing import ScriptedModel, call
 
 STEPS = 10
+POSTGRES_URL = os.environ.get(
+    "ORCHESTRION_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server of the postgres rows (orchestrion's and LangGraph's)."""
 
 
 @tool
@@ -63,11 +70,16 @@ async def orchestrion_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
     rows = [
         Row("hand-written loop", await measure(hand_written, warmup=warmup, repeat=repeat), STEPS)
     ]
+    schema = f"o_bench_{uuid.uuid4().hex[:8]}"  # dropped at the end
+    pg = f"{POSTGRES_URL}?schema={schema}"
     variants = [
         ("orchestrion memory", "memory://", "async", "lookup"),
         ("orchestrion sqlite", f"sqlite:///{tmp / 'o-async.db'}", "async", "lookup"),
         ("orchestrion sqlite sync", f"sqlite:///{tmp / 'o-sync.db'}", "sync", "lookup"),
         ("orchestrion sqlite write-tool", f"sqlite:///{tmp / 'o-write.db'}", "async", "record"),
+        ("orchestrion postgres", pg, "async", "lookup"),
+        ("orchestrion postgres sync", pg, "sync", "lookup"),
+        ("orchestrion postgres write-tool", pg, "async", "record"),
     ]
     for name, url, durability, tool_name in variants:
         model = ScriptedModel(script(warmup + repeat, tool_name))
@@ -87,7 +99,18 @@ async def orchestrion_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
 
             rows.append(Row(name, await measure(one, warmup=warmup, repeat=repeat), STEPS))
         model.assert_complete()
+    await drop_schema(schema)
     return rows
+
+
+async def drop_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 async def langgraph_rows(warmup: int, repeat: int) -> list[Row]:
@@ -106,6 +129,8 @@ async def langgraph_rows(warmup: int, repeat: int) -> list[Row]:
         ("memory", None),
         ("sqlite", None),
         ("sqlite", "sync"),
+        ("postgres", None),
+        ("postgres", "sync"),
     ):
         label = f"langgraph {variant}" + (f" {durability}" if durability else "")
         async with graph_variant(variant) as graph:
@@ -137,8 +162,11 @@ async def main() -> None:
             continue
         overhead = (r.stats.median_ms - floor) / STEPS
         anchor_name = "langgraph none"
-        if "sqlite" in r.name:
-            anchor_name = "langgraph sqlite sync" if "sync" in r.name else "langgraph sqlite"
+        for store in ("sqlite", "postgres"):
+            if store in r.name:
+                anchor_name = (
+                    f"langgraph {store} sync" if "sync" in r.name else f"langgraph {store}"
+                )
         anchor = anchors.get(anchor_name)
         ratio = (
             f"   {anchor_name}: {anchor.stats.median_ms / r.stats.median_ms:.1f}x slower"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -30,7 +31,10 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from typing_extensions import TypedDict
 
 TOOL_CALLS = 10
-VARIANTS = ("none", "memory", "sqlite")
+VARIANTS = ("none", "memory", "sqlite", "postgres")
+POSTGRES_URL = os.environ.get(
+    "ORCHESTRION_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 class State(TypedDict):
@@ -90,7 +94,7 @@ async def run_once(
 
 @asynccontextmanager
 async def graph_variant(name: str) -> AsyncIterator[Any]:
-    """Yield a compiled graph for variant ``none`` | ``memory`` | ``sqlite``.
+    """Yield a compiled graph for variant ``none`` | ``memory`` | ``sqlite`` | ``postgres``.
 
     ``sqlite`` uses AsyncSqliteSaver on a fresh temp file (removed on exit). The saver must be
     created inside a running event loop (its __init__ calls asyncio.get_running_loop()).
@@ -105,5 +109,20 @@ async def graph_variant(name: str) -> AsyncIterator[Any]:
             async with AsyncSqliteSaver.from_conn_string(path) as saver:
                 await saver.setup()  # create tables outside the timed region
                 yield build_graph(saver)
+    elif name == "postgres":
+        # Its tables in a schema of their own on the bench's server, dropped on exit.
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg import AsyncConnection
+
+        schema = f"lg_bench_{uuid.uuid4().hex[:8]}"
+        async with await AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+            try:
+                url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+                async with AsyncPostgresSaver.from_conn_string(url) as saver:
+                    await saver.setup()
+                    yield build_graph(saver)
+            finally:
+                await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
     else:
         raise ValueError(f"unknown variant {name!r}; expected one of {VARIANTS}")
