@@ -1,5 +1,5 @@
 """Circuit breakers, shared by all runs of a runtime, behind a small protocol so
-that a store can share them across workers later.
+that a store can share them across workers (PostgreSQL's: `stores._pg_breakers`).
 
 Written here rather than taken from purgatory: purgatory counts consecutive
 failures rather than failures within a window, lets every call through while
@@ -70,7 +70,10 @@ class Breakers(Protocol):
     async def states(self) -> list[BreakerState]: ...
 
 
-class _Circuit:
+class Circuit:
+    """One breaker's state, and the rules that change it: shared by every place the
+    state lives (this process: `MemoryBreakers`; a store, for all workers)."""
+
     __slots__ = (
         "admitted",
         "config",
@@ -86,6 +89,7 @@ class _Circuit:
         self.config = config
         self.state: State = "closed"
         self.failures: deque[float] = deque()
+        """When each transient failure of the current window happened."""
         self.opened_at = 0.0
         self.round = 0
         """Incremented each time the circuit opens."""
@@ -95,86 +99,70 @@ class _Circuit:
         """Probe calls let through in this half-open round (a neutral one gives its slot back)."""
         self.successes = 0
 
-
-class MemoryBreakers:
-    """Breakers in this process. `clock` (monotonic seconds) can be driven by tests."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._circuits: dict[str, _Circuit] = {}
-
-    async def acquire(self, name: str, config: Breaker) -> Permit:
-        circuit = self._circuits.get(name)
-        if circuit is None:
-            circuit = self._circuits[name] = _Circuit(config)
-        if circuit.state == "closed":
+    def admit(self, name: str, now: float) -> Permit:
+        """Let a call through, or raise `BreakerOpen`."""
+        if self.state == "closed":
             return Permit(name, False)
         transition: Transition | None = None
-        if circuit.state == "open":
-            left = circuit.opened_at + circuit.config.cooldown - self._clock()
+        if self.state == "open":
+            left = self.opened_at + self.config.cooldown - now
             if left > 0:
-                raise self._open(name, circuit, left)
-            circuit.state, circuit.admitted, circuit.successes = "half-open", 0, 0
+                raise self._open(name, left)
+            self.state, self.admitted, self.successes = "half-open", 0, 0
             transition = ("open", "half-open")
-        if circuit.admitted >= circuit.config.probes:
-            raise self._open(name, circuit, 0.0)
-        circuit.admitted += 1
-        return Permit(name, True, transition, circuit.round)
+        if self.admitted >= self.config.probes:
+            raise self._open(name, 0.0)
+        self.admitted += 1
+        return Permit(name, True, transition, self.round)
 
-    async def release(self, permit: Permit, outcome: bool | None) -> Transition | None:
-        circuit = self._circuits[permit.name]
-        now = self._clock()
+    def settle(self, permit: Permit, outcome: bool | None, now: float) -> Transition | None:
+        """Count the outcome of a call `admit` let through."""
         if permit.probe:
-            if circuit.state != "half-open" or permit.round != circuit.round:
+            if self.state != "half-open" or permit.round != self.round:
                 return None  # a probe of an earlier round
             if outcome is False:
-                return self._trip(circuit, now, "half-open")
+                return self._trip(now, "half-open")
             if outcome is None:
-                circuit.admitted -= 1  # no verdict: another call may probe instead
+                self.admitted -= 1  # no verdict: another call may probe instead
                 return None
-            circuit.successes += 1
-            if circuit.successes >= circuit.config.probes:
-                circuit.state = "closed"
-                circuit.failures.clear()
+            self.successes += 1
+            if self.successes >= self.config.probes:
+                self.state = "closed"
+                self.failures.clear()
                 return ("half-open", "closed")
             return None
-        if outcome is not False or circuit.state != "closed":
+        if outcome is not False or self.state != "closed":
             return None  # a late answer from before the circuit opened changes nothing
-        failures = circuit.failures
+        failures = self.failures
         failures.append(now)
-        while failures[0] <= now - circuit.config.window:
+        while failures[0] <= now - self.config.window:
             failures.popleft()
-        if len(failures) >= circuit.config.failures:
-            return self._trip(circuit, now, "closed")
+        if len(failures) >= self.config.failures:
+            return self._trip(now, "closed")
         return None
 
-    async def states(self) -> list[BreakerState]:
-        now = self._clock()
-        return [
-            BreakerState(
-                name,
-                c.state,
-                sum(1 for t in c.failures if t > now - c.config.window),
-                max(0.0, c.opened_at + c.config.cooldown - now) if c.state == "open" else 0.0,
-                c.config,
-            )
-            for name, c in sorted(self._circuits.items())
-        ]
+    def shown(self, name: str, now: float) -> BreakerState:
+        c = self.config
+        return BreakerState(
+            name,
+            self.state,
+            sum(1 for t in self.failures if t > now - c.window),
+            max(0.0, self.opened_at + c.cooldown - now) if self.state == "open" else 0.0,
+            c,
+        )
 
-    @staticmethod
-    def _trip(circuit: _Circuit, now: float, old: State) -> Transition:
-        circuit.state, circuit.opened_at = "open", now
-        circuit.round += 1
-        circuit.reopened = old == "half-open"
-        circuit.failures.clear()
+    def _trip(self, now: float, old: State) -> Transition:
+        self.state, self.opened_at = "open", now
+        self.round += 1
+        self.reopened = old == "half-open"
+        self.failures.clear()
         return (old, "open")
 
-    @staticmethod
-    def _open(name: str, circuit: _Circuit, left: float) -> BreakerOpen:
-        c = circuit.config
+    def _open(self, name: str, left: float) -> BreakerOpen:
+        c = self.config
         if left <= 0:
             why = f"half-open, and the {c.probes} probe call(s) of this round are taken"
-        elif circuit.reopened:
+        elif self.reopened:
             why = (
                 f"open again after a failed probe call; the next probe goes through in {left:.1f} s"
             )
@@ -189,3 +177,33 @@ class MemoryBreakers:
             name=name,
             probe_in=max(left, 0.0),
         )
+
+
+def breakers_for(store: object, given: Breakers | None) -> Breakers:
+    """`given`, else the store's own (`store.breakers()`, shared by every worker on
+    it), else breakers in this process."""
+    if given is not None:
+        return given
+    shared = getattr(store, "breakers", None)
+    return shared() if callable(shared) else MemoryBreakers()
+
+
+class MemoryBreakers:
+    """Breakers in this process. `clock` (monotonic seconds) can be driven by tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._circuits: dict[str, Circuit] = {}
+
+    async def acquire(self, name: str, config: Breaker) -> Permit:
+        circuit = self._circuits.get(name)
+        if circuit is None:
+            circuit = self._circuits[name] = Circuit(config)
+        return circuit.admit(name, self._clock())
+
+    async def release(self, permit: Permit, outcome: bool | None) -> Transition | None:
+        return self._circuits[permit.name].settle(permit, outcome, self._clock())
+
+    async def states(self) -> list[BreakerState]:
+        now = self._clock()
+        return [c.shown(name, now) for name, c in sorted(self._circuits.items())]

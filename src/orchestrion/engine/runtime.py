@@ -20,7 +20,7 @@ from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.accounts import Accounts
 from orchestrion.engine.answers import check_answers, not_yet_answered
-from orchestrion.engine.breakers import Breakers, BreakerState, MemoryBreakers
+from orchestrion.engine.breakers import Breakers, BreakerState, breakers_for
 from orchestrion.engine.dispatch import partial_outputs, run_child
 from orchestrion.engine.events import Event, RunFinished, Sink, events_for, fan_out
 from orchestrion.engine.execution import Execution, RunEnv, Suspended, journaled
@@ -121,7 +121,7 @@ class Runtime:
         self.policy = policy
         """The outermost policy of every model and tool call (see `orchestrion.policy`)."""
         self._env: RunEnv | None = None  # the last run's: the next with the same deps shares it
-        self._breakers: Breakers = breakers if breakers is not None else MemoryBreakers()
+        self._breakers: Breakers = breakers_for(store, breakers)
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""

@@ -57,6 +57,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, seq)
     );
     """,
+    # 2: circuit breakers shared by every worker on the database (see `_pg_breakers`).
+    """
+    CREATE TABLE breakers (
+        name text PRIMARY KEY,
+        state text NOT NULL DEFAULT 'closed',
+        failures double precision[] NOT NULL DEFAULT '{}',
+        opened_at double precision NOT NULL DEFAULT 0,
+        round integer NOT NULL DEFAULT 0,
+        reopened boolean NOT NULL DEFAULT false,
+        admitted integer NOT NULL DEFAULT 0,
+        successes integer NOT NULL DEFAULT 0
+    );
+    """,
 )
 
 _LOCK = 0x6F72636865737472  # "orchestr": serialises migrations across processes

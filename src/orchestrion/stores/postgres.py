@@ -52,6 +52,7 @@ from orchestrion.errors import (
     lease_lost,
 )
 from orchestrion.redact import redact_url
+from orchestrion.stores._pg_breakers import PostgresBreakers
 from orchestrion.stores._pg_schema import migrate
 from orchestrion.stores.memory import idempotency_key_error, seq_error
 
@@ -178,6 +179,11 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+    def breakers(self) -> PostgresBreakers:
+        """Circuit breakers shared by every runtime on this database (a runtime on
+        this store uses them unless given its own)."""
+        return PostgresBreakers(self)
 
     # -- connections ------------------------------------------------------------------
 
