@@ -135,3 +135,31 @@ async def test_a_breaker_opened_by_one_worker_short_circuits_the_others(schema: 
     assert (state.name, state.state, state.probe_in > 50) == ("test:flaky-model", "open", True)
     await first.close()
     await second.close()
+
+
+async def test_read_only_reads_an_existing_schema_and_creates_or_changes_nothing(
+    schema: str,
+) -> None:
+    from orchestrion.errors import StoreNotFound
+
+    missing = open_store(f"{POSTGRES_URL}?schema={schema}", read_only=True)
+    with pytest.raises(StoreNotFound, match=rf"No orchestrion store in schema '{schema}'"):
+        await missing.get_run("r1")
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        created = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", schema
+        )
+    finally:
+        await conn.close()
+    assert created == 0, "a read-only open created the schema"
+
+    writer = open_store(f"{POSTGRES_URL}?schema={schema}")
+    await writer.create_run(run("r1"))
+    await writer.close()
+    reader = open_store(f"{POSTGRES_URL}?schema={schema}", read_only=True)
+    got = await reader.get_run("r1")
+    assert got is not None and got.id == "r1"
+    with pytest.raises(StoreError, match="read-only"):
+        await reader.update_run("r1", status=RunStatus.COMPLETED)
+    await reader.close()

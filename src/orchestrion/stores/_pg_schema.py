@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrion.errors import StoreError
+from orchestrion.errors import StoreError, StoreNotFound
 
 if TYPE_CHECKING:
     import asyncpg
@@ -88,12 +88,31 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> None:
             f'SELECT coalesce(max(version), 0) FROM "{schema}".orchestrion_schema'
         )
         if current > len(MIGRATIONS):
-            raise StoreError(
-                f"The PostgreSQL schema {schema!r} is at version {current}, newer than this "
-                f"orchestrion knows ({len(MIGRATIONS)}): upgrade orchestrion (pip install -U "
-                "orchestrion) in every process that uses this database."
-            )
+            raise _newer(schema, current)
         await conn.execute(f'SET LOCAL search_path TO "{schema}"')
         for version in range(current + 1, len(MIGRATIONS) + 1):
             await conn.execute(MIGRATIONS[version - 1])
             await conn.execute("INSERT INTO orchestrion_schema (version) VALUES ($1)", version)
+
+
+async def check_version(conn: asyncpg.Connection, schema: str, where: str) -> None:
+    """For a store opened read-only: `schema` holds orchestrion's tables at a version
+    this code reads; nothing is created or changed."""
+    current = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f'"{schema}".orchestrion_schema'
+    ) and await conn.fetchval(f'SELECT max(version) FROM "{schema}".orchestrion_schema')
+    if not current:
+        raise StoreNotFound(
+            f"No orchestrion store in schema {schema!r} of {where}: nothing has run there "
+            "yet. Check the URL's database and ?schema=, or run something on it first."
+        )
+    if current > len(MIGRATIONS):
+        raise _newer(schema, current)
+
+
+def _newer(schema: str, version: int) -> StoreError:
+    return StoreError(
+        f"The PostgreSQL schema {schema!r} is at version {version}, newer than this "
+        f"orchestrion knows ({len(MIGRATIONS)}): upgrade orchestrion (pip install -U "
+        "orchestrion) in every process that uses this database."
+    )

@@ -53,7 +53,7 @@ from orchestrion.errors import (
 )
 from orchestrion.redact import redact_url
 from orchestrion.stores._pg_breakers import PostgresBreakers
-from orchestrion.stores._pg_schema import migrate
+from orchestrion.stores._pg_schema import check_version, migrate
 from orchestrion.stores.memory import idempotency_key_error, seq_error
 
 DEFAULT_SCHEMA = "orchestrion"
@@ -141,7 +141,12 @@ class PostgresStore:
     """
 
     def __init__(
-        self, dsn: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = DEFAULT_POOL_SIZE
+        self,
+        dsn: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        read_only: bool = False,
     ) -> None:
         if not _NAME.fullmatch(schema):
             raise UserError(
@@ -151,6 +156,9 @@ class PostgresStore:
         if pool_size < 1:
             raise UserError(f"PostgreSQL pool_size={pool_size}: give at least 1.")
         self._dsn = dsn
+        self.read_only = read_only
+        """Opened for reading only (`orchestrion runs` and `show`): nothing is created
+        or changed, and a write is refused."""
         self.schema = schema
         self.pool_size = pool_size
         self.url = redact_url(dsn) + ("" if schema == DEFAULT_SCHEMA else f"?schema={schema}")
@@ -175,7 +183,7 @@ class PostgresStore:
         if not size.isdigit():
             raise UserError(f"Store URL {redact_url(url)!r}: pool_size must be a whole number.")
         dsn = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(options)))
-        return cls(dsn, schema=schema, pool_size=int(size))
+        return cls(dsn, schema=schema, pool_size=int(size), read_only=read_only)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -230,7 +238,10 @@ class PostgresStore:
             ) from None
         try:
             async with pool.acquire() as conn:
-                await migrate(conn, self.schema)
+                if self.read_only:
+                    await check_version(conn, self.schema, where)
+                else:
+                    await migrate(conn, self.schema)
         except BaseException:
             await pool.close()
             raise
@@ -239,6 +250,11 @@ class PostgresStore:
     # -- the writer -------------------------------------------------------------------
 
     async def _queue(self, op: _Op) -> None:
+        if self.read_only and not isinstance(op, _Barrier):
+            raise StoreError(
+                f"The store {self.url} was opened read-only (for runs and show): it cannot "
+                "write. Open it without read_only to run or resume."
+            )
         await self._ready()
         if self._closed:
             raise StoreError(f"The store {self.url} is closed: open it again to use it.")
