@@ -5,6 +5,7 @@ schema migrations, its errors, and group commit. Against the local server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -163,3 +164,25 @@ async def test_read_only_reads_an_existing_schema_and_creates_or_changes_nothing
     with pytest.raises(StoreError, match="read-only"):
         await reader.update_run("r1", status=RunStatus.COMPLETED)
     await reader.close()
+
+
+async def test_a_run_refused_by_the_server_in_a_batch_fails_alone(schema: str) -> None:
+    """One statement commits the runs whose appends fit; a run done append by append
+    that the server refuses (here a NUL in a key, which no engine key holds) fails
+    alone, and the committed run is not reported as failed."""
+    store = open_store(f"{POSTGRES_URL}?schema={schema}")
+    await store.create_run(run("a"))
+    await store.create_run(run("b"))
+    outcomes = await asyncio.gather(
+        store.append("a", [entry(0)], durable=True),
+        store.append("b", [entry(0, "bad\x00key")], durable=True),
+        store.append("b", [entry(2)], durable=True),  # after a gap: b does not fit
+        return_exceptions=True,
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], StoreError) and isinstance(outcomes[2], StoreError)
+    assert await store.load("a") == [entry(0)]
+    await store.append("a", [entry(1)], durable=True)  # a goes on
+    assert [e.seq for e in await store.load("a")] == [0, 1]
+    with contextlib.suppress(StoreError):
+        await store.close()

@@ -279,10 +279,13 @@ class PostgresStore:
                 batch.append(queue.get_nowait())
             try:
                 await self._commit(batch)
-            except Exception as exc:  # a bug here must not leave a caller waiting
+            except Exception as exc:  # a bug here must not leave a caller or a run unaware
                 for op in batch:
-                    if op.waiter is not None and not op.waiter.done():
-                        op.waiter.set_exception(_store_error(self.url, exc))
+                    if isinstance(op, _Barrier):
+                        if not op.waiter.done():
+                            op.waiter.set_result(None)
+                    else:
+                        self._deliver(op, _store_error(self.url, exc))
 
     async def _commit(self, batch: list[_Op]) -> None:
         writes = [op for op in batch if not isinstance(op, _Barrier)]
@@ -356,6 +359,7 @@ class PostgresStore:
             if span[3]:
                 span[2] = first + len(op.entries)  # type: ignore[operator]
         fitting = [r for r, span in spans.items() if span[3]]
+        alone = not conn.is_in_transaction()  # the statement below commits by itself
         moved: set[str] = set()
         if fitting:
             rows = [row for op in ops if spans[op.run_id][3] for row in op.rows]
@@ -376,14 +380,19 @@ class PostgresStore:
                 results.append(None)
                 continue
             try:
-                if conn.is_in_transaction():
-                    await self._append_rows(conn, op)
-                else:
+                if alone:
                     async with conn.transaction():
                         await self._append_rows(conn, op)
+                else:
+                    await self._append_rows(conn, op)
                 results.append(None)
             except OrchestrionError as refused:
                 results.append(refused)
+            except Exception as exc:
+                if not alone:
+                    raise  # the batch's transaction is broken: the batch is redone op by op
+                # The statement above committed the runs that fit: this append fails alone.
+                results.append(_store_error(self.url, exc))
         return results
 
     def _deliver(self, op: _Append | _Write, result: object) -> None:
