@@ -186,3 +186,36 @@ async def test_a_run_refused_by_the_server_in_a_batch_fails_alone(schema: str) -
     assert [e.seq for e in await store.load("a")] == [0, 1]
     with contextlib.suppress(StoreError):
         await store.close()
+
+
+async def test_connections_killed_by_the_server_lose_nothing_and_the_run_goes_on(
+    schema: str,
+) -> None:
+    store = open_store(f"{POSTGRES_URL}?schema={schema}")
+    await store.create_run(run("r"))
+    await store.append("r", [entry(0)], durable=True)
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:  # as a server restart or a failover would
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1",
+            f"orchestrion/{schema}",
+        )
+    finally:
+        await admin.close()
+    assert killed >= 1
+    # The pool may notice the dead connection and take a new one, or the write may
+    # meet it: either it went through, or it failed naming the server. Nothing is
+    # lost or written twice, and the run goes on.
+    try:
+        await store.append("r", [entry(1)], durable=True)
+        written = [0, 1]
+    except StoreError as exc:
+        assert "PostgreSQL" in str(exc)
+        written = [0]
+    assert [e.seq for e in await store.load("r")] == written  # what a resume reads
+    if written == [0]:
+        await store.append("r", [entry(1)], durable=True)  # on a new connection
+    await store.append("r", [entry(2)], durable=True)
+    assert [e.seq for e in await store.load("r")] == [0, 1, 2]
+    await store.close()

@@ -218,7 +218,11 @@ class PostgresStore:
                 self._dsn,
                 min_size=1,
                 max_size=self.pool_size,
-                server_settings={"search_path": self.schema, "application_name": "orchestrion"},
+                server_settings={
+                    "search_path": self.schema,
+                    # Operators see which store a connection serves (pg_stat_activity).
+                    "application_name": f"orchestrion/{self.schema}"[:63],
+                },
                 # A connection goes back to the pool as it came: nothing here leaves
                 # session state (settings are SET LOCAL, locks transaction-scoped), so
                 # the reset query asyncpg would send on each release is a round trip saved.
