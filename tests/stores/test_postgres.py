@@ -199,7 +199,7 @@ async def test_connections_killed_by_the_server_lose_nothing_and_the_run_goes_on
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name = $1",
-            f"orchestrion/{schema}",
+            f"orchestrion {schema}",
         )
     finally:
         await admin.close()

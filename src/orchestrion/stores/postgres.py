@@ -221,7 +221,7 @@ class PostgresStore:
                 server_settings={
                     "search_path": self.schema,
                     # Operators see which store a connection serves (pg_stat_activity).
-                    "application_name": f"orchestrion/{self.schema}"[:63],
+                    "application_name": f"orchestrion {self.schema}"[:63],
                 },
                 # A connection goes back to the pool as it came: nothing here leaves
                 # session state (settings are SET LOCAL, locks transaction-scoped), so
