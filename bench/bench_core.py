@@ -2,8 +2,9 @@
 
 Side by side in one process: a hand-written asyncio loop (the floor),
 orchestrion on the memory store, a SQLite file and PostgreSQL, and LangGraph
-(the anchor) without a checkpointer, in memory, on SQLite and on PostgreSQL
-(`ORCHESTRION_BENCH_POSTGRES`, default the local server).
+(the anchor) without a checkpointer, in memory, on SQLite and on PostgreSQL,
+and DBOS's steps on the same PostgreSQL server (`ORCHESTRION_BENCH_POSTGRES`,
+default the local server).
 
     make bench            # or: .venv/bin/python bench/bench_core.py --repeat 300
 """
@@ -144,6 +145,20 @@ async def langgraph_rows(warmup: int, repeat: int) -> list[Row]:
     return rows
 
 
+async def dbos_rows(warmup: int, repeat: int) -> list[Row]:
+    try:
+        from dbos_workload import dbos_agent
+    except ImportError as exc:
+        print(f"DBOS not installed ({exc}): install the bench extra: pip install -e '.[bench]'")
+        return []
+    async with dbos_agent(POSTGRES_URL) as run:
+
+        async def one(i: int) -> None:
+            assert await run() == "done"
+
+        return [Row("dbos postgres", await measure(one, warmup=warmup, repeat=repeat), STEPS)]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=20)
@@ -152,13 +167,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = await orchestrion_rows(args.warmup, args.repeat, Path(tmp))
         rows += await langgraph_rows(args.warmup, args.repeat)
+        rows += await dbos_rows(args.warmup, args.repeat)
     print(f"\n{STEPS} tool-call steps per run; warmup={args.warmup} repeat={args.repeat}\n")
     table(rows, baseline="hand-written loop")
     floor = rows[0].stats.median_ms
     print("\noverhead per step above the hand-written loop (ms), and anchor ratio:")
-    anchors = {r.name: r for r in rows if r.name.startswith("langgraph")}
+    anchors = {r.name: r for r in rows if r.name.startswith(("langgraph", "dbos"))}
     for r in rows[1:]:
-        if r.name.startswith("langgraph"):
+        if r.name.startswith(("langgraph", "dbos")):
             continue
         overhead = (r.stats.median_ms - floor) / STEPS
         anchor_name = "langgraph none"
@@ -173,6 +189,9 @@ async def main() -> None:
             if anchor
             else ""
         )
+        dbos = anchors.get("dbos postgres")
+        if dbos and "postgres" in r.name:
+            ratio += f", dbos: {dbos.stats.median_ms / r.stats.median_ms:.1f}x slower"
         print(f"  {r.name:32} {overhead:.4f} ms/step{ratio}")
 
 
