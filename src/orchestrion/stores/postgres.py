@@ -367,16 +367,21 @@ class PostgresStore:
         moved: set[str] = set()
         if fitting:
             rows = [row for op in ops if spans[op.run_id][3] for row in op.rows]
-            columns = list(zip(*rows, strict=True))
-            moved_rows = await conn.fetch(
-                _APPEND_SPANS,
-                fitting,
-                [spans[r][0] for r in fitting],
-                [spans[r][1] for r in fitting],
-                [spans[r][2] for r in fitting],
-                *columns,
-            )
-            moved = {r[0] for r in moved_rows}
+            if len(rows) == 1:  # one step's entry (a durable step's usual batch): no arrays
+                (run_id, *entry) = rows[0]
+                token, first, end, _ = spans[run_id]
+                done = await conn.fetchval(_APPEND_ONE, run_id, token, first, end, *entry)
+                moved = {run_id} if done else set()
+            else:
+                moved_rows = await conn.fetch(
+                    _APPEND_SPANS,
+                    fitting,
+                    [spans[r][0] for r in fitting],
+                    [spans[r][1] for r in fitting],
+                    [spans[r][2] for r in fitting],
+                    *zip(*rows, strict=True),
+                )
+                moved = {r[0] for r in moved_rows}
             self._known.update(moved)
         results: list[object] = []
         for op in ops:
@@ -718,6 +723,19 @@ WITH moved AS (
 SELECT id FROM moved
 """
 """Consecutive appends of several runs, in one statement (see `_append_all`)."""
+
+_APPEND_ONE = """
+WITH moved AS (
+    UPDATE runs SET next_seq = $4
+    WHERE id = $1 AND next_seq = $3 AND ($2::bigint IS NULL OR token = $2)
+    RETURNING id
+), added AS (
+    INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v)
+    SELECT id, $5, $6, $7, $8, $9::jsonb, $10, $11, $12 FROM moved
+)
+SELECT count(*) FROM moved
+"""
+"""`_APPEND_SPANS` for one entry of one run, with plain parameters."""
 
 _UPDATE_RUN = (
     "UPDATE runs SET status = $2, output = $3::jsonb, error = $4::jsonb, pending = $5::jsonb, "
