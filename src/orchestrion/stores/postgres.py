@@ -54,17 +54,20 @@ from orchestrion.errors import (
 from orchestrion.redact import redact_url
 from orchestrion.stores._pg_breakers import PostgresBreakers
 from orchestrion.stores._pg_schema import check_version, migrate
+from orchestrion.stores._pg_sql import (
+    APPEND_ONE,
+    APPEND_SPANS,
+    INSERT_ENTRY,
+    INSERT_RUN,
+    RUN_COLUMNS,
+    UPDATE_RUN,
+)
 from orchestrion.stores.memory import idempotency_key_error, seq_error
 
 DEFAULT_SCHEMA = "orchestrion"
 DEFAULT_POOL_SIZE = 10
 _MAX_BATCH = 500
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-_RUN_COLUMNS = (
-    "id, name, status, input, target, output, error, pending, created_at, updated_at, "
-    "parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, lease_since, lease_until"
-)
 
 
 # -- the writer's operations ---------------------------------------------------------
@@ -370,11 +373,11 @@ class PostgresStore:
             if len(rows) == 1:  # one step's entry (a durable step's usual batch): no arrays
                 (run_id, *entry) = rows[0]
                 token, first, end, _ = spans[run_id]
-                done = await conn.fetchval(_APPEND_ONE, run_id, token, first, end, *entry)
+                done = await conn.fetchval(APPEND_ONE, run_id, token, first, end, *entry)
                 moved = {run_id} if done else set()
             else:
                 moved_rows = await conn.fetch(
-                    _APPEND_SPANS,
+                    APPEND_SPANS,
                     fitting,
                     [spans[r][0] for r in fitting],
                     [spans[r][1] for r in fitting],
@@ -444,7 +447,7 @@ class PostgresStore:
                 raise lease_lost(run_id, op.token, row["token"])
             raise seq_error(run_id, first, row["next_seq"])
         if entries:
-            await conn.executemany(_INSERT_ENTRY, op.rows)
+            await conn.executemany(INSERT_ENTRY, op.rows)
         self._known.add(run_id)
 
     # -- Store protocol ---------------------------------------------------------------
@@ -493,9 +496,9 @@ class PostgresStore:
 
             try:
                 async with conn.transaction():  # a savepoint: a refusal fails this run alone
-                    await conn.execute(_INSERT_RUN, *values)
+                    await conn.execute(INSERT_RUN, *values)
                     if rows:
-                        await conn.executemany(_INSERT_ENTRY, rows)
+                        await conn.executemany(INSERT_ENTRY, rows)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "runs_pkey":
                     raise StoreError(
@@ -519,7 +522,7 @@ class PostgresStore:
             row = await conn.fetchrow(
                 "UPDATE runs SET token = token + 1, lease_owner = $2, lease_since = $3, "
                 "lease_until = $4 WHERE id = $1 AND ($5 OR lease_owner IS NULL "
-                f"OR lease_until <= $3 OR lease_owner = $2) RETURNING {_RUN_COLUMNS}",
+                f"OR lease_until <= $3 OR lease_owner = $2) RETURNING {RUN_COLUMNS}",
                 run_id,
                 owner,
                 now,
@@ -570,13 +573,13 @@ class PostgresStore:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         pool = await self._ready()
-        row = await pool.fetchrow(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
+        row = await pool.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
         return None if row is None else _record(row)
 
     async def find_run(self, *, idempotency_key: str) -> RunRecord | None:
         pool = await self._ready()
         row = await pool.fetchrow(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = $1", idempotency_key
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = $1", idempotency_key
         )
         return None if row is None else _record(row)
 
@@ -585,7 +588,7 @@ class PostgresStore:
     ) -> list[RunRecord]:
         pool = await self._ready()
         rows = await pool.fetch(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR status = $1) "
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR status = $1) "
             "ORDER BY created_at DESC, created_order DESC LIMIT $2",
             None if status is None else RunStatus(status).value,
             limit,
@@ -619,7 +622,7 @@ class PostgresStore:
         )
 
         async def apply(conn: Any) -> None:
-            done = await conn.fetchval(_UPDATE_RUN, *values)
+            done = await conn.fetchval(UPDATE_RUN, *values)
             if done is None:
                 current = await conn.fetchval("SELECT token FROM runs WHERE id = $1", run_id)
                 if current is None:
@@ -692,59 +695,6 @@ class PostgresStore:
             ids = ", ".join(repr(r) for r, _ in unreported)
             first = unreported[0][1].error
             raise StoreError(f"Runs {ids} lost writes. The first: {first}") from first
-
-
-_INSERT_RUN = (
-    "INSERT INTO runs (id, name, status, input, target, output, error, pending, created_at, "
-    "updated_at, parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, "
-    "lease_since, lease_until, next_seq) VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, "
-    "$7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17, $18, $19, $20)"
-)
-
-_INSERT_ENTRY = (
-    "INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v) "
-    "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)"
-)
-
-_APPEND_SPANS = """
-WITH moved AS (
-    UPDATE runs SET next_seq = span.next
-    FROM unnest($1::text[], $2::bigint[], $3::int[], $4::int[]) AS span(id, token, first, next)
-    WHERE runs.id = span.id AND runs.next_seq = span.first
-        AND (span.token IS NULL OR runs.token = span.token)
-    RETURNING runs.id
-), added AS (
-    INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v)
-    SELECT * FROM unnest($5::text[], $6::int[], $7::text[], $8::text[], $9::text[],
-        $10::jsonb[], $11::float8[], $12::float8[], $13::int[])
-        AS e(run_id, seq, key, kind, status, result, started_at, ended_at, v)
-    WHERE e.run_id IN (SELECT id FROM moved)
-)
-SELECT id FROM moved
-"""
-"""Consecutive appends of several runs, in one statement (see `_append_all`)."""
-
-_APPEND_ONE = """
-WITH moved AS (
-    UPDATE runs SET next_seq = $4
-    WHERE id = $1 AND next_seq = $3 AND ($2::bigint IS NULL OR token = $2)
-    RETURNING id
-), added AS (
-    INSERT INTO journal (run_id, seq, key, kind, status, result, started_at, ended_at, v)
-    SELECT id, $5, $6, $7, $8, $9::jsonb, $10, $11, $12 FROM moved
-)
-SELECT count(*) FROM moved
-"""
-"""`_APPEND_SPANS` for one entry of one run, with plain parameters."""
-
-_UPDATE_RUN = (
-    "UPDATE runs SET status = $2, output = $3::jsonb, error = $4::jsonb, pending = $5::jsonb, "
-    "usage = coalesce($6::jsonb, usage), updated_at = $7, "
-    "lease_owner = CASE WHEN $9 THEN NULL ELSE lease_owner END, "
-    "lease_since = CASE WHEN $9 THEN NULL ELSE lease_since END, "
-    "lease_until = CASE WHEN $9 THEN NULL ELSE lease_until END "
-    "WHERE id = $1 AND ($8::bigint IS NULL OR token = $8) RETURNING token"
-)
 
 
 async def _keep_as_is(conn: Any) -> None:
