@@ -40,10 +40,10 @@ async def drop_schema(store: Store) -> None:
     """Remove a PostgreSQL test store's schema (its tables and rows)."""
     schema = getattr(store, "schema", None)
     if schema is not None:
-        await _drop(schema)
+        await drop_pg_schema(schema)
 
 
-async def _drop(schema: str) -> None:
+async def drop_pg_schema(schema: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(POSTGRES_URL)
@@ -91,4 +91,4 @@ def process_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
         return
     schema = f"test_{uuid.uuid4().hex[:16]}"
     yield f"{POSTGRES_URL}?schema={schema}"
-    asyncio.run(_drop(schema))
+    asyncio.run(drop_pg_schema(schema))

@@ -18,7 +18,7 @@ from orchestrion.errors import StoreError, UserError
 from orchestrion.stores._pg_schema import MIGRATIONS
 from orchestrion.stores.postgres import PostgresStore
 
-from ..conftest import POSTGRES_URL, drop_schema
+from ..conftest import POSTGRES_URL, drop_pg_schema, drop_schema
 from .test_conformance import entry, run
 
 
@@ -26,11 +26,7 @@ from .test_conformance import entry, run
 async def schema() -> AsyncIterator[str]:
     name = f"test_{uuid.uuid4().hex[:16]}"
     yield name
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_pg_schema(name)
 
 
 def test_the_url_gives_the_schema_and_pool_size_and_keeps_the_password_out() -> None:

@@ -26,7 +26,8 @@ from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
 
 from orchestrion._json import dumps_str, loads
 from orchestrion.engine.journal import Entry, Lease, RunRecord
-from orchestrion.errors import LeaseLost, RunBusy, RunNotFound, StoreError, lease_lost
+from orchestrion.errors import RunBusy, RunNotFound, StoreError, lease_lost
+from orchestrion.stores._failures import WriteFailure
 from orchestrion.stores._sqlite_file import (
     INSERT_ENTRY,
     INSERT_RUN,
@@ -187,40 +188,6 @@ RUN_WRITES = (Update, Append)
 
 
 # -- failures ----------------------------------------------------------------------
-
-
-class WriteFailure:
-    """Why a write of a run failed. Until a load of the run after the error was
-    raised, the run's later writes are refused, so that its journal stays a prefix."""
-
-    __slots__ = ("cause", "kind", "message", "reported", "token")
-
-    def __init__(
-        self,
-        message: str,
-        cause: BaseException | None,
-        kind: type[StoreError] = StoreError,
-        token: int | None = None,
-    ) -> None:
-        self.message = message
-        self.cause = cause
-        self.kind = kind
-        """The class of the error raised (`LeaseLost` for a refused token)."""
-        self.token = token
-        """For `LeaseLost`: the stale token refused."""
-        self.reported = False
-        """Set once the error was raised to a caller (in that caller's thread)."""
-
-    def refuses(self, token: int | None) -> bool:
-        """Whether a write of the run carrying `token` is refused for this failure. A
-        stale token's refusal concerns only its old owner: the run's new owner (another
-        runtime on this store) writes on."""
-        return token == self.token or not issubclass(self.kind, LeaseLost)
-
-    def error(self) -> StoreError:
-        error = self.kind(self.message)
-        error.__cause__ = self.cause
-        return error
 
 
 class WriterState(Protocol):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from orchestrion.errors import LeaseLost, OrchestrionError, StoreError
+from orchestrion.stores._failures import WriteFailure
 from orchestrion.stores._sqlite_file import (
     RUN_COLUMNS,
     is_busy,
@@ -42,7 +43,6 @@ from orchestrion.stores._sqlite_ops import (
     Transaction,
     Update,
     Write,
-    WriteFailure,
 )
 
 _MAX_BATCH = 20_000

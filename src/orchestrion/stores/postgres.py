@@ -52,6 +52,7 @@ from orchestrion.errors import (
     lease_lost,
 )
 from orchestrion.redact import redact_url
+from orchestrion.stores._failures import WriteFailure, lost_writes
 from orchestrion.stores._pg_breakers import PostgresBreakers
 from orchestrion.stores._pg_schema import check_version, migrate
 from orchestrion.stores._pg_sql import (
@@ -71,32 +72,6 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 # -- the writer's operations ---------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Failure:
-    """A write of a run that failed: its run's later writes are refused (see the
-    module docstring). A stale token's refusal (`LeaseLost`) refuses that token only."""
-
-    error: StoreError
-    token: int | None = None
-    reported: bool = False
-
-    def refuses(self, token: int | None) -> bool:
-        return token == self.token or not isinstance(self.error, LeaseLost)
-
-    def raise_(self) -> None:
-        self.reported = True
-        raise _copy(self.error)
-
-
-def _copy(error: StoreError) -> StoreError:
-    """A fresh exception like the kept `error`, to raise in one more caller."""
-    copy = type(error)(str(error))
-    if isinstance(error, LeaseLost) and isinstance(copy, LeaseLost):
-        copy.run_id = error.run_id
-    copy.__cause__ = error.__cause__
-    return copy
 
 
 @dataclass(slots=True)
@@ -169,7 +144,7 @@ class PostgresStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
         self._writer: _Writer | None = None
-        self._failed: dict[str, _Failure] = {}
+        self._failed: dict[str, WriteFailure] = {}
         self._known: set[str] = set()
         self._closed = False
         self.commits = 0
@@ -408,20 +383,17 @@ class PostgresStore:
         return results
 
     def _deliver(self, op: _Append | _Write, result: object) -> None:
-        failure = None
-        if isinstance(result, StoreError) and op.run_id is not None:
-            # Kept for the run: its next call hears of it (see the module docstring).
-            stale = op.token if isinstance(result, LeaseLost) else None
-            failure = self._failed.setdefault(op.run_id, _Failure(result, stale))
         waiter = op.waiter
+        if isinstance(result, StoreError) and op.run_id and op.run_id not in self._failed:
+            # Kept for the run: its next call hears of it (see the module docstring);
+            # the first failure stays the one kept.
+            stale = op.token if isinstance(result, LeaseLost) else None
+            failure = self._failed[op.run_id] = WriteFailure.of(result, stale)
+            failure.reported = waiter is not None and not waiter.done()
         if waiter is None or waiter.done():
             return
         if isinstance(result, OrchestrionError):
-            if failure is not None and failure.error is result:
-                failure.reported = True
-                waiter.set_exception(_copy(failure.error))  # the kept one may be raised again
-            else:
-                waiter.set_exception(result)
+            waiter.set_exception(result)
         else:
             waiter.set_result(result)
 
@@ -455,7 +427,8 @@ class PostgresStore:
     def _refuse(self, run_id: str, token: int | None) -> None:
         failure = self._failed.get(run_id)
         if failure is not None and failure.refuses(token):
-            failure.raise_()
+            failure.reported = True
+            raise failure.error()
 
     async def create_run(
         self,
@@ -651,9 +624,10 @@ class PostgresStore:
     async def load(self, run_id: str) -> list[Entry]:
         await self._flushed()
         failure = self._failed.get(run_id)
-        if failure is not None and not isinstance(failure.error, LeaseLost):
+        if failure is not None and not issubclass(failure.kind, LeaseLost):
             if not failure.reported:
-                failure.raise_()
+                failure.reported = True
+                raise failure.error()
             del self._failed[run_id]  # a resume reads the saved prefix and goes on from it
         pool = await self._ready()
         rows = await pool.fetch(
@@ -686,15 +660,9 @@ class PostgresStore:
         self._closed = True
         if pool is not None and self._loop is asyncio.get_running_loop():
             await pool.close()
-        unreported = [
-            (r, f)
-            for r, f in self._failed.items()
-            if not f.reported and not isinstance(f.error, LeaseLost)
-        ]
-        if unreported:
-            ids = ", ".join(repr(r) for r, _ in unreported)
-            first = unreported[0][1].error
-            raise StoreError(f"Runs {ids} lost writes. The first: {first}") from first
+        lost = lost_writes([(r, f) for r, f in self._failed.items() if not f.reported])
+        if lost is not None:
+            raise lost
 
 
 async def _keep_as_is(conn: Any) -> None:

@@ -44,6 +44,7 @@ from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
 from orchestrion.redact import redact_url
+from orchestrion.stores._failures import lost_writes
 from orchestrion.stores._sqlite_file import DEFAULT_PATH
 from orchestrion.stores._sqlite_ops import (
     Append,
@@ -268,15 +269,9 @@ class SQLiteStore:
             self._put(Stop(fut))  # not `_call`: the store counts as closed already
             await fut
         writer.thread.join()
-        unreported = writer.take_unreported()
-        if len(unreported) == 1:
-            raise unreported[0][1].error()
-        if unreported:
-            ids = ", ".join(repr(run_id) for run_id, _ in unreported)
-            first = unreported[0][1]
-            error = StoreError(f"Runs {ids} lost writes. The first: {first.message}")
-            error.__cause__ = first.cause
-            raise error
+        lost = lost_writes(writer.take_unreported())
+        if lost is not None:
+            raise lost
 
     # -- encoding (in the caller, so bad input fails before it is queued) -----
 
