@@ -467,16 +467,14 @@ def journaled(value: Any, root: str, source: str, verb: str = "returned") -> JSO
         ) from exc
 
 
-def _plain(text: str) -> bool:
-    """ASCII with no NUL: nothing `clean_text` would change."""
-    return text.isascii() and "\x00" not in text
-
-
 def _clean_response(response: ModelResponse) -> ModelResponse:
     """`response` with the lone surrogates and NULs of its text and tool calls replaced (see
     `orchestrion._json.clean_text`): no store can hold them."""
-    if (response.text is None or _plain(response.text)) and all(
-        _plain(c.arguments) and _plain(c.id) and _plain(c.name) for c in response.tool_calls
+    # ASCII with no NUL: nothing `clean_text` would change (written out: every step).
+    text = response.text
+    if (text is None or (text.isascii() and "\x00" not in text)) and all(
+        (s := c.arguments + c.id + c.name).isascii() and "\x00" not in s
+        for c in response.tool_calls
     ):
         return response  # the usual case: nothing to clean, nothing built
     text = response.text if response.text is None else clean_text(response.text)
