@@ -36,11 +36,11 @@ PRINTS: dict[str, tuple[str, ...]] = {
     "compatibility.md": (
         "attempt 1 at test:bank-model failed; the next one after 0.5 s",
         "encodes back to what was stored: True",
-        "journal entry has schema version 4, newer than this orchestrion understands (3); "
+        "journal entry has schema version 5, newer than this orchestrion understands (4); "
         "upgrade orchestrion",
         "Journal entry 7 (teller/turn-2/tool/pay#c1), a tool step completed, cannot be read: "
         "it has no field 'content'.",
-        "has layout version 99, newer than this orchestrion understands (2): upgrade orchestrion.",
+        "has layout version 99, newer than this orchestrion understands (3): upgrade orchestrion.",
     ),
     "typing.md": ("ACME: 4,800.00",),
     "resilience.md": (

@@ -9,8 +9,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -18,8 +17,8 @@ from rich.live import Live
 from rich.text import Text
 
 from orchestrion._json import JSON, dumps_str, loads, to_jsonable
-from orchestrion.budget import DEFAULT_MODEL_CALLS, Budget
-from orchestrion.cli import prompts
+from orchestrion.budget import Budget
+from orchestrion.cli import common, prompts, workers
 from orchestrion.cli.render import (
     LiveView,
     console,
@@ -32,11 +31,11 @@ from orchestrion.cli.render import (
 )
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunRecord, RunStatus
-from orchestrion.engine.result import RunResult
+from orchestrion.engine.result import RunResult, result_of
 from orchestrion.engine.runtime import Runtime
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL, open_store
 from orchestrion.engine.targets import load_target
-from orchestrion.errors import OrchestrionError, RunBusy, UserError
+from orchestrion.errors import UserError
 from orchestrion.redact import redact
 
 EXIT = {
@@ -46,12 +45,11 @@ EXIT = {
     RunStatus.INTERRUPTED: 3,
     RunStatus.RUNNING: 1,
     RunStatus.STOPPED: 4,
+    RunStatus.QUEUED: 0,
 }
-"""Exit codes: 0 completed, 1 failed, 2 usage error, 3 waiting for a human,
+"""Exit codes: 0 completed (or queued for a worker), 1 failed, 2 usage error, 3 waiting for a human,
 4 stopped at a limit (a budget or a loop guard; resumable), 5 busy: another
 process holds the run (try again, or resume with --wait)."""
-USAGE_ERROR = 2
-BUSY = 5
 
 app = typer.Typer(
     name="orchestrion",
@@ -61,32 +59,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-StoreOption = Annotated[
-    str,
-    typer.Option(
-        "--store", envvar="ORCHESTRION_STORE", help="Store URL (memory://, sqlite:///path.db)."
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-LeaseOption = Annotated[
-    float,
-    typer.Option(
-        "--lease-ttl",
-        envvar="ORCHESTRION_LEASE_TTL",
-        help="Seconds this process's claim on a run lasts unless renewed (renewed every "
-        "third of it); after a crash, the run can be resumed elsewhere once it ends.",
-    ),
-]
-MaxModelCallsOption = Annotated[
-    int | None,
-    typer.Option(
-        "--max-model-calls",
-        envvar="ORCHESTRION_MAX_MODEL_CALLS",
-        min=0,
-        help=f"Model calls the run may make in all (default {DEFAULT_MODEL_CALLS}; 0: no "
-        "limit). A run stopped at the limit goes on when resumed with a larger one.",
-    ),
-]
+
+app.command()(workers.submit)
+app.command()(workers.worker)
 
 
 def main() -> None:
@@ -95,25 +70,6 @@ def main() -> None:
     except Exception as exc:  # a bug, in a target or here: its traceback, without secrets
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
         raise SystemExit(1) from None
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    console(stderr=True).print(
-        Text.assemble(("error:", "red"), " ", redact(message)), soft_wrap=True
-    )
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except RunBusy as exc:
-        _fail(str(exc), BUSY)
-    except UserError as exc:
-        _fail(str(exc), USAGE_ERROR)
-    except OrchestrionError as exc:
-        _fail(f"{type(exc).__name__}: {exc}", 1)
 
 
 def _interactive() -> bool:
@@ -155,7 +111,7 @@ def _go(
         finally:
             await session.runtime.close()
 
-    with _errors():
+    with common.errors():
         return asyncio.run(main())
 
 
@@ -206,6 +162,12 @@ def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
     for key, value in result.partial.items():
         done = (("finished before the stop:", "dim"), f" {key}: {summarize(value, 300)}")
         out.print(Text.assemble(*done))
+    if result.status is RunStatus.QUEUED:
+        out.print(
+            Text(f"A worker continues it; follow it with: orchestrion show {result.run_id}"),
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT[result.status])
     for interrupt in result.interrupts:
         out.print(pending_line(interrupt), soft_wrap=True)
     if result.interrupts:
@@ -237,34 +199,6 @@ def _result_json(result: RunResult[Any]) -> dict[str, JSON]:
     }
 
 
-def _utf8(*args: tuple[str, str | None]) -> None:
-    """Refuse arguments that are not UTF-8 (a usage error): Python hands their bad
-    bytes over as lone surrogates, which no store holds and no model should read."""
-    for flag, value in args:
-        bad = next((i for i, c in enumerate(value or "") if "\ud800" <= c <= "\udfff"), None)
-        if value is not None and bad is not None:
-            code = ord(value[bad])
-            what = f"byte 0x{code - 0xDC00:02x}" if code >= 0xDC80 else f"U+{code:04X}"
-            _fail(
-                f"{flag} is not valid UTF-8 ({what} at character {bad}): give it as UTF-8 text.",
-                USAGE_ERROR,
-            )
-
-
-def _parse_input(text: str | None) -> JSON:
-    """Text stays text, unless it is a JSON object or array."""
-    if text is None:
-        return None
-    stripped = text.strip()
-    if stripped[:1] in ("{", "["):
-        try:
-            value: JSON = loads(stripped)
-        except ValueError as exc:
-            _fail(f"--input looks like JSON but does not parse: {exc}", USAGE_ERROR)
-        return value
-    return text
-
-
 @app.command()
 def run(
     target: Annotated[str, typer.Argument(help="path/to/file.py:agent or package.module:agent")],
@@ -280,20 +214,20 @@ def run(
             "instead of starting another.",
         ),
     ] = None,
-    store: StoreOption = DEFAULT_STORE_URL,
-    as_json: JsonOption = False,
-    lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
-    max_model_calls: MaxModelCallsOption = None,
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    as_json: common.JsonOption = False,
+    lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
+    max_model_calls: common.MaxModelCallsOption = None,
 ) -> None:
     """Start a run of TARGET and follow it until it completes, fails or waits for a human."""
-    _utf8(("--input", input), ("--run-id", run_id), ("--idempotency-key", idempotency_key))
-    with _errors():
+    common.utf8(("--input", input), ("--run-id", run_id), ("--idempotency-key", idempotency_key))
+    with common.errors():
         runnable = load_target(target)
     result = _go_one(
         store,
         lambda rt: rt.run(
             runnable,
-            _parse_input(input),
+            common.parse_input(input),
             run_id=run_id,
             target=target,
             idempotency_key=idempotency_key,
@@ -307,13 +241,13 @@ def run(
 
 @app.command()
 def runs(
-    store: StoreOption = DEFAULT_STORE_URL,
+    store: common.StoreOption = DEFAULT_STORE_URL,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
-    as_json: JsonOption = False,
+    as_json: common.JsonOption = False,
 ) -> None:
     """List runs, newest first."""
-    with _errors():
+    with common.errors():
         wanted = _status(status)
 
         records = asyncio.run(_read(store, lambda rt: rt.list(status=wanted, limit=limit)))
@@ -337,19 +271,19 @@ def _status(status: str | None) -> RunStatus | None:
 @app.command()
 def show(
     run_id: Annotated[str, typer.Argument(help="The run to show.")],
-    store: StoreOption = DEFAULT_STORE_URL,
-    as_json: JsonOption = False,
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    as_json: common.JsonOption = False,
     flat: Annotated[
         bool, typer.Option("--flat", help="One table of steps in journal order, not a tree.")
     ] = False,
 ) -> None:
     """A run as a tree of its agents and patterns, each step with its status, timing and result."""
-    _utf8(("RUN_ID", run_id))
+    common.utf8(("RUN_ID", run_id))
 
     async def fetch(runtime: Runtime) -> tuple[Any, Any]:
         return await runtime.get(run_id), await runtime.history(run_id)
 
-    with _errors():
+    with common.errors():
         record, steps = asyncio.run(_read(store, fetch))
     if as_json:
         data = _record_json(record)
@@ -389,25 +323,35 @@ def resume(
             "to let go (or for its lease to end) instead of failing at once.",
         ),
     ] = 0.0,
-    store: StoreOption = DEFAULT_STORE_URL,
-    as_json: JsonOption = False,
-    lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
-    max_model_calls: MaxModelCallsOption = None,
+    here: Annotated[
+        bool,
+        typer.Option("--here", help="Continue a run of a queue in this process, not on a worker."),
+    ] = False,
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    as_json: common.JsonOption = False,
+    lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
+    max_model_calls: common.MaxModelCallsOption = None,
 ) -> None:
     """Continue an interrupted, failed, stopped or crashed run, answering its interrupts.
 
-    With no answers on a terminal, asks for each pending interrupt."""
-    _utf8(("RUN_ID", run_id), ("--answers", answers_json), *(("--answer", a) for a in answer or ()))
-    _utf8(*(("--approve", a) for a in approve or ()), *(("--reject", a) for a in reject or ()))
-    _utf8(*(("--reason", a) for a in reason or ()))
+    A run submitted to a queue goes back on it with the answers, for a worker to
+    continue (unless --here). With no answers on a terminal, asks for each
+    pending interrupt."""
+    common.utf8(
+        ("RUN_ID", run_id), ("--answers", answers_json), *(("--answer", a) for a in answer or ())
+    )
+    common.utf8(
+        *(("--approve", a) for a in approve or ()), *(("--reject", a) for a in reject or ())
+    )
+    common.utf8(*(("--reason", a) for a in reason or ()))
     answers: dict[str, Any] = {i: Approve() for i in approve or []}
     reasons = list(reason or [])
     for i, interrupt_id in enumerate(reject or []):
         answers[interrupt_id] = Reject(reasons[i] if i < len(reasons) else "")
     if sys.argv.count("--answer") > 1:  # typer keeps only the last of a repeated pair option
-        _fail(
+        common.fail(
             "--answer takes one ID and answer; for several use --answers '{\"ID\": ...}'.",
-            USAGE_ERROR,
+            common.USAGE_ERROR,
         )
     if answer is not None:
         answers[answer[0]] = _json_or_text(answer[1])
@@ -415,9 +359,16 @@ def resume(
         answers.update(_object(answers_json, "--answers"))
     if not answers and _interactive():
         answers = _ask(run_id, store)
+
+    async def go_on(runtime: Runtime) -> RunResult[Any]:
+        if here or (await runtime.get(run_id)).queue is None:
+            return await runtime.resume(run_id, answers, wait=wait)
+        record = await runtime.requeue(run_id, answers, wait=wait)
+        return result_of(record)
+
     result = _go_one(
         store,
-        lambda rt: rt.resume(run_id, answers, wait=wait),
+        go_on,
         live=_interactive() and not as_json,
         lease_ttl=lease_ttl,
         max_model_calls=max_model_calls,
@@ -437,14 +388,16 @@ def _object(raw: str, flag: str) -> dict[str, JSON]:
     try:
         value = loads(raw)
     except ValueError as exc:
-        _fail(f"{flag} must be a JSON object: {exc}", USAGE_ERROR)
+        common.fail(f"{flag} must be a JSON object: {exc}", common.USAGE_ERROR)
     if not isinstance(value, dict):
-        _fail(f"{flag} must be a JSON object mapping interrupt ids to answers.", USAGE_ERROR)
+        common.fail(
+            f"{flag} must be a JSON object mapping interrupt ids to answers.", common.USAGE_ERROR
+        )
     return value
 
 
 def _ask(run_id: str, store: str) -> dict[str, Any]:
-    with _errors():
+    with common.errors():
         record = asyncio.run(_read(store, lambda rt: rt.get(run_id)))
     return prompts.ask_all([Interrupt.from_json(i) for i in record.pending])
 
@@ -457,13 +410,13 @@ def fork(
         str | None, typer.Option("--edit", help="New result for that step (JSON or text).")
     ] = None,
     new_run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
-    store: StoreOption = DEFAULT_STORE_URL,
-    as_json: JsonOption = False,
-    lease_ttl: LeaseOption = DEFAULT_LEASE_TTL,
-    max_model_calls: MaxModelCallsOption = None,
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    as_json: common.JsonOption = False,
+    lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
+    max_model_calls: common.MaxModelCallsOption = None,
 ) -> None:
     """Start a new run from RUN_ID's journal before step AT (optionally edited) and continue it live."""
-    _utf8(("RUN_ID", run_id), ("--at", at), ("--edit", edit), ("--run-id", new_run_id))
+    common.utf8(("RUN_ID", run_id), ("--at", at), ("--edit", edit), ("--run-id", new_run_id))
     kwargs: dict[str, Any] = {"at": at, "new_run_id": new_run_id}
     if edit is not None:
         kwargs["edit"] = _json_or_text(edit)
@@ -480,8 +433,8 @@ def fork(
 @app.command()
 def cancel(
     run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
-    store: StoreOption = DEFAULT_STORE_URL,
-    as_json: JsonOption = False,
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    as_json: common.JsonOption = False,
 ) -> None:
     """Stop a run for good. A run working in another process is taken from it: that
     process stops at its next step, before any further write."""
@@ -490,7 +443,7 @@ def cancel(
         async with Runtime(store) as runtime:
             return await runtime.cancel(run_id)
 
-    with _errors():
+    with common.errors():
         record = asyncio.run(stop())
     if as_json:
         print(dumps_str(_record_json(record)))
@@ -509,16 +462,16 @@ def _resumer(
 @app.command()
 def demo(
     name: Annotated[str, typer.Argument(help="The demo to run.")] = "loan-team",
-    store: StoreOption = DEFAULT_STORE_URL,
-    max_model_calls: MaxModelCallsOption = None,
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    max_model_calls: common.MaxModelCallsOption = None,
 ) -> None:
     """Run a demo offline on a deterministic stand-in model (or on ORCHESTRION_MODEL)."""
     from orchestrion.demos import DEMOS
 
     if name not in DEMOS:
-        _fail(f"Unknown demo {name!r}; demos: {sorted(DEMOS)}.", USAGE_ERROR)
+        common.fail(f"Unknown demo {name!r}; demos: {sorted(DEMOS)}.", common.USAGE_ERROR)
     target = f"{DEMOS[name]}:agent"
-    with _errors():
+    with common.errors():
         runnable = load_target(target)
     task: str = importlib.import_module(DEMOS[name]).TASK
     out = console()

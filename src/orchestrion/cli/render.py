@@ -39,6 +39,7 @@ from orchestrion.messages import Usage
 STATUS_STYLE = {
     "completed": "green",
     "running": "cyan",
+    "queued": "blue",
     "started": "cyan",
     "interrupted": "yellow",
     "pending": "yellow",
@@ -164,6 +165,11 @@ def ownership_line(run: RunRecord, now: float) -> str:
     if run.status is not RunStatus.RUNNING:
         return ""
     orphaned = run.orphaned_since(now)
+    if orphaned is not None and run.queue is not None:
+        return (
+            f"without a worker since {_clock(orphaned)}: a worker on queue {run.queue!r} "
+            "takes it over from its journal"
+        )
     if orphaned is not None:
         return (
             f"orphaned since {_clock(orphaned)}: the process working on it is gone. "

@@ -4,11 +4,12 @@ step's result edited."""
 from __future__ import annotations
 
 import time
+from secrets import token_hex
 from typing import Any
 
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.engine.interrupts import answer_to_json, interrupt_id, normalize_approval
-from orchestrion.engine.journal import Entry, StepStatus
+from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.records import ModelResponded, ToolReturned, WriteStarted, encode, expect
 from orchestrion.engine.replay_log import idempotency_key_of
 from orchestrion.errors import UserError
@@ -83,3 +84,19 @@ def _edited_response(key: str, edit: Any) -> ModelResponse:
         raise UserError(
             f"Edit for model step {key!r} must be a ModelResponse, a str or its JSON form: {exc}"
         ) from None
+
+
+def fork_record(record: RunRecord, at: str, new_run_id: str | None) -> RunRecord:
+    """The record of a new fork of the run of `record` at step `at`."""
+    now = time.time()
+    return RunRecord(
+        id=new_run_id or token_hex(8),
+        name=record.name,
+        status=RunStatus.RUNNING,
+        input=record.input,
+        target=record.target,
+        created_at=now,
+        updated_at=now,
+        parent_id=record.id,
+        fork_at=at,
+    )

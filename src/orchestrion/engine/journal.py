@@ -10,7 +10,8 @@ is bumped when one is.
 
 Versions: 1, the first; 2, a run can be `stopped` (it reached a limit) and
 usage carries a fourth number, the cost in USD; 3, a run record carries the
-lease of the process that works on it (`lease`).
+lease of the process that works on it (`lease`); 4, a run can be `queued` for
+workers, and a record carries its `queue` and `priority`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from typing import Any, NamedTuple
 
 from orchestrion._json import JSON
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class RunStatus(StrEnum):
+    QUEUED = "queued"
+    """Waiting on its queue for a worker (`Runtime.submit`, or put back by a worker
+    that stopped, or by answers given to it)."""
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -147,13 +151,18 @@ class RunRecord:
     """The lease of the process working on the run, if one holds it (live or expired)."""
     token: int = 0
     """The run's fencing token: the number of claims so far."""
+    queue: str | None = None
+    """The queue of a submitted run: workers on that queue work on it, and take it
+    over when its lease ends. None for a run started in-process."""
+    priority: int = 0
+    """Higher first, among a queue's runs; then oldest first."""
     v: int = SCHEMA_VERSION
 
     def orphaned_since(self, now: float) -> float | None:
         """When a `running` run lost its owner (its lease ended, or it has none),
         or None while an owner holds it or the run is not `running`."""
         if self.status is not RunStatus.RUNNING:
-            return None
+            return None  # a queued run is not orphaned: workers take it
         if self.lease is None:
             return self.updated_at
         return None if self.lease.live(now) else self.lease.until
@@ -177,6 +186,8 @@ class RunRecord:
             "usage": self.usage,
             "lease": None if self.lease is None else self.lease.to_json(),
             "token": self.token,
+            "queue": self.queue,
+            "priority": self.priority,
         }
 
     @classmethod
@@ -204,6 +215,8 @@ class RunRecord:
             usage=list(data.get("usage") or [0, 0, 0]),
             lease=Lease.from_json(data["lease"]) if data.get("lease") else None,
             token=int(data.get("token") or 0),
+            queue=data.get("queue"),
+            priority=int(data.get("priority") or 0),
             v=version,
         )
 

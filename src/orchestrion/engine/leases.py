@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable
 
-from orchestrion.engine.journal import Lease
-from orchestrion.engine.replay_log import ReplayLog
+from orchestrion.engine.journal import Lease, RunRecord, RunStatus
+from orchestrion.engine.replay_log import ReplayLog, StepsStopped
 from orchestrion.engine.store import Store
-from orchestrion.errors import LeaseLost, StoreError
+from orchestrion.errors import LeaseLost, RunBusy, StoreError
 
 
 class Leases:
@@ -26,11 +27,14 @@ class Leases:
         self.ttl = ttl
         self._held: dict[str, tuple[Lease, ReplayLog]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._steps_stopped = False
 
     def hold(self, lease: Lease, log: ReplayLog) -> None:
         """Keep `lease` on `log.run_id` renewed while the run works here; halt the
         run (through its `log`) if the lease turns out lost."""
         self._held[log.run_id] = (lease, log)
+        if self._steps_stopped:
+            log.stop_steps(_stopping())
         loop = asyncio.get_running_loop()
         beat = self._heartbeat
         if beat is None or beat.done() or beat.get_loop() is not loop:
@@ -53,6 +57,12 @@ class Leases:
         # next beat if none is held by then.
         if held is not None:
             await asyncio.shield(quietly(self.store.release(run_id, held[0].token)))
+
+    def stop_steps(self) -> None:
+        """Every run held here, now or later, stops before its next step (`StepsStopped`)."""
+        self._steps_stopped = True
+        for _, log in self._held.values():
+            log.stop_steps(_stopping())
 
     def stop(self) -> None:
         if self._heartbeat is not None:
@@ -81,6 +91,10 @@ class Leases:
                     log.halt(_taken(run_id, lease.token))
 
 
+def _stopping() -> StepsStopped:
+    return StepsStopped("this process is stopping: the run goes back to its queue")
+
+
 def _taken(run_id: str, token: int) -> LeaseLost:
     return LeaseLost(
         f"Run {run_id} is no longer owned by this process: its lease (token {token}) was "
@@ -94,3 +108,43 @@ async def quietly(aw: Awaitable[None]) -> None:
     """Await a clean-up write whose failure must not hide the error being raised."""
     with contextlib.suppress(StoreError):
         await aw
+
+
+async def claim_within(store: Store, run_id: str, owner: str, ttl: float, wait: float) -> RunRecord:
+    """The run's record, claimed by `owner`; waits up to `wait` seconds for another
+    owner to let go (`RunBusy` after that)."""
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    while True:
+        try:
+            return await store.claim(run_id, owner, ttl=ttl)
+        except RunBusy as busy:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            # Its lease ends at busy.until at the latest, if nobody renews it.
+            await asyncio.sleep(max(min(pause, left, busy.until - time.time()), 0.01))
+            pause = min(pause * 2, 1.0)
+
+
+async def cancel_elsewhere(store: Store, run_id: str, owner: str, ttl: float) -> None:
+    """Take the run from whoever works on it (a new fencing token: their next write
+    is refused) and mark it cancelled; a completed or cancelled run is left as is."""
+    while True:
+        record = await store.claim(run_id, owner, ttl=ttl, steal=True)
+        lease = record.lease
+        assert lease is not None
+        if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            await store.release(run_id, lease.token)
+            return
+        try:
+            await store.update_run(
+                run_id,
+                status=RunStatus.CANCELLED,
+                usage=record.usage,
+                token=lease.token,
+                release=True,
+            )
+        except LeaseLost:
+            continue  # another cancel took the run meanwhile: the next claim tells
+        return

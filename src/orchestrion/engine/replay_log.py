@@ -31,6 +31,7 @@ class ReplayLog:
         "_claimed",
         "_cut_off",
         "_fence",
+        "_fenced",
         "_halted",
         "_origin_keys",
         "_seq",
@@ -65,7 +66,9 @@ class ReplayLog:
         """Confirms in the store that this process still owns the run (raises
         `LeaseLost` if not)."""
         self._halted: BaseException | None = None
-        """Set (to a `LeaseLost`) when this process lost the run: the next step raises it."""
+        """Set when no new step may start here (`halt`, `stop_steps`): the next raises it."""
+        self._fenced: BaseException | None = None
+        """Set (to a `LeaseLost`) when this process lost the run: the next append raises it."""
         self.replay = latest_by_key(entries)
         """The latest journaled entry of each step, by key: fixed for this execution."""
         failures: dict[str, list[Entry]] = {}
@@ -145,8 +148,8 @@ class ReplayLog:
         durable: bool,
     ) -> Awaitable[None]:
         """Append an entry whose `result` is already encoded (see `record`)."""
-        if self._halted is not None:
-            raise self._halted
+        if self._fenced is not None:
+            raise self._fenced
         if status is StepStatus.FAILED:  # an exception's message may hold anything
             result = clean_data(result)
         entry = Entry(self._seq, key, kind, status, result, started_at, time.time())
@@ -159,7 +162,13 @@ class ReplayLog:
 
     def halt(self, error: BaseException) -> None:
         """This process lost the run: its next step or append raises `error`."""
-        self._halted = error
+        self._halted = self._fenced = error
+
+    def stop_steps(self, error: BaseException) -> None:
+        """No new step starts: the next one raises `error`. Steps under way finish
+        and are journaled (a worker that stops lets its runs reach a step boundary)."""
+        if self._halted is None:
+            self._halted = error
 
     async def confirm_owner(self) -> None:
         """Confirm in the store that this process still owns the run (`LeaseLost` if
@@ -191,6 +200,12 @@ class ReplayLog:
             if origin is not None:
                 return origin
         return idempotency_key_of(self.run_id, key)
+
+
+class StepsStopped(BaseException):
+    """Raised where a run's next step would start, after `ReplayLog.stop_steps`: the
+    worker that works on the run is stopping, and the run goes back to its queue.
+    Not an `Exception`, so that no retry, fallback or step failure records it."""
 
 
 def idempotency_key_of(run_id: str, key: str) -> str:

@@ -8,10 +8,10 @@ from typing import Any, Generic, cast
 
 from typing_extensions import TypeVar
 
-from orchestrion._json import JSON, as_object
+from orchestrion._json import JSON, as_object, clean_data
 from orchestrion.engine.interrupts import Interrupt
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
-from orchestrion.errors import NoOutput, RunFailed
+from orchestrion.errors import NoOutput, RunFailed, describe
 from orchestrion.messages import Usage
 
 OutputT = TypeVar("OutputT", covariant=True)
@@ -122,3 +122,8 @@ def step_history(entries: Iterable[Entry]) -> list[StepInfo]:
             seq, e.key, e.kind, e.status, started, e.ended_at, e.result, attempts
         )
     return sorted(steps.values(), key=lambda s: s.seq)
+
+
+def described(exc: BaseException) -> dict[str, JSON]:
+    """`exc` as a run record's `error` holds it, in a form every store can hold."""
+    return as_object(clean_data(describe(exc)))

@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from secrets import token_hex
@@ -15,7 +14,7 @@ from typing import Any, Literal, overload
 from typing_extensions import TypeVar
 
 from orchestrion import keys
-from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json, to_jsonable
+from orchestrion._json import JSON, JSONInput, as_object
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.accounts import Accounts
@@ -24,32 +23,38 @@ from orchestrion.engine.breakers import Breakers, BreakerState, breakers_for
 from orchestrion.engine.dispatch import partial_outputs, run_child
 from orchestrion.engine.events import Event, RunFinished, Sink, events_for, fan_out
 from orchestrion.engine.execution import Execution, RunEnv, Suspended, journaled
-from orchestrion.engine.forks import NO_EDIT, fork_prefix
+from orchestrion.engine.forks import NO_EDIT, fork_prefix, fork_record
 from orchestrion.engine.interrupts import Answer, Approve, Reject
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
-from orchestrion.engine.leases import Leases, quietly
-from orchestrion.engine.replay_log import ReplayLog
-from orchestrion.engine.result import RunResult, StepInfo, result_of, step_history
+from orchestrion.engine.leases import Leases, cancel_elsewhere, claim_within, quietly
+from orchestrion.engine.queue import (
+    DEFAULT_QUEUE,
+    given_answers,
+    requeue,
+    submit,
+    target_of,
+)
+from orchestrion.engine.replay_log import ReplayLog, StepsStopped
+from orchestrion.engine.result import RunResult, StepInfo, described, result_of, step_history
+from orchestrion.engine.runs import check_same_request, new_record, register_given
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
-from orchestrion.engine.targets import find_runnable, is_runnable, normalize_target
+from orchestrion.engine.targets import find_runnable
 from orchestrion.errors import (
     AnswerError,
     DeterminismError,
     LeaseLost,
-    RunBusy,
     RunError,
     RunLimitReached,
     RunNotFound,
     RunNotResumable,
     StoreError,
     UserError,
-    describe,
 )
 from orchestrion.models.base import Model
 from orchestrion.models.registry import resolve_model
 from orchestrion.policy import Policy
 from orchestrion.pricing import Price, Prices
-from orchestrion.redact import SupportsSecret, register_secret
+from orchestrion.redact import SupportsSecret
 from orchestrion.runnable import Runnable, Workflow
 
 Durability = Literal["sync", "async"]
@@ -90,7 +95,7 @@ class Runtime:
         lease_ttl: float = DEFAULT_LEASE_TTL,
         secrets: Iterable[str | SupportsSecret | None] = (),
     ) -> None:
-        _register(secrets)
+        register_given(secrets)
         if isinstance(lease_ttl, bool) or not (
             isinstance(lease_ttl, int | float) and 0.1 <= lease_ttl <= 86_400
         ):
@@ -125,6 +130,8 @@ class Runtime:
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
+        self._targets: dict[str, Runnable] = {}
+        """The runnables of the targets of the queued runs worked on here."""
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._finished: dict[str, asyncio.Event] = {}
         """Set when the run working here under that id stops working."""
@@ -391,7 +398,7 @@ class Runtime:
         resumes answering the same interrupt one executes and the other is
         refused before anything runs."""
         with self._working(run_id):
-            record = await self._claim(run_id, wait)
+            record = await claim_within(self.store, run_id, self.owner, self.lease_ttl, wait)
             lease = record.lease
             assert lease is not None
             try:
@@ -410,22 +417,6 @@ class Runtime:
             return await self._execute(
                 record, lease, runnable, entries, checked, deps, self._sink(None), True, budget
             )
-
-    async def _claim(self, run_id: str, wait: float) -> RunRecord:
-        """The run's record, claimed by this runtime; waits up to `wait` seconds
-        for another owner to let go."""
-        deadline = time.monotonic() + wait
-        pause = 0.05
-        while True:
-            try:
-                return await self.store.claim(run_id, self.owner, ttl=self.lease_ttl)
-            except RunBusy as busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                # Its lease ends at busy.until at the latest, if nobody renews it.
-                await asyncio.sleep(max(min(pause, left, busy.until - time.time()), 0.01))
-                pause = min(pause * 2, 1.0)
 
     @overload
     async def fork(
@@ -470,18 +461,7 @@ class Runtime:
         record = await self.get(run_id)
         prefix, answers = fork_prefix(run_id, await self.store.load(run_id), at, edit)
         runnable = runnable or find_runnable(record, self._runnables)
-        now = time.time()
-        fork = RunRecord(
-            id=new_run_id or token_hex(8),
-            name=record.name,
-            status=RunStatus.RUNNING,
-            input=record.input,
-            target=record.target,
-            created_at=now,
-            updated_at=now,
-            parent_id=run_id,
-            fork_at=at,
-        )
+        fork = fork_record(record, at, new_run_id)
         with self._working(fork.id):
             lease = await self.store.create_run(fork, prefix, owner=self.owner, ttl=self.lease_ttl)
             assert lease is not None
@@ -493,9 +473,70 @@ class Runtime:
             except AnswerError as exc:
                 # The edit was the bad answer: the fork is failed, not left waiting for one.
                 await self.store.update_run(
-                    fork.id, status=RunStatus.FAILED, error=_described(exc), token=lease.token
+                    fork.id, status=RunStatus.FAILED, error=described(exc), token=lease.token
                 )
                 raise
+
+    # -- queues and workers (see `engine.queue`, `engine.worker`) ---------------------
+
+    async def submit(
+        self,
+        target: str,
+        input: JSONInput = None,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Queue a run of `target` (`module:attr` or `path/to/file.py:attr`) on
+        `input` for a worker (`orchestrion worker`) and return its id at once;
+        `priority`: higher first. With an `idempotency_key` already used, the id
+        of the run submitted with it."""
+        return await submit(
+            self.store,
+            target,
+            input,
+            queue=queue,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            run_id=run_id,
+        )
+
+    async def requeue(
+        self, run_id: str, answers: Mapping[str, Answer] | None = None, *, wait: float = 0.0
+    ) -> RunRecord:
+        """Put a submitted run that waits for humans (or failed, or stopped) back on
+        its queue, with `answers` to its interrupts, for any worker to continue; its
+        record as it goes back. Answers are checked as `resume` checks them."""
+        record = await claim_within(self.store, run_id, self.owner, self.lease_ttl, wait)
+        await requeue(self.store, record, answers or {})
+        return await self.get(run_id)
+
+    async def work_on(
+        self, record: RunRecord, *, deps: object = None, budget: Budget | None = None
+    ) -> RunResult[Any]:
+        """Continue a run of a queue that this runtime has just claimed (a worker's
+        `claim_next`): from its journal, with the answers kept in its record."""
+        lease = record.lease
+        if lease is None or lease.owner != self.owner:
+            raise UserError(f"Run {record.id} is not claimed by this runtime ({self.owner}).")
+        with self._working(record.id):
+            try:
+                runnable = target_of(record, self._targets)
+                entries = await self.store.load(record.id)
+                answers = not_yet_answered(record.id, entries, given_answers(record))
+            except BaseException:
+                await quietly(self.store.release(record.id, lease.token))
+                raise
+            return await self._execute(
+                record, lease, runnable, entries, answers, deps, self._sink(None), True, budget
+            )
+
+    def stop_steps(self) -> None:
+        """Every run working here stops before its next step and goes back to its
+        queue (a worker that is stopping); steps under way finish first."""
+        self._leases.stop_steps()
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Stop a run for good and return its record as it ends.
@@ -516,24 +557,8 @@ class Runtime:
                 return current
             # The task was not working on the run yet (a resume waiting for another
             # owner to let go, say): the run is taken from wherever it works.
-        while True:
-            record = await self.store.claim(run_id, self.owner, ttl=self.lease_ttl, steal=True)
-            lease = record.lease
-            assert lease is not None
-            if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
-                await self.store.release(run_id, lease.token)
-                return await self.get(run_id)
-            try:
-                await self.store.update_run(
-                    run_id,
-                    status=RunStatus.CANCELLED,
-                    usage=record.usage,
-                    token=lease.token,
-                    release=True,
-                )
-            except LeaseLost:
-                continue  # another cancel took the run meanwhile: the next claim tells
-            return await self.get(run_id)
+        await cancel_elsewhere(self.store, run_id, self.owner, self.lease_ttl)
+        return await self.get(run_id)
 
     # -- inspecting ------------------------------------------------------------
 
@@ -564,12 +589,7 @@ class Runtime:
         record = await self.store.find_run(idempotency_key=key)
         if record is None:
             return None
-        if record.name != getattr(runnable, "name", None) or record.input != _jsonable(input):
-            raise UserError(
-                f"Idempotency key {key!r} was used for run {record.id} ({record.name!r} on "
-                f"{short_json(record.input)}); this call runs {getattr(runnable, 'name', runnable)!r} "
-                f"on {short_json(_jsonable(input))}. A new request needs a new key."
-            )
+        check_same_request(record, key, getattr(runnable, "name", runnable), input)
         finished = self._finished.get(record.id)
         if finished is not None:
             await finished.wait()
@@ -584,28 +604,16 @@ class Runtime:
         target: str | None,
         idempotency_key: str | None = None,
     ) -> tuple[RunRecord, Lease]:
-        if not is_runnable(runnable):
-            raise UserError(
-                f"Cannot run {runnable!r}: pass an Agent or a pattern (an object with a name "
-                "and an async invoke(ctx, input))."
-            )
-        try:
-            input = to_jsonable(input, "input")
-        except TypeError as exc:
-            raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
-        if isinstance(runnable, Agent):  # a missing model fails before the run exists
-            self._model_for(runnable.model, runnable.name)
-        now = time.time()
-        record = RunRecord(
-            id=run_id or token_hex(8),
-            name=runnable.name,
+        record = new_record(
+            runnable,
+            input,
+            run_id,
             status=RunStatus.RUNNING,
-            input=input,
-            target=normalize_target(target) if target else None,
-            created_at=now,
-            updated_at=now,
+            target=target,
             idempotency_key=idempotency_key,
         )
+        if isinstance(runnable, Agent):  # a missing model fails before the run exists
+            self._model_for(runnable.model, runnable.name)
         lease = await self.store.create_run(record, owner=self.owner, ttl=self.lease_ttl)
         assert lease is not None
         self._runnables[record.id] = runnable
@@ -698,6 +706,19 @@ class Runtime:
                 if current is None or current.status is not RunStatus.CANCELLED:
                     raise
                 result = result_of(current)
+            except StepsStopped:  # its worker is stopping: back on the queue, as it stands
+                status = RunStatus.QUEUED if record.queue else RunStatus.RUNNING
+                usage = accounts.usage
+                await self.store.update_run(
+                    run_id,
+                    status=status,
+                    pending=record.pending,
+                    usage=usage.to_json(),
+                    token=lease.token,
+                    release=True,
+                )
+                self._leases.released(run_id)
+                result = RunResult(run_id, status, usage=usage)
         finally:
             await self._leases.let_go(run_id)
         events.run_finished(result)
@@ -729,13 +750,13 @@ class Runtime:
             raise
         except RunLimitReached as exc:
             partial = partial_outputs(ex.outputs)
-            error = {**_described(exc), "partial": partial}
+            error = {**described(exc), "partial": partial}
             await self._end(ex, RunStatus.STOPPED, error=error)
             return RunResult(
                 run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.accounts.usage
             )
         except RunError as exc:
-            error = _described(exc)
+            error = described(exc)
             await self._end(ex, RunStatus.FAILED, error=error)
             return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.accounts.usage)
         except asyncio.CancelledError:
@@ -747,8 +768,8 @@ class Runtime:
             raise
         except BaseException as exc:
             # A bug or a configuration mistake: keep the store honest, then surface it.
-            if not isinstance(exc, StoreError):
-                await self._end(ex, RunStatus.FAILED, error=_described(exc))
+            if not isinstance(exc, StoreError | StepsStopped):
+                await self._end(ex, RunStatus.FAILED, error=described(exc))
             raise
         await self._end(ex, RunStatus.COMPLETED, output=output)
         return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.accounts.usage)
@@ -775,26 +796,3 @@ class Runtime:
             release=True,
         )
         self._leases.released(ex.run_id)
-
-
-def _register(secrets: Iterable[str | SupportsSecret | None]) -> None:
-    if isinstance(secrets, str) or hasattr(secrets, "get_secret_value"):
-        raise UserError(
-            "Runtime(secrets=...) takes a list of secrets, not one (a string would be "
-            "read as its characters): write secrets=[value]."
-        )
-    try:
-        register_secret(*secrets)
-    except TypeError as exc:
-        raise UserError(f"Runtime(secrets=...): {exc}") from None
-
-
-def _described(exc: BaseException) -> dict[str, JSON]:  # as every store can hold it
-    return as_object(clean_data(describe(exc)))
-
-
-def _jsonable(input: JSONInput) -> JSONInput:
-    try:
-        return to_jsonable(input)
-    except TypeError:
-        return input

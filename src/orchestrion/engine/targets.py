@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -30,6 +31,20 @@ def normalize_target(target: str) -> str:
 
 
 def load_target(target: str) -> Runnable:
+    obj = load_object(target, "Runnables", is_runnable)
+    if not is_runnable(obj):
+        raise TargetError(
+            f"Target {target!r} is a {type(obj).__name__}, not something orchestrion can run: "
+            "point it at an Agent (or an object with a name and an async invoke(ctx, input))."
+        )
+    return obj
+
+
+def load_object(
+    target: str, listed: str = "Names", wanted: Callable[[object], bool] = callable
+) -> Any:
+    """The object an import string names; a `TargetError` listing the `wanted`
+    objects of the module (as `listed`) if it has no such attribute."""
     location, sep, attr = target.rpartition(":")
     if not sep or not location or not attr:
         raise TargetError(
@@ -41,16 +56,13 @@ def load_target(target: str) -> Runnable:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            public = sorted(n for n in dir(module) if is_runnable(getattr(module, n, None)))
+            public = sorted(
+                n for n in dir(module) if not n.startswith("_") and wanted(getattr(module, n, None))
+            )
             raise TargetError(
                 f"Target {target!r}: {location} has no attribute {attr!r}. "
-                f"Runnables defined there: {public or 'none'}."
+                f"{listed} defined there: {public or 'none'}."
             ) from None
-    if not is_runnable(obj):
-        raise TargetError(
-            f"Target {target!r} is a {type(obj).__name__}, not something orchestrion can run: "
-            "point it at an Agent (or an object with a name and an async invoke(ctx, input))."
-        )
     return obj
 
 

@@ -70,6 +70,12 @@ MIGRATIONS: tuple[str, ...] = (
         successes integer NOT NULL DEFAULT 0
     );
     """,
+    # 3: a queue of runs for workers (`stores._pg_queue`): highest priority first, then oldest.
+    """
+    ALTER TABLE runs ADD COLUMN queue text, ADD COLUMN priority integer NOT NULL DEFAULT 0;
+    CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at)
+        WHERE queue IS NOT NULL AND status IN ('queued', 'running');
+    """,
 )
 
 _LOCK = 0x6F72636865737472  # "orchestr": serialises migrations across processes

@@ -3,14 +3,16 @@
 
 RUN_COLUMNS = (
     "id, name, status, input, target, output, error, pending, created_at, updated_at, "
-    "parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, lease_since, lease_until"
+    "parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, lease_since, lease_until, "
+    "queue, priority"
 )
 
 INSERT_RUN = (
     "INSERT INTO runs (id, name, status, input, target, output, error, pending, created_at, "
     "updated_at, parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, "
-    "lease_since, lease_until, next_seq) VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, "
-    "$7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17, $18, $19, $20)"
+    "lease_since, lease_until, next_seq, queue, priority) VALUES ($1, $2, $3, $4::jsonb, $5, "
+    "$6::jsonb, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17, $18, "
+    "$19, $20, $21, $22)"
 )
 
 INSERT_ENTRY = (
@@ -55,5 +57,5 @@ UPDATE_RUN = (
     "lease_owner = CASE WHEN $9 THEN NULL ELSE lease_owner END, "
     "lease_since = CASE WHEN $9 THEN NULL ELSE lease_since END, "
     "lease_until = CASE WHEN $9 THEN NULL ELSE lease_until END "
-    "WHERE id = $1 AND ($8::bigint IS NULL OR token = $8) RETURNING token"
+    "WHERE id = $1 AND ($8::bigint IS NULL OR token = $8) RETURNING token, queue"
 )

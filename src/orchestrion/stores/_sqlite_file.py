@@ -47,7 +47,13 @@ _V2 = (  # leases: who works on a run, until when, and the fencing token
     "ALTER TABLE runs ADD COLUMN lease_since REAL",
     "ALTER TABLE runs ADD COLUMN lease_until REAL",
 )
-MIGRATIONS = (V1, _V2)
+_V3 = (  # a queue of runs for workers: highest priority first, then oldest
+    "ALTER TABLE runs ADD COLUMN queue TEXT",
+    "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at) "
+    "WHERE queue IS NOT NULL AND status IN ('queued', 'running')",
+)
+MIGRATIONS = (V1, _V2, _V3)
 """The table layout, one step per version, append-only: a file at version N gets
 the steps after N. The version is kept in `PRAGMA user_version`."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -55,7 +61,8 @@ _TABLES = frozenset({"runs", "journal"})
 
 INSERT_RUN = (
     "INSERT INTO runs (id, name, status, created_at, updated_at, idempotency_key, data, "
-    "owner, token, lease_since, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "owner, token, lease_since, lease_until, queue, priority) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 RUN_COLUMNS = "data, owner, token, lease_since, lease_until"
 _V1_RUN_COLUMNS = "data, NULL, 0, NULL, NULL"
@@ -65,6 +72,11 @@ INSERT_ENTRY = (
     "INSERT INTO journal (run_id, seq, key, kind, status, data) VALUES (?, ?, ?, ?, ?, ?)"
 )
 ORDER = " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+NEXT_QUEUED = (
+    "SELECT id FROM runs WHERE queue IN ({}) AND status IN ('queued', 'running') "
+    "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY priority DESC, created_at LIMIT 1"
+)
+"""The run a worker on some queues takes next (`?` for each queue name, then now)."""
 
 
 class Opened(NamedTuple):

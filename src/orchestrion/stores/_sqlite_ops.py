@@ -31,6 +31,7 @@ from orchestrion.stores._failures import WriteFailure
 from orchestrion.stores._sqlite_file import (
     INSERT_ENTRY,
     INSERT_RUN,
+    NEXT_QUEUED,
     ORDER,
     UNLEASE,
     run_record,
@@ -64,6 +65,8 @@ class RunRow(NamedTuple):
     token: int
     lease_since: float | None
     lease_until: float | None
+    queue: str | None
+    priority: int
 
 
 # -- operations ------------------------------------------------------------------
@@ -138,6 +141,15 @@ class Claim(NamedTuple):
     steal: bool
 
 
+class ClaimNext(NamedTuple):
+    """Claim the next run of `queues` (`Store.claim_next`)."""
+
+    waiter: Waiter
+    owner: str
+    queues: tuple[str, ...]
+    ttl: float
+
+
 class Renew(NamedTuple):
     waiter: Waiter
     leases: dict[str, int]
@@ -178,10 +190,10 @@ class Stop(NamedTuple):
     waiter: Waiter
 
 
-Write: TypeAlias = Create | Update | Append | Claim | Renew | Release
+Write: TypeAlias = Create | Update | Append | Claim | ClaimNext | Renew | Release
 Read: TypeAlias = Get | Find | List | Load
 Op: TypeAlias = Write | Read | Stop
-WRITES = (Append, Update, Create, Claim, Renew, Release)
+WRITES = (Append, Update, Create, Claim, ClaimNext, Renew, Release)
 """The classes of `Write`, for `isinstance` (the most frequent first)."""
 RUN_WRITES = (Update, Append)
 """Writes that continue a run's journal or record: a failure of one is kept for its run."""
@@ -267,6 +279,8 @@ class Transaction:
                     append(self._apply_update(op))
                 case Claim():
                     append(self._apply_claim(op))
+                case ClaimNext():
+                    append(self._apply_claim_next(op))
                 case Renew():
                     append(self._apply_renew(op))
                 case Release():
@@ -443,15 +457,31 @@ class Transaction:
         held = record.lease
         if held is not None and held.live(now) and held.owner != op.owner and not op.steal:
             return RunBusy(op.run_id, held.owner, held.since, held.until)
+        return self._take(record, op.owner, now, op.ttl)
+
+    def _apply_claim_next(self, op: ClaimNext) -> RunRecord | None:
+        now = time.time()
+        found = self.conn.execute(
+            NEXT_QUEUED.format(", ".join("?" * len(op.queues))), (*op.queues, now)
+        ).fetchone()
+        if found is None:
+            return None
+        row = self.conn.execute(
+            f"SELECT {self.state.run_columns} FROM runs WHERE id = ?", found
+        ).fetchone()
+        return self._take(run_record(row), op.owner, now, op.ttl)
+
+    def _take(self, record: RunRecord, owner: str, now: float, ttl: float) -> RunRecord:
+        """Make `owner` the owner of the run of `record` (read in this transaction)."""
         token = record.token + 1
         self.conn.execute(
             "UPDATE runs SET owner = ?, token = ?, lease_since = ?, lease_until = ? WHERE id = ?",
-            (op.owner, token, now, now + op.ttl, op.run_id),
+            (owner, token, now, now + ttl, record.id),
         )
-        self.tokens[op.run_id] = token
-        self.cleared.append(op.run_id)
-        self.claimed.append(op.run_id)
-        record.token, record.lease = token, Lease(op.owner, token, now, now + op.ttl)
+        self.tokens[record.id] = token
+        self.cleared.append(record.id)
+        self.claimed.append(record.id)
+        record.token, record.lease = token, Lease(owner, token, now, now + ttl)
         return record
 
     def _apply_renew(self, op: Renew) -> set[str]:

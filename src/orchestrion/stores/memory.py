@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
@@ -56,6 +58,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._journals: dict[str, list[Entry]] = {}
+        self._queued: asyncio.Event | None = None
+        """Set when a run is queued or put back (for `wait_for_runs`)."""
 
     async def create_run(
         self,
@@ -78,6 +82,8 @@ class MemoryStore:
             run, pending=list(run.pending), lease=lease, token=0 if lease is None else 1
         )
         self._journals[run.id] = list(entries)
+        if run.status == RunStatus.QUEUED:
+            self._wake()
         return lease
 
     async def claim(
@@ -93,6 +99,34 @@ class MemoryStore:
         run.token += 1
         run.lease = Lease(owner, run.token, now, now + ttl)
         return dataclasses.replace(run, pending=list(run.pending))
+
+    async def claim_next(
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
+    ) -> RunRecord | None:
+        now = time.time()
+        waiting = [
+            r
+            for r in self._runs.values()
+            if r.queue in queues
+            and r.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+            and (r.lease is None or not r.lease.live(now))
+        ]
+        if not waiting:
+            return None
+        run = min(waiting, key=lambda r: (-r.priority, r.created_at))
+        return await self.claim(run.id, owner, ttl=ttl)
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        event = self._queued
+        if event is None:
+            event = self._queued = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
+
+    def _wake(self) -> None:
+        if self._queued is not None:
+            self._queued.set()
 
     async def renew(self, leases: Mapping[str, int], *, ttl: float = DEFAULT_LEASE_TTL) -> set[str]:
         lost: set[str] = set()
@@ -159,6 +193,8 @@ class MemoryStore:
         if usage is not None:
             run.usage = list(usage)
         run.updated_at = time.time()
+        if status == RunStatus.QUEUED:
+            self._wake()
 
     async def append(
         self, run_id: str, entries: Sequence[Entry], *, durable: bool, token: int | None = None

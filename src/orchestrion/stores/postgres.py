@@ -54,6 +54,7 @@ from orchestrion.errors import (
 from orchestrion.redact import redact_url
 from orchestrion.stores._failures import WriteFailure, lost_writes
 from orchestrion.stores._pg_breakers import PostgresBreakers
+from orchestrion.stores._pg_queue import CLAIM_NEXT, NOTIFY, Listener, channel
 from orchestrion.stores._pg_schema import check_version, migrate
 from orchestrion.stores._pg_sql import (
     APPEND_ONE,
@@ -147,6 +148,7 @@ class PostgresStore:
         self._failed: dict[str, WriteFailure] = {}
         self._known: set[str] = set()
         self._closed = False
+        self._listener: Listener | None = None
         self.commits = 0
         """Transactions committed by the writer so far (one per group commit)."""
 
@@ -461,8 +463,11 @@ class PostgresStore:
             None if lease is None else lease.since,
             None if lease is None else lease.until,
             entries[-1].seq + 1 if entries else 0,
+            run.queue,
+            run.priority,
         )
         rows = _rows(run.id, entries)
+        queued = run.queue if run.status == RunStatus.QUEUED else None
 
         async def apply(conn: Any) -> None:
             import asyncpg
@@ -472,6 +477,8 @@ class PostgresStore:
                     await conn.execute(INSERT_RUN, *values)
                     if rows:
                         await conn.executemany(INSERT_ENTRY, rows)
+                    if queued is not None:  # delivered when the batch commits
+                        await conn.execute(NOTIFY, channel(self.schema), queued)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "runs_pkey":
                     raise StoreError(
@@ -595,15 +602,50 @@ class PostgresStore:
         )
 
         async def apply(conn: Any) -> None:
-            done = await conn.fetchval(UPDATE_RUN, *values)
+            done = await conn.fetchrow(UPDATE_RUN, *values)
             if done is None:
                 current = await conn.fetchval("SELECT token FROM runs WHERE id = $1", run_id)
                 if current is None:
                     raise StoreError(f"Cannot update run {run_id!r}: it does not exist.")
                 assert token is not None
                 raise lease_lost(run_id, token, current)
+            if status == RunStatus.QUEUED and done[1] is not None:  # put back: wake a worker
+                await conn.execute(NOTIFY, channel(self.schema), done[1])
 
         await self._call(apply, run_id, token)
+
+    # -- the queue (see `_pg_queue`) ------------------------------------------------
+
+    async def claim_next(
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
+    ) -> RunRecord | None:
+        async def apply(conn: Any) -> RunRecord | None:
+            now = time.time()
+            row = await conn.fetchrow(CLAIM_NEXT, owner, list(queues), now, now + ttl)
+            if row is None:
+                return None
+            self._failed.pop(row["id"], None)
+            self._known.add(row["id"])
+            return _record(row)
+
+        record: RunRecord | None = await self._call(apply)
+        return record
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a run is queued or put back on this store (NOTIFY), or after
+        `timeout` seconds (a lease that ends sends nothing)."""
+        await self._ready()
+        if self._listener is None:
+            self._listener = Listener(self._listen_connection, channel(self.schema))
+        await self._listener.wait(timeout)
+
+    async def _listen_connection(self) -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(
+            self._dsn,
+            server_settings={"application_name": f"orchestrion {self.schema} listen"[:63]},
+        )
 
     async def append(
         self, run_id: str, entries: Sequence[Entry], *, durable: bool, token: int | None = None
@@ -658,6 +700,8 @@ class PostgresStore:
             await self._flushed()
             writer.task.cancel()
         self._closed = True
+        if self._listener is not None:
+            await self._listener.close()
         if pool is not None and self._loop is asyncio.get_running_loop():
             await pool.close()
         lost = lost_writes([(r, f) for r, f in self._failed.items() if not f.reported])
@@ -722,6 +766,8 @@ def _record(row: Any) -> RunRecord:
         if owner is None
         else Lease(owner, row["token"], row["lease_since"], row["lease_until"]),
         token=row["token"],
+        queue=row["queue"],
+        priority=row["priority"],
         v=row["v"],
     )
 

@@ -8,7 +8,8 @@ calls wait for the group commit that includes them.
 
 Tables (layout version in `PRAGMA user_version`, payloads are JSON text):
 
-    runs(id PK, name, status, created_at, updated_at, idempotency_key, data)
+    runs(id PK, name, status, created_at, updated_at, idempotency_key, data,
+         owner, token, lease_since, lease_until, queue, priority)
     journal(run_id, seq, key, kind, status, data, PK (run_id, seq))
 
 Failures. A journal is always a gap-free prefix and a write's failure reaches
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec
@@ -45,10 +47,11 @@ from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
 from orchestrion.redact import redact_url
 from orchestrion.stores._failures import lost_writes
-from orchestrion.stores._sqlite_file import DEFAULT_PATH
+from orchestrion.stores._sqlite_file import DEFAULT_PATH, NEXT_QUEUED
 from orchestrion.stores._sqlite_ops import (
     Append,
     Claim,
+    ClaimNext,
     Create,
     Find,
     Get,
@@ -92,6 +95,8 @@ class SQLiteStore:
         self._known = self._writer.known
         self._failed = self._writer.failed
         _open_writers.add(self._writer)
+        self._watch: sqlite3.Connection | None = None
+        """A reader of the file for `wait_for_runs`, opened on first use."""
 
     @classmethod
     def from_url(cls, url: str, *, read_only: bool = False) -> SQLiteStore:
@@ -163,6 +168,8 @@ class SQLiteStore:
             token=0 if lease is None else 1,
             lease_since=None if lease is None else lease.since,
             lease_until=None if lease is None else lease.until,
+            queue=run.queue,
+            priority=run.priority,
         )
         first = tuple(entries)
         await self._call(Create, row, first, self._rows(run.id, first))
@@ -182,6 +189,40 @@ class SQLiteStore:
 
     async def release(self, run_id: str, token: int) -> None:
         await self._call(Release, run_id, token)
+
+    async def claim_next(
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
+    ) -> RunRecord | None:
+        record: RunRecord | None = await self._call(ClaimNext, owner, tuple(queues), ttl)
+        return record
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a run of `queues` may be claimed, or after `timeout` seconds.
+
+        SQLite has no notifications: every 20 ms this looks whether any connection
+        (of this process or another) committed since (`PRAGMA data_version`, no
+        read of the tables), and if so, or each half second (a lease that ends
+        commits nothing), whether a run is claimable: one indexed read, no lock."""
+        self._check_open()
+        watch = self._watch
+        if watch is None:
+            watch = self._watch = sqlite3.connect(self.path, timeout=0.05, isolation_level=None)
+        claimable = NEXT_QUEUED.format(", ".join("?" * len(queues)))
+        deadline = time.monotonic() + timeout
+        version, looked = -1, 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                seen = watch.execute("PRAGMA data_version").fetchone()[0]
+                if seen != version or now - looked >= 0.5:
+                    version, looked = seen, now
+                    if watch.execute(claimable, (*queues, time.time())).fetchone():
+                        return
+                if now >= deadline:
+                    return
+                await asyncio.sleep(min(0.02, deadline - now))
+        except sqlite3.Error:
+            await asyncio.sleep(max(deadline - time.monotonic(), 0))  # the claim will say why
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         record: RunRecord | None = await self._call(Get, run_id)
@@ -262,6 +303,9 @@ class SQLiteStore:
     async def close(self) -> None:
         """Commit pending writes and stop the thread; closing twice is harmless.
         Raises the failures of writes whose runs have not heard of them yet."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         writer = self._writer
         if not writer.closing:
             writer.closing = True

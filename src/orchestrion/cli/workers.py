@@ -1,0 +1,146 @@
+"""`orchestrion submit` and `orchestrion worker`: a queue of runs and the processes
+that work on it (registered on the app by `cli.app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from orchestrion._json import dumps_str
+from orchestrion.cli import common
+from orchestrion.cli.render import console
+from orchestrion.engine.queue import DEFAULT_QUEUE
+from orchestrion.engine.runtime import Runtime
+from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL
+from orchestrion.engine.targets import load_object
+from orchestrion.engine.worker import Worker
+
+
+def submit(
+    target: Annotated[str, typer.Argument(help="path/to/file.py:agent or package.module:agent")],
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Text, or a JSON object.")
+    ] = None,
+    queue: Annotated[str, typer.Option("--queue", help="The queue to put the run on.")] = (
+        DEFAULT_QUEUE
+    ),
+    priority: Annotated[
+        int, typer.Option("--priority", help="Higher runs first (then oldest first).")
+    ] = 0,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="A key for this request: submitted again, it gives the run it queued.",
+        ),
+    ] = None,
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    as_json: common.JsonOption = False,
+) -> None:
+    """Queue a run of TARGET for a worker (`orchestrion worker`) and print its id at once."""
+    common.utf8(("--input", input), ("--run-id", run_id), ("--idempotency-key", idempotency_key))
+    common.utf8(("--queue", queue))
+
+    async def go() -> str:
+        async with Runtime(store) as runtime:
+            return await runtime.submit(
+                target,
+                common.parse_input(input),
+                queue=queue,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                run_id=run_id,
+            )
+
+    with common.errors():
+        submitted = asyncio.run(go())
+    if as_json:
+        print(dumps_str({"run_id": submitted, "status": "queued", "queue": queue}))
+    else:
+        print(submitted)
+
+
+def worker(
+    store: common.StoreOption = DEFAULT_STORE_URL,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="A queue to work on (repeat for several; default: default)."),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Runs worked on at once.")
+    ] = 10,
+    deps: Annotated[
+        str | None,
+        typer.Option(
+            "--deps",
+            help="module:attr or path.py:attr of the deps every run gets; a callable is "
+            "called once, with no arguments, to make them.",
+        ),
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="On SIGTERM, seconds runs get to reach a step boundary before they are "
+            "stopped as a crash would stop them.",
+        ),
+    ] = 30.0,
+    poll: Annotated[
+        float,
+        typer.Option("--poll", min=0.05, help="Seconds between looks for runs whose worker died."),
+    ] = 1.0,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once no run is waiting or working.")
+    ] = False,
+    lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
+) -> None:
+    """Work on queued runs until SIGTERM or Ctrl-C (then drain: see --grace).
+
+    Several workers (processes, machines) share a store's queues: each run is
+    worked on by one at a time, and a run whose worker died is taken over once its
+    lease ends. Works on PostgreSQL and, for processes of one machine, SQLite."""
+    queues = queue or [DEFAULT_QUEUE]
+    common.utf8(*(("--queue", q) for q in queues))
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    with common.errors():
+        given = None if deps is None else load_object(deps)
+        made = given() if callable(given) else given
+
+    async def go() -> Worker:
+        async with Runtime(store, lease_ttl=lease_ttl) as runtime:
+            work = Worker(
+                runtime,
+                queues=queues,
+                concurrency=concurrency,
+                deps=made,
+                poll=poll,
+                grace=grace,
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, work.stop)
+            logging.getLogger("orchestrion.worker").info(
+                "worker %s on %s, queues %s, %d at once",
+                runtime.owner,
+                runtime.store.url,
+                ", ".join(queues),
+                concurrency,
+            )
+            await work.run(until_idle=until_idle)
+            return work
+
+    with common.errors():
+        done = asyncio.run(go())
+    console(stderr=True).print(
+        Text(f"worker stopped: {done.finished} run(s) worked on"), soft_wrap=True
+    )

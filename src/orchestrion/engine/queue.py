@@ -1,0 +1,187 @@
+"""A queue of runs for workers: what a store adds for them (`RunQueue`), submitting
+a run to a queue, and putting a run back on its queue with answers.
+
+A submitted run is a run record with status `queued`, a `queue` name, a
+`priority` and a `target` (how a worker finds its runnable). A worker claims it
+under a lease (`RunQueue.claim_next`), which also takes over a run of its queues
+whose worker died (its lease ended). Answers given to a submitted run's
+interrupts are kept in its record (each pending interrupt's `answer`) until the
+worker that continues it reaches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from orchestrion._json import JSON, JSONInput, as_object, short_json
+from orchestrion.engine.answers import check_answers, not_yet_answered
+from orchestrion.engine.interrupts import Answer
+from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.leases import quietly
+from orchestrion.engine.runs import check_same_request, new_record
+from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
+from orchestrion.engine.targets import load_target
+from orchestrion.errors import AnswerError, RunNotResumable, StoreError, UserError
+from orchestrion.runnable import Runnable
+
+DEFAULT_QUEUE = "default"
+
+
+@runtime_checkable
+class RunQueue(Protocol):
+    """What a store adds so that workers can share its runs (the built-in stores do)."""
+
+    async def claim_next(
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
+    ) -> RunRecord | None:
+        """Claim, atomically, the run a worker on `queues` takes next: a `queued`
+        run, or a `running` one whose lease ended (its worker died or let go);
+        highest priority first, then oldest. None if there is none. Two workers
+        never get the same run (the claim increments its fencing token)."""
+        ...
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a run may have been queued or put back (by any process), or
+        after `timeout` seconds; an idle worker waits here between claims."""
+        ...
+
+
+def queue_of(store: Store) -> RunQueue:
+    if not isinstance(store, RunQueue):
+        raise UserError(
+            f"The store {store.url} keeps no queue of runs (no claim_next/wait_for_runs): "
+            "submit and work on runs with sqlite:///path.db or postgresql://..."
+        )
+    return store
+
+
+def check_queue(queue: str) -> str:
+    if not isinstance(queue, str) or not queue or len(queue) > 100 or not queue.isprintable():
+        raise UserError(f"Queue name {queue!r}: give 1 to 100 printable characters.")
+    return queue
+
+
+async def submit(
+    store: Store,
+    target: str,
+    input: JSONInput,
+    *,
+    queue: str,
+    priority: int,
+    idempotency_key: str | None,
+    run_id: str | None,
+) -> str:
+    """Queue a run of `target` on `input`; its id. With an `idempotency_key`
+    already used, the id of the run submitted with it (same target and input)."""
+    queue_of(store)
+    check_queue(queue)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise UserError(f"priority={priority!r}: give a whole number (higher runs first).")
+    record = new_record(
+        load_target(target),  # a wrong target fails here, not in a worker
+        input,
+        run_id,
+        status=RunStatus.QUEUED,
+        target=target,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        priority=priority,
+    )
+    if idempotency_key is not None:
+        existing = await _submitted(store, idempotency_key, record)
+        if existing is not None:
+            return existing
+    try:
+        await store.create_run(record)
+    except StoreError:
+        if idempotency_key is None:
+            raise
+        existing = await _submitted(store, idempotency_key, record)
+        if existing is None:
+            raise
+        return existing  # another submission with the key won the race
+    return record.id
+
+
+async def _submitted(store: Store, key: str, record: RunRecord) -> str | None:
+    found = await store.find_run(idempotency_key=key)
+    if found is None:
+        return None
+    check_same_request(found, key, record.name, record.input)
+    return found.id
+
+
+def with_answers(record: RunRecord, checked: dict[str, JSON]) -> list[JSON]:
+    """`record.pending`, each interrupt answered in `checked` (by `check_answers`)
+    carrying its `answer`. An interrupt answered before keeps its answer; another
+    answer to it is refused."""
+    pending: list[JSON] = []
+    for item in record.pending:
+        fields = as_object(item)
+        iid = fields["id"]
+        if iid in checked:
+            if "answer" in fields and fields["answer"] != checked[iid]:
+                raise AnswerError(
+                    f"Interrupt {iid} of run {record.id} was already answered with "
+                    f"{short_json(fields['answer'])}; it cannot be answered again with "
+                    f"{short_json(checked[iid])}."
+                )
+            fields = {**fields, "answer": checked[iid]}
+        pending.append(fields)
+    return pending
+
+
+def given_answers(record: RunRecord) -> dict[str, JSON]:
+    """The answers kept in a queued run's record (`with_answers`), by interrupt id."""
+    return {
+        str(fields["id"]): fields["answer"]
+        for fields in map(as_object, record.pending)
+        if "answer" in fields
+    }
+
+
+async def requeue(store: Store, record: RunRecord, answers: Mapping[str, Answer]) -> None:
+    """Put the run of `record` (claimed by the caller) back on its queue with
+    `answers`, and let it go; refused (and let go) if it cannot go back."""
+    assert record.lease is not None
+    try:
+        check_requeue(record)
+        checked = check_answers(record, answers)
+        not_yet_answered(record.id, await store.load(record.id), checked)
+        pending = with_answers(record, checked)
+    except BaseException:
+        await quietly(store.release(record.id, record.lease.token))
+        raise
+    await store.update_run(
+        record.id,
+        status=RunStatus.QUEUED,
+        pending=pending,
+        usage=record.usage,
+        token=record.lease.token,
+        release=True,
+    )
+
+
+def target_of(record: RunRecord, known: dict[str, Runnable]) -> Runnable:
+    """The runnable of a queued run's target, loaded once per target (in `known`)."""
+    runnable = known.get(record.target or "")
+    if runnable is None:
+        if not record.target:
+            raise RunNotResumable(f"Run {record.id} is on a queue but has no target to run.")
+        runnable = known[record.target] = load_target(record.target)
+    return runnable
+
+
+def check_requeue(record: RunRecord) -> str:
+    """The queue to put `record` back on; `RunNotResumable` if it cannot go back."""
+    if record.queue is None:
+        raise RunNotResumable(
+            f"Run {record.id} was not submitted to a queue: resume it here "
+            f"(`orchestrion resume {record.id}`) rather than putting it back on one."
+        )
+    if record.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+        raise RunNotResumable(
+            f"Run {record.id} is {record.status.value}; there is nothing to continue."
+        )
+    return record.queue

@@ -1,0 +1,79 @@
+"""Starting runs: a new run's record, whether a request repeats the one that used
+its idempotency key (for `Runtime.run` and `Runtime.submit` alike), and the
+secrets given to a runtime."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from secrets import token_hex
+
+from orchestrion._json import JSONInput, short_json, to_jsonable
+from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.targets import is_runnable, normalize_target
+from orchestrion.errors import UserError
+from orchestrion.redact import SupportsSecret, register_secret
+
+
+def new_record(
+    runnable: object,
+    input: JSONInput,
+    run_id: str | None,
+    *,
+    status: RunStatus,
+    target: str | None = None,
+    idempotency_key: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+) -> RunRecord:
+    """The record of a new run of `runnable` on `input`, both checked first."""
+    if not is_runnable(runnable):
+        raise UserError(
+            f"Cannot run {runnable!r}: pass an Agent or a pattern (an object with a name "
+            "and an async invoke(ctx, input))."
+        )
+    try:
+        data = to_jsonable(input, "input")
+    except TypeError as exc:
+        raise UserError(f"Run input must be JSON data (str, dict, list, ...): {exc}") from None
+    now = time.time()
+    return RunRecord(
+        id=run_id or token_hex(8),
+        name=runnable.name,
+        status=status,
+        input=data,
+        target=normalize_target(target) if target else None,
+        created_at=now,
+        updated_at=now,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        priority=priority,
+    )
+
+
+def check_same_request(found: RunRecord, key: str, name: object, input: JSONInput) -> None:
+    """Refuse a request that reuses idempotency key `key` (held by run `found`) for
+    another runnable or input."""
+    try:
+        data: JSONInput = to_jsonable(input)
+    except TypeError:
+        data = input
+    if found.name != name or found.input != data:
+        raise UserError(
+            f"Idempotency key {key!r} was used for run {found.id} ({found.name!r} on "
+            f"{short_json(found.input)}); this call runs {name!r} on {short_json(data)}. "
+            "A new request needs a new key."
+        )
+
+
+def register_given(secrets: Iterable[str | SupportsSecret | None]) -> None:
+    """`register_secret` for the `secrets=` of a `Runtime`: a list, not one value."""
+    if isinstance(secrets, str) or hasattr(secrets, "get_secret_value"):
+        raise UserError(
+            "Runtime(secrets=...) takes a list of secrets, not one (a string would be "
+            "read as its characters): write secrets=[value]."
+        )
+    try:
+        register_secret(*secrets)
+    except TypeError as exc:
+        raise UserError(f"Runtime(secrets=...): {exc}") from None

@@ -1,0 +1,166 @@
+"""`Worker`: works on the runs of some queues of a store, many processes at once.
+
+Each run is claimed under a lease (`RunQueue.claim_next`), kept renewed by the
+runtime's heartbeat, and every write carries the lease's fencing token: a run is
+worked on by one worker at a time, and a worker that stalled past its lease
+cannot write another step. A worker that dies leaves leases that end; any worker
+on those queues then takes the runs over from their journals. Idle workers wait
+in `RunQueue.wait_for_runs` (LISTEN/NOTIFY on PostgreSQL).
+
+`stop()` (SIGTERM in `orchestrion worker`) drains: no new claim; each run stops
+before its next step (steps under way finish and are journaled) and goes back to
+its queue; after `grace` seconds, runs still in a step are cancelled as a crash
+would stop them (their leases released, so another worker continues at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Sequence
+
+from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.queue import DEFAULT_QUEUE, RunQueue, check_queue, queue_of
+from orchestrion.engine.result import described
+from orchestrion.engine.runtime import Runtime
+from orchestrion.errors import StoreError, TargetError, UserError
+
+log = logging.getLogger("orchestrion.worker")
+
+
+class Worker:
+    """Works on runs of `queues` of `runtime.store`, at most `concurrency` at once.
+
+    `deps` is given to every run (a bank client, say). `poll` is how often, in
+    seconds, an idle worker looks for runs whose lease ended (a dead worker's:
+    nothing announces those); `grace` how long `stop()` lets runs reach a step
+    boundary.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        concurrency: int = 10,
+        deps: object = None,
+        poll: float = 1.0,
+        grace: float = 30.0,
+    ) -> None:
+        if isinstance(queues, str):
+            queues = (queues,)
+        if not queues:
+            raise UserError("Worker(queues=...): give at least one queue name.")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise UserError(f"Worker(concurrency={concurrency!r}): give a whole number >= 1.")
+        for name, value in (("poll", poll), ("grace", grace)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise UserError(f"Worker({name}={value!r}): give seconds, 0 or more.")
+        self.runtime = runtime
+        self.queues = tuple(check_queue(q) for q in queues)
+        self.concurrency = concurrency
+        self.deps = deps
+        self.poll = float(poll)
+        self.grace = float(grace)
+        self.finished = 0
+        """Runs this worker stopped working on (completed, failed, waiting, put back)."""
+        self._queue: RunQueue = queue_of(runtime.store)
+        self._stopping = asyncio.Event()
+        self._active: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def active(self) -> int:
+        """Runs working here now."""
+        return len(self._active)
+
+    def stop(self) -> None:
+        """Stop claiming and drain (see the module docstring); `run` returns once done."""
+        self._stopping.set()
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Claim and work on runs until `stop()` (or, with `until_idle`, until no run
+        is waiting and none works here), then drain."""
+        try:
+            await self._claim_loop(until_idle)
+        finally:
+            await self._drain()
+
+    async def _claim_loop(self, until_idle: bool) -> None:
+        runtime, queues = self.runtime, self.queues
+        while not self._stopping.is_set():
+            if len(self._active) >= self.concurrency:
+                self._slot_freed.clear()
+                await self._first(self._slot_freed.wait())
+                continue
+            try:
+                record = await self._queue.claim_next(runtime.owner, queues, ttl=runtime.lease_ttl)
+            except StoreError as exc:
+                log.warning("claiming a run failed: %s", exc)
+                await self._first(asyncio.sleep(max(self.poll, 0.1)))
+                continue
+            if record is not None:
+                task = asyncio.create_task(self._work(record), name=f"orchestrion-run-{record.id}")
+                self._active.add(task)
+                task.add_done_callback(self._done)
+                continue
+            if until_idle and not self._active:
+                return
+            waiting: list[Awaitable[object]] = [self._queue.wait_for_runs(queues, self.poll)]
+            if self._active:  # a run that finishes may free a slot: nothing else to do
+                self._slot_freed.clear()
+                waiting.append(self._slot_freed.wait())
+            await self._first(*waiting)
+
+    async def _first(self, *waits: Awaitable[object]) -> None:
+        """Wait for the first of `waits` (coroutines) or for `stop()`."""
+        tasks = [asyncio.ensure_future(w) for w in (*waits, self._stopping.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        self.finished += 1
+        self._slot_freed.set()
+
+    async def _work(self, record: RunRecord) -> None:
+        runtime = self.runtime
+        try:
+            result = await runtime.work_on(record, deps=self.deps)
+            log.info("run %s (%s): %s", record.id, record.name, result.status.value)
+        except TargetError as exc:
+            # This worker cannot load the run's code: the run fails, saying why (fix
+            # the target or the worker's environment, then `orchestrion resume` it).
+            log.error("run %s: %s", record.id, exc)
+            assert record.lease is not None
+            with contextlib.suppress(StoreError):
+                await runtime.store.update_run(
+                    record.id,
+                    status=RunStatus.FAILED,
+                    error=described(exc),
+                    pending=record.pending,
+                    usage=record.usage,
+                    token=record.lease.token,
+                    release=True,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The run's lease was let go (or ends): another claim continues it. One
+            # run's trouble (a store that went away, a bug) never stops the worker.
+            log.warning("run %s stopped working here: %s: %s", record.id, type(exc).__name__, exc)
+
+    async def _drain(self) -> None:
+        if not self._active:
+            return
+        self.runtime.stop_steps()
+        _, late = await asyncio.wait(set(self._active), timeout=self.grace)
+        for task in late:  # still in a step after the grace period: stop as a crash would
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)

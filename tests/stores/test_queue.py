@@ -1,0 +1,130 @@
+"""The queue of runs every built-in store keeps for workers (`engine.queue.RunQueue`):
+what is claimed next, by whom, and when a dead worker's runs are taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.queue import RunQueue, queue_of
+from orchestrion.engine.store import Store
+from orchestrion.errors import RunBusy
+
+T0 = 1_700_000_000.0
+
+
+def queued(run_id: str, *, queue: str = "default", priority: int = 0, at: float = 0) -> RunRecord:
+    return RunRecord(
+        id=run_id,
+        name="agent",
+        status=RunStatus.QUEUED,
+        target="pkg.mod:agent",
+        created_at=T0 + at,
+        updated_at=T0 + at,
+        queue=queue,
+        priority=priority,
+    )
+
+
+def runs_queue(store: Store) -> RunQueue:
+    return queue_of(store)
+
+
+async def test_claims_go_highest_priority_first_then_oldest_and_each_run_once(store: Store) -> None:
+    q = runs_queue(store)
+    for record in (
+        queued("old", at=1),
+        queued("older", at=0),
+        queued("urgent", priority=5, at=9),
+        queued("elsewhere", queue="billing", priority=9),
+    ):
+        await store.create_run(record)
+
+    order = []
+    while (claimed := await q.claim_next("w1", ["default"], ttl=30)) is not None:
+        assert claimed.lease is not None and claimed.lease.owner == "w1"
+        assert claimed.token == 1 and claimed.queue == "default"
+        order.append(claimed.id)
+    assert order == ["urgent", "older", "old"]
+    # Claimed runs are not handed out again while their leases live.
+    assert await q.claim_next("w2", ["default"], ttl=30) is None
+    other = await q.claim_next("w2", ["billing", "default"], ttl=30)
+    assert other is not None and other.id == "elsewhere" and other.priority == 9
+    with pytest.raises(RunBusy):
+        await store.claim("urgent", "w2")
+
+
+async def test_a_run_whose_worker_died_is_taken_over_once_its_lease_ends(store: Store) -> None:
+    q = runs_queue(store)
+    await store.create_run(queued("r1"))
+    first = await q.claim_next("dead", ["default"], ttl=0.2)
+    assert first is not None and first.token == 1
+    await store.update_run("r1", status=RunStatus.RUNNING, token=1)
+    assert await q.claim_next("alive", ["default"], ttl=30) is None
+
+    await asyncio.sleep(0.3)
+    taken = await q.claim_next("alive", ["default"], ttl=30)
+    assert taken is not None and taken.id == "r1" and taken.token == 2
+    assert taken.status is RunStatus.RUNNING and taken.lease is not None
+    assert taken.lease.owner == "alive"
+
+
+async def test_runs_started_in_process_or_ended_are_never_claimed(store: Store) -> None:
+    q = runs_queue(store)
+    now = time.time()
+    await store.create_run(
+        RunRecord(id="local", name="a", status=RunStatus.RUNNING, created_at=now)
+    )
+    for status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.INTERRUPTED):
+        record = queued(f"r-{status.value}")
+        record.status = status
+        await store.create_run(record)
+    assert await q.claim_next("w", ["default"], ttl=30) is None
+
+
+async def test_a_run_put_back_on_its_queue_is_claimed_again(store: Store) -> None:
+    q = runs_queue(store)
+    await store.create_run(queued("r1"))
+    claimed = await q.claim_next("w1", ["default"], ttl=30)
+    assert claimed is not None
+    await store.update_run("r1", status=RunStatus.QUEUED, token=claimed.token, release=True)
+    again = await q.claim_next("w2", ["default"], ttl=30)
+    assert again is not None and again.id == "r1" and again.token == 2
+
+
+async def test_concurrent_claims_never_share_a_run(store: Store) -> None:
+    q = runs_queue(store)
+    for i in range(30):
+        await store.create_run(queued(f"r{i:02}", at=i))
+
+    async def drain(worker: str) -> list[str]:
+        got = []
+        while (claimed := await q.claim_next(worker, ["default"], ttl=30)) is not None:
+            got.append(claimed.id)
+            await asyncio.sleep(0)
+        return got
+
+    claimed = await asyncio.gather(*(drain(f"w{i}") for i in range(5)))
+    everything = [run_id for got in claimed for run_id in got]
+    assert sorted(everything) == [f"r{i:02}" for i in range(30)]
+
+
+async def test_an_idle_wait_ends_when_a_run_is_queued(store: Store) -> None:
+    q = runs_queue(store)
+    await q.wait_for_runs(["default"], 0.01)  # starts listening where that applies
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        await store.create_run(queued("r1"))
+
+    started = time.monotonic()
+    task = asyncio.create_task(later())
+    await q.wait_for_runs(["default"], 10)
+    waited = time.monotonic() - started
+    await task
+    assert waited < 5, waited  # woken by the run, not by the timeout
+    claimed = await q.claim_next("w", ["default"], ttl=30)
+    assert claimed is not None and claimed.id == "r1"

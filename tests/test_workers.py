@@ -1,0 +1,218 @@
+"""A queue of runs and `orchestrion worker` processes, on a real SQLite file and on
+the local PostgreSQL: every run done once by several workers, a worker SIGKILLed
+mid-payment and its runs finished elsewhere with the same idempotency keys, a
+SIGTERM drain, answers given from another process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from orchestrion import Runtime
+from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.store import open_store
+
+TARGET = str(Path(__file__).parent / "workers" / "target.py")
+pytestmark = pytest.mark.slow
+
+
+class Fleet:
+    """A store, an effects log, and worker processes on them."""
+
+    def __init__(self, tmp_path: Path, store: str, **env: str) -> None:
+        self.tmp = tmp_path
+        self.store = store
+        self.effects = tmp_path / "effects.jsonl"
+        self.env = {**os.environ, "WK_EFFECTS": str(self.effects), "COLUMNS": "250", **env}
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def submit(self, count: int, attr: str = "agent", **options: object) -> list[str]:
+        os.environ["WK_EFFECTS"] = str(self.effects)  # the target is imported here too
+
+        async def go() -> list[str]:
+            async with Runtime(self.store) as runtime:
+                return [
+                    await runtime.submit(f"{TARGET}:{attr}", f"job {i}", **options)  # type: ignore[arg-type]
+                    for i in range(count)
+                ]
+
+        return asyncio.run(go())
+
+    def worker(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrion", "worker", "--store", self.store, *args],
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrion", *args, "--store", self.store],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def runs(self) -> dict[str, RunRecord]:
+        async def go() -> list[RunRecord]:
+            store = open_store(self.store, read_only=True)
+            try:
+                return await store.list_runs(limit=10_000)
+            finally:
+                await store.close()
+
+        return {r.id: r for r in asyncio.run(go())}
+
+    def log(self, event: str) -> list[dict[str, object]]:
+        if not self.effects.exists():
+            return []
+        lines = self.effects.read_text().splitlines()
+        return [e for e in map(json.loads, lines) if e["event"] == event]
+
+    def wait(self, done: object, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"never {what}: {[p.communicate() for p in self.procs]}")
+            time.sleep(0.05)
+
+    def all_done(self, ids: list[str], status: RunStatus = RunStatus.COMPLETED) -> bool:
+        runs = self.runs()
+        return all(runs[i].status is status for i in ids)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, process_store_url: str) -> object:
+    made = Fleet(tmp_path, process_store_url)
+    yield made
+    made.stop()
+
+
+def test_three_workers_drain_a_queue_with_every_run_done_once(fleet: Fleet) -> None:
+    ids = fleet.submit(30)
+    assert fleet.runs()[ids[0]].status is RunStatus.QUEUED
+    workers = [
+        fleet.worker("--until-idle", "--concurrency", "2", WK_SLEEP="0.05") for _ in range(3)
+    ]
+    for proc in workers:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+
+    runs = fleet.runs()
+    assert all(runs[i].status is RunStatus.COMPLETED for i in ids), Counter(
+        r.status for r in runs.values()
+    )
+    assert all(runs[i].lease is None and runs[i].token == 1 for i in ids)
+    effects = fleet.log("effect")
+    assert sorted(e["run"] for e in effects) == sorted(ids)  # each run paid once
+    assert not fleet.log("duplicate")
+    # Each run worked in one worker only, and the work was shared.
+    by_run = {run: {e["pid"] for e in fleet.log("lookup") if e["run"] == run} for run in ids}
+    assert all(len(pids) == 1 for pids in by_run.values())
+    assert len({pid for pids in by_run.values() for pid in pids}) >= 2
+
+
+def test_a_worker_killed_mid_payment_has_its_runs_finished_by_another_with_the_same_keys(
+    fleet: Fleet,
+) -> None:
+    gate = fleet.tmp / "gate"
+    ids = fleet.submit(3)
+    doomed = fleet.worker("--concurrency", "3", "--lease-ttl", "2", WK_GATE=str(gate))
+    fleet.wait(lambda: len(fleet.log("start")) == 3, "started three payments")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=10)
+    killed_at = time.time()
+    gate.touch()
+
+    survivor = fleet.worker("--lease-ttl", "2", "--poll", "0.5")
+    fleet.wait(lambda: fleet.all_done(ids), "finished the killed worker's runs")
+    survivor.send_signal(signal.SIGTERM)
+    _, err = survivor.communicate(timeout=30)
+    assert survivor.returncode == 0, err
+
+    starts = fleet.log("start")
+    assert len(starts) == 6  # each payment started in both workers...
+    keys = {run: {e["key"] for e in starts if e["run"] == run} for run in ids}
+    assert all(len(k) == 1 for k in keys.values())  # ...with the same idempotency key
+    effects = fleet.log("effect")
+    assert sorted(e["run"] for e in effects) == sorted(ids)  # and took effect once
+    assert all(run.token == 2 for run in fleet.runs().values())
+    # Taken over within 5 s of the lease's end (2 s after the kill at the latest).
+    restarted = min(float(e["at"]) for e in starts if e["pid"] == survivor.pid)  # type: ignore[arg-type]
+    assert restarted - killed_at < 2 + 5
+
+
+def test_sigterm_lets_runs_reach_a_step_boundary_and_puts_them_back(fleet: Fleet) -> None:
+    step_gate = fleet.tmp / "steps"
+    ids = fleet.submit(2)
+    worker = fleet.worker("--concurrency", "2", WK_STEP_GATE=str(step_gate))
+    fleet.wait(lambda: len(fleet.log("lookup")) == 2, "started both lookups")
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert worker.poll() is None  # waiting for the steps under way...
+    step_gate.touch()
+    _, err = worker.communicate(timeout=30)  # ...which finish, then it exits
+    assert worker.returncode == 0, err
+    assert "worker stopped" in err
+
+    runs = fleet.runs()
+    assert all(runs[i].status is RunStatus.QUEUED and runs[i].lease is None for i in ids)
+    assert len(fleet.log("looked")) == 2  # the steps under way finished
+    assert not fleet.log("start")  # and no payment began
+
+    finisher = fleet.worker("--until-idle")
+    _, err = finisher.communicate(timeout=60)
+    assert finisher.returncode == 0, err
+    assert fleet.all_done(ids)
+    # Nothing done before the drain was done again: each lookup ran once per run.
+    lookups = Counter((e["run"], e["n"]) for e in fleet.log("looked"))
+    assert set(lookups.values()) == {1} and len(lookups) == 4
+    assert sorted(e["run"] for e in fleet.log("effect")) == sorted(ids)
+
+
+def test_a_run_answered_from_another_process_is_continued_by_a_worker(fleet: Fleet) -> None:
+    [run_id] = fleet.submit(1, "approved", idempotency_key="order-1")
+    assert fleet.submit(1, "approved", idempotency_key="order-1") == [run_id]
+    first = fleet.worker("--until-idle")
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    record = fleet.runs()[run_id]
+    assert record.status is RunStatus.INTERRUPTED
+    approval = str(record.pending[0]["id"])  # type: ignore[index]
+
+    code, out, err = fleet.cli("resume", run_id, "--approve", approval)
+    assert code == 0, err
+    assert "queued" in out and f"orchestrion show {run_id}" in out
+    record = fleet.runs()[run_id]
+    assert record.status is RunStatus.QUEUED and record.lease is None
+    code, _, err = fleet.cli("resume", run_id, "--reject", approval)
+    assert code == 2 and "already answered" in err
+
+    second = fleet.worker("--until-idle")
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    record = fleet.runs()[run_id]
+    assert record.status is RunStatus.COMPLETED and record.pending == []
+    assert [e["run"] for e in fleet.log("effect")] == [run_id]
