@@ -40,6 +40,8 @@ from orchestrion.errors import (
     NotEnoughBranches,
     OrchestrionError,
     OutputValidationError,
+    RateLimited,
+    RateLimitReached,
     RetryLater,
     RoundsExceeded,
     RunBusy,
@@ -76,7 +78,7 @@ from orchestrion.patterns import (
     TokenBudget,
     workflow,
 )
-from orchestrion.policy import Breaker, Policy, Retry
+from orchestrion.policy import Breaker, Policy, RateLimit, Retry
 from orchestrion.pricing import Price, Prices
 from orchestrion.redact import redact, register_secret
 from orchestrion.runnable import Runnable, Workflow
@@ -130,6 +132,9 @@ __all__ = [
     "Policy",
     "Price",
     "Prices",
+    "RateLimit",
+    "RateLimitReached",
+    "RateLimited",
     "Reject",
     "Retry",
     "RetryLater",

@@ -17,6 +17,7 @@
     └── RunError                  a run failed while it worked
         ├── ModelError            the model provider failed or answered nonsense
         ├── BreakerOpen           a circuit is open: the call failed at once, unsent
+        ├── RateLimited           a call waited for its model's RateLimit (journaled)
         ├── RetryLater            raised by a tool: a transient failure, try again
         ├── ToolError             a tool raised
         ├── OutputValidationError the model's final output kept failing validation
@@ -29,6 +30,7 @@
         │   ├── WriteUncertain    a write tool was cut off: its effect is unknown
         │   ├── NestingTooDeep    members nested past the limit (a workflow running itself)
         │   └── RunLimitReached   a limit of the whole run (status `stopped`)
+        │       ├── RateLimitReached  a model's RateLimit would make a call wait too long
         │       ├── BudgetExceeded  the run reached a limit of its Budget
         │       └── LoopDetected    an agent or a pattern kept going in circles
         ├── ContextTooLarge       a request is over the agent's ContextLimit
@@ -319,6 +321,26 @@ class RunLimitReached(RunHalted):
 class LoopDetected(RunLimitReached):
     """A `LoopGuard` stopped the run: an agent repeating a tool call, delegations
     returning the same results, a handoff bouncing, a chat or network without progress."""
+
+
+class RateLimitReached(RunLimitReached):
+    """A model's `RateLimit` would make a call wait longer than its `max_wait`: the
+    run stops (resumable once the allowance has refilled)."""
+
+    def __init__(self, message: str, *, key: str, wait: float) -> None:
+        super().__init__(message)
+        self.key = key
+        self.wait = wait
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(rate_limit=self.key, wait=round(self.wait, 3))
+        return data
+
+
+class RateLimited(RunError):
+    """A call waited for its model's `RateLimit` (journaled as a wait before an
+    attempt, like a retry's)."""
 
 
 class BudgetExceeded(RunLimitReached):

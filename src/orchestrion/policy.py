@@ -119,14 +119,55 @@ class Breaker:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RateLimit:
+    """At most `requests` calls, `tokens` tokens (input and output) and `cost` USD
+    per `per` seconds for a model, drawn from an allowance that refills steadily and
+    is shared by every run of a runtime, and by every worker on a PostgreSQL store.
+
+    A call over the limit waits (journaled, like a retry's wait) until the allowance
+    has room; a wait longer than `max_wait` stops the run instead
+    (`RateLimitReached`: status `stopped`, resumable later). Tokens and cost are
+    counted once a response tells them, so one call may take the allowance below
+    zero: the calls after it wait longer."""
+
+    requests: int | None = None
+    tokens: int | None = None
+    cost: float | None = None
+    per: float = 60.0
+    max_wait: float = 60.0
+    key: str | None = None
+    """The allowance drawn from: the model's own by default; give several models'
+    policies one key for an allowance they share (a fleet's spend per day)."""
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "tokens"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise UserError(f"RateLimit({name}={value!r}): give a whole number >= 1, or None.")
+        if self.cost is not None:
+            _seconds(self, cost=self.cost)
+        _seconds(self, per=self.per, max_wait=self.max_wait)
+        if self.per <= 0:
+            raise UserError(f"RateLimit(per={self.per!r}): give the seconds of the period, > 0.")
+        if self.requests is None and self.tokens is None and not self.cost:
+            raise UserError("RateLimit(): give requests=, tokens= and/or cost= per period.")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key):
+            raise UserError(f"RateLimit(key={self.key!r}): give a non-empty name, or None.")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Policy:
-    """Timeout, retry, breaker and fallback for the calls of whatever it sits on.
+    """Timeout, retry, breaker, rate limit and fallback for the calls of whatever it sits on.
     None inherits from the enclosing policy; False switches the field off."""
 
     timeout: float | Literal[False] | None = None
     """Seconds one attempt may take."""
     retry: Retry | Literal[False] | None = None
     breaker: Breaker | Literal[False] | None = None
+    rate_limit: RateLimit | Literal[False] | None = None
+    """For model calls (a tool's policy ignores it)."""
     fallback: Sequence[str | Named] | None = None
     """On a model or runtime policy: models (`Model` or name) tried in order when
     the model fails. On an agent: models for its calls and/or agents that take
@@ -137,7 +178,7 @@ class Policy:
             _seconds(self, timeout=self.timeout)
             if self.timeout <= 0:
                 raise UserError(f"Policy(timeout={self.timeout}): a timeout must be > 0 seconds.")
-        for name, kind in (("retry", Retry), ("breaker", Breaker)):
+        for name, kind in (("retry", Retry), ("breaker", Breaker), ("rate_limit", RateLimit)):
             value = getattr(self, name)
             if value is not None and value is not False and not isinstance(value, kind):
                 raise UserError(
@@ -156,7 +197,10 @@ class Policy:
     def settings(self) -> Settings:
         """What this policy, resolved, gives a call: None for each field that is off."""
         return Settings(
-            timeout=self.timeout or None, retry=self.retry or None, breaker=self.breaker or None
+            timeout=self.timeout or None,
+            retry=self.retry or None,
+            breaker=self.breaker or None,
+            rate_limit=self.rate_limit or None,
         )
 
     def over(self, outer: Policy | None) -> Policy:
@@ -189,6 +233,7 @@ class Settings:
     timeout: float | None = None
     retry: Retry | None = None
     breaker: Breaker | None = None
+    rate_limit: RateLimit | None = None
 
 
 _TRANSIENT_STATUS = frozenset({408, 409, 429})

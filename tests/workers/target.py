@@ -6,6 +6,7 @@ Environment (set by the test):
   WK_SLEEP       seconds each read-tool call takes (default 0.01)
   WK_GATE        a file: a payment, once started, waits until it exists
   WK_STEP_GATE   a file: each read-tool call, once started, waits until it exists
+  WK_RATE        model requests a minute that `limited` runs may make, all workers together
 
 The payee is idempotent, as a real payment API is: a payment whose idempotency
 key was already paid is logged as `duplicate` and has no second effect.
@@ -18,7 +19,7 @@ import json
 import os
 import time
 
-from orchestrion import Agent, RunContext, tool
+from orchestrion import Agent, Breaker, ModelError, Policy, RateLimit, RunContext, tool
 from orchestrion.messages import ModelRequest, ToolResult
 from orchestrion.testing import FunctionModel, call
 
@@ -80,4 +81,31 @@ model = FunctionModel(policy)
 agent = Agent(name="payer", model=model, tools=[tool(lookup), tool(effect="write")(pay)])
 approved = Agent(
     name="payer", model=model, tools=[tool(lookup), tool(effect="write", approval=True)(pay)]
+)
+
+
+async def limited_policy(request: ModelRequest) -> object:
+    log("model", kind="limited")
+    if not any(isinstance(m, ToolResult) for m in request.messages):
+        return call("lookup", {"n": 1}, id="call_1")
+    return "looked it up"
+
+
+async def failing(request: ModelRequest) -> object:
+    log("model", kind="failing")
+    raise ModelError("HTTP 503 from the provider (injected)", status_code=503, transient=True)
+
+
+limited = Agent(
+    name="limited",
+    model=FunctionModel(limited_policy, name="limited-model"),
+    tools=[tool(lookup)],
+    policy=Policy(
+        rate_limit=RateLimit(requests=int(os.environ.get("WK_RATE", "3")), per=60, max_wait=0.2)
+    ),
+)
+flaky = Agent(
+    name="flaky",
+    model=FunctionModel(failing, name="flaky-model"),
+    policy=Policy(retry=False, breaker=Breaker(failures=2, window=60, cooldown=60)),
 )

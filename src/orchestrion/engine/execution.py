@@ -44,6 +44,7 @@ from orchestrion.engine.events import Events
 from orchestrion.engine.interrupts import Interrupt, InterruptKind, interrupt_id
 from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.model_calls import ModelCalls, request_with_policy
+from orchestrion.engine.rate_limits import Limits, MemoryLimits, key_of
 from orchestrion.engine.records import (
     Answered,
     InterruptAsked,
@@ -106,6 +107,8 @@ class RunEnv:
     """The runtime's policy: the outermost for every model and tool call."""
     breakers: Breakers = field(default_factory=MemoryBreakers)
     """The runtime's circuit breakers, shared by all its runs."""
+    limits: Limits = field(default_factory=MemoryLimits)
+    """The allowances of the runtime's rate limits, shared by all its runs."""
 
 
 class Execution:
@@ -204,6 +207,15 @@ class Execution:
                 )
             fallback = answered if index else None
             await self.completed_as(key, "model", model_responded(response, fallback), started)
+            limit = targets[index].settings.rate_limit
+            if limit is not None:
+                usage = response.usage
+                await self.env.limits.spend(
+                    key_of(answered, limit),
+                    limit,
+                    usage.input_tokens + usage.output_tokens,
+                    usage.cost,
+                )
         accounts.spent(response.usage)
         return response
 

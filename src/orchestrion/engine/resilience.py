@@ -3,6 +3,8 @@ and tool calls alike.
 
 The loop is layered, innermost first:
 
+- **rate limit**: an attempt at a model waits, journaled, until its `RateLimit`'s
+  allowance has room (or stops the run if that is longer than `max_wait`);
 - **timeout**: one call within its target's `timeout`;
 - **breaker**: the call through its target's circuit, which refuses it at once
   while open and counts its outcome; every transition is a `BreakerChanged` event;
@@ -30,9 +32,10 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from orchestrion.engine.deadline import Deadline
 from orchestrion.engine.journal import Entry
+from orchestrion.engine.rate_limits import key_of
 from orchestrion.engine.records import AttemptFailed, decode
-from orchestrion.errors import BreakerOpen, describe
-from orchestrion.policy import Breaker, Settings, retry_after
+from orchestrion.errors import BreakerOpen, RateLimited, RateLimitReached, describe
+from orchestrion.policy import Breaker, RateLimit, Settings, retry_after
 
 if TYPE_CHECKING:
     from orchestrion.engine.execution import Execution
@@ -151,6 +154,8 @@ async def attempt_loop(ex: Execution, key: str, path: CallPath[T]) -> T:
         if target.model is not None and (attempt > 1 or index > 0):
             ex.accounts.check_budget(target.model)  # not another model call past the budget
         settings = target.settings
+        if settings.rate_limit is not None and target.model is not None:
+            await _within_rate(ex, key, path, target, attempt, settings.rate_limit)
         if settings.breaker is not None:
             outcome = await _guarded(ex, key, path, index, settings.breaker)
         elif settings.timeout is not None:
@@ -206,6 +211,45 @@ async def journal_attempt(
         opened_circuit=failure.opened,
     )
     await ex.log.record(key, path.kind, failed, started, durable=path.durable)
+
+
+async def _within_rate(
+    ex: Execution, key: str, path: CallPath[T], target: Target, attempt: int, limit: RateLimit
+) -> None:
+    """Wait until `target`'s rate limit lets attempt `attempt` start; each wait is
+    journaled as a retry's is (a resume waits what is left of it)."""
+    assert target.model is not None
+    name = key_of(target.model, limit)
+    while (wait := await ex.env.limits.take(name, limit)) > 0:
+        if wait > limit.max_wait:
+            raise RateLimitReached(
+                f"The rate limit of {name} ({_shown(limit)}) would make this call wait "
+                f"{wait:.1f} s, more than its max_wait of {limit.max_wait:g} s: the run stops "
+                "here. Resume it once the allowance has refilled, or raise the limit.",
+                key=name,
+                wait=wait,
+            )
+        ex.accounts.check_budget(target.model, ahead=wait)  # not a wait past the budget
+        error = RateLimited(f"{name} is at its rate limit ({_shown(limit)}): waited {wait:.3f} s")
+        waited = AttemptFailed(
+            error=describe(error), attempt=attempt - 1, model=target.model, retry_in=round(wait, 3)
+        )
+        await ex.log.record(key, path.kind, waited, time.time(), durable=path.durable)
+        ex.events.retrying(key, path.kind, target.name, attempt - 1, error, wait)
+        await asyncio.sleep(wait)
+
+
+def _shown(limit: RateLimit) -> str:
+    parts = [
+        f"{value:g} {what}"
+        for what, value in (
+            ("requests", limit.requests),
+            ("tokens", limit.tokens),
+            ("USD", limit.cost),
+        )
+        if value
+    ]
+    return f"{', '.join(parts)} per {limit.per:g} s"
 
 
 def _wait(

@@ -1,6 +1,6 @@
 """Starting runs: a new run's record, whether a request repeats the one that used
 its idempotency key (for `Runtime.run` and `Runtime.submit` alike), and the
-secrets given to a runtime."""
+checks of a runtime's settings and secrets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from collections.abc import Iterable
 from secrets import token_hex
 
 from orchestrion._json import JSONInput, short_json, to_jsonable
+from orchestrion.agent import Agent
 from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.engine.targets import is_runnable, normalize_target
 from orchestrion.errors import UserError
+from orchestrion.policy import Policy
 from orchestrion.redact import SupportsSecret, register_secret
 
 
@@ -77,3 +80,23 @@ def register_given(secrets: Iterable[str | SupportsSecret | None]) -> None:
         register_secret(*secrets)
     except TypeError as exc:
         raise UserError(f"Runtime(secrets=...): {exc}") from None
+
+
+def check_settings(lease_ttl: object, durability: object, policy: object) -> None:
+    """Refuse a `Runtime`'s settings that cannot work, saying what to give."""
+    if isinstance(lease_ttl, bool) or not (
+        isinstance(lease_ttl, int | float) and 0.1 <= lease_ttl <= 86_400
+    ):
+        raise UserError(
+            f"lease_ttl={lease_ttl!r}: give the seconds a run's lease lasts unless renewed, "
+            f"from 0.1 to 86400 (a day; default {DEFAULT_LEASE_TTL:g})."
+        )
+    if durability not in ("sync", "async"):
+        raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
+    if policy is not None and not isinstance(policy, Policy):
+        raise UserError(f"Runtime(policy={policy!r}): give a Policy(...).")
+    if policy is not None and any(isinstance(f, Agent) for f in policy.fallback or ()):
+        raise UserError(
+            "Runtime(policy=...): the runtime's fallback lists models; give fallback "
+            "agents to an agent's policy."
+        )

@@ -34,9 +34,10 @@ from orchestrion.engine.queue import (
     submit,
     target_of,
 )
+from orchestrion.engine.rate_limits import Limits, limits_for
 from orchestrion.engine.replay_log import ReplayLog, StepsStopped
 from orchestrion.engine.result import RunResult, StepInfo, described, result_of, step_history
-from orchestrion.engine.runs import check_same_request, new_record, register_given
+from orchestrion.engine.runs import check_same_request, check_settings, new_record, register_given
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import find_runnable
 from orchestrion.errors import (
@@ -77,8 +78,10 @@ class Runtime:
     `resume --approve`, a worker) is refused, and a process that dies leaves a
     lease that ends after `lease_ttl`, after which anyone may resume the run.
 
-    `secrets` are values to keep out of journals, events, error texts and what
-    models read (`orchestrion.register_secret`, for the whole process).
+    `breakers` and `rate_limits` keep the state of circuit breakers and rate limits
+    (default: the store's, shared by every worker on it, where it has them; else
+    this process's). `secrets` are values to keep out of journals, events, error
+    texts and what models read (`orchestrion.register_secret`, for the process).
     """
 
     def __init__(
@@ -92,26 +95,12 @@ class Runtime:
         prices: Prices | Mapping[str, Price] | None = None,
         policy: Policy | None = None,
         breakers: Breakers | None = None,
+        rate_limits: Limits | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         secrets: Iterable[str | SupportsSecret | None] = (),
     ) -> None:
         register_given(secrets)
-        if isinstance(lease_ttl, bool) or not (
-            isinstance(lease_ttl, int | float) and 0.1 <= lease_ttl <= 86_400
-        ):
-            raise UserError(
-                f"lease_ttl={lease_ttl!r}: give the seconds a run's lease lasts unless renewed, "
-                f"from 0.1 to 86400 (a day; default {DEFAULT_LEASE_TTL:g})."
-            )
-        if durability not in ("sync", "async"):
-            raise UserError(f"durability must be 'sync' or 'async', not {durability!r}.")
-        if policy is not None and not isinstance(policy, Policy):
-            raise UserError(f"Runtime(policy={policy!r}): give a Policy(...).")
-        if policy is not None and any(isinstance(f, Agent) for f in policy.fallback or ()):
-            raise UserError(
-                "Runtime(policy=...): the runtime's fallback lists models; give fallback "
-                "agents to an agent's policy."
-            )
+        check_settings(lease_ttl, durability, policy)
         if store is None or isinstance(store, str):
             store = open_store(store)
         self.store: Store = store
@@ -127,6 +116,7 @@ class Runtime:
         """The outermost policy of every model and tool call (see `orchestrion.policy`)."""
         self._env: RunEnv | None = None  # the last run's: the next with the same deps shares it
         self._breakers: Breakers = breakers_for(store, breakers)
+        self._limits: Limits = limits_for(store, rate_limits)
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
@@ -681,6 +671,7 @@ class Runtime:
                 run_child=run_child,
                 policy=self.policy,
                 breakers=self._breakers,
+                limits=self._limits,
             )
         events = events_for(run_id, sink)
         ex = Execution(env, log, accounts, events, answers)

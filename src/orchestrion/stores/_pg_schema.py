@@ -76,6 +76,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at)
         WHERE queue IS NOT NULL AND status IN ('queued', 'running');
     """,
+    # 4: rate-limit allowances shared by every worker (see `_pg_limits`).
+    """
+    CREATE TABLE rate_limits (
+        key text PRIMARY KEY,
+        requests double precision NOT NULL DEFAULT 0,
+        tokens double precision NOT NULL DEFAULT 0,
+        cost double precision NOT NULL DEFAULT 0,
+        at double precision NOT NULL
+    );
+    """,
 )
 
 _LOCK = 0x6F72636865737472  # "orchestr": serialises migrations across processes

@@ -54,6 +54,7 @@ from orchestrion.errors import (
 from orchestrion.redact import redact_url
 from orchestrion.stores._failures import WriteFailure, lost_writes
 from orchestrion.stores._pg_breakers import PostgresBreakers
+from orchestrion.stores._pg_limits import PostgresLimits
 from orchestrion.stores._pg_queue import CLAIM_NEXT, NOTIFY, Listener, channel
 from orchestrion.stores._pg_schema import check_version, migrate
 from orchestrion.stores._pg_sql import (
@@ -172,6 +173,11 @@ class PostgresStore:
         """Circuit breakers shared by every runtime on this database (a runtime on
         this store uses them unless given its own)."""
         return PostgresBreakers(self)
+
+    def rate_limits(self) -> PostgresLimits:
+        """Rate-limit allowances shared by every runtime on this database (a runtime
+        on this store uses them unless given its own)."""
+        return PostgresLimits(self)
 
     # -- connections ------------------------------------------------------------------
 
