@@ -125,7 +125,9 @@ def submit_all(url: str, count: int, chunk: int = 200) -> list[str]:
     return asyncio.run(go())
 
 
-def read_store(url: str, ids: Sequence[str], journals: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_store(
+    url: str, ids: Sequence[str], journals: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run records of `ids` and (with `journals`) their journals, read only."""
     from orchestrion.engine.store import open_store
 
@@ -212,6 +214,7 @@ class Drain:
     store: str
     workers: int
     wall: float
+    first_ready: float
     ready: float
     last_done: float
     worker_cpu: float
@@ -228,7 +231,11 @@ def drain(kind: str, workers: int, args: argparse.Namespace, tmp: Path) -> Drain
         ids = submit_all(fresh.url, args.runs)
         counts = tmp / f"counts-{fresh.schema}"
         counts.mkdir()
-        env = {"BW_SLEEP": str(args.tool_sleep), "BW_STEPS": str(args.steps), "BW_COUNTS": str(counts)}
+        env = {
+            "BW_SLEEP": str(args.tool_sleep),
+            "BW_STEPS": str(args.steps),
+            "BW_COUNTS": str(counts),
+        }
         cmd = worker_cmd(fresh.url, "--concurrency", str(args.concurrency), "--until-idle")
         errs = [tmp / f"{fresh.schema}-{w}.err" for w in range(workers)]
         pg0, (busy0, total0) = postgres_cpu(), machine_cpu()
@@ -239,18 +246,22 @@ def drain(kind: str, workers: int, args: argparse.Namespace, tmp: Path) -> Drain
         busy1, total1 = machine_cpu()
         time.sleep(0.3)  # the server reaps the workers' backends (not timed)
         pg = postgres_cpu() - pg0
-        result = Drain(kind, workers, wall, 0.0, 0.0, cpu, pg, (busy1 - busy0) / (total1 - total0), [])
+        busy = (busy1 - busy0) / (total1 - total0)
+        result = Drain(kind, workers, wall, 0.0, 0.0, 0.0, cpu, pg, busy, [])
         for p, err in zip(procs, errs, strict=True):
             if p.returncode != 0:
                 result.problems.append(f"worker exited {p.returncode}: {err.read_text()[-2000:]}")
         readies = [r for r in map(ready_at, errs) if r is not None]
+        result.first_ready = min(readies) - epoch0 if readies else float("nan")
         result.ready = max(readies) - epoch0 if readies else float("nan")
         runs, journals = read_store(fresh.url, ids, journals=True)
         done = [runs[i].updated_at for i in ids if i in runs]
         result.last_done = max(done) - epoch0 if done else float("nan")
         result.problems += check_drain(ids, runs, journals, counts, args.steps)
         per_worker = [json.loads(f.read_text()) for f in counts.glob("*.json")]
-        result.shares = sorted((len({k.rsplit("/", 1)[0] for k in c}) for c in per_worker), reverse=True)
+        result.shares = sorted(
+            (len({k.rsplit("/", 1)[0] for k in c}) for c in per_worker), reverse=True
+        )
         return result
 
 
@@ -270,7 +281,11 @@ def check_drain(
         problems.append(f"claims per run (fencing tokens): {dict(tokens)}")
     if any(runs[i].lease is not None for i in ids if i in runs):
         problems.append("some completed runs still hold a lease")
-    if any(runs[i].output != "done" for i in ids if runs.get(i) and runs[i].status is RunStatus.COMPLETED):
+    if any(
+        runs[i].output != "done"
+        for i in ids
+        if runs.get(i) and runs[i].status is RunStatus.COMPLETED
+    ):
         problems.append("some outputs are not 'done'")
     executed: Counter[str] = Counter()
     for f in counts.glob("*.json"):
@@ -287,7 +302,9 @@ def check_drain(
         completed = Counter(e.key for e in entries if e.status.value == "completed")
         kinds = Counter(e.kind for e in entries if e.status.value == "completed")
         if any(v > 1 for v in completed.values()) or kinds != {"model": steps + 1, "tool": steps}:
-            problems.append(f"journal of {run_id}: {dict(kinds)}, repeated: {completed.most_common(1)}")
+            problems.append(
+                f"journal of {run_id}: {dict(kinds)}, repeated: {completed.most_common(1)}"
+            )
             break
     return problems
 
@@ -322,14 +339,17 @@ def run_drains(args: argparse.Namespace, tmp: Path) -> None:
                 for problem in r.problems:
                     print(f"  !! {kind} {w} worker(s): {problem}")
         base = statistics.median(r.wall for r in rows[args.workers[0]])
+        drain_base = statistics.median(r.last_done - r.first_ready for r in rows[args.workers[0]])
         header = (
             "store", "workers", "wall s", "runs/s", f"x {args.workers[0]}w", "ready s",
-            "last done s", "worker CPU s", "pg CPU s", "machine busy", "runs per worker", "check",
+            "last done s", "drain s", f"x {args.workers[0]}w", "worker CPU s", "pg CPU s",
+            "machine busy", "runs per worker", "check",
         )  # fmt: skip
         body = []
         for w, rs in rows.items():
             wall = statistics.median(r.wall for r in rs)
             med = min(rs, key=lambda r: abs(r.wall - wall))  # the median run's other numbers
+            drained = statistics.median(r.last_done - r.first_ready for r in rs)
             body.append(
                 (
                     kind,
@@ -337,8 +357,10 @@ def run_drains(args: argparse.Namespace, tmp: Path) -> None:
                     f"{wall:.2f} [{min(r.wall for r in rs):.2f}-{max(r.wall for r in rs):.2f}]",
                     f"{args.runs / wall:.0f}",
                     f"{base / wall:.2f}",
-                    f"{med.ready:.2f}",
+                    f"{med.first_ready:.2f}/{med.ready:.2f}",
                     f"{med.last_done:.2f}",
+                    f"{drained:.2f}",
+                    f"{drain_base / drained:.2f}",
                     f"{med.worker_cpu:.2f}",
                     f"{med.postgres_cpu:.2f}",
                     f"{med.busy:.0%}",
@@ -347,7 +369,12 @@ def run_drains(args: argparse.Namespace, tmp: Path) -> None:
                 )
             )
         print_table(header, body)
-        print(f"  (an idle worker's start and exit on {kind}: {startup:.2f} s)\n", flush=True)
+        print(
+            f"  ready: when the first/last worker logged it was ready; last done: the last run's "
+            f"updated_at; drain: last done - first ready (all from the spawn of the workers)\n"
+            f"  (an idle worker's start and exit on {kind}: {startup:.2f} s)\n",
+            flush=True,
+        )
 
 
 # -- 2. recovery ---------------------------------------------------------------------
@@ -429,7 +456,9 @@ def run_recovery(args: argparse.Namespace, tmp: Path) -> None:
         f"(--poll {args.poll:g} --lease-ttl {args.lease_ttl:g}) started at once\n",
         flush=True,
     )
-    results = {kind: [recovery(kind, args, tmp) for _ in range(args.repeat)] for kind in args.stores}
+    results = {
+        kind: [recovery(kind, args, tmp) for _ in range(args.repeat)] for kind in args.stores
+    }
     header = ("seconds", *(f"{k} (median [min-max] of {args.repeat})" for k in results))
     body = []
     for name in next(iter(results.values()))[0]:
@@ -509,8 +538,9 @@ def apply_gc(mode: str, threshold: Sequence[int]) -> None:
 
 async def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One in-process variant in this (fresh) process: `spec` says which and how."""
-    from orchestrion import Runtime
     from worker_target import make_agent
+
+    from orchestrion import Runtime
 
     kind, mode, runs = spec["kind"], spec["mode"], spec["runs"]
     sleep, steps = spec["sleep"], spec["steps"]
@@ -521,7 +551,11 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
             return bare_run(sleep, steps)
 
     else:
-        url = "memory://" if kind == "memory" else f"sqlite:///{spec['tmp']}/inproc-{uuid.uuid4().hex[:8]}.db"
+        url = (
+            "memory://"
+            if kind == "memory"
+            else f"sqlite:///{spec['tmp']}/inproc-{uuid.uuid4().hex[:8]}.db"
+        )
         runtime = Runtime(url)
         agent = make_agent(sleep, steps, keep_requests=spec.get("keep_requests", False))
 
@@ -571,7 +605,10 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
             gc.collect()
             kept = tracemalloc.get_traced_memory()[0]
             tracemalloc.stop()
-            out = {"peak_kb_per_run": (peak - base) / runs / 1024, "kept_kb_per_run": (kept - base) / runs / 1024}
+            out = {
+                "peak_kb_per_run": (peak - base) / runs / 1024,
+                "kept_kb_per_run": (kept - base) / runs / 1024,
+            }
         elif mode == "profile":
             gc.collect()
             profile = cProfile.Profile()
@@ -648,7 +685,9 @@ async def alloc_report(batch: Any, check: Any, runs: int, top: int) -> dict[str,
         )
     lines.append("\nby file:")
     for s in snapshot.statistics("filename")[:10]:
-        lines.append(f"  {s.size / 1024:9.0f} {s.size / runs:7.0f} {s.count:9d}  {short(s.traceback[0].filename)}")
+        lines.append(
+            f"  {s.size / 1024:9.0f} {s.size / runs:7.0f} {s.count:9d}  {short(s.traceback[0].filename)}"
+        )
     return {"report": "\n".join(lines)}
 
 
@@ -691,7 +730,9 @@ def run_inproc(args: argparse.Namespace, tmp: Path) -> None:
             in_child({**common, "kind": kind, "mode": "time", "gc": mode})
             for _ in range(args.repeat)
         ]
-    memory = {k: in_child({**common, "kind": k, "mode": "memory"}) for k in ["floor", *args.inproc_stores]}
+    memory = {
+        k: in_child({**common, "kind": k, "mode": "memory"}) for k in ["floor", *args.inproc_stores]
+    }
     if "memory" in args.inproc_stores:
         memory["memory, FunctionModel keeping its requests"] = in_child(
             {**common, "kind": "memory", "mode": "memory", "keep_requests": True}
@@ -718,11 +759,16 @@ def run_inproc(args: argparse.Namespace, tmp: Path) -> None:
             )
         )
     print_table(header, body)
-    print(f"  (RSS: {next(iter(timed.values()))[0]['peak_source']} after the gather minus VmRSS before it)")
+    print(
+        f"  (RSS: {next(iter(timed.values()))[0]['peak_source']} after the gather minus VmRSS before it)"
+    )
     print("\nmemory per run, tracemalloc (a separate pass: Python allocations only)\n")
     print_table(
         ("variant", "peak KB/run", "kept after the runs KB/run"),
-        [(k, f"{m['peak_kb_per_run']:.1f}", f"{m['kept_kb_per_run']:.1f}") for k, m in memory.items()],
+        [
+            (k, f"{m['peak_kb_per_run']:.1f}", f"{m['kept_kb_per_run']:.1f}")
+            for k, m in memory.items()
+        ],
     )
     print("\ntime above the floor, and how much of it GC explains (median walls):")
     for kind in args.inproc_stores:
@@ -749,7 +795,9 @@ def run_profile(args: argparse.Namespace, tmp: Path) -> None:
         "kind": "memory",
         "top": args.top,
     }
-    print(f"\n== 4. profile: {args.profile_runs} concurrent runs on memory:// (as in 3)\n", flush=True)
+    print(
+        f"\n== 4. profile: {args.profile_runs} concurrent runs on memory:// (as in 3)\n", flush=True
+    )
     prof = in_child({**spec, "mode": "profile"})
     print(f"cProfile (wall under the profiler {prof['wall']:.2f} s)")
     print(prof["report"])
@@ -763,7 +811,8 @@ def run_profile(args: argparse.Namespace, tmp: Path) -> None:
 def print_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[k]) for row in (header, *body)) for k in range(len(header))]
     fmt = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths, strict=True))
+        c.ljust(w) if k == 0 else c.rjust(w)
+        for k, (c, w) in enumerate(zip(cells, widths, strict=True))
     )
     print(fmt(header))
     print("  ".join("-" * w for w in widths))
@@ -816,7 +865,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(asyncio.run(child(json.loads(args.child)))))
         return
-    sections = {"drain": run_drains, "recovery": run_recovery, "inproc": run_inproc, "profile": run_profile}
+    sections = {
+        "drain": run_drains,
+        "recovery": run_recovery,
+        "inproc": run_inproc,
+        "profile": run_profile,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only:
             sections[name](args, Path(tmp))

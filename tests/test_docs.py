@@ -65,6 +65,7 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "charged 1 time(s)\ncompleted - charged 1 time(s)",
         "uuid random clock",
     ),
+    "workers.md": ("interrupted ['approval']\ncompleted payments: 1\n",),
     "postgres.md": (
         "You have 4,800.00.\nteller/turn-1/model\nteller/turn-1/tool/balance#call_1_0\n"
         "teller/turn-2/model",

@@ -24,6 +24,7 @@ from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunRecord, RunStatus, StepStatus
 from orchestrion.engine.result import RunResult, StepInfo
 from orchestrion.engine.runtime import Runtime
+from orchestrion.engine.worker import Worker
 from orchestrion.errors import (
     AnswerError,
     BreakerOpen,
@@ -175,6 +176,7 @@ __all__ = [
     "UnknownSpeaker",
     "Usage",
     "UserError",
+    "Worker",
     "Workflow",
     "WriteUncertain",
     "redact",
