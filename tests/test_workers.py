@@ -25,6 +25,7 @@ from tests.conftest import POSTGRES_URL, drop_pg_schema
 
 TARGET = str(Path(__file__).parent / "workers" / "target.py")
 pytestmark = pytest.mark.slow
+ORCHESTRION = (sys.executable, "-m", "orchestrion")
 
 
 class Fleet:
@@ -265,3 +266,41 @@ def test_two_workers_draw_model_calls_from_one_rate_limit(pg_fleet: Fleet) -> No
     for run_id in ids:
         if runs[run_id].status is RunStatus.STOPPED:
             assert runs[run_id].error["type"] == "RateLimitReached"  # type: ignore[index]
+
+
+def test_a_run_on_a_worker_is_followed_live_from_other_processes(fleet: Fleet) -> None:
+    redis_url = os.environ.get("ORCHESTRION_TEST_REDIS", "redis://127.0.0.1:6379/0")
+    gate = fleet.tmp / "steps"
+    [run_id] = fleet.submit(1)
+
+    def follower(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*ORCHESTRION, "show", run_id, "--follow", "--json", "--store", fleet.store, *args],
+            env=fleet.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    on_bus, on_journal = follower("--bus", redis_url), follower()
+    worker = fleet.worker("--bus", redis_url, WK_STEP_GATE=str(gate))
+    fleet.wait(lambda: len(fleet.log("lookup")) == 1, "started a lookup")
+    assert on_bus.poll() is None and on_journal.poll() is None  # following, live
+    gate.touch()
+
+    out, err = on_bus.communicate(timeout=60)
+    assert on_bus.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["type"] == "RunStarted" and events[-1]["type"] == "RunFinished"
+    assert events[-1]["status"] == "completed" and events[-1]["output"] == "paid 100"
+    assert sum(e["type"] == "StepCompleted" and e["kind"] == "tool" for e in events) == 3
+
+    out, err = on_journal.communicate(timeout=60)
+    assert on_journal.returncode == 0, err
+    steps = [json.loads(line) for line in out.splitlines()]
+    assert {s["key"] for s in steps} >= {"payer/turn-4/model"}
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=30)
+    import redis
+
+    redis.Redis.from_url(redis_url).delete(f"orchestrion:events:{run_id}")

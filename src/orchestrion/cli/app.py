@@ -19,6 +19,7 @@ from rich.text import Text
 from orchestrion._json import JSON, dumps_str, loads, to_jsonable
 from orchestrion.budget import Budget
 from orchestrion.cli import common, prompts, workers
+from orchestrion.cli.follow import follow_run
 from orchestrion.cli.render import (
     LiveView,
     console,
@@ -62,6 +63,7 @@ app = typer.Typer(
 
 app.command()(workers.submit)
 app.command()(workers.worker)
+app.command(name="bus")(workers.bus)
 
 
 def main() -> None:
@@ -276,9 +278,23 @@ def show(
     flat: Annotated[
         bool, typer.Option("--flat", help="One table of steps in journal order, not a tree.")
     ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Then print what the run does, live, until it stops working (through "
+            "--bus where given, else by reading its journal).",
+        ),
+    ] = False,
+    bus: common.BusOption = None,
 ) -> None:
     """A run as a tree of its agents and patterns, each step with its status, timing and result."""
     common.utf8(("RUN_ID", run_id))
+    if follow:
+        with common.errors():
+            status = asyncio.run(follow_run(store, run_id, bus, as_json))
+        raise typer.Exit(EXIT[status])
 
     async def fetch(runtime: Runtime) -> tuple[Any, Any]:
         return await runtime.get(run_id), await runtime.history(run_id)

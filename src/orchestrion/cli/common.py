@@ -24,6 +24,14 @@ StoreOption = Annotated[
         "--store", envvar="ORCHESTRION_STORE", help="Store URL (memory://, sqlite:///path.db)."
     ),
 ]
+BusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bus",
+        envvar="ORCHESTRION_BUS",
+        help="Redis URL (redis://host:6379/0) where run events are published and followed.",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 LeaseOption = Annotated[
     float,

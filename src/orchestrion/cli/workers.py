@@ -13,7 +13,9 @@ import typer
 from rich.text import Text
 
 from orchestrion._json import dumps_str
+from orchestrion.bus.redis_streams import DEFAULT_PREFIX, RedisEvents
 from orchestrion.cli import common
+from orchestrion.cli.follow import list_streams, streams_table
 from orchestrion.cli.render import console
 from orchestrion.engine.queue import DEFAULT_QUEUE
 from orchestrion.engine.runtime import Runtime
@@ -101,6 +103,7 @@ def worker(
         bool, typer.Option("--until-idle", help="Exit once no run is waiting or working.")
     ] = False,
     lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
+    bus: common.BusOption = None,
 ) -> None:
     """Work on queued runs until SIGTERM or Ctrl-C (then drain: see --grace).
 
@@ -117,30 +120,56 @@ def worker(
         made = given() if callable(given) else given
 
     async def go() -> Worker:
-        async with Runtime(store, lease_ttl=lease_ttl) as runtime:
-            work = Worker(
-                runtime,
-                queues=queues,
-                concurrency=concurrency,
-                deps=made,
-                poll=poll,
-                grace=grace,
-            )
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, work.stop)
-            logging.getLogger("orchestrion.worker").info(
-                "worker %s on %s, queues %s, %d at once",
-                runtime.owner,
-                runtime.store.url,
-                ", ".join(queues),
-                concurrency,
-            )
-            await work.run(until_idle=until_idle)
-            return work
+        events = None if bus is None else RedisEvents(bus)
+        try:
+            async with Runtime(
+                store, lease_ttl=lease_ttl, sinks=[events] if events else []
+            ) as runtime:
+                return await work_on_queues(runtime)
+        finally:
+            if events is not None:
+                await events.aclose()
+
+    async def work_on_queues(runtime: Runtime) -> Worker:
+        work = Worker(
+            runtime, queues=queues, concurrency=concurrency, deps=made, poll=poll, grace=grace
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, work.stop)
+        logging.getLogger("orchestrion.worker").info(
+            "worker %s on %s, queues %s, %d at once",
+            runtime.owner,
+            runtime.store.url,
+            ", ".join(queues),
+            concurrency,
+        )
+        await work.run(until_idle=until_idle)
+        return work
 
     with common.errors():
         done = asyncio.run(go())
     console(stderr=True).print(
         Text(f"worker stopped: {done.finished} run(s) worked on"), soft_wrap=True
     )
+
+
+def bus(
+    bus: common.BusOption = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="The streams' key prefix.")] = (
+        DEFAULT_PREFIX
+    ),
+    as_json: common.JsonOption = False,
+) -> None:
+    """List the bus's streams: their length, and per consumer group the messages
+    pending (delivered, not acknowledged) and lagging (not yet delivered)."""
+    if bus is None:
+        common.fail(
+            "Give the bus: --bus redis://host:6379/0 (or ORCHESTRION_BUS).", common.USAGE_ERROR
+        )
+    with common.errors():
+        found = asyncio.run(list_streams(bus, prefix))
+    if as_json:
+        print(dumps_str(found))
+    else:
+        console().print(streams_table(found))

@@ -1,0 +1,1 @@
+"""Message buses: run events (and, later, peers' mail) shared between processes."""
