@@ -215,6 +215,8 @@ def test_a_run_answered_from_another_process_is_continued_by_a_worker(fleet: Fle
     assert record.status is RunStatus.INTERRUPTED
     approval = str(record.pending[0]["id"])  # type: ignore[index]
 
+    code, _, err = fleet.cli("resume", run_id, "--approve", approval, "--max-model-calls", "5")
+    assert code == 2 and "start the workers with --max-model-calls" in err
     code, out, err = fleet.cli("resume", run_id, "--approve", approval)
     assert code == 0, err
     assert "queued" in out and f"orchestrion show {run_id}" in out
@@ -304,3 +306,11 @@ def test_a_run_on_a_worker_is_followed_live_from_other_processes(fleet: Fleet) -
     import redis
 
     redis.Redis.from_url(redis_url).delete(f"orchestrion:events:{run_id}")
+
+
+def test_a_queue_in_memory_is_refused(tmp_path: Path) -> None:
+    for command in (["submit", f"{TARGET}:agent"], ["worker", "--until-idle"]):
+        done = subprocess.run(
+            [*ORCHESTRION, *command, "--store", "memory://"], capture_output=True, text=True
+        )
+        assert done.returncode == 2 and "lives and dies with one process" in done.stderr

@@ -86,16 +86,17 @@ async def test_a_failed_or_waiting_run_is_returned_as_it_stands(store: Store) ->
 
 
 async def test_a_run_that_crashed_is_returned_running_for_a_resume(store: Store) -> None:
-    hang = asyncio.Event()
+    hang, asked = asyncio.Event(), asyncio.Event()
 
     async def answer(request: ModelRequest) -> str:
         if not hang.is_set():
+            asked.set()
             await asyncio.Event().wait()  # the process "dies" here
         return "resumed"
 
     agent = Agent(name="a", model=FunctionModel(answer))
     task = asyncio.create_task(Runtime(store).run(agent, "go", idempotency_key="k"))
-    await asyncio.sleep(0.05)
+    await asked.wait()  # the run exists and works (however long the store took to open)
     task.cancel()  # a cancellation that is not Runtime.cancel is a crash: resumable
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -379,6 +379,11 @@ def resume(
     async def go_on(runtime: Runtime) -> RunResult[Any]:
         if here or (await runtime.get(run_id)).queue is None:
             return await runtime.resume(run_id, answers, wait=wait)
+        if max_model_calls is not None:
+            raise UserError(
+                f"Run {run_id} is continued by a worker, whose budget applies: start the "
+                "workers with --max-model-calls, or continue it here with --here."
+            )
         record = await runtime.requeue(run_id, answers, wait=wait)
         return result_of(record)
 

@@ -13,6 +13,7 @@ import typer
 from rich.text import Text
 
 from orchestrion._json import dumps_str
+from orchestrion.budget import Budget
 from orchestrion.bus.redis_streams import DEFAULT_PREFIX, RedisEvents
 from orchestrion.cli import common
 from orchestrion.cli.follow import list_streams, streams_table
@@ -49,6 +50,7 @@ def submit(
     """Queue a run of TARGET for a worker (`orchestrion worker`) and print its id at once."""
     common.utf8(("--input", input), ("--run-id", run_id), ("--idempotency-key", idempotency_key))
     common.utf8(("--queue", queue))
+    _shared(store)
 
     async def go() -> str:
         async with Runtime(store) as runtime:
@@ -92,9 +94,10 @@ def worker(
             "--grace",
             min=0,
             help="On SIGTERM, seconds runs get to reach a step boundary before they are "
-            "stopped as a crash would stop them.",
+            "stopped as a crash would stop them (keep it below your supervisor's kill "
+            "timeout: Kubernetes' is 30 s). A second SIGTERM or Ctrl-C stops them at once.",
         ),
-    ] = 30.0,
+    ] = 20.0,
     poll: Annotated[
         float,
         typer.Option("--poll", min=0.05, help="Seconds between looks for runs whose worker died."),
@@ -103,6 +106,7 @@ def worker(
         bool, typer.Option("--until-idle", help="Exit once no run is waiting or working.")
     ] = False,
     lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
+    max_model_calls: common.MaxModelCallsOption = None,
     bus: common.BusOption = None,
 ) -> None:
     """Work on queued runs until SIGTERM or Ctrl-C (then drain: see --grace).
@@ -112,6 +116,8 @@ def worker(
     lease ends. Works on PostgreSQL and, for processes of one machine, SQLite."""
     queues = queue or [DEFAULT_QUEUE]
     common.utf8(*(("--queue", q) for q in queues))
+    _shared(store)
+    budget = None if max_model_calls is None else Budget(model_calls=max_model_calls or None)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
@@ -122,9 +128,8 @@ def worker(
     async def go() -> Worker:
         events = None if bus is None else RedisEvents(bus)
         try:
-            async with Runtime(
-                store, lease_ttl=lease_ttl, sinks=[events] if events else []
-            ) as runtime:
+            sinks = [events] if events else []
+            async with Runtime(store, lease_ttl=lease_ttl, sinks=sinks, budget=budget) as runtime:
                 return await work_on_queues(runtime)
         finally:
             if events is not None:
@@ -152,6 +157,15 @@ def worker(
     console(stderr=True).print(
         Text(f"worker stopped: {done.finished} run(s) worked on"), soft_wrap=True
     )
+
+
+def _shared(store: str) -> None:
+    if store.startswith("memory://"):
+        common.fail(
+            "A queue in memory:// lives and dies with one process: give workers a store "
+            "they share (--store sqlite:///runs.db, or postgresql://...).",
+            common.USAGE_ERROR,
+        )
 
 
 def bus(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 
 from orchestrion.engine.journal import Lease, RunRecord, RunStatus
 from orchestrion.engine.replay_log import ReplayLog, StepsStopped
@@ -27,13 +27,14 @@ class Leases:
         self.ttl = ttl
         self._held: dict[str, tuple[Lease, ReplayLog]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
-        self._steps_stopped = False
+        self._stopping: set[str] = set()
+        """Runs to stop before their next step, held here now or later (a worker's)."""
 
     def hold(self, lease: Lease, log: ReplayLog) -> None:
         """Keep `lease` on `log.run_id` renewed while the run works here; halt the
         run (through its `log`) if the lease turns out lost."""
         self._held[log.run_id] = (lease, log)
-        if self._steps_stopped:
+        if self._stopping and log.run_id in self._stopping:
             log.stop_steps(_stopping())
         loop = asyncio.get_running_loop()
         beat = self._heartbeat
@@ -48,21 +49,29 @@ class Leases:
     def released(self, run_id: str) -> None:
         """The run's lease was released with its final status: stop renewing it."""
         self._held.pop(run_id, None)
+        self._stopping.discard(run_id)
 
     async def let_go(self, run_id: str) -> None:
         """The run stopped working here: release its lease if still held (a crash-like
         stop leaves the run resumable at once), and stop renewing it."""
         held = self._held.pop(run_id, None)
+        draining = run_id in self._stopping
+        self._stopping.discard(run_id)
         # The heartbeat stays, for the runs that follow: it ends by itself at its
-        # next beat if none is held by then.
-        if held is not None:
+        # next beat if none is held by then. A worker's run stopped after its grace
+        # period while a write tool of it was under way keeps its lease until it
+        # ends: the call may still run (in a thread), and no other worker may make
+        # it again meanwhile.
+        if held is not None and not (draining and held[1].writing):
             await asyncio.shield(quietly(self.store.release(run_id, held[0].token)))
 
-    def stop_steps(self) -> None:
-        """Every run held here, now or later, stops before its next step (`StepsStopped`)."""
-        self._steps_stopped = True
-        for _, log in self._held.values():
-            log.stop_steps(_stopping())
+    def stop_steps(self, run_ids: Iterable[str]) -> None:
+        """These runs, held here now or later, stop before their next step (`StepsStopped`)."""
+        for run_id in run_ids:
+            self._stopping.add(run_id)
+            held = self._held.get(run_id)
+            if held is not None:
+                held[1].stop_steps(_stopping())
 
     def stop(self) -> None:
         if self._heartbeat is not None:

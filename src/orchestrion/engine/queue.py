@@ -11,10 +11,11 @@ worker that continues it reaches them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from orchestrion._json import JSON, JSONInput, as_object, short_json
+from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json
 from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.interrupts import Answer
 from orchestrion.engine.journal import RunRecord, RunStatus
@@ -22,7 +23,7 @@ from orchestrion.engine.leases import quietly
 from orchestrion.engine.runs import check_same_request, new_record
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
 from orchestrion.engine.targets import load_target
-from orchestrion.errors import AnswerError, RunNotResumable, StoreError, UserError
+from orchestrion.errors import AnswerError, RunNotResumable, StoreError, UserError, describe
 from orchestrion.runnable import Runnable
 
 DEFAULT_QUEUE = "default"
@@ -76,8 +77,11 @@ async def submit(
     already used, the id of the run submitted with it (same target and input)."""
     queue_of(store)
     check_queue(queue)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise UserError(f"priority={priority!r}: give a whole number (higher runs first).")
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**31:
+        raise UserError(
+            f"priority={priority!r}: give a whole number between -2147483647 and 2147483647 "
+            "(higher runs first)."
+        )
     record = new_record(
         load_target(target),  # a wrong target fails here, not in a worker
         input,
@@ -132,6 +136,49 @@ def with_answers(record: RunRecord, checked: dict[str, JSON]) -> list[JSON]:
     return pending
 
 
+def unanswered(pending: list[JSON], answered: set[str]) -> list[JSON]:
+    """The interrupts of `pending` not in `answered`, without the answers kept for
+    them (one was refused: they are asked again)."""
+    return [
+        {k: v for k, v in fields.items() if k != "answer"}
+        for fields in map(as_object, pending)
+        if fields["id"] not in answered
+    ]
+
+
+def kept_and_given(record: RunRecord, checked: dict[str, JSON]) -> dict[str, JSON]:
+    """The answers kept in `record` and those given now (`checked`), which may not
+    contradict them."""
+    kept = given_answers(record)
+    for iid, answer in checked.items():
+        if iid in kept and kept[iid] != answer:
+            raise AnswerError(
+                f"Interrupt {iid} of run {record.id} was already answered with "
+                f"{short_json(kept[iid])}; it cannot be answered again with {short_json(answer)}."
+            )
+    return {**kept, **checked}
+
+
+async def refuse_start(store: Store, record: RunRecord, exc: Exception) -> None:
+    """A claimed run of a queue that cannot start: failed with `exc` (its code does
+    not import), or waiting again without its kept answers (one contradicts the
+    journal); either way the claim ends. A store error leaves the claim to end by
+    itself, so that the run is taken again only after it."""
+    if isinstance(exc, StoreError) or record.lease is None:
+        return
+    answers_wrong = isinstance(exc, AnswerError)
+    with contextlib.suppress(StoreError):
+        await store.update_run(
+            record.id,
+            status=RunStatus.INTERRUPTED if answers_wrong else RunStatus.FAILED,
+            error=as_object(clean_data(describe(exc))),
+            pending=unanswered(record.pending, set()) if answers_wrong else record.pending,
+            usage=record.usage,
+            token=record.lease.token,
+            release=True,
+        )
+
+
 def given_answers(record: RunRecord) -> dict[str, JSON]:
     """The answers kept in a queued run's record (`with_answers`), by interrupt id."""
     return {
@@ -150,6 +197,12 @@ async def requeue(store: Store, record: RunRecord, answers: Mapping[str, Answer]
         checked = check_answers(record, answers)
         not_yet_answered(record.id, await store.load(record.id), checked)
         pending = with_answers(record, checked)
+        waiting = [p["id"] for p in map(as_object, pending) if "answer" not in p]
+        if record.status is RunStatus.INTERRUPTED and waiting:
+            raise AnswerError(
+                f"Run {record.id} waits for answers to {waiting}: give them (--approve ID, "
+                "--reject ID, --answer ID VALUE), and it goes back on its queue."
+            )
     except BaseException:
         await quietly(store.release(record.id, record.lease.token))
         raise

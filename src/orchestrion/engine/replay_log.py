@@ -33,6 +33,7 @@ class ReplayLog:
         "_fence",
         "_fenced",
         "_halted",
+        "_live_writes",
         "_origin_keys",
         "_seq",
         "_store",
@@ -96,6 +97,8 @@ class ReplayLog:
         """Steps claimed in this execution (model requests, tool calls, answers, custom steps)."""
         self._cut_off: set[str] = set()
         """Keys of write tools cancelled mid-call (e.g. by a branch's timeout)."""
+        self._live_writes: set[str] = set()
+        """Keys of the write-tool calls under way in this execution (started, not ended)."""
 
     # -- claims ------------------------------------------------------------
 
@@ -105,7 +108,7 @@ class ReplayLog:
         """Reserve `key` for this step; return its recorded completion, if any.
         `nests`: the step runs a function of the user's, which may claim steps too.
         `marker`: `key` is a `ctx.run` scope marker (`keys.scope_marker`), not a step."""
-        if self._halted is not None:
+        if self._halted is not None and (self._fenced is not None or not self._in_write(key)):
             raise self._halted
         first = self._claimed.get(key)
         if first is not None:
@@ -136,6 +139,7 @@ class ReplayLog:
         counts the write as started)."""
         if isinstance(record, WriteStarted):
             self._writes.add(key)
+            self._live_writes.add(key)
         return self.append(key, kind, record.status, encode(record), started_at, durable)
 
     def append(
@@ -152,6 +156,8 @@ class ReplayLog:
             raise self._fenced
         if status is StepStatus.FAILED:  # an exception's message may hold anything
             result = clean_data(result)
+        if self._live_writes and status is not StepStatus.STARTED:
+            self._live_writes.discard(key)
         entry = Entry(self._seq, key, kind, status, result, started_at, time.time())
         self._seq += 1
         return self._store.append(
@@ -166,9 +172,18 @@ class ReplayLog:
 
     def stop_steps(self, error: BaseException) -> None:
         """No new step starts: the next one raises `error`. Steps under way finish
-        and are journaled (a worker that stops lets its runs reach a step boundary)."""
+        and are journaled (a worker that stops lets its runs reach a step boundary),
+        and so do the steps inside a write tool's call under way (its `ctx.now()`)."""
         if self._halted is None:
             self._halted = error
+
+    @property
+    def writing(self) -> bool:
+        """A write-tool call of this execution is under way."""
+        return bool(self._live_writes)
+
+    def _in_write(self, key: str) -> bool:
+        return any(keys.is_below(key, w) for w in self._live_writes)
 
     async def confirm_owner(self) -> None:
         """Confirm in the store that this process still owns the run (`LeaseLost` if

@@ -14,7 +14,7 @@ from typing import Any, Literal, overload
 from typing_extensions import TypeVar
 
 from orchestrion import keys
-from orchestrion._json import JSON, JSONInput, as_object
+from orchestrion._json import JSON, JSONInput
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.accounts import Accounts
@@ -30,9 +30,12 @@ from orchestrion.engine.leases import Leases, cancel_elsewhere, claim_within, qu
 from orchestrion.engine.queue import (
     DEFAULT_QUEUE,
     given_answers,
+    kept_and_given,
+    refuse_start,
     requeue,
     submit,
     target_of,
+    unanswered,
 )
 from orchestrion.engine.rate_limits import Limits, limits_for
 from orchestrion.engine.replay_log import ReplayLog, StepsStopped
@@ -49,7 +52,6 @@ from orchestrion.errors import (
     RunNotFound,
     RunNotResumable,
     StoreError,
-    UserError,
 )
 from orchestrion.models.base import Model
 from orchestrion.models.registry import resolve_model
@@ -397,7 +399,7 @@ class Runtime:
                         f"Run {run_id} is {record.status.value}; there is nothing to resume. "
                         f"To run it differently, fork it: `orchestrion fork {run_id} --at STEP`."
                     )
-                checked = check_answers(record, answers or {})
+                checked = kept_and_given(record, check_answers(record, answers or {}))
                 runnable = runnable or find_runnable(record, self._runnables)
                 entries = await self.store.load(run_id)
                 checked = not_yet_answered(run_id, entries, checked)
@@ -499,6 +501,8 @@ class Runtime:
         """Put a submitted run that waits for humans (or failed, or stopped) back on
         its queue, with `answers` to its interrupts, for any worker to continue; its
         record as it goes back. Answers are checked as `resume` checks them."""
+        if run_id in self._active:
+            raise RunNotResumable(f"Run {run_id} is working in this process: wait for it.")
         record = await claim_within(self.store, run_id, self.owner, self.lease_ttl, wait)
         await requeue(self.store, record, answers or {})
         return await self.get(run_id)
@@ -507,26 +511,31 @@ class Runtime:
         self, record: RunRecord, *, deps: object = None, budget: Budget | None = None
     ) -> RunResult[Any]:
         """Continue a run of a queue that this runtime has just claimed (a worker's
-        `claim_next`): from its journal, with the answers kept in its record."""
+        `claim_next`): from its journal, with the answers kept in its record. A run
+        that cannot start (its code does not import, a kept answer contradicts the
+        journal) is failed (or left waiting) with the reason, under the claim."""
         lease = record.lease
-        if lease is None or lease.owner != self.owner:
-            raise UserError(f"Run {record.id} is not claimed by this runtime ({self.owner}).")
+        if lease is None or lease.owner != self.owner or record.id in self._active:
+            await quietly(self.store.release(record.id, record.token))
+            raise RunNotResumable(f"Run {record.id} is already working in this process.")
         with self._working(record.id):
             try:
-                runnable = target_of(record, self._targets)
+                runnable = self._targets.get(record.target or "")
+                if runnable is None:  # imported in a thread: the heartbeat beats meanwhile
+                    runnable = await asyncio.to_thread(target_of, record, self._targets)
                 entries = await self.store.load(record.id)
                 answers = not_yet_answered(record.id, entries, given_answers(record))
-            except BaseException:
-                await quietly(self.store.release(record.id, lease.token))
+            except Exception as exc:
+                await refuse_start(self.store, record, exc)
                 raise
             return await self._execute(
                 record, lease, runnable, entries, answers, deps, self._sink(None), True, budget
             )
 
-    def stop_steps(self) -> None:
-        """Every run working here stops before its next step and goes back to its
-        queue (a worker that is stopping); steps under way finish first."""
-        self._leases.stop_steps()
+    def stop_steps(self, run_ids: Iterable[str]) -> None:
+        """These runs stop before their next step and go back to their queue (their
+        worker is stopping); steps under way finish first."""
+        self._leases.stop_steps(run_ids)
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Stop a run for good and return its record as it ends.
@@ -734,10 +743,13 @@ class Runtime:
                 interrupts=tuple(suspended.interrupts),
                 usage=ex.accounts.usage,
             )
-        except AnswerError:
+        except AnswerError as exc:
             # Answers validated before the bad one were journaled: they no longer wait.
-            pending = [p for p in record.pending if as_object(p)["id"] not in ex.answered]
-            await self._end(ex, RunStatus.INTERRUPTED, pending=pending, usage=record.usage)
+            # The others wait again, without the answers kept for them.
+            pending = unanswered(record.pending, ex.answered)
+            await self._end(
+                ex, RunStatus.INTERRUPTED, pending=pending, usage=record.usage, error=described(exc)
+            )
             raise
         except RunLimitReached as exc:
             partial = partial_outputs(ex.outputs)
@@ -758,6 +770,8 @@ class Runtime:
                 await asyncio.shield(self._end(ex, RunStatus.CANCELLED))
             raise
         except BaseException as exc:
+            if isinstance(exc, BaseExceptionGroup) and exc.split(StepsStopped)[1] is None:
+                raise StepsStopped(str(exc)) from exc  # every branch stopped at a boundary
             # A bug or a configuration mistake: keep the store honest, then surface it.
             if not isinstance(exc, StoreError | StepsStopped):
                 await self._end(ex, RunStatus.FAILED, error=described(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -30,8 +31,14 @@ def normalize_target(target: str) -> str:
     return target
 
 
+_loading = threading.Lock()
+"""Targets are loaded one at a time: a worker loads them in threads, and a module
+being imported must not be seen half-made by another thread."""
+
+
 def load_target(target: str) -> Runnable:
-    obj = load_object(target, "Runnables", is_runnable)
+    with _loading:
+        obj = load_object(target, "Runnables", is_runnable)
     if not is_runnable(obj):
         raise TargetError(
             f"Target {target!r} is a {type(obj).__name__}, not something orchestrion can run: "
@@ -81,7 +88,7 @@ def _load_file(location: str, target: str) -> Any:
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that exits at import is a bad target
         del sys.modules[name]
         raise TargetError(
             f"Target {target!r}: importing {location} raised {type(exc).__name__}: {exc}"
@@ -99,7 +106,7 @@ def _import(location: str, target: str) -> Any:
             f"Target {target!r}: no module named {exc.name!r}. Use 'path/to/file.py:name' "
             "for a file, or install the package that holds the module."
         ) from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that exits at import is a bad target
         raise TargetError(
             f"Target {target!r}: importing {location} raised {type(exc).__name__}: {exc}"
         ) from exc

@@ -16,15 +16,14 @@ would stop them (their leases released, so another worker continues at once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
+from typing import Any
 
-from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.journal import RunRecord
 from orchestrion.engine.queue import DEFAULT_QUEUE, RunQueue, check_queue, queue_of
-from orchestrion.engine.result import described
 from orchestrion.engine.runtime import Runtime
-from orchestrion.errors import StoreError, TargetError, UserError
+from orchestrion.errors import StoreError, UserError
 
 log = logging.getLogger("orchestrion.worker")
 
@@ -46,7 +45,7 @@ class Worker:
         concurrency: int = 10,
         deps: object = None,
         poll: float = 1.0,
-        grace: float = 30.0,
+        grace: float = 20.0,
     ) -> None:
         if isinstance(queues, str):
             queues = (queues,)
@@ -54,9 +53,9 @@ class Worker:
             raise UserError("Worker(queues=...): give at least one queue name.")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UserError(f"Worker(concurrency={concurrency!r}): give a whole number >= 1.")
-        for name, value in (("poll", poll), ("grace", grace)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise UserError(f"Worker({name}={value!r}): give seconds, 0 or more.")
+        for name, value, least in (("poll", poll, 0.01), ("grace", grace, 0.0)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
+                raise UserError(f"Worker({name}={value!r}): give seconds, {least:g} or more.")
         self.runtime = runtime
         self.queues = tuple(check_queue(q) for q in queues)
         self.concurrency = concurrency
@@ -67,7 +66,10 @@ class Worker:
         """Runs this worker stopped working on (completed, failed, waiting, put back)."""
         self._queue: RunQueue = queue_of(runtime.store)
         self._stopping = asyncio.Event()
-        self._active: set[asyncio.Task[None]] = set()
+        self._hurry = asyncio.Event()
+        """Set by a second `stop()`: runs are stopped at once, without a grace period."""
+        self._active: dict[asyncio.Task[None], str] = {}
+        """The task working on each run here, and the run's id."""
         self._slot_freed = asyncio.Event()
 
     @property
@@ -76,7 +78,10 @@ class Worker:
         return len(self._active)
 
     def stop(self) -> None:
-        """Stop claiming and drain (see the module docstring); `run` returns once done."""
+        """Stop claiming and drain (see the module docstring); `run` returns once done.
+        Called again (a second Ctrl-C), stop the runs at once, as a crash would."""
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
 
     async def run(self, *, until_idle: bool = False) -> None:
@@ -102,7 +107,7 @@ class Worker:
                 continue
             if record is not None:
                 task = asyncio.create_task(self._work(record), name=f"orchestrion-run-{record.id}")
-                self._active.add(task)
+                self._active[task] = record.id
                 task.add_done_callback(self._done)
                 continue
             if until_idle and not self._active:
@@ -111,56 +116,50 @@ class Worker:
             if self._active:  # a run that finishes may free a slot: nothing else to do
                 self._slot_freed.clear()
                 waiting.append(self._slot_freed.wait())
-            await self._first(*waiting)
+            try:
+                await self._first(*waiting)
+            except Exception as exc:  # the store is away: claims say so, at a calm pace
+                log.warning("waiting for runs failed: %s: %s", type(exc).__name__, exc)
+                await self._first(asyncio.sleep(self.poll))
 
     async def _first(self, *waits: Awaitable[object]) -> None:
-        """Wait for the first of `waits` (coroutines) or for `stop()`."""
+        """Wait for the first of `waits` (coroutines) or for `stop()`; raise what it raised."""
         tasks = [asyncio.ensure_future(w) for w in (*waits, self._stopping.wait())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._active.discard(task)
+        self._active.pop(task, None)
         self.finished += 1
         self._slot_freed.set()
 
     async def _work(self, record: RunRecord) -> None:
-        runtime = self.runtime
         try:
-            result = await runtime.work_on(record, deps=self.deps)
+            result = await self.runtime.work_on(record, deps=self.deps)
             log.info("run %s (%s): %s", record.id, record.name, result.status.value)
-        except TargetError as exc:
-            # This worker cannot load the run's code: the run fails, saying why (fix
-            # the target or the worker's environment, then `orchestrion resume` it).
-            log.error("run %s: %s", record.id, exc)
-            assert record.lease is not None
-            with contextlib.suppress(StoreError):
-                await runtime.store.update_run(
-                    record.id,
-                    status=RunStatus.FAILED,
-                    error=described(exc),
-                    pending=record.pending,
-                    usage=record.usage,
-                    token=record.lease.token,
-                    release=True,
-                )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            # The run's lease was let go (or ends): another claim continues it. One
-            # run's trouble (a store that went away, a bug) never stops the worker.
+        except BaseException as exc:
+            # The run failed with the reason, or its claim ends (a store that went
+            # away): another claim continues it. One run's trouble never stops the worker.
             log.warning("run %s stopped working here: %s: %s", record.id, type(exc).__name__, exc)
 
     async def _drain(self) -> None:
         if not self._active:
             return
-        self.runtime.stop_steps()
-        _, late = await asyncio.wait(set(self._active), timeout=self.grace)
+        self.runtime.stop_steps(self._active.values())
+        every: asyncio.Future[Any] = asyncio.gather(*self._active, return_exceptions=True)
+        hurry: asyncio.Future[Any] = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait({every, hurry}, timeout=self.grace, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        late = [t for t in self._active if not t.done()]
         for task in late:  # still in a step after the grace period: stop as a crash would
             task.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
+        await every

@@ -15,19 +15,33 @@ from typing import Any
 from orchestrion.stores._pg_sql import RUN_COLUMNS
 
 CLAIM_NEXT = f"""
-UPDATE runs SET token = token + 1, lease_owner = $1, lease_since = $3, lease_until = $4
+UPDATE runs SET status = 'running', token = token + 1, lease_owner = $1, lease_since = $3,
+    lease_until = $4
 WHERE id = (
     SELECT id FROM runs
-    WHERE queue = ANY($2::text[]) AND status IN ('queued', 'running')
-        AND (lease_until IS NULL OR lease_until <= $3)
+    WHERE id IN (
+        SELECT next.id FROM unnest($2::text[]) AS q(name) CROSS JOIN LATERAL (
+            SELECT id FROM runs WHERE queue = q.name AND status = 'queued'
+            ORDER BY priority DESC, created_at LIMIT 64
+        ) AS next
+        UNION ALL
+        SELECT id FROM runs WHERE status = 'running' AND queue IS NOT NULL
+            AND coalesce(lease_until, 0) <= $3 AND queue = ANY($2::text[])
+    )
+    AND (status = 'queued' OR (status = 'running' AND coalesce(lease_until, 0) <= $3))
     ORDER BY priority DESC, created_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
 RETURNING {RUN_COLUMNS}
 """
-"""Claim the first run of some queues that nobody holds: queued, or running with
-its lease ended (its worker died or let go)."""
+"""Claim the first run of some queues that nobody holds, and mark it running: a
+queued one, or a running one whose lease ended (its worker died or let go).
+
+Each queue's head is read in index order (`runs_queued`, the first 64: those a
+concurrent claim holds are skipped) and the runs whose lease ended through
+`runs_unowned`, so a claim costs the same with a backlog of millions; the outer
+query checks the conditions again on the rows it locks."""
 
 NOTIFY = "SELECT pg_notify($1, $2)"
 
@@ -46,35 +60,50 @@ class Listener:
         self._connect = connect
         self.channel = channel
         self._conn: Any = None
-        self._heard = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heard: asyncio.Event | None = None
 
     async def wait(self, timeout: float) -> None:
-        """Return once a run was queued since the last call, or after `timeout` seconds."""
-        conn = self._conn
-        if conn is None or conn.is_closed():
+        """Return once a run was queued since the last call, or after `timeout` seconds
+        (at once when the connection drops: the caller's claim finds what it missed)."""
+        if self._loop is not asyncio.get_running_loop():
+            self._conn = None  # the connection of another event loop: left to it
+        conn, heard = self._conn, self._heard
+        if conn is None or conn.is_closed() or heard is None:
             if not await self._listen():
                 await asyncio.sleep(timeout)  # the server is away: the caller's claim says so
             return  # newly listening: what was queued before is found by a claim
-        if not self._heard.is_set():
+        if not heard.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heard.wait(), timeout)
-        self._heard.clear()
+                await asyncio.wait_for(heard.wait(), timeout)
+        heard.clear()
 
     async def _listen(self) -> bool:
         import asyncpg
 
+        await self.close()
+        self._heard = asyncio.Event()  # of this event loop
         try:
             conn = await self._connect()
-            await conn.add_listener(self.channel, self._notified)
         except (OSError, asyncpg.PostgresError):
             return False
-        self._conn = conn
+        try:
+            await conn.add_listener(self.channel, self._notified)
+            conn.add_termination_listener(self._notified)
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, asyncpg.PostgresError | OSError):
+                return False
+            raise
+        self._conn, self._loop = conn, asyncio.get_running_loop()
         return True
 
     def _notified(self, *_: object) -> None:
-        self._heard.set()
+        if self._heard is not None:
+            self._heard.set()
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
-            await conn.close()
+            with contextlib.suppress(Exception):
+                await conn.close()

@@ -73,8 +73,9 @@ MIGRATIONS: tuple[str, ...] = (
     # 3: a queue of runs for workers (`stores._pg_queue`): highest priority first, then oldest.
     """
     ALTER TABLE runs ADD COLUMN queue text, ADD COLUMN priority integer NOT NULL DEFAULT 0;
-    CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at)
-        WHERE queue IS NOT NULL AND status IN ('queued', 'running');
+    CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at) WHERE status = 'queued';
+    CREATE INDEX runs_unowned ON runs ((coalesce(lease_until, 0)))
+        WHERE status = 'running' AND queue IS NOT NULL;
     """,
     # 4: rate-limit allowances shared by every worker (see `_pg_limits`).
     """

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,8 +51,9 @@ _V2 = (  # leases: who works on a run, until when, and the fencing token
 _V3 = (  # a queue of runs for workers: highest priority first, then oldest
     "ALTER TABLE runs ADD COLUMN queue TEXT",
     "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
-    "CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at) "
-    "WHERE queue IS NOT NULL AND status IN ('queued', 'running')",
+    "CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at) WHERE status = 'queued'",
+    "CREATE INDEX runs_unowned ON runs (coalesce(lease_until, 0)) "
+    "WHERE status = 'running' AND queue IS NOT NULL",
 )
 MIGRATIONS = (V1, _V2, _V3)
 """The table layout, one step per version, append-only: a file at version N gets
@@ -73,10 +75,15 @@ INSERT_ENTRY = (
 )
 ORDER = " ORDER BY created_at DESC, rowid DESC LIMIT ?"
 NEXT_QUEUED = (
-    "SELECT id FROM runs WHERE queue IN ({}) AND status IN ('queued', 'running') "
-    "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY priority DESC, created_at LIMIT 1"
+    "SELECT id, priority, created_at FROM runs WHERE queue IN ({}) AND status = 'queued' "
+    "ORDER BY priority DESC, created_at LIMIT 1"
 )
-"""The run a worker on some queues takes next (`?` for each queue name, then now)."""
+NEXT_UNOWNED = (
+    "SELECT id, priority, created_at FROM runs WHERE status = 'running' AND queue IS NOT NULL "
+    "AND coalesce(lease_until, 0) <= ? AND queue IN ({}) ORDER BY priority DESC, created_at LIMIT 1"
+)
+"""The runs a worker on some queues may take next (`?` for each queue name): the
+first queued one, and the first whose worker died or let go (now, then the names)."""
 
 
 class Opened(NamedTuple):
@@ -247,3 +254,17 @@ def run_record(row: tuple[Any, ...]) -> RunRecord:
     record.token = token
     record.lease = None if owner is None else Lease(owner, token, since, until)
     return record
+
+
+def next_claimable(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> str | None:
+    """The id of the run a worker on `queues` takes next (see `NEXT_QUEUED`), if any."""
+    marks = ", ".join("?" * len(queues))
+    found = [
+        conn.execute(NEXT_QUEUED.format(marks), tuple(queues)).fetchone(),
+        conn.execute(NEXT_UNOWNED.format(marks), (now, *queues)).fetchone(),
+    ]
+    candidates = [row for row in found if row is not None]
+    if not candidates:
+        return None
+    best: str = min(candidates, key=lambda row: (-row[1], row[2]))[0]
+    return best

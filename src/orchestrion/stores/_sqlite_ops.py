@@ -31,9 +31,9 @@ from orchestrion.stores._failures import WriteFailure
 from orchestrion.stores._sqlite_file import (
     INSERT_ENTRY,
     INSERT_RUN,
-    NEXT_QUEUED,
     ORDER,
     UNLEASE,
+    next_claimable,
     run_record,
     store_error,
 )
@@ -461,13 +461,16 @@ class Transaction:
 
     def _apply_claim_next(self, op: ClaimNext) -> RunRecord | None:
         now = time.time()
-        found = self.conn.execute(
-            NEXT_QUEUED.format(", ".join("?" * len(op.queues))), (*op.queues, now)
-        ).fetchone()
-        if found is None:
+        run_id = next_claimable(self.conn, op.queues, now)
+        if run_id is None:
             return None
+        self.conn.execute(  # marked running as it is claimed, in its column and its record
+            "UPDATE runs SET status = 'running', data = json_set(data, '$.status', 'running') "
+            "WHERE id = ?",
+            (run_id,),
+        )
         row = self.conn.execute(
-            f"SELECT {self.state.run_columns} FROM runs WHERE id = ?", found
+            f"SELECT {self.state.run_columns} FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
         return self._take(run_record(row), op.owner, now, op.ttl)
 

@@ -60,6 +60,7 @@ class MemoryStore:
         self._journals: dict[str, list[Entry]] = {}
         self._queued: asyncio.Event | None = None
         """Set when a run is queued or put back (for `wait_for_runs`)."""
+        self._queued_loop: asyncio.AbstractEventLoop | None = None
 
     async def create_run(
         self,
@@ -108,18 +109,23 @@ class MemoryStore:
             r
             for r in self._runs.values()
             if r.queue in queues
-            and r.status in (RunStatus.QUEUED, RunStatus.RUNNING)
-            and (r.lease is None or not r.lease.live(now))
+            and (
+                r.status == RunStatus.QUEUED
+                or (r.status == RunStatus.RUNNING and (r.lease is None or not r.lease.live(now)))
+            )
         ]
         if not waiting:
             return None
         run = min(waiting, key=lambda r: (-r.priority, r.created_at))
+        run.status = RunStatus.RUNNING  # marked running as it is claimed
         return await self.claim(run.id, owner, ttl=ttl)
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         event = self._queued
-        if event is None:
+        loop = asyncio.get_running_loop()
+        if event is None or self._queued_loop is not loop:  # an Event serves one loop
             event = self._queued = asyncio.Event()
+            self._queued_loop = loop
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
         event.clear()

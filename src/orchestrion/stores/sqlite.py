@@ -47,7 +47,7 @@ from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
 from orchestrion.redact import redact_url
 from orchestrion.stores._failures import lost_writes
-from orchestrion.stores._sqlite_file import DEFAULT_PATH, NEXT_QUEUED
+from orchestrion.stores._sqlite_file import DEFAULT_PATH, next_claimable
 from orchestrion.stores._sqlite_ops import (
     Append,
     Claim,
@@ -205,9 +205,9 @@ class SQLiteStore:
         commits nothing), whether a run is claimable: one indexed read, no lock."""
         self._check_open()
         watch = self._watch
-        if watch is None:
-            watch = self._watch = sqlite3.connect(self.path, timeout=0.05, isolation_level=None)
-        claimable = NEXT_QUEUED.format(", ".join("?" * len(queues)))
+        if watch is None:  # the writer's path: absolute, whatever the working directory is now
+            watch = sqlite3.connect(self._writer.path, timeout=0.05, isolation_level=None)
+            self._watch = watch
         deadline = time.monotonic() + timeout
         version, looked = -1, 0.0
         try:
@@ -216,7 +216,7 @@ class SQLiteStore:
                 seen = watch.execute("PRAGMA data_version").fetchone()[0]
                 if seen != version or now - looked >= 0.5:
                     version, looked = seen, now
-                    if watch.execute(claimable, (*queues, time.time())).fetchone():
+                    if next_claimable(watch, queues, time.time()) is not None:
                         return
                 if now >= deadline:
                     return
