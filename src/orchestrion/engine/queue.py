@@ -11,6 +11,7 @@ worker that continues it reaches them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
@@ -18,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json
 from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.interrupts import Answer
-from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.journal import Lease, RunRecord, RunStatus
 from orchestrion.engine.leases import quietly
 from orchestrion.engine.runs import check_same_request, new_record
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
@@ -159,6 +160,21 @@ def kept_and_given(record: RunRecord, checked: dict[str, JSON]) -> dict[str, JSO
     return {**kept, **checked}
 
 
+async def put_back(store: Store, record: RunRecord, lease: Lease, usage: list[JSON]) -> RunStatus:
+    """A run whose worker stopped it at a step boundary, back on its queue as it
+    stands (a run of no queue stays `running`, free for a resume); its status."""
+    status = RunStatus.QUEUED if record.queue else RunStatus.RUNNING
+    await store.update_run(
+        record.id,
+        status=status,
+        pending=record.pending,
+        usage=usage,
+        token=lease.token,
+        release=True,
+    )
+    return status
+
+
 async def refuse_start(store: Store, record: RunRecord, exc: Exception) -> None:
     """A claimed run of a queue that cannot start: failed with `exc` (its code does
     not import), or waiting again without its kept answers (one contradicts the
@@ -214,6 +230,13 @@ async def requeue(store: Store, record: RunRecord, answers: Mapping[str, Answer]
         token=record.lease.token,
         release=True,
     )
+
+
+async def runnable_of(record: RunRecord, known: dict[str, Runnable]) -> Runnable:
+    """The runnable of a queued run's target: loaded once per target (in `known`),
+    in a thread, so that the event loop (and the lease heartbeat) goes on meanwhile."""
+    runnable = known.get(record.target or "")
+    return runnable if runnable is not None else await asyncio.to_thread(target_of, record, known)
 
 
 def target_of(record: RunRecord, known: dict[str, Runnable]) -> Runnable:

@@ -31,10 +31,11 @@ from orchestrion.engine.queue import (
     DEFAULT_QUEUE,
     given_answers,
     kept_and_given,
+    put_back,
     refuse_start,
     requeue,
+    runnable_of,
     submit,
-    target_of,
     unanswered,
 )
 from orchestrion.engine.rate_limits import Limits, limits_for
@@ -52,6 +53,7 @@ from orchestrion.errors import (
     RunNotFound,
     RunNotResumable,
     StoreError,
+    UserError,
 )
 from orchestrion.models.base import Model
 from orchestrion.models.registry import resolve_model
@@ -515,14 +517,14 @@ class Runtime:
         that cannot start (its code does not import, a kept answer contradicts the
         journal) is failed (or left waiting) with the reason, under the claim."""
         lease = record.lease
-        if lease is None or lease.owner != self.owner or record.id in self._active:
-            await quietly(self.store.release(record.id, record.token))
+        if lease is None or lease.owner != self.owner:
+            raise UserError(f"Run {record.id} is not claimed by this runtime ({self.owner}).")
+        if record.id in self._active:
+            await quietly(self.store.release(record.id, lease.token))
             raise RunNotResumable(f"Run {record.id} is already working in this process.")
         with self._working(record.id):
             try:
-                runnable = self._targets.get(record.target or "")
-                if runnable is None:  # imported in a thread: the heartbeat beats meanwhile
-                    runnable = await asyncio.to_thread(target_of, record, self._targets)
+                runnable = await runnable_of(record, self._targets)
                 entries = await self.store.load(record.id)
                 answers = not_yet_answered(record.id, entries, given_answers(record))
             except Exception as exc:
@@ -707,18 +709,9 @@ class Runtime:
                     raise
                 result = result_of(current)
             except StepsStopped:  # its worker is stopping: back on the queue, as it stands
-                status = RunStatus.QUEUED if record.queue else RunStatus.RUNNING
-                usage = accounts.usage
-                await self.store.update_run(
-                    run_id,
-                    status=status,
-                    pending=record.pending,
-                    usage=usage.to_json(),
-                    token=lease.token,
-                    release=True,
-                )
+                status = await put_back(self.store, record, lease, accounts.usage.to_json())
                 self._leases.released(run_id)
-                result = RunResult(run_id, status, usage=usage)
+                result = RunResult(run_id, status, usage=accounts.usage)
         finally:
             await self._leases.let_go(run_id)
         events.run_finished(result)
