@@ -34,6 +34,7 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_leases.py
 	$(BIN)/python bench/bench_patterns.py
+	$(BIN)/python bench/bench_workers.py --repeat 1
 
 # 1,000 runs with 20% injected faults on a SQLite file (not in CI): see bench/soak.py.
 soak: $(STAMP)

@@ -7,10 +7,12 @@ processes, the takeover of a killed worker's runs, and 10,000 runs in one proces
    PostgreSQL and on a SQLite file. Wall time is from just before the first
    worker is spawned to the last one reaped (`os.wait4`: blocking, no polling),
    so it includes each worker's start (an idle worker's start and exit is shown
-   apart). Also: when the last worker logged that it was ready and when the last
-   run completed (its `updated_at`); the CPU seconds of the workers (their
-   rusage), of every PostgreSQL server process (/proc, reaped backends included)
-   and of the whole machine (/proc/stat). Afterwards every run is checked:
+   apart). Also: when the first and the last worker logged that it was ready,
+   when the last run completed (its `updated_at`), and the drain between the
+   first ready and the last done; the CPU seconds of the workers (their rusage),
+   of every PostgreSQL server process (/proc, reaped backends included) and of
+   the whole machine (/proc/stat; "other CPU" is what neither the workers nor
+   PostgreSQL used: another process's load). Afterwards every run is checked:
    `completed`, fencing token 1 (claimed once), each tool call run once (counted
    by the tool in every worker, written at exit), each journal step once.
 2. recovery: a worker whose tool blocks holds RUNS runs under a 2 s lease; it is
@@ -21,8 +23,10 @@ processes, the takeover of a killed worker's runs, and 10,000 runs in one proces
    for completion by polling (a JSONL log every 20 ms, the store every 100 ms);
    the times reported come from the tool's own timestamps, not from the polls.
 3. in-process: 10,000 concurrent runs (3 tool calls of 50 ms, then an answer)
-   gathered on `Runtime("memory://")` and on a SQLite file, against the same work
-   as a hand-written asyncio loop per run. Each variant runs in a fresh child
+   gathered on `Runtime("memory://")` and on a SQLite file, against two
+   hand-written asyncio loops per run: the floor, which only sleeps where the tools
+   would, and an agent loop (messages and parsed arguments, as in bench_core.py).
+   Each variant runs in a fresh child
    process (so peak RSS, GC state and imports do not leak between rows), after a
    warm-up of 200 runs. Time in the garbage collector is measured with
    `gc.callbacks`; GC variants: default, `gc.freeze()` after setup, thresholds
@@ -31,12 +35,24 @@ processes, the takeover of a killed worker's runs, and 10,000 runs in one proces
    VmHWM reset first) and tracemalloc's peak (a separate pass, tracemalloc
    slows the run), each divided by the number of runs; plus what stays after
    the runs finished (the memory store keeps every journal).
-4. profile of 3 on memory://: cProfile (top by tottime and by cumulative) and
-   tracemalloc's top allocation sites (file:line) in a snapshot near the peak.
+4. profile of 3 on memory://: cProfile (top by tottime and by cumulative, and
+   tottime by file) with GC on and with GC off (a collection's time is charged to
+   whatever allocated when it started), and tracemalloc's top allocation sites
+   (file:line, with the line) in a snapshot near the peak.
 
-    .venv/bin/python bench/bench_workers.py              # everything, ~15 minutes
+Before each measurement the bench waits (untimed, up to --quiet-wait seconds) for
+the machine to be idle; the "other CPU" columns show any load that came anyway.
+
+    .venv/bin/python bench/bench_workers.py              # everything, ~30 minutes
     .venv/bin/python bench/bench_workers.py --quick      # a small smoke version, ~1 minute
     .venv/bin/python bench/bench_workers.py --only drain --stores postgres --repeat 1
+
+To measure one revision while src/ is being edited, run it from a copy of its src
+(the workers and child processes inherit PYTHONPATH; the first line printed says
+which orchestrion was imported):
+
+    git archive HEAD src | tar -x -C /tmp/snap && PYTHONPATH=/tmp/snap/src \
+        .venv/bin/python bench/bench_workers.py
 """
 
 from __future__ import annotations
@@ -46,6 +62,7 @@ import asyncio
 import cProfile
 import gc
 import json
+import linecache
 import os
 import pstats
 import signal
@@ -206,6 +223,25 @@ def machine_cpu() -> tuple[float, float]:
     return (total - idle) / CLK_TCK, total / CLK_TCK
 
 
+QUIET_WAIT = [120.0]
+"""Seconds `quiet()` waits at most (set from --quiet-wait)."""
+
+
+def quiet(window: float = 0.5, busy_below: float = 0.1) -> None:
+    """Wait (untimed) until the machine is idle: two `window`s in a row with less than
+    `busy_below` of its CPU busy, so that another process's load (a test suite, say)
+    does not land in a measurement. Warns after QUIET_WAIT seconds and goes on."""
+    deadline, calm = time.monotonic() + QUIET_WAIT[0], 0
+    while calm < 2:
+        b0, t0 = machine_cpu()
+        time.sleep(window)
+        b1, t1 = machine_cpu()
+        calm = calm + 1 if (b1 - b0) / max(t1 - t0, 1e-9) < busy_below else 0
+        if time.monotonic() > deadline:
+            print(f"  !! the machine stayed busy for {QUIET_WAIT[0]:g} s: measuring anyway")
+            return
+
+
 # -- 1. drain ------------------------------------------------------------------------
 
 
@@ -221,6 +257,8 @@ class Drain:
     postgres_cpu: float
     busy: float
     """Share of the machine's CPU (all cores) busy during the drain."""
+    other_cpu: float
+    """CPU seconds the machine spent beyond the workers and PostgreSQL (other processes)."""
     shares: list[int]
     """Runs done by each worker."""
     problems: list[str] = field(default_factory=list)
@@ -238,6 +276,7 @@ def drain(kind: str, workers: int, args: argparse.Namespace, tmp: Path) -> Drain
         }
         cmd = worker_cmd(fresh.url, "--concurrency", str(args.concurrency), "--until-idle")
         errs = [tmp / f"{fresh.schema}-{w}.err" for w in range(workers)]
+        quiet()
         pg0, (busy0, total0) = postgres_cpu(), machine_cpu()
         epoch0, t0 = time.time(), time.perf_counter()
         procs = [spawn(cmd, env, err) for err in errs]
@@ -247,7 +286,8 @@ def drain(kind: str, workers: int, args: argparse.Namespace, tmp: Path) -> Drain
         time.sleep(0.3)  # the server reaps the workers' backends (not timed)
         pg = postgres_cpu() - pg0
         busy = (busy1 - busy0) / (total1 - total0)
-        result = Drain(kind, workers, wall, 0.0, 0.0, 0.0, cpu, pg, busy, [])
+        other = busy1 - busy0 - cpu - pg
+        result = Drain(kind, workers, wall, 0.0, 0.0, 0.0, cpu, pg, busy, other, [])
         for p, err in zip(procs, errs, strict=True):
             if p.returncode != 0:
                 result.problems.append(f"worker exited {p.returncode}: {err.read_text()[-2000:]}")
@@ -343,7 +383,7 @@ def run_drains(args: argparse.Namespace, tmp: Path) -> None:
         header = (
             "store", "workers", "wall s", "runs/s", f"x {args.workers[0]}w", "ready s",
             "last done s", "drain s", f"x {args.workers[0]}w", "worker CPU s", "pg CPU s",
-            "machine busy", "runs per worker", "check",
+            "machine busy", "other CPU s", "runs per worker", "check",
         )  # fmt: skip
         body = []
         for w, rs in rows.items():
@@ -364,6 +404,7 @@ def run_drains(args: argparse.Namespace, tmp: Path) -> None:
                     f"{med.worker_cpu:.2f}",
                     f"{med.postgres_cpu:.2f}",
                     f"{med.busy:.0%}",
+                    f"{med.other_cpu:.2f}",
                     "/".join(map(str, med.shares)),
                     "ok" if not any(r.problems for r in rs) else "FAILED",
                 )
@@ -371,7 +412,9 @@ def run_drains(args: argparse.Namespace, tmp: Path) -> None:
         print_table(header, body)
         print(
             f"  ready: when the first/last worker logged it was ready; last done: the last run's "
-            f"updated_at; drain: last done - first ready (all from the spawn of the workers)\n"
+            f"updated_at; drain: last done - first ready (all from the spawn of the workers);\n"
+            f"  other CPU: the machine's busy CPU seconds minus the workers' and PostgreSQL's "
+            f"(another process's load)\n"
             f"  (an idle worker's start and exit on {kind}: {startup:.2f} s)\n",
             flush=True,
         )
@@ -391,6 +434,7 @@ def wait_for(done: Callable[[], bool], what: str, timeout: float, interval: floa
 def recovery(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     from orchestrion.engine.journal import RunStatus
 
+    quiet()
     with FreshStore(kind, tmp) as fresh:
         ids = submit_all(fresh.url, args.recovery_runs)
         log = tmp / f"{fresh.schema}-tools.jsonl"
@@ -480,8 +524,16 @@ def vm_kb(name: str) -> int:
     raise KeyError(name)
 
 
+async def bare_sleeps(sleep: float, steps: int) -> str:
+    """The floor: a hand-written loop that only sleeps where the tools would."""
+    for _ in range(steps):
+        await asyncio.sleep(sleep)
+    return "done"
+
+
 async def bare_run(sleep: float, steps: int) -> str:
-    """The same work as a hand-written asyncio loop: the floor for any framework."""
+    """The same work as a hand-written agent loop (messages, parsed arguments, as in
+    bench/bench_core.py): what any framework must do at least."""
     from orchestrion.messages import ModelResponse, ToolCall, ToolResult
 
     messages: list[object] = ["go"]
@@ -545,10 +597,10 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
     kind, mode, runs = spec["kind"], spec["mode"], spec["runs"]
     sleep, steps = spec["sleep"], spec["steps"]
     runtime = None
-    if kind == "floor":
+    if kind in BARE:
 
         def one() -> Any:
-            return bare_run(sleep, steps)
+            return BARE[kind](sleep, steps)
 
     else:
         url = (
@@ -580,10 +632,12 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
                 peak_source = "VmHWM"
             except OSError:
                 peak_source = "VmHWM (not reset: includes setup)"
+            busy0, cpu0 = machine_cpu()[0], time.process_time()
             with GCTimer() as timer:
                 t0 = time.perf_counter()
                 results = await batch(runs)
                 wall = time.perf_counter() - t0
+            own, busy = time.process_time() - cpu0, machine_cpu()[0] - busy0
             hwm = vm_kb("VmHWM")
             check(results)
             out = {
@@ -591,6 +645,8 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
                 "gc_s": timer.seconds,
                 "collections": timer.collections,
                 "rss_kb_per_run": (hwm - rss0) / runs,
+                "cpu": own,
+                "other_cpu": busy - own,
                 "peak_source": peak_source,
             }
         elif mode == "memory":
@@ -610,15 +666,17 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
                 "kept_kb_per_run": (kept - base) / runs / 1024,
             }
         elif mode == "profile":
-            gc.collect()
+            apply_gc(spec["gc"], ())
             profile = cProfile.Profile()
-            t0 = time.perf_counter()
-            profile.enable()
-            results = await batch(runs)
-            profile.disable()
-            wall = time.perf_counter() - t0
+            with GCTimer() as timer:
+                t0 = time.perf_counter()
+                profile.enable()
+                results = await batch(runs)
+                profile.disable()
+                wall = time.perf_counter() - t0
             check(results)
-            out = {"wall": wall, "report": profile_report(profile, spec["top"], runs)}
+            report = profile_report(profile, spec["top"], runs, spec["sorts"])
+            out = {"wall": wall, "gc_s": timer.seconds, "report": report}
         elif mode == "alloc":
             gc.collect()
             out = await alloc_report(batch, check, runs, spec["top"])
@@ -635,18 +693,27 @@ def short(path: str) -> str:
     return path
 
 
-def profile_report(profile: cProfile.Profile, top: int, runs: int) -> str:
+def profile_report(profile: cProfile.Profile, top: int, runs: int, sorts: Sequence[str]) -> str:
+    """The top functions by each of `sorts` (tottime, cumulative), and tottime by file.
+    A coroutine's ncalls counts each time it was resumed, not once per call."""
     stats = pstats.Stats(profile)
     total = stats.total_tt  # type: ignore[attr-defined]
     rows = stats.stats  # type: ignore[attr-defined]
     lines = [f"total profiled time {total:.2f} s ({total / runs * 1e6:.0f} us/run)"]
-    for title, index in (("tottime", 2), ("cumulative", 3)):
+    for title in sorts:
+        index = {"tottime": 2, "cumulative": 3}[title]
         lines.append(f"\ntop {top} by {title}:")
         lines.append(f"  {'tottime s':>9} {'cumtime s':>9} {'% tot':>6} {'ncalls':>9}  function")
         ordered = sorted(rows.items(), key=lambda kv: kv[1][index], reverse=True)[:top]
         for (file, line, func), (_, nc, tt, ct, _) in ordered:
             where = f"{short(file)}:{line}({func})" if line else func
             lines.append(f"  {tt:9.3f} {ct:9.3f} {tt / total:6.1%} {nc:9d}  {where}")
+    by_file: Counter[str] = Counter()
+    for (file, _, _), (_, _, tt, _, _) in rows.items():
+        by_file[short(file) if file != "~" else "builtins (C)"] += tt
+    lines.append("\ntottime by file (top 12):")
+    for file, tt in by_file.most_common(12):
+        lines.append(f"  {tt:9.3f} {tt / total:6.1%}  {file}")
     return "\n".join(lines)
 
 
@@ -672,16 +739,20 @@ async def alloc_report(batch: Any, check: Any, runs: int, top: int) -> dict[str,
     snapshot = best[0]
     tracemalloc.stop()
     snapshot = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    blocks = sum(s.count for s in snapshot.statistics("filename"))
     lines = [
         f"snapshot at {(best[1] - base) / 2**20:.1f} MiB above the start "
-        f"(tracemalloc's peak: {(peak - base) / 2**20:.1f} MiB); per run = size / {runs}",
+        f"(tracemalloc's peak: {(peak - base) / 2**20:.1f} MiB); per run = size / {runs}; "
+        f"{blocks / runs:.0f} live blocks per run in the snapshot",
         f"\ntop {top} allocation sites (file:line):",
         f"  {'KiB':>9} {'B/run':>7} {'blocks':>9}  site",
     ]
     for s in snapshot.statistics("lineno")[:top]:
         frame = s.traceback[0]
+        code = linecache.getline(frame.filename, frame.lineno).strip()[:70]
         lines.append(
-            f"  {s.size / 1024:9.0f} {s.size / runs:7.0f} {s.count:9d}  {short(frame.filename)}:{frame.lineno}"
+            f"  {s.size / 1024:9.0f} {s.size / runs:7.0f} {s.count:9d}  "
+            f"{short(frame.filename)}:{frame.lineno}  {code}"
         )
     lines.append("\nby file:")
     for s in snapshot.statistics("filename")[:10]:
@@ -694,7 +765,12 @@ async def alloc_report(batch: Any, check: Any, runs: int, top: int) -> dict[str,
 # -- 3. in-process: the parent -------------------------------------------------------------
 
 
+BARE = {"floor": bare_sleeps, "loop": bare_run}
+NAMES = {"floor": "bare asyncio: sleeps only", "loop": "bare asyncio: agent loop"}
+
+
 def in_child(spec: dict[str, Any]) -> dict[str, Any]:
+    quiet()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         capture_output=True,
@@ -723,7 +799,8 @@ def run_inproc(args: argparse.Namespace, tmp: Path) -> None:
         f"gc thresholds when raised: {tuple(args.gc_threshold)}\n",
         flush=True,
     )
-    variants = [("floor", "default")] + [(k, g) for k in args.inproc_stores for g in args.gc_modes]
+    variants = [("floor", "default"), ("loop", "default")]
+    variants += [(k, g) for k in args.inproc_stores for g in args.gc_modes]
     timed: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for kind, mode in variants:
         timed[kind, mode] = [
@@ -731,16 +808,18 @@ def run_inproc(args: argparse.Namespace, tmp: Path) -> None:
             for _ in range(args.repeat)
         ]
     memory = {
-        k: in_child({**common, "kind": k, "mode": "memory"}) for k in ["floor", *args.inproc_stores]
+        NAMES.get(k, f"orchestrion {k}"): in_child({**common, "kind": k, "mode": "memory"})
+        for k in ["floor", "loop", *args.inproc_stores]
     }
     if "memory" in args.inproc_stores:
-        memory["memory, FunctionModel keeping its requests"] = in_child(
+        memory["orchestrion memory, FunctionModel keeping its requests"] = in_child(
             {**common, "kind": "memory", "mode": "memory", "keep_requests": True}
         )
     floor = statistics.median(r["wall"] for r in timed["floor", "default"])
+    loop = statistics.median(r["wall"] for r in timed["loop", "default"])
     header = (
-        "variant", "gc", "wall s", "x floor", "GC s", "GC % of wall", "collections g0/g1/g2",
-        "RSS peak growth KB/run",
+        "variant", "gc", "wall s", "x floor", "x loop", "GC s", "GC % of wall", "collections g0/g1/g2",
+        "RSS peak growth KB/run", "CPU s", "other CPU s",
     )  # fmt: skip
     body = []
     for (kind, mode), rs in timed.items():
@@ -748,19 +827,25 @@ def run_inproc(args: argparse.Namespace, tmp: Path) -> None:
         med = min(rs, key=lambda r: abs(r["wall"] - wall))
         body.append(
             (
-                "bare asyncio" if kind == "floor" else f"orchestrion {kind}",
+                NAMES.get(kind, f"orchestrion {kind}"),
                 mode,
                 f"{wall:.2f} [{min(r['wall'] for r in rs):.2f}-{max(r['wall'] for r in rs):.2f}]",
                 f"{wall / floor:.1f}",
+                f"{wall / loop:.1f}",
                 f"{med['gc_s']:.2f}",
                 f"{med['gc_s'] / med['wall']:.0%}",
                 "/".join(map(str, med["collections"])),
                 f"{med['rss_kb_per_run']:.1f}",
+                f"{med['cpu']:.2f}",
+                f"{med['other_cpu']:.2f}",
             )
         )
     print_table(header, body)
     print(
-        f"  (RSS: {next(iter(timed.values()))[0]['peak_source']} after the gather minus VmRSS before it)"
+        f"  (RSS: {next(iter(timed.values()))[0]['peak_source']} after the gather minus VmRSS "
+        "before it; CPU: the process's; other CPU: the rest of the machine's, same interval;\n"
+        "  floor: the sleeps alone; loop: a hand-written agent loop with messages, as in "
+        "bench_core.py)"
     )
     print("\nmemory per run, tracemalloc (a separate pass: Python allocations only)\n")
     print_table(
@@ -798,8 +883,17 @@ def run_profile(args: argparse.Namespace, tmp: Path) -> None:
     print(
         f"\n== 4. profile: {args.profile_runs} concurrent runs on memory:// (as in 3)\n", flush=True
     )
-    prof = in_child({**spec, "mode": "profile"})
-    print(f"cProfile (wall under the profiler {prof['wall']:.2f} s)")
+    prof = in_child(
+        {**spec, "mode": "profile", "gc": "default", "sorts": ["tottime", "cumulative"]}
+    )
+    print(
+        f"cProfile, default GC (wall under the profiler {prof['wall']:.2f} s, "
+        f"{prof['gc_s']:.2f} s of it in GC: a collection's time is charged to the "
+        "function whose allocation started it)"
+    )
+    print(prof["report"])
+    prof = in_child({**spec, "mode": "profile", "gc": "off", "sorts": ["tottime"]})
+    print(f"\ncProfile, GC off (the CPU work alone; wall {prof['wall']:.2f} s)")
     print(prof["report"])
     print("\ntracemalloc")
     print(in_child({**spec, "mode": "alloc"})["report"], flush=True)
@@ -851,6 +945,8 @@ def parse() -> argparse.Namespace:
     add("--warmup", type=int, default=200, help="runs before the in-process measurement")
     add("--profile-runs", type=int, default=10_000)
     add("--top", type=int, default=15)
+    add("--quiet-wait", type=float, default=120.0,
+        help="seconds to wait at most, before each measurement, for the machine to be idle")  # fmt: skip
     add("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -862,9 +958,13 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
+    QUIET_WAIT[0] = args.quiet_wait
     if args.child:
         print(json.dumps(asyncio.run(child(json.loads(args.child)))))
         return
+    import orchestrion
+
+    print(f"orchestrion from {Path(orchestrion.__file__).parent}", flush=True)
     sections = {
         "drain": run_drains,
         "recovery": run_recovery,

@@ -29,8 +29,23 @@ def queued(run_id: str, *, queue: str = "default", priority: int = 0, at: float 
     )
 
 
-def runs_queue(store: Store) -> RunQueue:
-    return queue_of(store)
+class OneAtATime:
+    """`claim_next` with `limit=1`, as its first record or None."""
+
+    def __init__(self, store: Store) -> None:
+        self.queue: RunQueue = queue_of(store)
+
+    async def claim_next(self, owner: str, queues: list[str], *, ttl: float) -> RunRecord | None:
+        claimed = await self.queue.claim_next(owner, queues, ttl=ttl)
+        assert len(claimed) <= 1
+        return claimed[0] if claimed else None
+
+    async def wait_for_runs(self, queues: list[str], timeout: float) -> None:
+        await self.queue.wait_for_runs(queues, timeout)
+
+
+def runs_queue(store: Store) -> OneAtATime:
+    return OneAtATime(store)
 
 
 async def test_claims_go_highest_priority_first_then_oldest_and_each_run_once(store: Store) -> None:
@@ -128,3 +143,15 @@ async def test_an_idle_wait_ends_when_a_run_is_queued(store: Store) -> None:
     assert waited < 5, waited  # woken by the run, not by the timeout
     claimed = await q.claim_next("w", ["default"], ttl=30)
     assert claimed is not None and claimed.id == "r1"
+
+
+async def test_one_claim_takes_several_runs_in_order(store: Store) -> None:
+    q = queue_of(store)
+    for i in range(5):
+        await store.create_run(queued(f"r{i}", priority=i % 2, at=i))
+    first = await q.claim_next("w1", ["default"], ttl=30, limit=3)
+    assert [r.id for r in first] == ["r1", "r3", "r0"]
+    assert all(r.status is RunStatus.RUNNING and r.lease is not None for r in first)
+    rest = await q.claim_next("w2", ["default"], ttl=30, limit=10)
+    assert [r.id for r in rest] == ["r2", "r4"]
+    assert await q.claim_next("w3", ["default"], ttl=30, limit=10) == []

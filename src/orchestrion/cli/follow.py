@@ -48,12 +48,11 @@ def event_line(event: dict[str, Any]) -> Text:
 
 
 async def follow_run(store: str, run_id: str, bus: str | None, as_json: bool) -> RunStatus:
-    """Print the run's events (or its new steps) until it stops working; its status then."""
+    """Print the run's events (or its steps, as they are journaled) until it stops
+    working; its status then. A run that stopped already: its steps, at once."""
     async with Runtime(open_store(store, read_only=True)) as runtime:
         record = await runtime.get(run_id)
-        if record.status not in WORKING:
-            return record.status
-        if bus is not None:
+        if bus is not None and record.status in WORKING:
             async for event in follow(bus, run_id):
                 _print(event_line(event), event, as_json)
                 if event["type"] == "RunFinished":

@@ -103,7 +103,12 @@ def worker(
         typer.Option("--poll", min=0.05, help="Seconds between looks for runs whose worker died."),
     ] = 1.0,
     until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Exit once no run is waiting or working.")
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Exit once no run waits on its queues and none works in this worker (runs "
+            "of a dead worker whose leases have not ended yet do not count as waiting).",
+        ),
     ] = False,
     lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
     max_model_calls: common.MaxModelCallsOption = None,

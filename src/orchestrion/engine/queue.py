@@ -35,12 +35,12 @@ class RunQueue(Protocol):
     """What a store adds so that workers can share its runs (the built-in stores do)."""
 
     async def claim_next(
-        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
-    ) -> RunRecord | None:
-        """Claim, atomically, the run a worker on `queues` takes next: a `queued`
-        run, or a `running` one whose lease ended (its worker died or let go);
-        highest priority first, then oldest. None if there is none. Two workers
-        never get the same run (the claim increments its fencing token)."""
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL, limit: int = 1
+    ) -> list[RunRecord]:
+        """Claim, atomically, the (at most `limit`) runs a worker on `queues` takes
+        next: `queued` runs, or `running` ones whose lease ended (their worker died
+        or let go); highest priority first, then oldest. Each is marked `running`
+        and its fencing token incremented: two workers never get the same run."""
         ...
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:

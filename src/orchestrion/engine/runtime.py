@@ -43,7 +43,7 @@ from orchestrion.engine.replay_log import ReplayLog, StepsStopped
 from orchestrion.engine.result import RunResult, StepInfo, described, result_of, step_history
 from orchestrion.engine.runs import check_same_request, check_settings, new_record, register_given
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
-from orchestrion.engine.targets import find_runnable
+from orchestrion.engine.targets import find_runnable, remember
 from orchestrion.errors import (
     AnswerError,
     DeterminismError,
@@ -459,7 +459,7 @@ class Runtime:
         with self._working(fork.id):
             lease = await self.store.create_run(fork, prefix, owner=self.owner, ttl=self.lease_ttl)
             assert lease is not None
-            self._runnables[fork.id] = runnable
+            remember(self._runnables, fork.id, runnable)
             try:
                 return await self._execute(
                     fork, lease, runnable, prefix, answers, deps, self._sink(None), True, budget
@@ -617,7 +617,7 @@ class Runtime:
             self._model_for(runnable.model, runnable.name)
         lease = await self.store.create_run(record, owner=self.owner, ttl=self.lease_ttl)
         assert lease is not None
-        self._runnables[record.id] = runnable
+        remember(self._runnables, record.id, runnable)
         return record, lease
 
     @contextmanager

@@ -119,10 +119,23 @@ def find_runnable(record: RunRecord, known: dict[str, Runnable]) -> Runnable:
     if runnable is not None:
         return runnable
     if record.target:
-        runnable = known[record.id] = load_target(record.target)
+        runnable = load_target(record.target)
+        remember(known, record.id, runnable)
         return runnable
     raise RunNotResumable(
         f"Run {record.id} ({record.name!r}) was started from Python without a target, and "
         "this runtime has not run it: pass runnable= to resume/fork, or start runs with "
         "target='module:attr' (the CLI does)."
     )
+
+
+REMEMBERED = 10_000
+"""Runnables a runtime remembers by run id (for `resume(run_id)` without
+`runnable=`): the latest ones, so that a process running millions keeps a bounded map."""
+
+
+def remember(known: dict[str, Runnable], run_id: str, runnable: Runnable) -> None:
+    """Remember what runs `run_id`, forgetting the oldest beyond `REMEMBERED`."""
+    known[run_id] = runnable
+    if len(known) > REMEMBERED:
+        del known[next(iter(known))]

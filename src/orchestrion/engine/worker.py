@@ -27,6 +27,10 @@ from orchestrion.errors import StoreError, UserError
 
 log = logging.getLogger("orchestrion.worker")
 
+CLAIMS_AT_ONCE = 50
+"""The most runs one claim takes (one statement): a worker fills its free slots in
+a few round trips rather than one per run."""
+
 
 class Worker:
     """Works on runs of `queues` of `runtime.store`, at most `concurrency` at once.
@@ -86,7 +90,8 @@ class Worker:
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Claim and work on runs until `stop()` (or, with `until_idle`, until no run
-        is waiting and none works here), then drain."""
+        waits on the queues and none works here: a dead worker's runs whose leases
+        have not ended yet are not waiting), then drain."""
         try:
             await self._claim_loop(until_idle)
         finally:
@@ -99,16 +104,20 @@ class Worker:
                 self._slot_freed.clear()
                 await self._first(self._slot_freed.wait())
                 continue
+            free = min(self.concurrency - len(self._active), CLAIMS_AT_ONCE)
             try:
-                record = await self._queue.claim_next(runtime.owner, queues, ttl=runtime.lease_ttl)
+                records = await self._queue.claim_next(
+                    runtime.owner, queues, ttl=runtime.lease_ttl, limit=free
+                )
             except StoreError as exc:
-                log.warning("claiming a run failed: %s", exc)
-                await self._first(asyncio.sleep(max(self.poll, 0.1)))
+                log.warning("claiming runs failed: %s", exc)
+                await self._first(asyncio.sleep(self.poll))
                 continue
-            if record is not None:
+            for record in records:
                 task = asyncio.create_task(self._work(record), name=f"orchestrion-run-{record.id}")
                 self._active[task] = record.id
                 task.add_done_callback(self._done)
+            if records:
                 continue
             if until_idle and not self._active:
                 return

@@ -15,14 +15,12 @@ from typing import Any
 from orchestrion.stores._pg_sql import RUN_COLUMNS
 
 CLAIM_NEXT = f"""
-UPDATE runs SET status = 'running', token = token + 1, lease_owner = $1, lease_since = $3,
-    lease_until = $4
-WHERE id = (
-    SELECT id FROM runs
+WITH picked AS (
+    SELECT id AS picked_id FROM runs
     WHERE id IN (
         SELECT next.id FROM unnest($2::text[]) AS q(name) CROSS JOIN LATERAL (
             SELECT id FROM runs WHERE queue = q.name AND status = 'queued'
-            ORDER BY priority DESC, created_at LIMIT 64
+            ORDER BY priority DESC, created_at LIMIT $5 + 64
         ) AS next
         UNION ALL
         SELECT id FROM runs WHERE status = 'running' AND queue IS NOT NULL
@@ -30,18 +28,21 @@ WHERE id = (
     )
     AND (status = 'queued' OR (status = 'running' AND coalesce(lease_until, 0) <= $3))
     ORDER BY priority DESC, created_at
-    LIMIT 1
+    LIMIT $5
     FOR UPDATE SKIP LOCKED
 )
+UPDATE runs SET status = 'running', token = token + 1, lease_owner = $1, lease_since = $3,
+    lease_until = $4
+FROM picked WHERE id = picked_id
 RETURNING {RUN_COLUMNS}
 """
-"""Claim the first run of some queues that nobody holds, and mark it running: a
-queued one, or a running one whose lease ended (its worker died or let go).
+"""Claim the first `$5` runs of some queues that nobody holds, and mark them
+running: queued ones, or running ones whose lease ended (their worker died or let go).
 
-Each queue's head is read in index order (`runs_queued`, the first 64: those a
-concurrent claim holds are skipped) and the runs whose lease ended through
-`runs_unowned`, so a claim costs the same with a backlog of millions; the outer
-query checks the conditions again on the rows it locks."""
+Each queue's head is read in index order (`runs_queued`; runs a concurrent claim
+holds are skipped) and the runs whose lease ended through `runs_unowned`, so a
+claim costs the same with a backlog of millions; the conditions are checked again
+on the rows locked."""
 
 NOTIFY = "SELECT pg_notify($1, $2)"
 

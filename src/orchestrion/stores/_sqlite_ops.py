@@ -142,12 +142,13 @@ class Claim(NamedTuple):
 
 
 class ClaimNext(NamedTuple):
-    """Claim the next run of `queues` (`Store.claim_next`)."""
+    """Claim the next `limit` runs of `queues` (`RunQueue.claim_next`)."""
 
     waiter: Waiter
     owner: str
     queues: tuple[str, ...]
     ttl: float
+    limit: int
 
 
 class Renew(NamedTuple):
@@ -238,6 +239,7 @@ class Transaction:
         "ends",
         "fenced",
         "isolate",
+        "released",
         "results",
         "rows",
         "state",
@@ -257,6 +259,9 @@ class Transaction:
         owner starts from what was saved)."""
         self.claimed: list[str] = []
         """Runs claimed: what the writer knew of their journals' ends may be stale."""
+        self.released: list[str] = []
+        """Runs whose owner let them go with their status: the writer forgets them
+        (a process that works on millions of runs keeps nothing per run)."""
         self.tokens: dict[str, int | None] = {}
         """Each run's fencing token as this attempt sees it (None: no such run)."""
         self.rows: list[SqlRow] = []
@@ -438,6 +443,8 @@ class Transaction:
             return lease_lost(op.run_id, op.token, current)
         data = loads(saved)
         data.update(loads(op.patch))
+        if op.release:
+            self.released.append(op.run_id)
         self.conn.execute(
             "UPDATE runs SET status = ?, updated_at = ?, data = ?"
             + (f", {UNLEASE}" if op.release else "")
@@ -459,20 +466,23 @@ class Transaction:
             return RunBusy(op.run_id, held.owner, held.since, held.until)
         return self._take(record, op.owner, now, op.ttl)
 
-    def _apply_claim_next(self, op: ClaimNext) -> RunRecord | None:
+    def _apply_claim_next(self, op: ClaimNext) -> list[RunRecord]:
         now = time.time()
-        run_id = next_claimable(self.conn, op.queues, now)
-        if run_id is None:
-            return None
-        self.conn.execute(  # marked running as it is claimed, in its column and its record
-            "UPDATE runs SET status = 'running', data = json_set(data, '$.status', 'running') "
-            "WHERE id = ?",
-            (run_id,),
-        )
-        row = self.conn.execute(
-            f"SELECT {self.state.run_columns} FROM runs WHERE id = ?", (run_id,)
-        ).fetchone()
-        return self._take(run_record(row), op.owner, now, op.ttl)
+        claimed: list[RunRecord] = []
+        while len(claimed) < op.limit:
+            run_id = next_claimable(self.conn, op.queues, now)
+            if run_id is None:
+                break
+            self.conn.execute(  # marked running as it is claimed, in its column and its record
+                "UPDATE runs SET status = 'running', data = json_set(data, '$.status', 'running') "
+                "WHERE id = ?",
+                (run_id,),
+            )
+            row = self.conn.execute(
+                f"SELECT {self.state.run_columns} FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            claimed.append(self._take(run_record(row), op.owner, now, op.ttl))
+        return claimed
 
     def _take(self, record: RunRecord, owner: str, now: float, ttl: float) -> RunRecord:
         """Make `owner` the owner of the run of `record` (read in this transaction)."""

@@ -321,6 +321,9 @@ class _Writer:
             self.next_seq.pop(run_id, None)
         self.known.update(done.ends)
         self.next_seq.update(done.ends)
+        for run_id in done.released:
+            self.known.discard(run_id)
+            self.next_seq.pop(run_id, None)
         self.failed.update(done.fenced)
         return done.results
 

@@ -102,8 +102,8 @@ class MemoryStore:
         return dataclasses.replace(run, pending=list(run.pending))
 
     async def claim_next(
-        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
-    ) -> RunRecord | None:
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL, limit: int = 1
+    ) -> list[RunRecord]:
         now = time.time()
         waiting = [
             r
@@ -114,11 +114,12 @@ class MemoryStore:
                 or (r.status == RunStatus.RUNNING and (r.lease is None or not r.lease.live(now)))
             )
         ]
-        if not waiting:
-            return None
-        run = min(waiting, key=lambda r: (-r.priority, r.created_at))
-        run.status = RunStatus.RUNNING  # marked running as it is claimed
-        return await self.claim(run.id, owner, ttl=ttl)
+        waiting.sort(key=lambda r: (-r.priority, r.created_at))
+        claimed = []
+        for run in waiting[:limit]:
+            run.status = RunStatus.RUNNING  # marked running as it is claimed
+            claimed.append(await self.claim(run.id, owner, ttl=ttl))
+        return claimed
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         event = self._queued

@@ -617,25 +617,27 @@ class PostgresStore:
                 raise lease_lost(run_id, token, current)
             if status == RunStatus.QUEUED and done[1] is not None:  # put back: wake a worker
                 await conn.execute(NOTIFY, channel(self.schema), done[1])
+            if release:  # its owner let it go: nothing kept per run in a long-lived process
+                self._known.discard(run_id)
 
         await self._call(apply, run_id, token)
 
     # -- the queue (see `_pg_queue`) ------------------------------------------------
 
     async def claim_next(
-        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
-    ) -> RunRecord | None:
-        async def apply(conn: Any) -> RunRecord | None:
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL, limit: int = 1
+    ) -> list[RunRecord]:
+        async def apply(conn: Any) -> list[RunRecord]:
             now = time.time()
-            row = await conn.fetchrow(CLAIM_NEXT, owner, list(queues), now, now + ttl)
-            if row is None:
-                return None
-            self._failed.pop(row["id"], None)
-            self._known.add(row["id"])
-            return _record(row)
+            rows = await conn.fetch(CLAIM_NEXT, owner, list(queues), now, now + ttl, limit)
+            for row in rows:
+                self._failed.pop(row["id"], None)
+                self._known.add(row["id"])
+            records = [_record(row) for row in rows]
+            return sorted(records, key=lambda r: (-r.priority, r.created_at))
 
-        record: RunRecord | None = await self._call(apply)
-        return record
+        claimed: list[RunRecord] = await self._call(apply)
+        return claimed
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         """Return when a run is queued or put back on this store (NOTIFY), or after

@@ -191,10 +191,10 @@ class SQLiteStore:
         await self._call(Release, run_id, token)
 
     async def claim_next(
-        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL
-    ) -> RunRecord | None:
-        record: RunRecord | None = await self._call(ClaimNext, owner, tuple(queues), ttl)
-        return record
+        self, owner: str, queues: Sequence[str], *, ttl: float = DEFAULT_LEASE_TTL, limit: int = 1
+    ) -> list[RunRecord]:
+        claimed: list[RunRecord] = await self._call(ClaimNext, owner, tuple(queues), ttl, limit)
+        return claimed
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         """Return when a run of `queues` may be claimed, or after `timeout` seconds.
