@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -285,22 +286,34 @@ def test_a_run_on_a_worker_is_followed_live_from_other_processes(fleet: Fleet) -
         )
 
     on_bus, on_journal = follower("--bus", redis_url), follower()
+    printed: dict[subprocess.Popen[str], list[str]] = {on_bus: [], on_journal: []}
+    readers = [
+        threading.Thread(target=lambda p=p: printed[p].extend(p.stdout or ()), daemon=True)  # type: ignore[misc]
+        for p in printed
+    ]
+    for reader in readers:
+        reader.start()
     worker = fleet.worker("--bus", redis_url, WK_STEP_GATE=str(gate))
     fleet.wait(lambda: len(fleet.log("lookup")) == 1, "started a lookup")
-    assert on_bus.poll() is None and on_journal.poll() is None  # following, live
+    # Both follow the run live: each has printed what it did so far, and waits on.
+    fleet.wait(lambda: all(printed.values()), "printed the run's first steps")
+    assert on_bus.poll() is None and on_journal.poll() is None
     gate.touch()
 
-    out, err = on_bus.communicate(timeout=60)
-    assert on_bus.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    for reader in readers:
+        reader.join(timeout=60)  # each follower stops, once the run has
+    for proc in printed:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 0, err
+    events = [json.loads(line) for line in printed[on_bus]]
     assert events[0]["type"] == "RunStarted" and events[-1]["type"] == "RunFinished"
     assert events[-1]["status"] == "completed" and events[-1]["output"] == "paid 100"
     assert sum(e["type"] == "StepCompleted" and e["kind"] == "tool" for e in events) == 3
-
-    out, err = on_journal.communicate(timeout=60)
-    assert on_journal.returncode == 0, err
-    steps = [json.loads(line) for line in out.splitlines()]
-    assert {s["key"] for s in steps} >= {"payer/turn-4/model"}
+    steps = [json.loads(line) for line in printed[on_journal]]
+    assert {s["key"] for s in steps} >= {"payer/turn-1/model", "payer/turn-4/model"}
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=30)
     import redis

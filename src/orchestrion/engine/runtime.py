@@ -214,12 +214,12 @@ class Runtime:
         """A new run's result, or (with a key already used) the existing run's;
         True when it is the existing one."""
         while idempotency_key is not None:
-            if run_id is not None and (working := self._finished.get(run_id)) is not None:
-                await working.wait()  # the same submission, its record not written yet
+            if run_id is not None and run_id in self._active:
+                await self._stopped_working(run_id)  # the same submission, not written yet
             existing = await self._submitted(idempotency_key, runnable, input)
             if existing is not None:
                 return existing, True
-            if run_id is None or run_id not in self._finished:
+            if run_id is None or run_id not in self._active:
                 break  # else reserved while the key was looked up: wait for it, look again
         # Reserved (no await since the check) before the record exists: a repeat waits for it.
         with self._working(run_id or token_hex(8)) as reserved:
@@ -591,9 +591,8 @@ class Runtime:
         if record is None:
             return None
         check_same_request(record, key, getattr(runnable, "name", runnable), input)
-        finished = self._finished.get(record.id)
-        if finished is not None:
-            await finished.wait()
+        if record.id in self._active:
+            await self._stopped_working(record.id)
             record = await self.get(record.id)
         return result_of(record)
 
@@ -632,13 +631,16 @@ class Runtime:
         task = asyncio.current_task()
         assert task is not None, "runs work inside an asyncio task"
         self._active[run_id] = task
-        finished = self._finished[run_id] = asyncio.Event()
         try:
             yield run_id
         finally:
             del self._active[run_id]
-            del self._finished[run_id]
-            finished.set()
+            if (finished := self._finished.pop(run_id, None)) is not None:
+                finished.set()
+
+    async def _stopped_working(self, run_id: str) -> None:
+        """Wait until the run working here under `run_id` stops working here."""
+        await self._finished.setdefault(run_id, asyncio.Event()).wait()
 
     def _sink(self, extra: Sink | None) -> Sink | None:
         return fan_out([*self.sinks, extra] if extra is not None else self.sinks)
