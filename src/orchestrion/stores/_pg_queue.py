@@ -10,39 +10,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any
 
 from orchestrion.stores._pg_sql import RUN_COLUMNS
 
-CLAIM_NEXT = f"""
-WITH picked AS (
-    SELECT id AS picked_id FROM runs
-    WHERE id IN (
-        SELECT next.id FROM unnest($2::text[]) AS q(name) CROSS JOIN LATERAL (
-            SELECT id FROM runs WHERE queue = q.name AND status = 'queued'
-            ORDER BY priority DESC, created_at LIMIT $5 + 64
-        ) AS next
-        UNION ALL
-        SELECT id FROM runs WHERE status = 'running' AND queue IS NOT NULL
-            AND coalesce(lease_until, 0) <= $3 AND queue = ANY($2::text[])
-    )
-    AND (status = 'queued' OR (status = 'running' AND coalesce(lease_until, 0) <= $3))
-    ORDER BY priority DESC, created_at
-    LIMIT $5
+
+@functools.cache
+def claim_next_sql(queues: int) -> str:
+    """The statement that claims the first `$4` runs of `queues` queues (named by
+    `$6`, `$7`, ...) that nobody holds, and marks them running: queued ones, or
+    running ones whose lease ended (their worker died or let go).
+
+    Each queue's head is read in index order (`runs_queued`), skipping the rows a
+    concurrent claim has locked, and the runs whose lease ended through
+    `runs_unowned`; the best `$4` of those are taken. So a claim costs the same
+    with a backlog of millions, and two workers never wait on each other."""
+    heads = [
+        f"q{i} AS (SELECT id, priority, created_at FROM runs WHERE queue = ${6 + i} "
+        "AND status = 'queued' ORDER BY priority DESC, created_at LIMIT $4 "
+        "FOR UPDATE SKIP LOCKED)"
+        for i in range(queues)
+    ]
+    found = " UNION ALL ".join(f"SELECT * FROM q{i}" for i in range(queues))
+    return f"""
+WITH {", ".join(heads)},
+gone AS (
+    SELECT id, priority, created_at FROM runs
+    WHERE status = 'running' AND queue IS NOT NULL AND coalesce(lease_until, 0) <= $2
+        AND queue = ANY($5::text[])
+    ORDER BY priority DESC, created_at LIMIT $4
     FOR UPDATE SKIP LOCKED
+),
+picked AS (
+    SELECT id AS picked_id FROM ({found} UNION ALL SELECT * FROM gone) AS candidates
+    ORDER BY priority DESC, created_at LIMIT $4
 )
-UPDATE runs SET status = 'running', token = token + 1, lease_owner = $1, lease_since = $3,
-    lease_until = $4
+UPDATE runs SET status = 'running', token = token + 1, lease_owner = $1, lease_since = $2,
+    lease_until = $3
 FROM picked WHERE id = picked_id
 RETURNING {RUN_COLUMNS}
 """
-"""Claim the first `$5` runs of some queues that nobody holds, and mark them
-running: queued ones, or running ones whose lease ended (their worker died or let go).
 
-Each queue's head is read in index order (`runs_queued`; runs a concurrent claim
-holds are skipped) and the runs whose lease ended through `runs_unowned`, so a
-claim costs the same with a backlog of millions; the conditions are checked again
-on the rows locked."""
 
 NOTIFY = "SELECT pg_notify($1, $2)"
 

@@ -55,7 +55,7 @@ from orchestrion.redact import redact_url
 from orchestrion.stores._failures import WriteFailure, lost_writes
 from orchestrion.stores._pg_breakers import PostgresBreakers
 from orchestrion.stores._pg_limits import PostgresLimits
-from orchestrion.stores._pg_queue import CLAIM_NEXT, NOTIFY, Listener, channel
+from orchestrion.stores._pg_queue import NOTIFY, Listener, channel, claim_next_sql
 from orchestrion.stores._pg_schema import check_version, migrate
 from orchestrion.stores._pg_sql import (
     APPEND_ONE,
@@ -629,7 +629,9 @@ class PostgresStore:
     ) -> list[RunRecord]:
         async def apply(conn: Any) -> list[RunRecord]:
             now = time.time()
-            rows = await conn.fetch(CLAIM_NEXT, owner, list(queues), now, now + ttl, limit)
+            names = list(dict.fromkeys(queues))
+            statement = claim_next_sql(len(names))
+            rows = await conn.fetch(statement, owner, now, now + ttl, limit, names, *names)
             for row in rows:
                 self._failed.pop(row["id"], None)
                 self._known.add(row["id"])
