@@ -25,6 +25,7 @@ from orchestrion import (
     workflow,
 )
 from orchestrion.engine.journal import RunRecord
+from orchestrion.engine.queue import queue_of
 from orchestrion.engine.store import Store
 from orchestrion.testing import ScriptedModel
 
@@ -260,3 +261,21 @@ async def test_a_kept_answer_that_does_not_fit_is_asked_again_with_the_error(
     await Worker(runtime).run(until_idle=True)
     record = await runtime.get(run_id)
     assert record.status is RunStatus.COMPLETED and record.output == "12 boxes"
+
+
+async def test_a_run_whose_workers_keep_dying_is_failed_rather_than_taken_again(
+    store: Store, tmp_path: Path
+) -> None:
+    runtime = Runtime(store)
+    run_id = await runtime.submit(target_file(tmp_path, "good", GOOD), "go")
+    for _ in range(3):  # three workers took it, and died holding it
+        assert len(await queue_of(store).claim_next("doomed", ["default"], ttl=0.05)) == 1
+        await asyncio.sleep(0.06)
+    await Worker(runtime, max_attempts=3, poll=0.05).run(until_idle=True)
+    record = await runtime.get(run_id)
+    assert record.status is RunStatus.FAILED and record.error is not None
+    assert "taken by workers 4 times without stopping cleanly" in record.error["message"]
+
+    await runtime.requeue(run_id)  # a human put it back: its attempts count afresh
+    await Worker(runtime, max_attempts=3).run(until_idle=True)
+    assert (await runtime.get(run_id)).status is RunStatus.COMPLETED

@@ -155,3 +155,16 @@ async def test_one_claim_takes_several_runs_in_order(store: Store) -> None:
     rest = await q.claim_next("w2", ["default"], ttl=30, limit=10)
     assert [r.id for r in rest] == ["r2", "r4"]
     assert await q.claim_next("w3", ["default"], ttl=30, limit=10) == []
+
+
+async def test_attempts_count_the_claims_until_the_run_stops_cleanly(store: Store) -> None:
+    q = queue_of(store)
+    await store.create_run(queued("r1"))
+    [first] = await q.claim_next("w1", ["default"], ttl=0.1)
+    assert first.attempts == 1
+    await asyncio.sleep(0.15)  # its worker died: the lease ended
+    [again] = await q.claim_next("w2", ["default"], ttl=30)
+    assert again.attempts == 2 and again.token == 2
+    await store.update_run("r1", status=RunStatus.INTERRUPTED, token=again.token, release=True)
+    record = await store.get_run("r1")
+    assert record is not None and record.attempts == 0

@@ -116,7 +116,15 @@ async def test_a_file_of_layout_version_1_migrates_and_keeps_its_runs(tmp_path: 
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
     columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
-    assert columns[-6:] == ["owner", "token", "lease_since", "lease_until", "queue", "priority"]
+    assert columns[-7:] == [
+        "owner",
+        "token",
+        "lease_since",
+        "lease_until",
+        "queue",
+        "priority",
+        "attempts",
+    ]
     conn.close()
 
 

@@ -103,6 +103,14 @@ def worker(
         float,
         typer.Option("--poll", min=0.05, help="Seconds between looks for runs whose worker died."),
     ] = 1.0,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            "--max-attempts",
+            min=1,
+            help="Fail a run taken this many times in a row by workers that died holding it.",
+        ),
+    ] = 5,
     until_idle: Annotated[
         bool,
         typer.Option(
@@ -148,7 +156,13 @@ def worker(
 
     async def work_on_queues(runtime: Runtime) -> Worker:
         work = Worker(
-            runtime, queues=queues, concurrency=concurrency, deps=made, poll=poll, grace=grace
+            runtime,
+            queues=queues,
+            concurrency=concurrency,
+            deps=made,
+            poll=poll,
+            grace=grace,
+            max_attempts=max_attempts,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

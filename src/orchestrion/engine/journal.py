@@ -11,7 +11,7 @@ is bumped when one is.
 Versions: 1, the first; 2, a run can be `stopped` (it reached a limit) and
 usage carries a fourth number, the cost in USD; 3, a run record carries the
 lease of the process that works on it (`lease`); 4, a run can be `queued` for
-workers, and a record carries its `queue` and `priority`.
+workers, and a record carries its `queue`, `priority` and `attempts`.
 """
 
 from __future__ import annotations
@@ -156,6 +156,9 @@ class RunRecord:
     over when its lease ends. None for a run started in-process."""
     priority: int = 0
     """Higher first, among a queue's runs; then oldest first."""
+    attempts: int = 0
+    """Times a worker took the run since it last stopped working cleanly (with a
+    status: waiting, done, put back). Each death of a worker that held it counts."""
     v: int = SCHEMA_VERSION
 
     def orphaned_since(self, now: float) -> float | None:
@@ -188,6 +191,7 @@ class RunRecord:
             "token": self.token,
             "queue": self.queue,
             "priority": self.priority,
+            "attempts": self.attempts,
         }
 
     @classmethod
@@ -217,6 +221,7 @@ class RunRecord:
             token=int(data.get("token") or 0),
             queue=data.get("queue"),
             priority=int(data.get("priority") or 0),
+            attempts=int(data.get("attempts") or 0),
             v=version,
         )
 

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from orchestrion.engine.journal import RunRecord
-from orchestrion.engine.queue import DEFAULT_QUEUE, RunQueue, check_queue, queue_of
+from orchestrion.engine.queue import DEFAULT_QUEUE, RunQueue, check_queue, queue_of, refuse_start
 from orchestrion.engine.runtime import Runtime
-from orchestrion.errors import StoreError, UserError
+from orchestrion.errors import RunError, StoreError, UserError
 
 log = logging.getLogger("orchestrion.worker")
 
@@ -50,13 +50,15 @@ class Worker:
         deps: object = None,
         poll: float = 1.0,
         grace: float = 20.0,
+        max_attempts: int = 5,
     ) -> None:
         if isinstance(queues, str):
             queues = (queues,)
         if not queues:
             raise UserError("Worker(queues=...): give at least one queue name.")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise UserError(f"Worker(concurrency={concurrency!r}): give a whole number >= 1.")
+        for name, count in (("concurrency", concurrency), ("max_attempts", max_attempts)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise UserError(f"Worker({name}={count!r}): give a whole number >= 1.")
         for name, value, least in (("poll", poll, 0.01), ("grace", grace, 0.0)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
                 raise UserError(f"Worker({name}={value!r}): give seconds, {least:g} or more.")
@@ -66,6 +68,7 @@ class Worker:
         self.deps = deps
         self.poll = float(poll)
         self.grace = float(grace)
+        self.max_attempts = max_attempts
         self.finished = 0
         """Runs this worker stopped working on (completed, failed, waiting, put back)."""
         self._queue: RunQueue = queue_of(runtime.store)
@@ -150,6 +153,10 @@ class Worker:
         self._slot_freed.set()
 
     async def _work(self, record: RunRecord) -> None:
+        if record.attempts > self.max_attempts:
+            await refuse_start(self.runtime.store, record, _poison(record))
+            log.error("run %s failed: taken %d times without finishing", record.id, record.attempts)
+            return
         try:
             result = await self.runtime.work_on(record, deps=self.deps)
             log.info("run %s (%s): %s", record.id, record.name, result.status.value)
@@ -172,3 +179,12 @@ class Worker:
         for task in late:  # still in a step after the grace period: stop as a crash would
             task.cancel()
         await every
+
+
+def _poison(record: RunRecord) -> RunError:
+    return RunError(
+        f"Run {record.id} was taken by workers {record.attempts} times without stopping "
+        "cleanly: each worker that held it died (killed, out of memory) or lost it. It is "
+        "failed so that it takes no more workers down; find the cause (`orchestrion show "
+        f"{record.id}`: the last steps), then `orchestrion resume {record.id}`."
+    )

@@ -46,8 +46,8 @@ picked AS (
     SELECT id AS picked_id FROM ({found} UNION ALL SELECT * FROM gone) AS candidates
     ORDER BY priority DESC, created_at LIMIT $4
 )
-UPDATE runs SET status = 'running', token = token + 1, lease_owner = $1, lease_since = $2,
-    lease_until = $3
+UPDATE runs SET status = 'running', token = token + 1, attempts = attempts + 1,
+    lease_owner = $1, lease_since = $2, lease_until = $3
 FROM picked WHERE id = picked_id
 RETURNING {RUN_COLUMNS}
 """

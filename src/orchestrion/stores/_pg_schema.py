@@ -72,7 +72,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: a queue of runs for workers (`stores._pg_queue`): highest priority first, then oldest.
     """
-    ALTER TABLE runs ADD COLUMN queue text, ADD COLUMN priority integer NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN queue text, ADD COLUMN priority integer NOT NULL DEFAULT 0,
+        ADD COLUMN attempts integer NOT NULL DEFAULT 0;
     CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at) WHERE status = 'queued';
     CREATE INDEX runs_unowned ON runs ((coalesce(lease_until, 0)))
         WHERE status = 'running' AND queue IS NOT NULL;

@@ -4,7 +4,7 @@
 RUN_COLUMNS = (
     "id, name, status, input, target, output, error, pending, created_at, updated_at, "
     "parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, lease_since, lease_until, "
-    "queue, priority"
+    "queue, priority, attempts"
 )
 
 INSERT_RUN = (
@@ -56,6 +56,7 @@ UPDATE_RUN = (
     "usage = coalesce($6::jsonb, usage), updated_at = $7, "
     "lease_owner = CASE WHEN $9 THEN NULL ELSE lease_owner END, "
     "lease_since = CASE WHEN $9 THEN NULL ELSE lease_since END, "
-    "lease_until = CASE WHEN $9 THEN NULL ELSE lease_until END "
+    "lease_until = CASE WHEN $9 THEN NULL ELSE lease_until END, "
+    "attempts = CASE WHEN $9 THEN 0 ELSE attempts END "
     "WHERE id = $1 AND ($8::bigint IS NULL OR token = $8) RETURNING token, queue"
 )

@@ -51,6 +51,7 @@ _V2 = (  # leases: who works on a run, until when, and the fencing token
 _V3 = (  # a queue of runs for workers: highest priority first, then oldest
     "ALTER TABLE runs ADD COLUMN queue TEXT",
     "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
     "CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at) WHERE status = 'queued'",
     "CREATE INDEX runs_unowned ON runs (coalesce(lease_until, 0)) "
     "WHERE status = 'running' AND queue IS NOT NULL",
@@ -66,9 +67,13 @@ INSERT_RUN = (
     "owner, token, lease_since, lease_until, queue, priority) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-RUN_COLUMNS = "data, owner, token, lease_since, lease_until"
-_V1_RUN_COLUMNS = "data, NULL, 0, NULL, NULL"
-"""What a read-only store selects from a file of layout version 1 (no lease columns)."""
+RUN_COLUMNS = "data, owner, token, lease_since, lease_until, attempts"
+_OLDER_RUN_COLUMNS = {
+    1: "data, NULL, 0, NULL, NULL, 0",
+    2: "data, owner, token, lease_since, lease_until, 0",
+}
+"""What a read-only store selects from a file of an older layout (no lease columns
+in version 1, no `attempts` in 2)."""
 UNLEASE = "owner = NULL, lease_since = NULL, lease_until = NULL"
 INSERT_ENTRY = (
     "INSERT INTO journal (run_id, seq, key, kind, status, data) VALUES (?, ?, ?, ?, ?, ?)"
@@ -122,7 +127,7 @@ def open_file(path: str, busy_timeout: float, *, read_only: bool) -> Opened:
         # Nothing is changed before the file is known to be ours (or empty).
         version = _check_layout(conn, path, read_only)
         if read_only:
-            return Opened(conn, RUN_COLUMNS if version >= 2 else _V1_RUN_COLUMNS, identity)
+            return Opened(conn, _OLDER_RUN_COLUMNS.get(version, RUN_COLUMNS), identity)
         _use_wal(conn, busy_timeout)
         conn.execute("PRAGMA synchronous=NORMAL")
         if version < SCHEMA_VERSION:
@@ -249,9 +254,9 @@ def store_error(path: str, exc: BaseException, doing: str, waited: float) -> Sto
 
 def run_record(row: tuple[Any, ...]) -> RunRecord:
     """A run's record from its row (`RUN_COLUMNS`): the lease columns are the truth."""
-    data, owner, token, since, until = row
+    data, owner, token, since, until, attempts = row
     record = RunRecord.from_json(loads(data))
-    record.token = token
+    record.token, record.attempts = token, attempts
     record.lease = None if owner is None else Lease(owner, token, since, until)
     return record
 

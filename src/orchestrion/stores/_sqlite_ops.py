@@ -447,7 +447,7 @@ class Transaction:
             self.released.append(op.run_id)
         self.conn.execute(
             "UPDATE runs SET status = ?, updated_at = ?, data = ?"
-            + (f", {UNLEASE}" if op.release else "")
+            + (f", {UNLEASE}, attempts = 0" if op.release else "")
             + " WHERE id = ?",
             (op.status, op.updated_at, dumps_str(data), op.run_id),
         )
@@ -474,8 +474,8 @@ class Transaction:
             if run_id is None:
                 break
             self.conn.execute(  # marked running as it is claimed, in its column and its record
-                "UPDATE runs SET status = 'running', data = json_set(data, '$.status', 'running') "
-                "WHERE id = ?",
+                "UPDATE runs SET status = 'running', attempts = attempts + 1, "
+                "data = json_set(data, '$.status', 'running') WHERE id = ?",
                 (run_id,),
             )
             row = self.conn.execute(

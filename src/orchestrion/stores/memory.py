@@ -118,6 +118,7 @@ class MemoryStore:
         claimed = []
         for run in waiting[:limit]:
             run.status = RunStatus.RUNNING  # marked running as it is claimed
+            run.attempts += 1
             claimed.append(await self.claim(run.id, owner, ttl=ttl))
         return claimed
 
@@ -192,7 +193,7 @@ class MemoryStore:
     ) -> None:
         run = self._fence(run_id, token, "update")
         if release:
-            run.lease = None
+            run.lease, run.attempts = None, 0
         run.status = status
         run.output = output
         run.error = error

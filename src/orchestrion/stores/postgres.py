@@ -778,6 +778,7 @@ def _record(row: Any) -> RunRecord:
         token=row["token"],
         queue=row["queue"],
         priority=row["priority"],
+        attempts=row["attempts"],
         v=row["v"],
     )
 
