@@ -168,3 +168,21 @@ async def test_attempts_count_the_claims_until_the_run_stops_cleanly(store: Stor
     await store.update_run("r1", status=RunStatus.INTERRUPTED, token=again.token, release=True)
     record = await store.get_run("r1")
     assert record is not None and record.attempts == 0
+
+
+async def test_an_idle_wait_is_not_ended_by_a_run_of_another_queue(store: Store) -> None:
+    q = runs_queue(store)
+    await q.wait_for_runs(["billing"], 0.01)  # starts listening where that applies
+
+    async def elsewhere() -> None:
+        await asyncio.sleep(0.05)
+        await store.create_run(queued("r1", queue="default"))
+        await asyncio.sleep(0.2)
+        await store.create_run(queued("r2", queue="billing"))
+
+    task = asyncio.create_task(elsewhere())
+    await q.wait_for_runs(["billing"], 10)
+    await task
+    claimed = await q.claim_next("w", ["billing"], ttl=30)
+    assert claimed is not None and claimed.id == "r2"  # woken by its own queue's run
+    assert await store.get_run("r2") is not None

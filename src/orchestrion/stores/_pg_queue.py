@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrion.stores._pg_sql import RUN_COLUMNS
@@ -72,10 +73,14 @@ class Listener:
         self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heard: asyncio.Event | None = None
+        self._queues: frozenset[str] = frozenset()
+        """The queues of the waiting worker: a run queued on another wakes nobody here."""
 
-    async def wait(self, timeout: float) -> None:
-        """Return once a run was queued since the last call, or after `timeout` seconds
-        (at once when the connection drops: the caller's claim finds what it missed)."""
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return once a run was queued on one of `queues` since the last call, or
+        after `timeout` seconds (at once when the connection drops: the caller's claim
+        finds what it missed)."""
+        self._queues = frozenset(queues)
         if self._loop is not asyncio.get_running_loop():
             self._conn = None  # the connection of another event loop: left to it
         conn, heard = self._conn, self._heard
@@ -99,7 +104,7 @@ class Listener:
             return False
         try:
             await conn.add_listener(self.channel, self._notified)
-            conn.add_termination_listener(self._notified)
+            conn.add_termination_listener(self._dropped)
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, asyncpg.PostgresError | OSError):
@@ -108,7 +113,11 @@ class Listener:
         self._conn, self._loop = conn, asyncio.get_running_loop()
         return True
 
-    def _notified(self, *_: object) -> None:
+    def _notified(self, conn: object, pid: int, channel: str, queue: str) -> None:
+        if self._heard is not None and queue in self._queues:  # the payload: its queue
+            self._heard.set()
+
+    def _dropped(self, conn: object) -> None:
         if self._heard is not None:
             self._heard.set()
 

@@ -61,6 +61,8 @@ class MemoryStore:
         self._queued: asyncio.Event | None = None
         """Set when a run is queued or put back (for `wait_for_runs`)."""
         self._queued_loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: frozenset[str] = frozenset()
+        """The queues `wait_for_runs` waits for."""
 
     async def create_run(
         self,
@@ -84,7 +86,7 @@ class MemoryStore:
         )
         self._journals[run.id] = list(entries)
         if run.status == RunStatus.QUEUED:
-            self._wake()
+            self._wake(run.queue)
         return lease
 
     async def claim(
@@ -128,12 +130,13 @@ class MemoryStore:
         if event is None or self._queued_loop is not loop:  # an Event serves one loop
             event = self._queued = asyncio.Event()
             self._queued_loop = loop
+        self._waiting = frozenset(queues)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
         event.clear()
 
-    def _wake(self) -> None:
-        if self._queued is not None:
+    def _wake(self, queue: str | None) -> None:
+        if self._queued is not None and queue in self._waiting:
             self._queued.set()
 
     async def renew(self, leases: Mapping[str, int], *, ttl: float = DEFAULT_LEASE_TTL) -> set[str]:
@@ -202,7 +205,7 @@ class MemoryStore:
             run.usage = list(usage)
         run.updated_at = time.time()
         if status == RunStatus.QUEUED:
-            self._wake()
+            self._wake(run.queue)
 
     async def append(
         self, run_id: str, entries: Sequence[Entry], *, durable: bool, token: int | None = None

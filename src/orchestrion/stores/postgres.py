@@ -642,12 +642,13 @@ class PostgresStore:
         return claimed
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
-        """Return when a run is queued or put back on this store (NOTIFY), or after
-        `timeout` seconds (a lease that ends sends nothing)."""
+        """Return when a run is queued or put back on one of `queues` (NOTIFY, whose
+        payload is the queue), or after `timeout` seconds (a lease that ends sends
+        nothing)."""
         await self._ready()
         if self._listener is None:
             self._listener = Listener(self._listen_connection, channel(self.schema))
-        await self._listener.wait(timeout)
+        await self._listener.wait(queues, timeout)
 
     async def _listen_connection(self) -> Any:
         import asyncpg
