@@ -253,7 +253,8 @@ def test_a_breaker_opened_by_one_worker_stops_the_calls_of_another(pg_fleet: Fle
         assert "circuit for test:flaky-model is open" in json.dumps(record.error)
 
 
-def test_two_workers_draw_model_calls_from_one_rate_limit(pg_fleet: Fleet) -> None:
+def test_two_workers_draw_model_calls_from_one_rate_limit(fleet: Fleet) -> None:
+    pg_fleet = fleet  # on PostgreSQL, and on SQLite (the processes of one machine)
     ids = pg_fleet.submit(4, "limited")  # two model calls each: eight wanted
     workers = [pg_fleet.worker("--until-idle", WK_RATE="3") for _ in range(2)]
     for proc in workers:

@@ -122,13 +122,14 @@ async def test_models_with_one_key_share_one_allowance(runtime: Runtime) -> None
     assert second.error is not None and second.error["rate_limit"] == "fleet"
 
 
-async def test_two_runtimes_on_one_postgres_store_draw_from_one_allowance(
-    tmp_path: Path,
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_two_runtimes_on_one_shared_store_draw_from_one_allowance(
+    tmp_path: Path, kind: str
 ) -> None:
-    first_store = make_store("postgres", tmp_path)
-    schema = first_store.schema  # type: ignore[attr-defined]
-    second_store = make_store("postgres", tmp_path)
-    second_store.schema = schema  # type: ignore[attr-defined]
+    first_store = make_store(kind, tmp_path)
+    second_store = make_store(kind, tmp_path)  # the same file; for PostgreSQL, see below
+    if kind == "postgres":
+        second_store.schema = first_store.schema  # type: ignore[attr-defined]
     limit = RateLimit(requests=3, per=60, max_wait=0.5)
     try:
         a, b = Runtime(first_store), Runtime(second_store)

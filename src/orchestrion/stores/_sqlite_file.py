@@ -55,6 +55,14 @@ _V3 = (  # a queue of runs for workers: highest priority first, then oldest
     "CREATE INDEX runs_queued ON runs (queue, priority DESC, created_at) WHERE status = 'queued'",
     "CREATE INDEX runs_unowned ON runs (coalesce(lease_until, 0)) "
     "WHERE status = 'running' AND queue IS NOT NULL",
+    # rate-limit allowances shared by the processes on this file (`SQLiteStore.rate_limits`)
+    """CREATE TABLE rate_limits (
+        key TEXT PRIMARY KEY,
+        requests REAL NOT NULL DEFAULT 0,
+        tokens REAL NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        at REAL NOT NULL
+    )""",
 )
 MIGRATIONS = (V1, _V2, _V3)
 """The table layout, one step per version, append-only: a file at version N gets

@@ -3,7 +3,8 @@
 Every call of `SQLiteStore` becomes one operation queued for the writer thread
 (`orchestrion.stores._sqlite_writer`). The set is closed (`Op`):
 
-- writes (`Create`, `Update`, `Append`, `Claim`, `Renew`, `Release`) are applied
+- writes (`Create`, `Update`, `Append`, `Claim`, `ClaimNext`, `Renew`, `Release`,
+  `Allow`) are applied
   by a `Transaction`, one `_apply_<op>` handler each, inside the batch's
   `BEGIN IMMEDIATE`: a fencing token is checked in the transaction that writes;
 - reads (`Get`, `Find`, `List`, `Load`) are answered after the commit by
@@ -21,11 +22,12 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
 
 from orchestrion._json import dumps_str, loads
 from orchestrion.engine.journal import Entry, Lease, RunRecord
+from orchestrion.engine.rate_limits import Allowance
 from orchestrion.errors import RunBusy, RunNotFound, StoreError, lease_lost
 from orchestrion.stores._failures import WriteFailure
 from orchestrion.stores._sqlite_file import (
@@ -164,6 +166,15 @@ class Release(NamedTuple):
     token: int
 
 
+class Allow(NamedTuple):
+    """Change a rate limit's allowance (`SQLiteStore.rate_limits`): `change` applies
+    `engine.rate_limits.Allowance` rules to it, at `time.time()`, and gives the result."""
+
+    waiter: Waiter
+    key: str
+    change: Callable[[Allowance, float], object]
+
+
 class Get(NamedTuple):
     waiter: Waiter
     run_id: str
@@ -191,10 +202,10 @@ class Stop(NamedTuple):
     waiter: Waiter
 
 
-Write: TypeAlias = Create | Update | Append | Claim | ClaimNext | Renew | Release
+Write: TypeAlias = Create | Update | Append | Claim | ClaimNext | Renew | Release | Allow
 Read: TypeAlias = Get | Find | List | Load
 Op: TypeAlias = Write | Read | Stop
-WRITES = (Append, Update, Create, Claim, ClaimNext, Renew, Release)
+WRITES = (Append, Update, Create, Claim, ClaimNext, Renew, Release, Allow)
 """The classes of `Write`, for `isinstance` (the most frequent first)."""
 RUN_WRITES = (Update, Append)
 """Writes that continue a run's journal or record: a failure of one is kept for its run."""
@@ -291,6 +302,8 @@ class Transaction:
                 case Release():
                     self._apply_release(op)
                     append(None)
+                case Allow():
+                    append(self._apply_allow(op))
                 case _:
                     assert_never(op)
         self._flush()
@@ -508,6 +521,21 @@ class Transaction:
             if cur.rowcount != 1:
                 lost.add(run_id)
         return lost
+
+    def _apply_allow(self, op: Allow) -> object:
+        now = time.time()
+        row = self.conn.execute(
+            "SELECT requests, tokens, cost, at FROM rate_limits WHERE key = ?", (op.key,)
+        ).fetchone()
+        allowance = Allowance(*row) if row is not None else Allowance(at=now)
+        result = op.change(allowance, now)
+        self.conn.execute(
+            "INSERT INTO rate_limits (key, requests, tokens, cost, at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET requests = excluded.requests, "
+            "tokens = excluded.tokens, cost = excluded.cost, at = excluded.at",
+            (op.key, allowance.requests, allowance.tokens, allowance.cost, allowance.at),
+        )
+        return result
 
     def _apply_release(self, op: Release) -> None:
         self.conn.execute(

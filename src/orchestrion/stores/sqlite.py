@@ -43,12 +43,15 @@ from typing import Any, Concatenate, ParamSpec
 
 from orchestrion._json import JSON, dumps_str
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
+from orchestrion.engine.rate_limits import Allowance
 from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import StoreError, UserError
+from orchestrion.policy import RateLimit
 from orchestrion.redact import redact_url
 from orchestrion.stores._failures import lost_writes
 from orchestrion.stores._sqlite_file import DEFAULT_PATH, next_claimable
 from orchestrion.stores._sqlite_ops import (
+    Allow,
     Append,
     Claim,
     ClaimNext,
@@ -196,6 +199,14 @@ class SQLiteStore:
         claimed: list[RunRecord] = await self._call(ClaimNext, owner, tuple(queues), ttl, limit)
         return claimed
 
+    def rate_limits(self) -> SQLiteLimits:
+        """Rate-limit allowances shared by every runtime on this file (a runtime on
+        this store uses them unless given its own)."""
+        return SQLiteLimits(self)
+
+    async def _allow(self, key: str, change: Callable[[Allowance, float], object]) -> object:
+        return await self._call(Allow, key, change)
+
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         """Return when a run of `queues` may be claimed, or after `timeout` seconds.
 
@@ -337,3 +348,20 @@ class SQLiteStore:
             raise StoreError(
                 f"Cannot append to run {run_id!r}: an entry's result is not JSON: {exc}"
             ) from exc
+
+
+class SQLiteLimits:
+    """The `Limits` of every runtime on one SQLite file: the processes of a machine
+    (workers on the file) draw from one allowance per model, changed in the
+    writer's transactions (see `engine.rate_limits`)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    async def take(self, key: str, limit: RateLimit) -> float:
+        wait = await self._store._allow(key, lambda a, now: a.take(limit, now))
+        assert isinstance(wait, float)
+        return wait
+
+    async def spend(self, key: str, limit: RateLimit, tokens: int, cost: float | None) -> None:
+        await self._store._allow(key, lambda a, now: a.spend(limit, tokens, cost, now))
