@@ -82,6 +82,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import harness
+
 POSTGRES_URL = os.environ.get(
     "ORCHESTRION_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -903,15 +905,7 @@ def run_profile(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def print_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[k]) for row in (header, *body)) for k in range(len(header))]
-    fmt = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if k == 0 else c.rjust(w)
-        for k, (c, w) in enumerate(zip(cells, widths, strict=True))
-    )
-    print(fmt(header))
-    print("  ".join("-" * w for w in widths))
-    for cells in body:
-        print(fmt(cells))
+    harness.print_table(header, body)
     sys.stdout.flush()
 
 

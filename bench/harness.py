@@ -52,6 +52,11 @@ def table(rows: Sequence[Row], *, baseline: str | None = None) -> None:
         )
         for r in rows
     ]
+    print_table(header, body)
+
+
+def print_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell: the first left-aligned, the rest right."""
     widths = [max(len(c[k]) for c in (header, *body)) for k in range(len(header))]
     fmt = lambda cells: "  ".join(  # noqa: E731
         c.ljust(w) if k == 0 else c.rjust(w)
