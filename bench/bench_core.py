@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import uuid
@@ -21,17 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Row, measure, table
+from harness import POSTGRES_URL, Row, drop_schema, measure, table
 
 from orchestrion import Agent, LoopGuard, Runtime, tool
 from orchestrion.messages import ModelResponse, ToolCall, ToolResult
 from orchestrion.testing import ScriptedModel, call
 
 STEPS = 10
-POSTGRES_URL = os.environ.get(
-    "ORCHESTRION_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-)
-"""The PostgreSQL server of the postgres rows (orchestrion's and LangGraph's)."""
 
 
 @tool
@@ -102,16 +97,6 @@ async def orchestrion_rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
         model.assert_complete()
     await drop_schema(schema)
     return rows
-
-
-async def drop_schema(schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def langgraph_rows(warmup: int, repeat: int) -> list[Row]:

@@ -83,27 +83,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import harness
+from harness import POSTGRES_URL, drop_schema
 
-POSTGRES_URL = os.environ.get(
-    "ORCHESTRION_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-)
-"""The PostgreSQL server of the postgres rows (a fresh schema each, dropped after)."""
 HERE = Path(__file__).resolve().parent
 TARGET = f"{HERE / 'worker_target.py'}:agent"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- stores ------------------------------------------------------------------------
-
-
-async def drop_schema(schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 class FreshStore:

@@ -1,11 +1,28 @@
-"""Tiny stdlib-only timing harness for the side-by-side benchmark."""
+"""Tiny timing harness for the side-by-side benchmarks, and the PostgreSQL they share."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+POSTGRES_URL = os.environ.get(
+    "ORCHESTRION_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server of the benches' postgres rows (a fresh schema each, dropped after)."""
+
+
+async def drop_schema(schema: str) -> None:
+    """Drop a bench's PostgreSQL schema, with everything in it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrion._json import JSON, dumps_str
-from orchestrion.bus.redis_streams import follow, streams
+from orchestrion.bus.redis_streams import follow
 from orchestrion.cli.render import console, summarize
 from orchestrion.engine.journal import RunStatus
 from orchestrion.engine.runtime import Runtime
@@ -104,7 +104,3 @@ def streams_table(found: list[dict[str, JSON]]) -> Table:
                 "" if g.get("lag") is None else str(g["lag"]),
             )
     return table
-
-
-async def list_streams(bus: str, prefix: str) -> list[dict[str, JSON]]:
-    return await streams(bus, prefix)

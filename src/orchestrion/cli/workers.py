@@ -15,9 +15,9 @@ from rich.text import Text
 
 from orchestrion._json import dumps_str
 from orchestrion.budget import Budget
-from orchestrion.bus.redis_streams import DEFAULT_PREFIX, RedisEvents
+from orchestrion.bus.redis_streams import DEFAULT_PREFIX, RedisEvents, streams
 from orchestrion.cli import common
-from orchestrion.cli.follow import list_streams, streams_table
+from orchestrion.cli.follow import streams_table
 from orchestrion.cli.render import console
 from orchestrion.engine.queue import DEFAULT_QUEUE
 from orchestrion.engine.runtime import Runtime
@@ -207,7 +207,7 @@ def bus(
             "Give the bus: --bus redis://host:6379/0 (or ORCHESTRION_BUS).", common.USAGE_ERROR
         )
     with common.errors():
-        found = asyncio.run(list_streams(bus, prefix))
+        found = asyncio.run(streams(bus, prefix))
     if as_json:
         print(dumps_str(found))
     else:
