@@ -96,18 +96,38 @@ class RunContext(Protocol[DepsT_co]):
         ...
 
     @overload
-    def step(self, name: str, fn: Callable[[], Awaitable[J]]) -> Awaitable[J]: ...
+    def step(
+        self, name: str, fn: Callable[[], Awaitable[J]], *, durable: bool = False
+    ) -> Awaitable[J]: ...
 
     @overload
-    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Awaitable[JSON]: ...
+    def step(
+        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+    ) -> Awaitable[JSON]: ...
 
-    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Awaitable[JSON]:
+    def step(
+        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+    ) -> Awaitable[JSON]:
         """Run `fn` once per run: its result is journaled as JSON and replayed. What
         it returns is that JSON (first time and on replay alike), so a function
         returning JSON data gives its own type back, and any other (a model, a
         dataclass, a datetime) gives `JSON`. Build `name` from the input and
         journaled values only: a resume that asks for a step the journal lacks while
-        journaled ones go unasked raises `DeterminismError`."""
+        journaled ones go unasked raises `DeterminismError`.
+
+        `durable=True` returns only once the result is committed to the store, even
+        under `durability="async"`: for a result that something outside the run is
+        then told about (a message acknowledged to its queue, say)."""
+        ...
+
+    async def submit(self, runnable: Any, input: JSONInput, *, name: str | None = None) -> str:
+        """Queue a separate run of `runnable` on `input`, for any worker to take (on
+        this run's queue, with its priority), and return its id. `runnable` must be
+        a member of this run's runnable (held in a field of one of its patterns),
+        so that a worker finds it from this run's target; this run must have been
+        submitted to a queue. Journaled: a replay gets the same run, submitted once.
+        Unnamed calls are the steps `submit-1`, `submit-2`, ...; inside `ctx.gather`,
+        name them."""
         ...
 
     async def now(self, *, name: str | None = None) -> datetime:

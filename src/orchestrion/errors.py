@@ -24,6 +24,7 @@
         ├── MaxTurnsExceeded      the agent used all its turns
         ├── MaxHandoffsExceeded   a Handoff's agents kept transferring past max_handoffs
         ├── RoundsExceeded        a PeerNetwork's agents kept messaging past max_rounds
+        ├── PeerFailed            an agent of a PeerNetwork spread over workers failed
         ├── NotEnoughBranches     fewer Concurrent branches succeeded than min_success
         ├── UnknownSpeaker        a GroupChat's speaker policy chose no participant
         ├── RunHalted             ends the whole run; patterns pass it on
@@ -36,6 +37,9 @@
         ├── ContextTooLarge       a request is over the agent's ContextLimit
         └── RunFailed             reading the output of a run that failed
             └── NoOutput          ... of a run that has none (waiting, cancelled, running)
+
+`Suspension` is not an error and not an `OrchestrionError`: it passes through a
+run's code while the run stops to wait for humans.
 
 Errors are plain data: constructing one has no side effects.
 """
@@ -157,6 +161,12 @@ class FakeModelError(OrchestrionError, AssertionError):
     function failed. The step fails with it as it is (no retry, no fallback model),
     and the run raises it. An `AssertionError` too, so that test runners report it
     as a failed check and `pytest.raises(AssertionError)` catches it."""
+
+
+class Suspension(Exception):  # not an error: the run waits
+    """Passes through the run's code while the run stops to wait for humans (an
+    interrupt, an approval). Code that catches `Exception` around steps must let it
+    through (`except Suspension: raise`) for the run to wait rather than fail."""
 
 
 class RunError(OrchestrionError):
@@ -282,6 +292,11 @@ class MaxHandoffsExceeded(RunError):
 
 class RoundsExceeded(RunError):
     """The agents of a `PeerNetwork` kept messaging past its `max_rounds`."""
+
+
+class PeerFailed(RunError):
+    """An agent of a `PeerNetwork` whose agents run as separate runs (`mailboxes=`)
+    failed: its run's error is in the message, and the network fails with it."""
 
 
 class NotEnoughBranches(RunError):

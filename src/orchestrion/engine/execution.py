@@ -65,6 +65,7 @@ from orchestrion.errors import (
     DeterminismError,
     RunError,
     RunHalted,
+    Suspension,
     UserError,
     WriteUncertain,
     describe,
@@ -82,7 +83,7 @@ J = TypeVar("J", bound=JSON)
 COMPLETED = StepStatus.COMPLETED
 
 
-class Suspended(Exception):
+class Suspended(Suspension):
     """Raised inside a run that must wait for humans; the Runtime turns it into
     an `interrupted` RunResult."""
 
@@ -109,6 +110,9 @@ class RunEnv:
     """The runtime's circuit breakers, shared by all its runs."""
     limits: Limits = field(default_factory=MemoryLimits)
     """The allowances of the runtime's rate limits, shared by all its runs."""
+    submit: Callable[[str, str, Any, JSON], Awaitable[str]] | None = None
+    """Queues a separate run of a member of a run (`ctx.submit`): given the run's id,
+    the new run's idempotency key, the member and its input; the new run's id."""
 
 
 class Execution:
@@ -220,7 +224,12 @@ class Execution:
         return response
 
     async def custom_step(
-        self, key: str, fn: Callable[[], Awaitable[Any]], site: str, kind: ValueKind = "step"
+        self,
+        key: str,
+        fn: Callable[[], Awaitable[Any]],
+        site: str,
+        kind: ValueKind = "step",
+        durable: bool = False,
     ) -> JSON:
         done = self.log.claim(key, site, nests=True)
         if done is not None:
@@ -240,7 +249,7 @@ class Execution:
                 self._raise_if_cut_off(key, exc)
             raise
         if kind == "step":  # the usual one (every branch of a fan-out): no record made
-            await self.completed_as(key, kind, step_returned(value), started)
+            await self.completed_as(key, kind, step_returned(value), started, durable=durable)
         else:  # a clock, a seed, a uuid: checked by their records
             await self.completed(key, kind, value_record(kind, value), started)
         return value
@@ -396,13 +405,32 @@ class Context(Generic[DepsT]):
     # one of their own: a fan-out makes thousands of them.
 
     @overload
-    def step(self, name: str, fn: Callable[[], Awaitable[J]]) -> Coroutine[Any, Any, J]: ...
+    def step(
+        self, name: str, fn: Callable[[], Awaitable[J]], *, durable: bool = False
+    ) -> Coroutine[Any, Any, J]: ...
 
     @overload
-    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, JSON]: ...
+    def step(
+        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+    ) -> Coroutine[Any, Any, JSON]: ...
 
-    def step(self, name: str, fn: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, JSON]:
-        return self._ex.custom_step(self._name(name, "step"), fn, _caller())
+    def step(
+        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+    ) -> Coroutine[Any, Any, JSON]:
+        return self._ex.custom_step(self._name(name, "step"), fn, _caller(), durable=durable)
+
+    async def submit(self, runnable: Any, input: JSONInput, *, name: str | None = None) -> str:
+        ex = self._ex
+        key = self._name(name, "submit")
+        submit = ex.env.submit
+        if submit is None:
+            raise UserError("ctx.submit needs a Runtime: this run has no way to queue runs.")
+        data = journaled(input, "input", f"ctx.submit({runnable.name!r})", "was given")
+        run_key = ex.log.idempotency_key(key)
+        value = await ex.custom_step(
+            key, lambda: submit(ex.run_id, run_key, runnable, data), _caller(), durable=True
+        )
+        return str(value)
 
     def run(self, runnable: Any, input: Any, *, key: str | None = None) -> Coroutine[Any, Any, Any]:
         scope = keys.child(self.key, key) if key else self.key

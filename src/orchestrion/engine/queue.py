@@ -23,7 +23,7 @@ from orchestrion.engine.journal import Lease, RunRecord, RunStatus
 from orchestrion.engine.leases import quietly
 from orchestrion.engine.runs import check_same_request, new_record
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
-from orchestrion.engine.targets import load_target
+from orchestrion.engine.targets import load_target, member_target
 from orchestrion.errors import AnswerError, RunNotResumable, StoreError, UserError, describe
 from orchestrion.runnable import Runnable
 
@@ -83,8 +83,48 @@ async def submit(
             f"priority={priority!r}: give a whole number between -2147483647 and 2147483647 "
             "(higher runs first)."
         )
+    runnable = load_target(target)  # a wrong target fails here, not in a worker
+    return await _enqueue(store, runnable, target, input, queue, priority, idempotency_key, run_id)
+
+
+async def submit_member(
+    store: Store,
+    targets: dict[str, Runnable],
+    run_id: str,
+    idempotency_key: str,
+    member: Runnable,
+    input: JSONInput,
+) -> str:
+    """Queue a separate run of `member`, a member of the runnable of run `run_id`, on
+    that run's queue and with its priority (`ctx.submit`); its id. Submitted once per
+    `idempotency_key`."""
+    record = await store.get_run(run_id)
+    if record is None or record.queue is None or not record.target:
+        raise UserError(
+            f"ctx.submit({getattr(member, 'name', member)!r}) queues a separate run for "
+            f"workers, found from this run's target; run {run_id} was not submitted to a "
+            "queue: submit it (`orchestrion submit TARGET` or Runtime.submit) and run "
+            "`orchestrion worker`s."
+        )
+    target = member_target(record.target, target_of(record, targets), member)
+    targets.setdefault(target, member)
+    return await _enqueue(
+        store, member, target, input, record.queue, record.priority, idempotency_key, None
+    )
+
+
+async def _enqueue(
+    store: Store,
+    runnable: Runnable,
+    target: str,
+    input: JSONInput,
+    queue: str,
+    priority: int,
+    idempotency_key: str | None,
+    run_id: str | None,
+) -> str:
     record = new_record(
-        load_target(target),  # a wrong target fails here, not in a worker
+        runnable,
         input,
         run_id,
         status=RunStatus.QUEUED,

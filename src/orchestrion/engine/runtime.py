@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from secrets import token_hex
 from typing import Any, Literal, overload
 
@@ -36,6 +37,7 @@ from orchestrion.engine.queue import (
     requeue,
     runnable_of,
     submit,
+    submit_member,
     unanswered,
 )
 from orchestrion.engine.rate_limits import Limits, limits_for
@@ -124,8 +126,7 @@ class Runtime:
         self._models: dict[str, Model] = {}
         self._runnables: dict[str, Runnable] = {}
         """The runnable of each run started or resumed here, by run id."""
-        self._targets: dict[str, Runnable] = {}
-        """The runnables of the targets of the queued runs worked on here."""
+        self._targets: dict[str, Runnable] = {}  # of the queued runs worked on here, by target
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._finished: dict[str, asyncio.Event] = {}
         """Set when the run working here under that id stops working."""
@@ -147,10 +148,9 @@ class Runtime:
 
     # -- running -------------------------------------------------------------
 
-    # The overloads of `run`, `stream`, `run_sync`, `resume` and `fork` type the
-    # output as the runnable's, and check `deps`: an agent whose tools read a
-    # `RunContext[Bank]` must be given a `Bank`; one that reads none, and a
-    # workflow (its members' deps are not visible to a checker), take any.
+    # The overloads of `run`, `stream`, `run_sync`, `resume` and `fork` type the output
+    # as the runnable's, and check `deps`: an agent whose tools read a `RunContext[Bank]`
+    # needs a `Bank`; one that reads none, and a workflow (opaque to checkers), take any.
 
     @overload
     async def run(
@@ -685,6 +685,7 @@ class Runtime:
                 policy=self.policy,
                 breakers=self._breakers,
                 limits=self._limits,
+                submit=partial(submit_member, self.store, self._targets),
             )
         events = events_for(run_id, sink)
         ex = Execution(env, log, accounts, events, answers)

@@ -1,12 +1,16 @@
-"""Find a runnable from an import string: `path/to/file.py:attr` or `package.module:attr`."""
+"""Find a runnable from an import string: `path/to/file.py:attr` or `package.module:attr`,
+optionally followed by the names of members inside it: `team.py:pipeline#payroll#payroll.alice`
+is the member `payroll.alice` of the member `payroll` of `pipeline` (how the separate runs a
+run queues with `ctx.submit` find what they run)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -36,15 +40,80 @@ _loading = threading.Lock()
 being imported must not be seen half-made by another thread."""
 
 
+_MEMBER = "#"
+"""Before each member name in a target (names are letters, digits, `_`, `-` and `.`)."""
+
+
 def load_target(target: str) -> Runnable:
+    location, sep, attr = target.rpartition(":")
+    attr, *path = attr.split(_MEMBER)
     with _loading:
-        obj = load_object(target, "Runnables", is_runnable)
+        obj = load_object(f"{location}{sep}{attr}", "Runnables", is_runnable)
     if not is_runnable(obj):
         raise TargetError(
             f"Target {target!r} is a {type(obj).__name__}, not something orchestrion can run: "
             "point it at an Agent (or an object with a name and an async invoke(ctx, input))."
         )
+    return find_member(obj, path, target) if path else obj
+
+
+def member_target(target: str, root: Runnable, member: Runnable) -> str:
+    """The target of `member`, a runnable inside `root` (the runnable of `target`): a
+    `TargetError` if it is not found inside it, or its path of names is ambiguous."""
+    path = _path_to(root, member, [], set())
+    if path is None:
+        raise TargetError(
+            f"{getattr(member, 'name', member)!r} is not a member of {target!r} (found through "
+            "the fields of its patterns): a separate run can only run what its target holds."
+        )
+    if find_member(root, path, target) is not member:
+        raise TargetError(
+            f"Target {target!r} holds two different members named along the path {path}: "
+            "give them distinct names."
+        )
+    return _MEMBER.join([target, *path])
+
+
+def find_member(root: Runnable, path: list[str], target: str) -> Runnable:
+    """The member of `root` found by following `path`, one member name at each level."""
+    obj = root
+    for name in path:
+        found = next((m for m in members_of(obj) if m.name == name), None)
+        if found is None:
+            names = sorted({m.name for m in members_of(obj)})
+            raise TargetError(
+                f"Target {target!r}: {obj.name!r} has no member {name!r} (members: "
+                f"{names or 'none'}); the code may have changed since the run was queued."
+            )
+        obj = found
     return obj
+
+
+def members_of(obj: object) -> Iterator[Runnable]:
+    """The runnables that a pattern holds in its fields (directly, or in a sequence or
+    a mapping); an agent holds none."""
+    if isinstance(obj, Agent) or not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name, None)
+        if isinstance(value, Mapping):
+            value = tuple(value.values())
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if is_runnable(item) and not isinstance(item, type):
+                yield item
+
+
+def _path_to(obj: object, wanted: object, path: list[str], seen: set[int]) -> list[str] | None:
+    if obj is wanted:
+        return path
+    if id(obj) in seen:
+        return None
+    seen.add(id(obj))
+    for member in members_of(obj):
+        found = _path_to(member, wanted, [*path, member.name], seen)
+        if found is not None:
+            return found
+    return None
 
 
 def load_object(

@@ -6,6 +6,10 @@ wakes at once on its inbox; what they send is delivered in the next round.
 Rounds make delivery order a function of the journal (sender, then call
 order), so a resumed run sees the same mail. The run ends when an agent calls
 `finish`, or when no messages remain (then the output is the message log).
+
+With `mailboxes=` (Redis Streams: `orchestrion.bus.redis_mail.RedisMailboxes`),
+each agent runs as its own run on any worker instead, and reads its mailbox
+whenever it is free (see `patterns.peer_runs`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
 from orchestrion.loops import LoopWatch, MailRound
 from orchestrion.patterns._names import agents_only, check_name
+from orchestrion.patterns.peer_runs import Mailboxes, Peer, run_network
 from orchestrion.tools.tool import ModelRetry, Tool
 
 
@@ -80,8 +85,16 @@ class PeerNetwork:
     loop_guard: LoopGuard | None = field(default_factory=lambda: LoopGuard(repeats=2))
     """Acts when a round carries exactly the mail of an earlier round (`repeats`
     times): `warn` tells the recipients, `stop` ends the run, `ask` asks a human."""
+    mailboxes: Mailboxes | None = None
+    """Run each agent as its own run, on any worker, with its mailbox here (e.g.
+    `RedisMailboxes(url)`); the network must then be submitted to a queue. An agent
+    takes at most `max_rounds` turns (one per look at its mailbox); the loop guard
+    watches each agent's mail. Each agent's run holds a worker slot while it waits."""
     description: str = ""
     _edges: dict[str, tuple[str, ...]] = field(init=False, repr=False)
+    _peers: dict[str, Peer] = field(init=False, repr=False)
+    """The agents as separate runs (with `mailboxes`), by agent name: fields, so that a
+    worker finds them from the network's target."""
 
     def __post_init__(self) -> None:
         check_name("PeerNetwork", self.name)
@@ -104,10 +117,27 @@ class PeerNetwork:
             )
         object.__setattr__(self, "entry", entry)
         object.__setattr__(self, "_edges", {n: tuple(edges.get(n, ())) for n in names})
+        peers = {}
+        if self.mailboxes is not None:
+            peers = {
+                a.name: Peer(
+                    name=f"{self.name}.{a.name}",
+                    agent=a,
+                    network=self.name,
+                    allowed=self._edges[a.name],
+                    mailboxes=self.mailboxes,
+                    max_rounds=self.max_rounds,
+                    loop_guard=self.loop_guard,
+                )
+                for a in self.agents
+            }
+        object.__setattr__(self, "_peers", peers)
 
     async def invoke(self, ctx: RunContext[Any], input: Any) -> str | dict[str, JSON]:
         """The answer given to `finish`, or, when the messages ran out without one,
         `{"messages": [...], "finished": None}`."""
+        if self.mailboxes is not None:
+            return await run_network(ctx, self.name, self._peers, self.entry, self.mailboxes, input)
         bus = self.bus()
         finished: list[tuple[str, str]] = []
         log: list[JSON] = []

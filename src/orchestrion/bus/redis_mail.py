@@ -1,0 +1,238 @@
+"""Mailboxes on Redis Streams for the agents of a `PeerNetwork` that run as
+separate runs on any worker: `PeerNetwork(..., mailboxes=RedisMailboxes(url))`.
+
+One network's run (its `box`) has, under the hash tag `{box}` (one slot in a
+Redis Cluster, so each script touches one node):
+
+    {prefix}:mail:{box}:in:AGENT   a stream per agent, read by its consumer group `agents`
+    {prefix}:mail:{box}:reports    the network's reports (finish, exceeded, failed, quiet)
+    {prefix}:mail:{box}:log        every message posted, in posting order
+    {prefix}:mail:{box}:sent       ids of the messages and reports posted (each posted once)
+    {prefix}:mail:{box}:done       ids of the messages acted on
+    {prefix}:mail:{box}:flight     messages posted and not acted on yet
+    {prefix}:mail:{box}:meta       the network's name, run id and agents
+
+An agent's run reads its stream through the group, as the consumer named by its
+run id, journals what it read, then acknowledges it (XACK): mail read by a run
+that died before journaling it stays pending for that consumer and is read again
+first when the run resumes. Posting, acting on and reporting are Lua scripts, so
+that "posted once" and the in-flight count stay exact when a call is repeated
+after a crash. Once the network closes, its keys expire after `ttl` seconds.
+`orchestrion bus` lists the streams, with what each group has pending and lagging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from orchestrion._json import JSON, dumps_str, loads
+from orchestrion.bus.redis_streams import DEFAULT_PREFIX, connect
+from orchestrion.errors import RunError
+from orchestrion.redact import redact_url
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+GROUP = "agents"
+"""The consumer group of every agent's stream."""
+BATCH = 100
+"""Messages an agent takes from its mailbox at most at once."""
+
+_POST = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then return 0 end
+redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[1], 'from', ARGV[2], 'content', ARGV[4])
+redis.call('XADD', KEYS[4], '*', 'id', ARGV[1], 'from', ARGV[2], 'to', ARGV[3], 'content', ARGV[4])
+return 1
+"""
+"""KEYS: sent, flight, the recipient's stream, log. ARGV: id, from, to, content."""
+
+_DONE = """
+local n = 0
+for _, id in ipairs(ARGV) do n = n + redis.call('SADD', KEYS[1], id) end
+if n == 0 then return -1 end
+local left = redis.call('DECRBY', KEYS[2], n)
+if left <= 0 then redis.call('XADD', KEYS[3], '*', 'report', '{"type":"quiet"}') end
+return left
+"""
+"""KEYS: done, flight, reports. ARGV: the ids of the messages acted on."""
+
+_REPORT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'report', ARGV[2])
+return 1
+"""
+"""KEYS: sent, reports. ARGV: the report's id, the report (JSON)."""
+
+_STOP = """
+for i = 2, #KEYS do
+  if redis.call('HSETNX', KEYS[1], 'stop:' .. KEYS[i], '1') == 1 then
+    redis.call('XADD', KEYS[i], '*', 'stop', '1')
+  end
+end
+return 1
+"""
+"""KEYS: sent, then each agent's stream."""
+
+
+class RedisMailboxes:
+    """The mailboxes of networks whose agents run apart, on Redis Streams at `url`.
+    `block`: seconds of one blocking read (a read is repeated until mail comes);
+    `ttl`: seconds a closed network's keys are kept, for `orchestrion bus`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        ttl: float = 86_400,
+        block: float = 1.0,
+    ) -> None:
+        self.url = redact_url(url)
+        self.prefix = prefix
+        self.ttl = int(ttl)
+        self.block = block
+        self._raw_url = url
+        self._clients: dict[int, redis.asyncio.Redis] = {}
+        connect(url)  # a wrong URL or a missing package fails at definition
+
+    def __repr__(self) -> str:
+        return f"RedisMailboxes({self.url!r})"
+
+    # -- the network's run ---------------------------------------------------
+
+    async def open(self, box: str, network: str, run_id: str, agents: Sequence[str]) -> None:
+        client = self._client()
+        for agent in agents:
+            try:
+                await client.xgroup_create(self._key(box, "in", agent), GROUP, "0", mkstream=True)
+            except Exception as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise self._failed("open the mailboxes of", network, exc) from exc
+        listed = dumps_str(list(agents))
+        await client.hset(
+            self._key(box, "meta"),
+            mapping={"network": network, "run_id": run_id, "agents": listed},
+        )
+
+    async def outcome(self, box: str) -> dict[str, JSON]:
+        client, reports, last = self._client(), self._key(box, "reports"), "0"
+        while True:
+            answer: Any = await client.xread({reports: last}, count=1, block=self._block_ms)
+            for _, entries in answer or ():
+                for _, fields in entries:
+                    report: dict[str, JSON] = loads(fields[b"report"])
+                    report["messages"] = await self._messages(box)
+                    return report
+
+    async def close(self, box: str, agents: Sequence[str]) -> None:
+        client = self._client()
+        streams = [self._key(box, "in", a) for a in agents]
+        await client.eval(_STOP, 1 + len(streams), self._key(box, "sent"), *streams)
+        pipe = client.pipeline(transaction=False)
+        for key in [*streams, *(self._key(box, part) for part in _PARTS)]:
+            pipe.expire(key, self.ttl)
+        await pipe.execute()
+
+    # -- an agent's run ------------------------------------------------------
+
+    async def post(self, box: str, mail_id: str, sender: str, to: str, content: str) -> None:
+        keys = (
+            self._key(box, "sent"),
+            self._key(box, "flight"),
+            self._key(box, "in", to),
+            self._key(box, "log"),
+        )
+        await self._client().eval(_POST, 4, *keys, mail_id, sender, to, content)
+
+    async def receive(self, box: str, agent: str, reader: str) -> list[dict[str, JSON]]:
+        client, stream = self._client(), self._key(box, "in", agent)
+        try:
+            # What this reader took and did not acknowledge (it died before journaling it).
+            answer: Any = await client.xreadgroup(GROUP, reader, {stream: "0"}, count=BATCH)
+            while not answer or not answer[0][1]:
+                answer = await client.xreadgroup(
+                    GROUP, reader, {stream: ">"}, count=BATCH, block=self._block_ms
+                )
+        except Exception as exc:
+            if "NOGROUP" in str(exc):  # the network closed and its mailboxes expired
+                return [{"entry": "0-0", "stop": True}]
+            raise
+        return [_letter(entry, fields) for entry, fields in answer[0][1]]
+
+    async def ack(self, box: str, agent: str, entries: Sequence[str]) -> None:
+        taken = [e for e in entries if e != "0-0"]
+        if taken:
+            await self._client().xack(self._key(box, "in", agent), GROUP, *taken)
+
+    async def done(self, box: str, mail_ids: Sequence[str]) -> None:
+        if mail_ids:
+            keys = (self._key(box, "done"), self._key(box, "flight"), self._key(box, "reports"))
+            await self._client().eval(_DONE, 3, *keys, *mail_ids)
+
+    async def report(self, box: str, report_id: str, report: dict[str, JSON]) -> None:
+        keys = (self._key(box, "sent"), self._key(box, "reports"))
+        await self._client().eval(_REPORT, 2, *keys, report_id, dumps_str(report))
+
+    # -- inspecting ------------------------------------------------------------
+
+    async def messages(self, box: str) -> list[JSON]:
+        """Every message posted in network run `box`, in posting order."""
+        return await self._messages(box)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    # -- internals -------------------------------------------------------------
+
+    @property
+    def _block_ms(self) -> int:
+        return max(1, int(self.block * 1000))
+
+    def _key(self, box: str, *parts: str) -> str:
+        return ":".join([self.prefix, "mail", f"{{{box}}}", *parts])
+
+    def _client(self) -> redis.asyncio.Redis:
+        """A client for the running event loop (a client is bound to the loop it
+        first ran in, and a worker's runs share one loop)."""
+        loop = id(asyncio.get_running_loop())
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = connect(self._raw_url)
+        return client
+
+    async def _messages(self, box: str) -> list[JSON]:
+        entries: Any = await self._client().xrange(self._key(box, "log"))
+        return [
+            {"from": _text(f[b"from"]), "to": _text(f[b"to"]), "content": _text(f[b"content"])}
+            for _, f in entries
+        ]
+
+    def _failed(self, doing: str, network: str, exc: Exception) -> RunError:
+        return RunError(
+            f"Could not {doing} PeerNetwork {network!r} on {self.url}: {type(exc).__name__}: {exc}"
+        )
+
+
+_PARTS = ("reports", "log", "sent", "done", "flight", "meta")
+
+
+def _letter(entry: bytes, fields: dict[bytes, bytes] | None) -> dict[str, JSON]:
+    if not fields:  # deleted from the stream while pending: nothing to read
+        return {"entry": _text(entry)}
+    if b"stop" in fields:
+        return {"entry": _text(entry), "stop": True}
+    return {
+        "entry": _text(entry),
+        "id": _text(fields[b"id"]),
+        "from": _text(fields[b"from"]),
+        "content": _text(fields[b"content"]),
+    }
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
