@@ -328,3 +328,65 @@ def test_a_queue_in_memory_is_refused(tmp_path: Path) -> None:
             [*ORCHESTRION, *command, "--store", "memory://"], capture_output=True, text=True
         )
         assert done.returncode == 2 and "lives and dies with one process" in done.stderr
+
+
+PEERS = str(Path(__file__).parent / "workers" / "peers.py")
+
+
+def test_a_peer_network_spread_over_two_workers_survives_one_killed(fleet: Fleet) -> None:
+    """alice and bob (`tests/workers/peers.py`) run on two workers and ping-pong six
+    times over Redis Streams; the worker holding the network and one of them is
+    SIGKILLed mid-conversation, a third takes its runs over, and every message is
+    still posted once, in order, and acted on."""
+    from orchestrion.bus.redis_mail import RedisMailboxes, networks
+    from tests.workers.peers import PREFIX, REDIS_URL
+
+    async def submit() -> str:
+        async with Runtime(fleet.store) as runtime:
+            return await runtime.submit(f"{PEERS}:ping_pong", "start 6")
+
+    run_id = asyncio.run(submit())
+    slow = {"WK_SLEEP": "0.3"}
+    doomed = fleet.worker("--concurrency", "2", "--lease-ttl", "2", **slow)
+    fleet.wait(lambda: fleet.runs()[run_id].status is RunStatus.RUNNING, "claimed the network")
+    other = fleet.worker("--concurrency", "1", "--lease-ttl", "2", **slow)  # one agent each
+    fleet.wait(lambda: len(fleet.log("bob")) >= 2, "bob answered two pings")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=10)
+    survivor = fleet.worker("--concurrency", "3", "--lease-ttl", "2", "--poll", "0.5", **slow)
+    fleet.wait(lambda: fleet.all_done([run_id]), "finished the network", timeout=90)
+    for proc in (other, survivor):
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+
+    runs = fleet.runs()
+    assert runs[run_id].output == "done after 6"
+    peers = {r.name: r for r in runs.values() if r.id != run_id}
+    assert {r.status for r in peers.values()} == {RunStatus.COMPLETED}
+    # The agents ran on two workers at once, then the killed one's runs moved on.
+    first = {e["event"]: e["pid"] for e in reversed(fleet.log("alice") + fleet.log("bob"))}
+    assert first["alice"] != first["bob"]
+    assert {doomed.pid, other.pid} == {first["alice"], first["bob"]}
+    assert sorted(r.token for r in [runs[run_id], *peers.values()]) == [1, 2, 2]
+    # Every message was posted once and in order, and none is left in flight.
+    [network] = [n for n in asyncio.run(networks(REDIS_URL, PREFIX)) if n["run_id"] == run_id]
+    assert network["outcome"] == "finish" and network["in_flight"] == 0
+
+    async def messages() -> list[object]:
+        mailboxes = RedisMailboxes(REDIS_URL, prefix=PREFIX)
+        try:
+            return list(await mailboxes.messages(str(network["box"])))
+        finally:
+            await mailboxes.aclose()
+
+    posted = asyncio.run(messages())
+    assert [m["content"] for m in posted] == [  # type: ignore[index,call-overload]
+        "start 6",
+        *(f"{word} {k} of 6" for k in range(1, 7) for word in ("ping", "pong")),
+    ]
+    # Each ping was acted on; a turn cut off by the kill was taken again (a model call,
+    # not an effect: the message it sent was posted once all the same).
+    pings = Counter(e["mail"] for e in fleet.log("bob"))
+    assert set(pings) == {f"Message from alice:\nping {k} of 6" for k in range(1, 7)}
+    assert all(n <= 2 for n in pings.values())

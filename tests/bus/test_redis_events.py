@@ -67,7 +67,7 @@ async def test_a_runs_events_are_published_and_followed_in_order(prefix: str) ->
     )
     out, _ = await listed.communicate()
     assert listed.returncode == 0
-    assert json.loads(out) == [{**stream, "groups": []}]
+    assert json.loads(out) == {"streams": [{**stream, "groups": []}], "networks": []}
 
 
 async def test_following_waits_for_events_published_later(prefix: str) -> None:

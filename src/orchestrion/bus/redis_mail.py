@@ -24,6 +24,7 @@ after a crash. Once the network closes, its keys expire after `ttl` seconds.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,9 @@ class RedisMailboxes:
         self.ttl = int(ttl)
         self.block = block
         self._raw_url = url
-        self._clients: dict[int, redis.asyncio.Redis] = {}
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
         connect(url)  # a wrong URL or a missing package fails at definition
 
     def __repr__(self) -> str:
@@ -158,7 +161,7 @@ class RedisMailboxes:
                 )
         except Exception as exc:
             if "NOGROUP" in str(exc):  # the network closed and its mailboxes expired
-                return [{"entry": "0-0", "stop": True}]
+                return [{"entry": "0-0", "stop": "1"}]
             raise
         return [_letter(entry, fields) for entry, fields in answer[0][1]]
 
@@ -183,9 +186,10 @@ class RedisMailboxes:
         return await self._messages(box)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
+        """Close the client of the running event loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
             await client.aclose()
-        self._clients.clear()
 
     # -- internals -------------------------------------------------------------
 
@@ -199,7 +203,7 @@ class RedisMailboxes:
     def _client(self) -> redis.asyncio.Redis:
         """A client for the running event loop (a client is bound to the loop it
         first ran in, and a worker's runs share one loop)."""
-        loop = id(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = connect(self._raw_url)
@@ -221,11 +225,43 @@ class RedisMailboxes:
 _PARTS = ("reports", "log", "sent", "done", "flight", "meta")
 
 
+async def networks(url: str, prefix: str = DEFAULT_PREFIX) -> list[dict[str, JSON]]:
+    """The networks with mailboxes under `prefix`: each one's name, run, agents, the
+    messages posted and still in flight, and its first report (`None` while it works)."""
+    client = connect(url)
+    found: list[dict[str, JSON]] = []
+    try:
+        async for raw in client.scan_iter(match=f"{prefix}:mail:*:meta", count=500):
+            meta_key = _text(raw)
+            base = meta_key.removesuffix(":meta")
+            meta: Any = await client.hgetall(meta_key)
+            pipe = client.pipeline(transaction=False)
+            pipe.get(f"{base}:flight")
+            pipe.xlen(f"{base}:log")
+            pipe.xrange(f"{base}:reports", count=1)
+            flight, posted, reports = await pipe.execute()
+            report = loads(reports[0][1][b"report"]) if reports else None
+            found.append(
+                {
+                    "box": base.rsplit(":", 1)[-1].strip("{}"),
+                    "network": _text(meta.get(b"network", b"")),
+                    "run_id": _text(meta.get(b"run_id", b"")),
+                    "agents": loads(meta.get(b"agents", b"[]")),
+                    "posted": posted,
+                    "in_flight": int(flight or 0),
+                    "outcome": None if report is None else report.get("type"),
+                }
+            )
+    finally:
+        await client.aclose()
+    return sorted(found, key=lambda n: (str(n["network"]), str(n["run_id"])))
+
+
 def _letter(entry: bytes, fields: dict[bytes, bytes] | None) -> dict[str, JSON]:
     if not fields:  # deleted from the stream while pending: nothing to read
         return {"entry": _text(entry)}
     if b"stop" in fields:
-        return {"entry": _text(entry), "stop": True}
+        return {"entry": _text(entry), "stop": "1"}
     return {
         "entry": _text(entry),
         "id": _text(fields[b"id"]),

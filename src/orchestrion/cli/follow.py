@@ -104,3 +104,20 @@ def streams_table(found: list[dict[str, JSON]]) -> Table:
                 "" if g.get("lag") is None else str(g["lag"]),
             )
     return table
+
+
+def networks_table(found: list[dict[str, JSON]]) -> Table:
+    table = Table(title="Peer networks with mailboxes", title_justify="left")
+    for column in ("network", "run", "agents", "posted", "in flight", "outcome"):
+        table.add_column(column)
+    for net in found:
+        agents: list[Any] = net["agents"]  # type: ignore[assignment]
+        table.add_row(
+            str(net["network"]),
+            str(net["run_id"]),
+            ", ".join(map(str, agents)),
+            str(net["posted"]),
+            str(net["in_flight"]),
+            str(net["outcome"] or "working"),
+        )
+    return table

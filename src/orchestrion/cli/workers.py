@@ -15,9 +15,10 @@ from rich.text import Text
 
 from orchestrion._json import dumps_str
 from orchestrion.budget import Budget
+from orchestrion.bus.redis_mail import networks
 from orchestrion.bus.redis_streams import DEFAULT_PREFIX, RedisEvents, streams
 from orchestrion.cli import common
-from orchestrion.cli.follow import streams_table
+from orchestrion.cli.follow import networks_table, streams_table
 from orchestrion.cli.render import console
 from orchestrion.engine.queue import DEFAULT_QUEUE
 from orchestrion.engine.runtime import Runtime
@@ -200,15 +201,19 @@ def bus(
     ),
     as_json: common.JsonOption = False,
 ) -> None:
-    """List the bus's streams: their length, and per consumer group the messages
-    pending (delivered, not acknowledged) and lagging (not yet delivered)."""
+    """List the bus's streams (their length, and per consumer group the messages
+    pending, delivered and not acknowledged, and lagging, not yet delivered) and the
+    peer networks with mailboxes on it (messages posted and in flight, outcome)."""
     if bus is None:
         common.fail(
             "Give the bus: --bus redis://host:6379/0 (or ORCHESTRION_BUS).", common.USAGE_ERROR
         )
     with common.errors():
         found = asyncio.run(streams(bus, prefix))
+        nets = asyncio.run(networks(bus, prefix))
     if as_json:
-        print(dumps_str(found))
+        print(dumps_str({"streams": found, "networks": nets}))
     else:
         console().print(streams_table(found))
+        if nets:
+            console().print(networks_table(nets))
