@@ -65,7 +65,10 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "charged 1 time(s)\ncompleted - charged 1 time(s)",
         "uuid random clock",
     ),
-    "workers.md": ("interrupted ['approval']\ncompleted payments: 1\n",),
+    "workers.md": (
+        "interrupted ['approval']\ncompleted payments: 1\n",
+        "RedisMailboxes('redis://127.0.0.1:6379/0')",
+    ),
     "postgres.md": (
         "You have 4,800.00.\nteller/turn-1/model\nteller/turn-1/tool/balance#call_1_0\n"
         "teller/turn-2/model",
