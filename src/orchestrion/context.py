@@ -97,16 +97,31 @@ class RunContext(Protocol[DepsT_co]):
 
     @overload
     def step(
-        self, name: str, fn: Callable[[], Awaitable[J]], *, durable: bool = False
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[J]],
+        *,
+        durable: bool = False,
+        wait: bool = False,
     ) -> Awaitable[J]: ...
 
     @overload
     def step(
-        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[object]],
+        *,
+        durable: bool = False,
+        wait: bool = False,
     ) -> Awaitable[JSON]: ...
 
     def step(
-        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[object]],
+        *,
+        durable: bool = False,
+        wait: bool = False,
     ) -> Awaitable[JSON]:
         """Run `fn` once per run: its result is journaled as JSON and replayed. What
         it returns is that JSON (first time and on replay alike), so a function
@@ -117,7 +132,11 @@ class RunContext(Protocol[DepsT_co]):
 
         `durable=True` returns only once the result is committed to the store, even
         under `durability="async"`: for a result that something outside the run is
-        then told about (a message acknowledged to its queue, say)."""
+        then told about (a message acknowledged to its queue, say).
+
+        `wait=True` says that `fn` only waits (for mail, an event elsewhere) and may
+        be cut off and run again: a worker that stops ends it at once and puts the
+        run back on its queue, rather than waiting for it through its grace period."""
         ...
 
     async def submit(self, runnable: Any, input: JSONInput, *, name: str | None = None) -> str:

@@ -250,3 +250,28 @@ async def test_orchestrion_bus_lists_the_networks_and_their_mailboxes() -> None:
     inbox = streams[f"{peers.PREFIX}:mail:{{{net['box']}}}:in:bob"]
     [group] = inbox["groups"]
     assert group["name"] == "agents" and group["pending"] == 0 and group["lag"] == 0
+
+
+async def test_a_stopping_worker_lets_go_of_agents_waiting_for_mail_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    effects = tmp_path / "effects.jsonl"
+    monkeypatch.setenv("WK_EFFECTS", str(effects))
+    monkeypatch.setenv("WK_SLEEP", "0.3")  # bob's turns; alice and the network wait meanwhile
+    async with Runtime("memory://") as runtime:
+        run_id = await runtime.submit(f"{TARGET}:ping_pong", "start 3")
+        worker = Worker(runtime, concurrency=4, poll=0.05, grace=120)
+        task = asyncio.create_task(worker.run())
+        async with asyncio.timeout(20):
+            while not effects.exists() or '"bob"' not in effects.read_text():
+                await asyncio.sleep(0.01)
+            worker.stop()
+            await task  # long before the grace period: only bob's model call is let finish
+        runs = await runtime.list()
+        assert {r.status for r in runs} == {RunStatus.QUEUED}  # all back on the queue
+        assert all(r.lease is None for r in runs)
+
+        record = await work(runtime, run_id)  # another worker takes them all up
+    assert record.status is RunStatus.COMPLETED and record.output == "done after 3"
+    network = await network_of(run_id)
+    assert await peers.MAILBOXES.messages(str(network["box"])) == ping_pong_mail(3)

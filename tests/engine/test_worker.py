@@ -155,6 +155,45 @@ async def test_a_drain_of_a_task_group_puts_the_run_back_rather_than_failing_it(
     assert record is not None and record.status is RunStatus.COMPLETED
 
 
+arrived: list[str] = []
+"""Filled by the test: what `awaits_mail` waits for."""
+
+
+@workflow
+async def awaits_mail(ctx: RunContext[None], input: str) -> str:
+    async def mail() -> str:
+        while not arrived:
+            await asyncio.sleep(0.01)
+        return arrived[0]
+
+    first = await ctx.step("first", lambda: asyncio.sleep(0, "early"))
+    return f"{first}, then {await ctx.step('mail', mail, wait=True)}"
+
+
+async def test_a_drain_ends_a_step_that_only_waits_at_once_and_puts_the_run_back(
+    store: Store, tmp_path: Path
+) -> None:
+    source = """
+        from tests.engine.test_worker import awaits_mail as agent
+    """
+    arrived.clear()
+    runtime = Runtime(store)
+    run_id = await runtime.submit(target_file(tmp_path, "waits", source), "go")
+    worker = Worker(runtime, grace=600)
+    working = asyncio.create_task(worker.run())
+    while not await store.load(run_id):
+        await asyncio.sleep(0.01)
+    worker.stop()
+    await asyncio.wait_for(working, 30)  # not the grace period: the wait was cut off
+    record = await store.get_run(run_id)
+    assert record is not None and record.status is RunStatus.QUEUED, record.error
+    assert [e.key for e in await store.load(run_id)] == ["awaits_mail/first"]
+    arrived.append("mail")
+    await Worker(runtime).run(until_idle=True)  # the step that waited is run again
+    record = await store.get_run(run_id)
+    assert record is not None and record.output == "early, then mail"
+
+
 APPROVED = """
     from orchestrion import Agent, tool
     from orchestrion.testing import ScriptedModel, call

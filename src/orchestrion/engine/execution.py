@@ -230,6 +230,7 @@ class Execution:
         site: str,
         kind: ValueKind = "step",
         durable: bool = False,
+        wait: bool = False,
     ) -> JSON:
         done = self.log.claim(key, site, nests=True)
         if done is not None:
@@ -240,7 +241,8 @@ class Execution:
         if self.events.listening:
             self.events.step_started(key, kind)
         try:
-            value = journaled(await fn(), "result", f"Step {key}")
+            done_ = await (self.log.wait_for(fn()) if wait else fn())
+            value = journaled(done_, "result", f"Step {key}")
         except (Suspended, DeterminismError):
             raise  # the run waits, or its code is wrong: not a failure of this step
         except Exception as exc:
@@ -406,18 +408,34 @@ class Context(Generic[DepsT]):
 
     @overload
     def step(
-        self, name: str, fn: Callable[[], Awaitable[J]], *, durable: bool = False
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[J]],
+        *,
+        durable: bool = False,
+        wait: bool = False,
     ) -> Coroutine[Any, Any, J]: ...
 
     @overload
     def step(
-        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[object]],
+        *,
+        durable: bool = False,
+        wait: bool = False,
     ) -> Coroutine[Any, Any, JSON]: ...
 
     def step(
-        self, name: str, fn: Callable[[], Awaitable[object]], *, durable: bool = False
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[object]],
+        *,
+        durable: bool = False,
+        wait: bool = False,
     ) -> Coroutine[Any, Any, JSON]:
-        return self._ex.custom_step(self._name(name, "step"), fn, _caller(), durable=durable)
+        key = self._name(name, "step")
+        return self._ex.custom_step(key, fn, _caller(), durable=durable, wait=wait)
 
     async def submit(self, runnable: Any, input: JSONInput, *, name: str | None = None) -> str:
         ex = self._ex

@@ -9,9 +9,11 @@ step off the journal's path is refused (`engine.divergence`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from orchestrion import keys
 from orchestrion._json import JSON, clean_data
@@ -22,6 +24,7 @@ from orchestrion.engine.store import Store
 from orchestrion.errors import DeterminismError
 
 COMPLETED = StepStatus.COMPLETED
+T = TypeVar("T")
 
 
 class ReplayLog:
@@ -38,6 +41,7 @@ class ReplayLog:
         "_seq",
         "_store",
         "_sync",
+        "_waits",
         "_writes",
         "divergence",
         "failures",
@@ -99,6 +103,8 @@ class ReplayLog:
         """Keys of write tools cancelled mid-call (e.g. by a branch's timeout)."""
         self._live_writes: set[str] = set()
         """Keys of the write-tool calls under way in this execution (started, not ended)."""
+        self._waits: set[asyncio.Future[object]] = set()
+        """The steps under way that only wait (`wait_for`): `stop_steps` ends them."""
 
     # -- claims ------------------------------------------------------------
 
@@ -173,9 +179,29 @@ class ReplayLog:
     def stop_steps(self, error: BaseException) -> None:
         """No new step starts: the next one raises `error`. Steps under way finish
         and are journaled (a worker that stops lets its runs reach a step boundary),
-        and so do the steps inside a write tool's call under way (its `ctx.now()`)."""
+        and so do the steps inside a write tool's call under way (its `ctx.now()`),
+        but the steps that only wait (`wait_for`) end at once."""
         if self._halted is None:
             self._halted = error
+        for waiting in self._waits:
+            waiting.cancel()
+
+    async def wait_for(self, step: Awaitable[T]) -> T:
+        """Await a step that only waits (for mail, say) and changes nothing that a
+        second try would not redo: `stop_steps` ends it at once with its error,
+        rather than letting it finish."""
+        waiting: asyncio.Future[T] = asyncio.ensure_future(step)
+        self._waits.add(waiting)  # type: ignore[arg-type]  # kept to be cancelled
+        try:
+            return await waiting
+        except asyncio.CancelledError:
+            current, halted = asyncio.current_task(), self._halted
+            if halted is not None and current is not None and not current.cancelling():
+                raise halted from None  # cut off by `stop_steps`, not cancelled itself
+            raise
+        finally:
+            self._waits.discard(waiting)
+            waiting.cancel()
 
     @property
     def writing(self) -> bool:

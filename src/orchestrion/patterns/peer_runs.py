@@ -109,6 +109,7 @@ class Peer:
                     keys.numbered("inbox", reads),
                     lambda: mail.receive(box, me, ctx.run_id),
                     durable=True,  # journaled before the mailbox lets it go
+                    wait=True,  # mail taken and not journaled is taken again
                 )
                 batch = _letters(taken)
                 await mail.ack(box, me, [m["entry"] for m in batch])
@@ -197,7 +198,7 @@ async def run_network(
     runs = {a: await ctx.submit(peers[a], {"mailboxes": box}, name=f"start-{a}") for a in agents}
     text = input if isinstance(input, str) else dumps_str(input)
     await ctx.step("deliver", lambda: mailboxes.post(box, f"{box}:input", "user", entry, text))
-    outcome = await ctx.step("outcome", lambda: mailboxes.outcome(box))
+    outcome = await ctx.step("outcome", lambda: mailboxes.outcome(box), wait=True)
     await ctx.step("close", lambda: mailboxes.close(box, agents))
     if not isinstance(outcome, dict):
         raise RunError(f"PeerNetwork {name!r}: its mailboxes reported {outcome!r}.")
