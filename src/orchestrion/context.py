@@ -145,8 +145,9 @@ class RunContext(Protocol[DepsT_co]):
         a member of this run's runnable (held in a field of one of its patterns),
         so that a worker finds it from this run's target; this run must have been
         submitted to a queue. Journaled: a replay gets the same run, submitted once.
-        Unnamed calls are the steps `submit-1`, `submit-2`, ...; inside `ctx.gather`,
-        name them."""
+        Its step is `submit-<name>`; unnamed calls are `submit-1`, `submit-2`, ...;
+        inside `ctx.gather`, name them. A fork of this run at a later step is refused
+        (it would share the runs)."""
         ...
 
     async def now(self, *, name: str | None = None) -> datetime:

@@ -38,6 +38,8 @@ _REPEAT = "~"
 _TOOL = "tool"
 _MODEL = "model"
 _APPROVAL = "approval"
+_SUBMIT = "submit"
+"""The stem of the steps that queue separate runs (`ctx.submit`)."""
 _TURN = re.compile(r"turn-(\d+)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 """Model-chosen text kept out of keys: it would add segments, or fake a call id."""
@@ -66,6 +68,11 @@ def child(scope: str, name: str) -> str:
 def numbered(stem: str, n: int) -> str:
     """A segment for the `n`-th of a kind: `turn-2`, `branch-3`, `hop-0`, `now-1`."""
     return f"{stem}-{n}"
+
+
+def submitted(name: str) -> str:
+    """The segment of a `ctx.submit` named `name`: `submit-<name>`."""
+    return f"{_SUBMIT}-{name}"
 
 
 def turn_keys(scope: str, turn: int) -> tuple[str, str]:
@@ -290,6 +297,11 @@ def tool_of(key: str) -> str | None:
 
 
 # -- relations -----------------------------------------------------------------
+
+
+def is_submit(key: str) -> bool:
+    """Whether `key` is a step that queued a separate run (`ctx.submit`)."""
+    return key.rpartition(SEP)[2].startswith(f"{_SUBMIT}-")
 
 
 def is_scope_marker(key: str) -> bool:

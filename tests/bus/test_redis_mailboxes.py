@@ -275,3 +275,20 @@ async def test_a_stopping_worker_lets_go_of_agents_waiting_for_mail_at_once(
     assert record.status is RunStatus.COMPLETED and record.output == "done after 3"
     network = await network_of(run_id)
     assert await peers.MAILBOXES.messages(str(network["box"])) == ping_pong_mail(3)
+
+
+async def test_a_fork_after_the_agents_were_queued_is_refused() -> None:
+    async with Runtime("memory://") as runtime:
+        run_id = await runtime.submit(f"{TARGET}:ping_pong", "start 1")
+        await work(runtime, run_id)
+        steps = [s.key for s in await runtime.history(run_id)]
+        assert steps[:4] == [
+            "ping-pong/mailboxes",
+            "ping-pong/submit-alice",
+            "ping-pong/submit-bob",
+            "ping-pong/deliver",
+        ]
+        with pytest.raises(UserError, match="a fork would share them"):
+            await runtime.fork(run_id, at="ping-pong/outcome")
+        with pytest.raises(UserError, match="not submitted to a queue"):  # a fork works here
+            await runtime.fork(run_id, at="ping-pong/submit-alice")

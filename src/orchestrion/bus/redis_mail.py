@@ -17,7 +17,8 @@ run id, journals what it read, then acknowledges it (XACK): mail read by a run
 that died before journaling it stays pending for that consumer and is read again
 first when the run resumes. Posting, acting on and reporting are Lua scripts, so
 that "posted once" and the in-flight count stay exact when a call is repeated
-after a crash. Once the network closes, its keys expire after `ttl` seconds.
+after a crash. For the same reason every call can be retried when the connection
+drops, and is (for about 15 s) before the step fails. Once the network closes, its keys expire after `ttl` seconds.
 `orchestrion bus` lists the streams, with what each group has pending and lagging.
 """
 
@@ -40,6 +41,8 @@ GROUP = "agents"
 """The consumer group of every agent's stream."""
 BATCH = 100
 """Messages an agent takes from its mailbox at most at once."""
+PATIENCE = 10
+"""Retries of a call whose connection failed (0.1 s apart, doubling up to 2 s)."""
 
 _POST = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then return 0 end
@@ -129,6 +132,12 @@ class RedisMailboxes:
                     report: dict[str, JSON] = loads(fields[b"report"])
                     report["messages"] = await self._messages(box)
                     return report
+            if not await client.exists(self._key(box, "meta")):
+                raise RunError(
+                    f"The mailboxes of network run {box} are gone from {self.url}: Redis "
+                    "lost its data (restarted without persistence?) or they expired. Mail "
+                    "in flight is lost; run the network again."
+                )
 
     async def close(self, box: str, agents: Sequence[str]) -> None:
         client = self._client()
@@ -206,7 +215,7 @@ class RedisMailboxes:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = connect(self._raw_url)
+            client = self._clients[loop] = connect(self._raw_url, patience=PATIENCE)
         return client
 
     async def _messages(self, box: str) -> list[JSON]:

@@ -55,8 +55,11 @@ def event_json(event: Event) -> dict[str, JSON]:
     return data
 
 
-def connect(url: str) -> redis.asyncio.Redis:
-    """A client for `url` (`redis://host:port/db`), with a clear error without the package."""
+def connect(url: str, *, patience: int = 0) -> redis.asyncio.Redis:
+    """A client for `url` (`redis://host:port/db`), with a clear error without the
+    package. `patience`: how many times a command is retried, with exponential
+    backoff (up to 2 s apart), when the connection fails; only for commands that a
+    retry cannot apply twice."""
     try:
         import redis.asyncio
     except ImportError:
@@ -65,7 +68,13 @@ def connect(url: str) -> redis.asyncio.Redis:
         ) from None
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise UserError(f"Bus URL {redact_url(url)!r}: use redis://host:6379/0 (or rediss://).")
-    return redis.asyncio.Redis.from_url(url)
+    if not patience:
+        return redis.asyncio.Redis.from_url(url)
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=patience)
+    return redis.asyncio.Redis.from_url(url, retry=retry)
 
 
 class RedisEvents:

@@ -439,7 +439,7 @@ class Context(Generic[DepsT]):
 
     async def submit(self, runnable: Any, input: JSONInput, *, name: str | None = None) -> str:
         ex = self._ex
-        key = self._name(name, "submit")
+        key = self._name(None if name is None else keys.submitted(name), "submit")
         submit = ex.env.submit
         if submit is None:
             raise UserError("ctx.submit needs a Runtime: this run has no way to queue runs.")

@@ -7,6 +7,7 @@ import time
 from secrets import token_hex
 from typing import Any
 
+from orchestrion import keys
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.engine.interrupts import answer_to_json, interrupt_id, normalize_approval
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
@@ -27,10 +28,17 @@ def fork_prefix(
     for it, like any answer, before it is journaled)."""
     index = next((i for i, e in enumerate(entries) if e.key == at), None)
     if index is None:
-        keys = list(dict.fromkeys(e.key for e in entries))
+        known = list(dict.fromkeys(e.key for e in entries))
         raise UserError(
-            f"Run {run_id} has no step {at!r}. Its steps: {keys[:20]}"
-            f"{' ...' if len(keys) > 20 else ''} (see `orchestrion show {run_id}`)."
+            f"Run {run_id} has no step {at!r}. Its steps: {known[:20]}"
+            f"{' ...' if len(known) > 20 else ''} (see `orchestrion show {run_id}`)."
+        )
+    submits = [e.key for e in entries[:index] if e.kind == "step" and keys.is_submit(e.key)]
+    if submits:
+        raise UserError(
+            f"Run {run_id} queued separate runs before step {at!r} (ctx.submit, at "
+            f"{submits[0]!r}: a PeerNetwork with mailboxes, say); a fork would share them with "
+            f"this run. Fork at a step before {submits[0]!r}, or resume the run instead."
         )
     prefix = [_copied(run_id, e, i) for i, e in enumerate(entries[:index])]
     kind = entries[index].kind

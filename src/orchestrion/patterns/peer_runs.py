@@ -142,7 +142,7 @@ class Peer:
 
     def _member(self, box: str) -> Agent[Any, Any]:
         """The agent, with a `send_message` and a `finish` that go through the mailboxes:
-        journaled tools (not local ones), each delivered once by its idempotency key."""
+        write tools (not local ones), each delivered once by its idempotency key."""
         mail, me, allowed = self.mailboxes, self.agent.name, self.allowed
 
         async def send_message(ctx: RunContext[Any], to: str, content: str) -> str:
@@ -167,9 +167,11 @@ class Peer:
             await mail.report(box, ctx.idempotency_key, report)
             return "finished"
 
-        extra = [Tool(function=finish)]
+        # Writes: the model's response is committed before the message leaves, so a
+        # resumed agent sends that same message (deduplicated), never a new one.
+        extra = [Tool(function=finish, effect="write")]
         if allowed:
-            extra.insert(0, Tool(function=send_message))
+            extra.insert(0, Tool(function=send_message, effect="write"))
         return dataclasses.replace(self.agent, tools=[*self.agent.tools, *extra])
 
 
@@ -195,7 +197,7 @@ async def run_network(
     box = ctx.idempotency_key  # this network's invocation in this run: stable on replay
     agents = sorted(peers)
     await ctx.step("mailboxes", lambda: mailboxes.open(box, name, ctx.run_id, agents))
-    runs = {a: await ctx.submit(peers[a], {"mailboxes": box}, name=f"start-{a}") for a in agents}
+    runs = {a: await ctx.submit(peers[a], {"mailboxes": box}, name=a) for a in agents}
     text = input if isinstance(input, str) else dumps_str(input)
     await ctx.step("deliver", lambda: mailboxes.post(box, f"{box}:input", "user", entry, text))
     outcome = await ctx.step("outcome", lambda: mailboxes.outcome(box), wait=True)
