@@ -5,6 +5,7 @@ member of any other."""
 from orchestrion.errors import (
     MaxHandoffsExceeded,
     NotEnoughBranches,
+    PeerFailed,
     RoundsExceeded,
     UnknownSpeaker,
 )
@@ -12,6 +13,7 @@ from orchestrion.patterns.concurrent import BranchResult, Concurrent
 from orchestrion.patterns.group_chat import GroupChat
 from orchestrion.patterns.handoff import Handoff, text_only
 from orchestrion.patterns.peer_network import InProcessBus, Mail, PeerNetwork
+from orchestrion.patterns.peer_runs import Mailboxes
 from orchestrion.patterns.sequential import Sequential
 from orchestrion.patterns.supervisor import Supervisor
 from orchestrion.patterns.termination import (
@@ -37,9 +39,11 @@ __all__ = [
     "Handoff",
     "InProcessBus",
     "Mail",
+    "Mailboxes",
     "MaxHandoffsExceeded",
     "MaxTurns",
     "NotEnoughBranches",
+    "PeerFailed",
     "PeerNetwork",
     "RoundsExceeded",
     "Sequential",
