@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pytest
 from orchestrion import Runtime
 from orchestrion.engine.journal import RunRecord, RunStatus
 from orchestrion.engine.store import open_store
-from tests.conftest import POSTGRES_URL, drop_pg_schema
 
 TARGET = str(Path(__file__).parent / "workers" / "target.py")
 pytestmark = pytest.mark.slow
@@ -112,16 +110,6 @@ def fleet(tmp_path: Path, process_store_url: str) -> object:
     made = Fleet(tmp_path, process_store_url)
     yield made
     made.stop()
-
-
-@pytest.fixture
-def pg_fleet(tmp_path: Path) -> object:
-    """Workers on PostgreSQL alone: where breakers and rate limits are shared."""
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    made = Fleet(tmp_path, f"{POSTGRES_URL}?schema={schema}")
-    yield made
-    made.stop()
-    asyncio.run(drop_pg_schema(schema))
 
 
 def test_three_workers_drain_a_queue_with_every_run_done_once(fleet: Fleet) -> None:
@@ -234,36 +222,37 @@ def test_a_run_answered_from_another_process_is_continued_by_a_worker(fleet: Fle
     assert [e["run"] for e in fleet.log("effect")] == [run_id]
 
 
-def test_a_breaker_opened_by_one_worker_stops_the_calls_of_another(pg_fleet: Fleet) -> None:
-    first = pg_fleet.submit(2, "flaky")
-    one = pg_fleet.worker("--until-idle", "--concurrency", "1")
+def test_a_breaker_opened_by_one_worker_stops_the_calls_of_another(fleet: Fleet) -> None:
+    # On PostgreSQL, and on SQLite (the processes of one machine).
+    first = fleet.submit(2, "flaky")
+    one = fleet.worker("--until-idle", "--concurrency", "1")
     _, err = one.communicate(timeout=60)
     assert one.returncode == 0, err
-    assert len(pg_fleet.log("model")) == 2  # two transient failures: the circuit opens
-    assert all(pg_fleet.runs()[i].status is RunStatus.FAILED for i in first)
+    assert len(fleet.log("model")) == 2  # two transient failures: the circuit opens
+    assert all(fleet.runs()[i].status is RunStatus.FAILED for i in first)
 
-    later = pg_fleet.submit(2, "flaky")
-    other = pg_fleet.worker("--until-idle")
+    later = fleet.submit(2, "flaky")
+    other = fleet.worker("--until-idle")
     _, err = other.communicate(timeout=60)
     assert other.returncode == 0, err
-    assert [e["pid"] for e in pg_fleet.log("model")] == [one.pid, one.pid]  # none sent
+    assert [e["pid"] for e in fleet.log("model")] == [one.pid, one.pid]  # none sent
     for run_id in later:
-        record = pg_fleet.runs()[run_id]
+        record = fleet.runs()[run_id]
         assert record.status is RunStatus.FAILED
         assert "circuit for test:flaky-model is open" in json.dumps(record.error)
 
 
 def test_two_workers_draw_model_calls_from_one_rate_limit(fleet: Fleet) -> None:
-    pg_fleet = fleet  # on PostgreSQL, and on SQLite (the processes of one machine)
-    ids = pg_fleet.submit(4, "limited")  # two model calls each: eight wanted
-    workers = [pg_fleet.worker("--until-idle", WK_RATE="3") for _ in range(2)]
+    # On PostgreSQL, and on SQLite (the processes of one machine).
+    ids = fleet.submit(4, "limited")  # two model calls each: eight wanted
+    workers = [fleet.worker("--until-idle", WK_RATE="3") for _ in range(2)]
     for proc in workers:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
 
-    calls = pg_fleet.log("model")
+    calls = fleet.log("model")
     assert len(calls) == 3  # three a minute, both workers together
-    runs = pg_fleet.runs()
+    runs = fleet.runs()
     statuses = Counter(runs[i].status for i in ids)
     assert statuses[RunStatus.COMPLETED] + statuses[RunStatus.STOPPED] == 4
     assert statuses[RunStatus.COMPLETED] <= 1

@@ -64,7 +64,19 @@ _V3 = (  # a queue of runs for workers: highest priority first, then oldest
         at REAL NOT NULL
     )""",
 )
-MIGRATIONS = (V1, _V2, _V3)
+_V4 = (  # circuit breakers shared by the processes on this file (`SQLiteStore.breakers`)
+    """CREATE TABLE breakers (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL DEFAULT 'closed',
+        failures TEXT NOT NULL DEFAULT '[]',
+        opened_at REAL NOT NULL DEFAULT 0,
+        round INTEGER NOT NULL DEFAULT 0,
+        reopened INTEGER NOT NULL DEFAULT 0,
+        admitted INTEGER NOT NULL DEFAULT 0,
+        successes INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+MIGRATIONS = (V1, _V2, _V3, _V4)
 """The table layout, one step per version, append-only: a file at version N gets
 the steps after N. The version is kept in `PRAGMA user_version`."""
 SCHEMA_VERSION = len(MIGRATIONS)

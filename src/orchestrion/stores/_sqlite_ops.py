@@ -22,13 +22,16 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
 
 from orchestrion._json import dumps_str, loads
+from orchestrion.engine.breakers import Circuit
 from orchestrion.engine.journal import Entry, Lease, RunRecord
 from orchestrion.engine.rate_limits import Allowance
-from orchestrion.errors import RunBusy, RunNotFound, StoreError, lease_lost
+from orchestrion.errors import BreakerOpen, RunBusy, RunNotFound, StoreError, lease_lost
+from orchestrion.policy import Breaker
 from orchestrion.stores._failures import WriteFailure
 from orchestrion.stores._sqlite_file import (
     INSERT_ENTRY,
@@ -40,6 +43,9 @@ from orchestrion.stores._sqlite_file import (
     store_error,
 )
 from orchestrion.stores.memory import duplicate_seq_error, idempotency_key_error, seq_error
+
+_BREAKER = "state, failures, opened_at, round, reopened, admitted, successes"
+"""The columns of a breaker's state, in `Circuit`'s terms."""
 
 # -- rows ----------------------------------------------------------------------
 
@@ -175,6 +181,17 @@ class Allow(NamedTuple):
     change: Callable[[Allowance, float], object]
 
 
+class Trip(NamedTuple):
+    """Change a circuit breaker's state (`SQLiteStore.breakers`): `change` applies
+    `engine.breakers.Circuit` rules to it, at `time.time()`, and gives the result (a
+    `BreakerOpen` it raises is given as the result, once the state is saved)."""
+
+    waiter: Waiter
+    name: str
+    config: Breaker
+    change: Callable[[Circuit, float], object]
+
+
 class Get(NamedTuple):
     waiter: Waiter
     run_id: str
@@ -202,10 +219,10 @@ class Stop(NamedTuple):
     waiter: Waiter
 
 
-Write: TypeAlias = Create | Update | Append | Claim | ClaimNext | Renew | Release | Allow
+Write: TypeAlias = Create | Update | Append | Claim | ClaimNext | Renew | Release | Allow | Trip
 Read: TypeAlias = Get | Find | List | Load
 Op: TypeAlias = Write | Read | Stop
-WRITES = (Append, Update, Create, Claim, ClaimNext, Renew, Release, Allow)
+WRITES = (Append, Update, Create, Claim, ClaimNext, Renew, Release, Allow, Trip)
 """The classes of `Write`, for `isinstance` (the most frequent first)."""
 RUN_WRITES = (Update, Append)
 """Writes that continue a run's journal or record: a failure of one is kept for its run."""
@@ -304,6 +321,8 @@ class Transaction:
                     append(None)
                 case Allow():
                     append(self._apply_allow(op))
+                case Trip():
+                    append(self._apply_trip(op))
                 case _:
                     assert_never(op)
         self._flush()
@@ -534,6 +553,39 @@ class Transaction:
             "ON CONFLICT (key) DO UPDATE SET requests = excluded.requests, "
             "tokens = excluded.tokens, cost = excluded.cost, at = excluded.at",
             (op.key, allowance.requests, allowance.tokens, allowance.cost, allowance.at),
+        )
+        return result
+
+    def _apply_trip(self, op: Trip) -> object:
+        row = self.conn.execute(
+            f"SELECT {_BREAKER} FROM breakers WHERE name = ?", (op.name,)
+        ).fetchone()
+        circuit = Circuit(op.config)
+        if row is not None:
+            circuit.state, failures, circuit.opened_at = row[0], row[1], row[2]
+            circuit.failures = deque(loads(failures))
+            circuit.round, circuit.reopened, circuit.admitted, circuit.successes = row[3:]
+            circuit.reopened = bool(circuit.reopened)
+        try:
+            result = op.change(circuit, time.time())
+        except BreakerOpen as exc:
+            result = exc
+        self.conn.execute(
+            f"INSERT INTO breakers (name, {_BREAKER}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
+            "failures = excluded.failures, opened_at = excluded.opened_at, "
+            "round = excluded.round, reopened = excluded.reopened, "
+            "admitted = excluded.admitted, successes = excluded.successes",
+            (
+                op.name,
+                circuit.state,
+                dumps_str(list(circuit.failures)),
+                circuit.opened_at,
+                circuit.round,
+                int(circuit.reopened),
+                circuit.admitted,
+                circuit.successes,
+            ),
         )
         return result
 

@@ -39,14 +39,15 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec, cast
 
 from orchestrion._json import JSON, dumps_str
+from orchestrion.engine.breakers import BreakerState, Circuit, Permit, Transition
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.engine.rate_limits import Allowance
 from orchestrion.engine.store import DEFAULT_LEASE_TTL
-from orchestrion.errors import StoreError, UserError
-from orchestrion.policy import RateLimit
+from orchestrion.errors import BreakerOpen, StoreError, UserError
+from orchestrion.policy import Breaker, RateLimit
 from orchestrion.redact import redact_url
 from orchestrion.stores._failures import lost_writes
 from orchestrion.stores._sqlite_file import DEFAULT_PATH, next_claimable
@@ -66,6 +67,7 @@ from orchestrion.stores._sqlite_ops import (
     RunRow,
     SqlRow,
     Stop,
+    Trip,
     Update,
     Waiter,
 )
@@ -206,6 +208,16 @@ class SQLiteStore:
 
     async def _allow(self, key: str, change: Callable[[Allowance, float], object]) -> object:
         return await self._call(Allow, key, change)
+
+    def breakers(self) -> SQLiteBreakers:
+        """Circuit breakers shared by every runtime on this file (a runtime on this
+        store uses them unless given its own)."""
+        return SQLiteBreakers(self)
+
+    async def _trip(
+        self, name: str, config: Breaker, change: Callable[[Circuit, float], object]
+    ) -> object:
+        return await self._call(Trip, name, config, change)
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         """Return when a run of `queues` may be claimed, or after `timeout` seconds.
@@ -365,3 +377,46 @@ class SQLiteLimits:
 
     async def spend(self, key: str, limit: RateLimit, tokens: int, cost: float | None) -> None:
         await self._store._allow(key, lambda a, now: a.spend(limit, tokens, cost, now))
+
+
+class SQLiteBreakers:
+    """The `Breakers` of every runtime on one SQLite file: a circuit opened by one
+    process's failures refuses the calls of every process on the file. Each
+    `acquire` and `release` is a change in the writer's transactions, under
+    `engine.breakers.Circuit`'s rules; times are wall-clock (one machine, one clock)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._configs: dict[str, Breaker] = {}
+        """Each breaker's configuration, from the policies of this process's calls."""
+
+    async def acquire(self, name: str, config: Breaker) -> Permit:
+        self._configs[name] = config
+        return cast(Permit, await self._change(name, config, lambda c, now: c.admit(name, now)))
+
+    async def release(self, permit: Permit, outcome: bool | None) -> Transition | None:
+        config = self._configs[permit.name]
+        change = await self._change(
+            permit.name, config, lambda c, now: c.settle(permit, outcome, now)
+        )
+        return cast("Transition | None", change)
+
+    async def states(self) -> list[BreakerState]:
+        """The breakers this process has policies for (read in the writer's order)."""
+        shown = [
+            await self._change(name, config, _shown(name))
+            for name, config in sorted(self._configs.items())
+        ]
+        return cast(list[BreakerState], shown)
+
+    async def _change(
+        self, name: str, config: Breaker, change: Callable[[Circuit, float], object]
+    ) -> object:
+        result = await self._store._trip(name, config, change)
+        if isinstance(result, BreakerOpen):
+            raise result
+        return result
+
+
+def _shown(name: str) -> Callable[[Circuit, float], object]:
+    return lambda circuit, now: circuit.shown(name, now)
