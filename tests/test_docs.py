@@ -40,7 +40,7 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "upgrade orchestrion",
         "Journal entry 7 (teller/turn-2/tool/pay#c1), a tool step completed, cannot be read: "
         "it has no field 'content'.",
-        "has layout version 99, newer than this orchestrion understands (3): upgrade orchestrion.",
+        "has layout version 99, newer than this orchestrion understands (4): upgrade orchestrion.",
     ),
     "typing.md": ("ACME: 4,800.00",),
     "resilience.md": (
