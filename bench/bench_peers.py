@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness import POSTGRES_URL, drop_schema, print_table
 
-from orchestrion import RunStatus, Runtime
+from orchestrion import Budget, RunStatus, Runtime
 from orchestrion.engine.store import open_store
 
 HERE = Path(__file__).resolve().parent
@@ -77,9 +77,22 @@ def spread(kind: str, tmp: Path, workers: int, networks: int, rounds: int) -> fl
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "orchestrion", "worker", "--store", url,
-             "--concurrency", str(max(10, 3 * networks)), "--poll", "0.2"],
-            env=env, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "orchestrion",
+                "worker",
+                "--store",
+                url,
+                "--concurrency",
+                str(max(10, 3 * networks)),
+                "--poll",
+                "0.2",
+                "--max-model-calls",
+                "1000000",
+            ],
+            env=env,
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(workers)
     ]
@@ -106,7 +119,7 @@ async def in_one_run(kind: str, tmp: Path, rounds: int) -> float:
 
     url, schema = store_url(kind, tmp)
     try:
-        async with Runtime(url) as runtime:
+        async with Runtime(url, budget=Budget.unlimited()) as runtime:
             await runtime.run(network, "start 2")  # warm up
             t0 = time.perf_counter()
             result = await runtime.run(network, f"start {rounds}")
