@@ -75,27 +75,10 @@ def spread(kind: str, tmp: Path, workers: int, networks: int, rounds: int) -> fl
     url, schema = store_url(kind, tmp)
     asyncio.run(submit(url, 0, rounds))  # make the store before the workers open it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "orchestrion",
-                "worker",
-                "--store",
-                url,
-                "--concurrency",
-                str(max(10, 3 * networks)),
-                "--poll",
-                "0.2",
-                "--max-model-calls",
-                "1000000",
-            ],
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(workers)
-    ]
+    concurrency = str(max(10, 3 * networks))
+    command = [sys.executable, "-m", "orchestrion", "worker", "--store", url, "--poll", "0.2"]
+    command += ["--concurrency", concurrency, "--max-model-calls", "1000000"]
+    procs = [subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) for _ in range(workers)]
     try:
         time.sleep(2.0)  # started and idle
         ids = asyncio.run(submit(url, networks, rounds))
