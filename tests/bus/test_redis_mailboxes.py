@@ -292,3 +292,35 @@ async def test_a_fork_after_the_agents_were_queued_is_refused() -> None:
             await runtime.fork(run_id, at="ping-pong/outcome")
         with pytest.raises(UserError, match="not submitted to a queue"):  # a fork works here
             await runtime.fork(run_id, at="ping-pong/submit-alice")
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+async def test_cancelling_the_network_cancels_its_agents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from orchestrion.stores.memory import MemoryStore
+
+    effects = tmp_path / "effects.jsonl"
+    monkeypatch.setenv("WK_EFFECTS", str(effects))
+    monkeypatch.setenv("WK_SLEEP", "0.2")
+    store = MemoryStore()
+    working = Runtime(store, lease_ttl=0.6)  # the worker's; its heartbeat every 0.2 s
+    other = Runtime(store) if where == "elsewhere" else working
+    run_id = await working.submit(f"{TARGET}:ping_pong", "start 50")
+    worker = Worker(working, concurrency=4, poll=0.05)
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(20):
+        while not effects.exists() or '"bob"' not in effects.read_text():
+            await asyncio.sleep(0.01)
+        await other.cancel(run_id)
+        runs = await other.list()
+        assert {r.name: r.status for r in runs} == {
+            "ping-pong": RunStatus.CANCELLED,
+            "ping-pong.alice": RunStatus.CANCELLED,
+            "ping-pong.bob": RunStatus.CANCELLED,
+        }
+        while worker.active:  # the worker lets go of them all: nothing waits forever
+            await asyncio.sleep(0.02)
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    assert {r.status for r in await other.list()} == {RunStatus.CANCELLED}

@@ -16,12 +16,14 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from orchestrion import keys
 from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json
 from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.interrupts import Answer
-from orchestrion.engine.journal import Lease, RunRecord, RunStatus
+from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.leases import quietly
-from orchestrion.engine.runs import check_same_request, new_record
+from orchestrion.engine.records import value_of
+from orchestrion.engine.runs import find_submitted, new_record
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
 from orchestrion.engine.targets import load_target, member_target
 from orchestrion.errors import AnswerError, RunNotResumable, StoreError, UserError, describe
@@ -113,6 +115,15 @@ async def submit_member(
     )
 
 
+def submitted_by(entries: Sequence[Entry]) -> list[str]:
+    """The ids of the runs that a run queued with `ctx.submit`, from its journal."""
+    return [
+        str(value_of(e))
+        for e in entries
+        if e.kind == "step" and e.status is StepStatus.COMPLETED and keys.is_submit(e.key)
+    ]
+
+
 async def _enqueue(
     store: Store,
     runnable: Runnable,
@@ -150,11 +161,8 @@ async def _enqueue(
 
 
 async def _submitted(store: Store, key: str, record: RunRecord) -> str | None:
-    found = await store.find_run(idempotency_key=key)
-    if found is None:
-        return None
-    check_same_request(found, key, record.name, record.input)
-    return found.id
+    found = await find_submitted(store, key, record.name, record.input)
+    return None if found is None else found.id
 
 
 def with_answers(record: RunRecord, checked: dict[str, JSON]) -> list[JSON]:

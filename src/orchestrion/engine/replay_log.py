@@ -173,8 +173,11 @@ class ReplayLog:
     # -- ownership ---------------------------------------------------------
 
     def halt(self, error: BaseException) -> None:
-        """This process lost the run: its next step or append raises `error`."""
+        """This process lost the run: its next step or append raises `error`, and so
+        do the steps under way that only wait (`wait_for`)."""
         self._halted = self._fenced = error
+        for waiting in self._waits:
+            waiting.cancel()
 
     def stop_steps(self, error: BaseException) -> None:
         """No new step starts: the next one raises `error`. Steps under way finish

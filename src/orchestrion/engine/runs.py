@@ -11,7 +11,7 @@ from secrets import token_hex
 from orchestrion._json import JSONInput, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.engine.journal import RunRecord, RunStatus
-from orchestrion.engine.store import DEFAULT_LEASE_TTL
+from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
 from orchestrion.engine.targets import is_runnable, normalize_target
 from orchestrion.errors import UserError
 from orchestrion.policy import Policy
@@ -67,6 +67,17 @@ def check_same_request(found: RunRecord, key: str, name: object, input: JSONInpu
             f"{short_json(found.input)}); this call runs {name!r} on {short_json(data)}. "
             "A new request needs a new key."
         )
+
+
+async def find_submitted(
+    store: Store, key: str, runnable: object, input: JSONInput
+) -> RunRecord | None:
+    """The run started with idempotency key `key`, if any: refused (`UserError`) if
+    it ran something else or on another input."""
+    record = await store.find_run(idempotency_key=key)
+    if record is not None:
+        check_same_request(record, key, getattr(runnable, "name", runnable), input)
+    return record
 
 
 def register_given(secrets: Iterable[str | SupportsSecret | None]) -> None:

@@ -38,12 +38,13 @@ from orchestrion.engine.queue import (
     runnable_of,
     submit,
     submit_member,
+    submitted_by,
     unanswered,
 )
 from orchestrion.engine.rate_limits import Limits, limits_for
 from orchestrion.engine.replay_log import ReplayLog, StepsStopped
 from orchestrion.engine.result import RunResult, StepInfo, described, result_of, step_history
-from orchestrion.engine.runs import check_same_request, check_settings, new_record, register_given
+from orchestrion.engine.runs import check_settings, find_submitted, new_record, register_given
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import find_runnable, remember
 from orchestrion.errors import (
@@ -546,7 +547,13 @@ class Runtime:
         taken from its owner: the lease passes to this runtime (a new fencing
         token), so the owner's next step is refused by the store before it
         writes anything, and the status stays `cancelled`. A completed run is
-        left as it is."""
+        left as it is. The runs it queued (`ctx.submit`) are cancelled with it."""
+        record = await self._cancel_one(run_id)
+        for submitted in submitted_by(await self.store.load(run_id)):
+            await self.cancel(submitted)
+        return record
+
+    async def _cancel_one(self, run_id: str) -> RunRecord:
         task = self._active.get(run_id)
         if task is not None:
             self._cancelling.add(run_id)
@@ -556,8 +563,7 @@ class Runtime:
             current = await self.get(run_id)
             if current.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
                 return current
-            # The task was not working on the run yet (a resume waiting for another
-            # owner to let go, say): the run is taken from wherever it works.
+            # Not working on the run yet (a resume waiting, say): take it from its owner.
         await cancel_elsewhere(self.store, run_id, self.owner, self.lease_ttl)
         return await self.get(run_id)
 
@@ -587,10 +593,9 @@ class Runtime:
         self, key: str, runnable: Runnable, input: JSONInput
     ) -> RunResult[Any] | None:
         """The result of the run submitted with idempotency key `key`, if there is one."""
-        record = await self.store.find_run(idempotency_key=key)
+        record = await find_submitted(self.store, key, runnable, input)
         if record is None:
             return None
-        check_same_request(record, key, getattr(runnable, "name", runnable), input)
         if record.id in self._active:
             await self._stopped_working(record.id)
             record = await self.get(record.id)
@@ -602,15 +607,10 @@ class Runtime:
         input: JSONInput,
         run_id: str | None,
         target: str | None,
-        idempotency_key: str | None = None,
+        key: str | None = None,
     ) -> tuple[RunRecord, Lease]:
         record = new_record(
-            runnable,
-            input,
-            run_id,
-            status=RunStatus.RUNNING,
-            target=target,
-            idempotency_key=idempotency_key,
+            runnable, input, run_id, status=RunStatus.RUNNING, target=target, idempotency_key=key
         )
         if isinstance(runnable, Agent):  # a missing model fails before the run exists
             self._model_for(runnable.model, runnable.name)
