@@ -141,7 +141,8 @@ class RunContext(Protocol[DepsT_co]):
 
     async def submit(self, runnable: Any, input: JSONInput, *, name: str | None = None) -> str:
         """Queue a separate run of `runnable` on `input`, for any worker to take (on
-        this run's queue, with its priority), and return its id. `runnable` must be
+        this run's queue, one priority above it, so that workers take it before new
+        work), and return its id. `runnable` must be
         a member of this run's runnable (held in a field of one of its patterns),
         so that a worker finds it from this run's target; this run must have been
         submitted to a queue. Journaled: a replay gets the same run, submitted once.

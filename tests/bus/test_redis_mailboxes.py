@@ -74,7 +74,7 @@ async def test_each_agent_runs_as_its_own_run_and_the_network_ends_with_the_fini
             peer = runs[f"ping-pong.{agent}"]
             assert peer.status is RunStatus.COMPLETED
             assert peer.target == f"{TARGET}:ping_pong#ping-pong.{agent}"
-            assert peer.queue == "default"
+            assert (peer.queue, peer.priority) == ("default", 1)  # before new work
         assert runs["ping-pong.bob"].output == {"turns": 3}
         # Each agent read its mail in journaled steps, then acted on it in a turn.
         history = [s.key for s in await runtime.history(runs["ping-pong.bob"].id)]
@@ -324,3 +324,22 @@ async def test_cancelling_the_network_cancels_its_agents(
     worker.stop()
     await asyncio.wait_for(task, 10)
     assert {r.status for r in await other.list()} == {RunStatus.CANCELLED}
+
+
+async def test_a_network_whose_agents_find_no_worker_slot_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from orchestrion.bus import redis_mail
+
+    monkeypatch.setattr(redis_mail, "UNREAD_AFTER", 0.3)
+    async with Runtime("memory://") as runtime:
+        run_id = await runtime.submit(f"{TARGET}:ping_pong", "start 1")
+        worker = Worker(runtime, concurrency=1, poll=0.05)  # the network takes the only slot
+        task = asyncio.create_task(worker.run())
+        async with asyncio.timeout(20):
+            while "have not read their mailboxes" not in caplog.text:
+                await asyncio.sleep(0.05)
+        worker.stop()
+        await asyncio.wait_for(task, 10)  # the network's wait is cut off: back on the queue
+        assert (await runtime.get(run_id)).status is RunStatus.QUEUED
+    assert "agents ['alice', 'bob']" in caplog.text and "raise --concurrency" in caplog.text

@@ -25,6 +25,8 @@ drops, and is (for about 15 s) before the step fails. Once the network closes, i
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,10 +39,14 @@ from orchestrion.redact import redact_url
 if TYPE_CHECKING:
     import redis.asyncio
 
+log = logging.getLogger("orchestrion.bus")
+
 GROUP = "agents"
 """The consumer group of every agent's stream."""
 BATCH = 100
 """Messages an agent takes from its mailbox at most at once."""
+UNREAD_AFTER = 30
+"""Seconds a network waits before it logs the agents that never read their mailbox."""
 PATIENCE = 10
 """Retries of a call whose connection failed (0.1 s apart, doubling up to 2 s)."""
 
@@ -125,6 +131,7 @@ class RedisMailboxes:
 
     async def outcome(self, box: str) -> dict[str, JSON]:
         client, reports, last = self._client(), self._key(box, "reports"), "0"
+        look_at = time.monotonic() + UNREAD_AFTER
         while True:
             answer: Any = await client.xread({reports: last}, count=1, block=self._block_ms)
             for _, entries in answer or ():
@@ -132,6 +139,9 @@ class RedisMailboxes:
                     report: dict[str, JSON] = loads(fields[b"report"])
                     report["messages"] = await self._messages(box)
                     return report
+            if time.monotonic() > look_at:
+                look_at = float("inf")  # once per wait
+                await self._warn_unread(box)
             if not await client.exists(self._key(box, "meta")):
                 raise RunError(
                     f"The mailboxes of network run {box} are gone from {self.url}: Redis "
@@ -217,6 +227,26 @@ class RedisMailboxes:
         if client is None:
             client = self._clients[loop] = connect(self._raw_url, patience=PATIENCE)
         return client
+
+    async def _warn_unread(self, box: str) -> None:
+        """Log the agents that never read their mailbox: their runs found no worker slot."""
+        client = self._client()
+        meta: Any = await client.hgetall(self._key(box, "meta"))
+        unread = []
+        for agent in loads(meta.get(b"agents", b"[]")):
+            groups: Any = await client.xinfo_groups(self._key(box, "in", agent))
+            if not any(g["consumers"] for g in groups):
+                unread.append(agent)
+        if unread:
+            log.warning(
+                "PeerNetwork %s (run %s): agents %s have not read their mailboxes after %d s. "
+                "Are the workers' slots all taken? A network holds one slot per agent, plus "
+                "one, while it works: raise --concurrency, or add workers.",
+                _text(meta.get(b"network", b"")),
+                _text(meta.get(b"run_id", b"")),
+                unread,
+                UNREAD_AFTER,
+            )
 
     async def _messages(self, box: str) -> list[JSON]:
         entries: Any = await self._client().xrange(self._key(box, "log"))

@@ -98,7 +98,8 @@ async def submit_member(
     input: JSONInput,
 ) -> str:
     """Queue a separate run of `member`, a member of the runnable of run `run_id`, on
-    that run's queue and with its priority (`ctx.submit`); its id. Submitted once per
+    that run's queue, one priority above it (`ctx.submit`): runs that work already
+    begun waits for are taken before new work. Its id; submitted once per
     `idempotency_key`."""
     record = await store.get_run(run_id)
     if record is None or record.queue is None or not record.target:
@@ -109,10 +110,9 @@ async def submit_member(
             "`orchestrion worker`s."
         )
     target = member_target(record.target, target_of(record, targets), member)
+    sooner = min(record.priority + 1, 2**31 - 1)  # work already begun goes first
     targets.setdefault(target, member)
-    return await _enqueue(
-        store, member, target, input, record.queue, record.priority, idempotency_key, None
-    )
+    return await _enqueue(store, member, target, input, record.queue, sooner, idempotency_key, None)
 
 
 def submitted_by(entries: Sequence[Entry]) -> list[str]:
