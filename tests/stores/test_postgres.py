@@ -103,37 +103,6 @@ async def test_concurrent_runs_appends_are_group_committed(schema: str) -> None:
     await drop_schema(store)
 
 
-async def test_a_breaker_opened_by_one_worker_short_circuits_the_others(schema: str) -> None:
-    """Two runtimes on one database stand for two workers (each has its own pool)."""
-    from orchestrion import Agent, Policy, Runtime
-    from orchestrion.errors import ModelError
-    from orchestrion.policy import Breaker
-    from orchestrion.testing import FunctionModel
-
-    calls: list[str] = []
-
-    def down(request: object) -> str:
-        calls.append("sent")
-        raise ModelError("503 from the provider", status_code=503, transient=True)
-
-    policy = Policy(retry=None, breaker=Breaker(failures=2, window=60, cooldown=60))
-    agent = Agent(name="a", model=FunctionModel(down, name="flaky-model"), policy=policy)
-    url = f"{POSTGRES_URL}?schema={schema}"
-    first, second = Runtime(url), Runtime(url)
-    for _ in range(2):  # two transient failures in the first worker open the circuit
-        assert (await first.run(agent, "go")).status is RunStatus.FAILED
-    assert len(calls) == 2
-    other = await second.run(agent, "go")
-    assert other.status is RunStatus.FAILED
-    assert len(calls) == 2, "the second worker's call was not sent"
-    assert isinstance(other.error, dict) and other.error["type"] == "BreakerOpen"
-    assert "circuit for test:flaky-model is open" in str(other.error["message"])
-    [state] = await second.breakers()
-    assert (state.name, state.state, state.probe_in > 50) == ("test:flaky-model", "open", True)
-    await first.close()
-    await second.close()
-
-
 async def test_read_only_reads_an_existing_schema_and_creates_or_changes_nothing(
     schema: str,
 ) -> None:

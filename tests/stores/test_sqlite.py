@@ -458,37 +458,3 @@ async def test_rows_hold_plain_json_text(db: Path) -> None:
         assert json.loads(rows[0][0])["input"] == {"q": "ü"}
     finally:
         conn.close()
-
-
-async def test_a_breaker_opened_by_one_process_short_circuits_the_others(tmp_path: Path) -> None:
-    """Two runtimes on one file stand for two processes (each has its own writer)."""
-    from orchestrion import Agent, Policy, Runtime
-    from orchestrion.errors import ModelError
-    from orchestrion.policy import Breaker
-    from orchestrion.testing import FunctionModel
-
-    calls: list[str] = []
-
-    def down(request: object) -> str:
-        calls.append("sent")
-        raise ModelError("503 from the provider", status_code=503, transient=True)
-
-    policy = Policy(retry=None, breaker=Breaker(failures=2, window=60, cooldown=60))
-    agent = Agent(name="a", model=FunctionModel(down, name="flaky-model"), policy=policy)
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    first, second = Runtime(url), Runtime(url)
-    for _ in range(2):  # two transient failures in the first process open the circuit
-        assert (await first.run(agent, "go")).status is RunStatus.FAILED
-    assert len(calls) == 2
-    other = await second.run(agent, "go")
-    assert other.status is RunStatus.FAILED
-    assert len(calls) == 2, "the second process's call was not sent"
-    assert isinstance(other.error, dict) and other.error["type"] == "BreakerOpen"
-    [state] = await second.breakers()
-    assert (state.name, state.state, state.probe_in > 50) == ("test:flaky-model", "open", True)
-    await first.close()
-    await second.close()
-    third = Runtime(url)  # the state outlives the processes: it is in the file
-    assert (await third.run(agent, "go")).status is RunStatus.FAILED
-    assert len(calls) == 2
-    await third.close()

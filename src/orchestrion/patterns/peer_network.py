@@ -29,8 +29,7 @@ from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
 from orchestrion.loops import LoopWatch, MailRound
 from orchestrion.patterns._names import agents_only, check_name
-from orchestrion.patterns.peer_runs import Mailboxes, Peer, run_network
-from orchestrion.tools.tool import ModelRetry, Tool
+from orchestrion.patterns.peer_runs import Mailboxes, Peer, network_tools, run_network
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,33 +172,16 @@ class PeerNetwork:
     def _member(
         self, agent: Agent[Any, Any], bus: Bus, finished: list[tuple[str, str]]
     ) -> Agent[Any, Any]:
-        allowed = self._edges[agent.name]
 
-        async def send_message(ctx: RunContext[Any], to: str, content: str) -> str:
-            """Send a message to another agent; it reads it in the next round.
-
-            Args:
-                to: The agent to write to.
-                content: The message.
-            """
-            if to not in allowed:
-                raise ModelRetry(f"You cannot message {to!r}; you can message: {list(allowed)}.")
+        async def deliver(ctx: RunContext[Any], to: str, content: str) -> None:
             bus.post(Mail(agent.name, to, content, ctx.key))
-            return f"sent to {to}"
 
-        async def finish(ctx: RunContext[Any], answer: str) -> str:
-            """Give the final answer for the whole network; the run ends with it.
-
-            Args:
-                answer: The answer to the user's request.
-            """
+        async def conclude(ctx: RunContext[Any], answer: str) -> None:
             finished.append((ctx.key, answer))
-            return "finished"
 
         # Local tools: replay runs them again, so the bus and the answer are rebuilt.
-        extra = [Tool(function=finish, local=True)]
-        if allowed:
-            extra.insert(0, Tool(function=send_message, local=True))
+        allowed = self._edges[agent.name]
+        extra = network_tools(allowed, deliver, conclude, when="in the next round", local=True)
         return dataclasses.replace(agent, tools=[*agent.tools, *extra])
 
 

@@ -20,9 +20,9 @@ the journal, not the order, is what a replay follows.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from orchestrion import keys
 from orchestrion._json import JSON, dumps_str
@@ -141,38 +141,60 @@ class Peer:
             raise
 
     def _member(self, box: str) -> Agent[Any, Any]:
-        """The agent, with a `send_message` and a `finish` that go through the mailboxes:
-        write tools (not local ones), each delivered once by its idempotency key."""
-        mail, me, allowed = self.mailboxes, self.agent.name, self.allowed
+        """The agent, with a `send_message` and a `finish` that go through the mailboxes."""
+        mail, me = self.mailboxes, self.agent.name
 
-        async def send_message(ctx: RunContext[Any], to: str, content: str) -> str:
-            """Send a message to another agent; it reads it when it is next free.
-
-            Args:
-                to: The agent to write to.
-                content: The message.
-            """
-            if to not in allowed:
-                raise ModelRetry(f"You cannot message {to!r}; you can message: {list(allowed)}.")
+        async def deliver(ctx: RunContext[Any], to: str, content: str) -> None:
             await mail.post(box, ctx.idempotency_key, me, to, content)
-            return f"sent to {to}"
 
-        async def finish(ctx: RunContext[Any], answer: str) -> str:
-            """Give the final answer for the whole network; the network ends with it.
-
-            Args:
-                answer: The answer to the user's request.
-            """
+        async def conclude(ctx: RunContext[Any], answer: str) -> None:
             report: dict[str, JSON] = {"type": "finish", "agent": me, "answer": answer}
             await mail.report(box, ctx.idempotency_key, report)
-            return "finished"
 
-        # Writes: the model's response is committed before the message leaves, so a
-        # resumed agent sends that same message (deduplicated), never a new one.
-        extra = [Tool(function=finish, effect="write")]
-        if allowed:
-            extra.insert(0, Tool(function=send_message, effect="write"))
+        # Writes: the model's response is committed before a message leaves, so a
+        # resumed agent sends that same message (posted once), never a new one.
+        extra = network_tools(self.allowed, deliver, conclude, when="when it is next free")
         return dataclasses.replace(self.agent, tools=[*self.agent.tools, *extra])
+
+
+def network_tools(
+    allowed: Sequence[str],
+    deliver: Callable[[RunContext[Any], str, str], Awaitable[None]],
+    conclude: Callable[[RunContext[Any], str], Awaitable[None]],
+    *,
+    when: str,
+    local: bool = False,
+) -> list[Tool[Any]]:
+    """The tools a network gives each agent: `send_message` (when it may message
+    someone) and `finish`; `local` tools (an in-process bus), else write tools."""
+
+    async def send_message(ctx: RunContext[Any], to: str, content: str) -> str:
+        """Send a message to another agent.
+
+        Args:
+            to: The agent to write to.
+            content: The message.
+        """
+        if to not in allowed:
+            raise ModelRetry(f"You cannot message {to!r}; you can message: {list(allowed)}.")
+        await deliver(ctx, to, content)
+        return f"sent to {to}"
+
+    async def finish(ctx: RunContext[Any], answer: str) -> str:
+        """Give the final answer for the whole network; the run ends with it.
+
+        Args:
+            answer: The answer to the user's request.
+        """
+        await conclude(ctx, answer)
+        return "finished"
+
+    effect: Literal["read", "write"] = "read" if local else "write"
+    tools: list[Tool[Any]] = [Tool(function=finish, effect=effect, local=local)]
+    if allowed:
+        about = f"Send a message to another agent; it reads it {when}."
+        tools.insert(0, Tool(function=send_message, description=about, effect=effect, local=local))
+    return tools
 
 
 def _letters(taken: JSON) -> list[dict[str, str]]:
