@@ -103,8 +103,9 @@ class ReplayLog:
         """Keys of write tools cancelled mid-call (e.g. by a branch's timeout)."""
         self._live_writes: set[str] = set()
         """Keys of the write-tool calls under way in this execution (started, not ended)."""
-        self._waits: set[asyncio.Future[object]] = set()
-        """The steps under way that only wait (`wait_for`): `stop_steps` ends them."""
+        self._waits: set[asyncio.Future[object]] | None = None
+        """The steps under way that only wait (`wait_for`): `stop_steps` ends them.
+        Made by the first (most runs never wait: no set for them)."""
 
     # -- claims ------------------------------------------------------------
 
@@ -176,7 +177,7 @@ class ReplayLog:
         """This process lost the run: its next step or append raises `error`, and so
         do the steps under way that only wait (`wait_for`)."""
         self._halted = self._fenced = error
-        for waiting in self._waits:
+        for waiting in self._waits or ():
             waiting.cancel()
 
     def stop_steps(self, error: BaseException) -> None:
@@ -186,7 +187,7 @@ class ReplayLog:
         but the steps that only wait (`wait_for`) end at once."""
         if self._halted is None:
             self._halted = error
-        for waiting in self._waits:
+        for waiting in self._waits or ():
             waiting.cancel()
 
     async def wait_for(self, step: Awaitable[T]) -> T:
@@ -194,7 +195,8 @@ class ReplayLog:
         second try would not redo: `stop_steps` ends it at once with its error,
         rather than letting it finish."""
         waiting: asyncio.Future[T] = asyncio.ensure_future(step)
-        self._waits.add(waiting)  # type: ignore[arg-type]  # kept to be cancelled
+        waits = self._waits = self._waits or set()
+        waits.add(waiting)  # type: ignore[arg-type]  # kept to be cancelled
         try:
             return await waiting
         except asyncio.CancelledError:
@@ -203,7 +205,7 @@ class ReplayLog:
                 raise halted from None  # cut off by `stop_steps`, not cancelled itself
             raise
         finally:
-            self._waits.discard(waiting)
+            waits.discard(waiting)
             waiting.cancel()
 
     @property
