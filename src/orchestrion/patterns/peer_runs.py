@@ -10,9 +10,9 @@ and ends with that outcome.
 Each agent's run loops: take every message waiting in its mailbox (journaled,
 and committed before the mailbox is told: a resumed agent reads the same mail,
 and mail read but not journaled is delivered again), act on it in one turn (its
-`send_message` and `finish` are journaled tool calls, each delivered once
-whatever the replays: its id is the call's idempotency key), then say the mail
-was acted on. There are no rounds: an agent reads its mailbox whenever it is
+`send_message` and `finish` are write tools, each delivered once whatever the
+replays: its id is the call's idempotency key), commit the turn, then say the
+mail was acted on. There are no rounds: an agent reads its mailbox whenever it is
 free, so the order in which mail arrives is whatever the workers make it, and
 the journal, not the order, is what a replay follows.
 """
@@ -130,6 +130,9 @@ class Peer:
                 )
                 text = "\n\n".join(f"Message from {m['from']}:\n{m['content']}" for m in letters)
                 await ctx.run(member, text + note, key=keys.numbered("turn", turn))
+                # The turn is committed before the network hears the mail was acted on:
+                # else a crash could lose a turn the network already counted as done.
+                await ctx.step(keys.numbered("acted", turn), _acted, durable=True)
                 await mail.done(box, [m["id"] for m in letters])
         except Suspension:
             raise  # waits for a human; the network waits with it
@@ -195,6 +198,10 @@ def network_tools(
         about = f"Send a message to another agent; it reads it {when}."
         tools.insert(0, Tool(function=send_message, description=about, effect=effect, local=local))
     return tools
+
+
+async def _acted() -> None:
+    return None
 
 
 def _letters(taken: JSON) -> list[dict[str, str]]:
