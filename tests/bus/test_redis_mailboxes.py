@@ -326,20 +326,39 @@ async def test_cancelling_the_network_cancels_its_agents(
     assert {r.status for r in await other.list()} == {RunStatus.CANCELLED}
 
 
-async def test_a_network_whose_agents_find_no_worker_slot_says_so(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_a_worker_with_one_slot_runs_a_network_by_putting_waiting_runs_back() -> None:
+    async with Runtime("memory://") as runtime:
+        run_id = await runtime.submit(f"{TARGET}:ping_pong", "start 2")
+        worker = Worker(runtime, concurrency=1, poll=0.05)  # a network needs three slots
+        task = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(30):
+                while (await runtime.get(run_id)).status is not RunStatus.COMPLETED:
+                    await asyncio.sleep(0.05)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+        assert (await runtime.get(run_id)).output == "done after 2"
+        runs = await runtime.list()
+        assert {r.status for r in runs} == {RunStatus.COMPLETED}
+        assert max(r.token for r in runs) > 1  # some were put back and taken again
+    network = await network_of(run_id)
+    assert await peers.MAILBOXES.messages(str(network["box"])) == ping_pong_mail(2)
+
+
+async def test_a_network_whose_agents_never_read_their_mail_says_so(
+    mail: tuple[RedisMailboxes, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from orchestrion.bus import redis_mail
 
-    monkeypatch.setattr(redis_mail, "UNREAD_AFTER", 0.3)
-    async with Runtime("memory://") as runtime:
-        run_id = await runtime.submit(f"{TARGET}:ping_pong", "start 1")
-        worker = Worker(runtime, concurrency=1, poll=0.05)  # the network takes the only slot
-        task = asyncio.create_task(worker.run())
-        async with asyncio.timeout(20):
-            while "have not read their mailboxes" not in caplog.text:
-                await asyncio.sleep(0.05)
-        worker.stop()
-        await asyncio.wait_for(task, 10)  # the network's wait is cut off: back on the queue
-        assert (await runtime.get(run_id)).status is RunStatus.QUEUED
-    assert "agents ['alice', 'bob']" in caplog.text and "raise --concurrency" in caplog.text
+    monkeypatch.setattr(redis_mail, "UNREAD_AFTER", 0.1)
+    boxes, box = mail
+    waiting = asyncio.create_task(boxes.outcome(box))
+    async with asyncio.timeout(10):
+        while "have not read their mailboxes" not in caplog.text:
+            await asyncio.sleep(0.02)
+    await boxes.report(box, "r1", {"type": "finish", "answer": "late"})
+    assert (await waiting)["type"] == "finish"
+    assert "agents ['a', 'b']" in caplog.text and "raise --concurrency" in caplog.text

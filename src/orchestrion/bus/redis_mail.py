@@ -151,8 +151,7 @@ class RedisMailboxes:
 
     async def close(self, box: str, agents: Sequence[str]) -> None:
         client = self._client()
-        streams = [self._key(box, "in", a) for a in agents]
-        await client.eval(_STOP, 1 + len(streams), self._key(box, "sent"), *streams)
+        streams = await self._stop(box, agents)
         pipe = client.pipeline(transaction=False)
         for key in [*streams, *(self._key(box, part) for part in _PARTS)]:
             pipe.expire(key, self.ttl)
@@ -192,11 +191,14 @@ class RedisMailboxes:
     async def done(self, box: str, mail_ids: Sequence[str]) -> None:
         if mail_ids:
             keys = (self._key(box, "done"), self._key(box, "flight"), self._key(box, "reports"))
-            await self._client().eval(_DONE, 3, *keys, *mail_ids)
+            left: Any = await self._client().eval(_DONE, 3, *keys, *mail_ids)
+            if left == 0:  # quiet: the agents stop without waiting for the network's run
+                await self._stop(box)
 
     async def report(self, box: str, report_id: str, report: dict[str, JSON]) -> None:
         keys = (self._key(box, "sent"), self._key(box, "reports"))
         await self._client().eval(_REPORT, 2, *keys, report_id, dumps_str(report))
+        await self._stop(box)  # every report ends the network: its agents stop now
 
     # -- inspecting ------------------------------------------------------------
 
@@ -227,6 +229,16 @@ class RedisMailboxes:
         if client is None:
             client = self._clients[loop] = connect(self._raw_url, patience=PATIENCE)
         return client
+
+    async def _stop(self, box: str, agents: Sequence[str] | None = None) -> list[str]:
+        """Put a stop in each agent's mailbox, once per mailbox; the mailboxes' keys."""
+        client = self._client()
+        if agents is None:
+            listed: Any = await client.hget(self._key(box, "meta"), "agents")
+            agents = loads(listed or b"[]")
+        streams = [self._key(box, "in", a) for a in agents]
+        await client.eval(_STOP, 1 + len(streams), self._key(box, "sent"), *streams)
+        return streams
 
     async def _warn_unread(self, box: str) -> None:
         """Log the agents that never read their mailbox: their runs found no worker slot."""

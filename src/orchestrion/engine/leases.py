@@ -73,6 +73,16 @@ class Leases:
             if held is not None:
                 held[1].stop_steps(_stopping())
 
+    def idle(self, longer_than: float) -> list[str]:
+        """The runs held here that have only been waiting (`wait=True` steps) for
+        more than `longer_than` seconds, the longest first."""
+        now = time.monotonic()
+        since = {run_id: log.waiting_since for run_id, (_, log) in self._held.items()}
+        idle = [
+            (t, run_id) for run_id, t in since.items() if t is not None and now - t > longer_than
+        ]
+        return [run_id for _, run_id in sorted(idle)]
+
     def stop(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()

@@ -49,6 +49,7 @@ class ReplayLog:
         "run_id",
         "steps",
         "token",
+        "waiting_since",
     )
 
     def __init__(
@@ -106,6 +107,8 @@ class ReplayLog:
         self._waits: set[asyncio.Future[object]] | None = None
         """The steps under way that only wait (`wait_for`): `stop_steps` ends them.
         Made by the first (most runs never wait: no set for them)."""
+        self.waiting_since: float | None = None
+        """Since when (`time.monotonic()`) a step that only waits has been under way, if one is."""
 
     # -- claims ------------------------------------------------------------
 
@@ -197,6 +200,8 @@ class ReplayLog:
         waiting: asyncio.Future[T] = asyncio.ensure_future(step)
         waits = self._waits = self._waits or set()
         waits.add(waiting)  # type: ignore[arg-type]  # kept to be cancelled
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
         try:
             return await waiting
         except asyncio.CancelledError:
@@ -207,6 +212,8 @@ class ReplayLog:
         finally:
             waits.discard(waiting)
             waiting.cancel()
+            if not waits:
+                self.waiting_since = None
 
     @property
     def writing(self) -> bool:

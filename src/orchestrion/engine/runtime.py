@@ -74,22 +74,20 @@ OutputT = TypeVar("OutputT", default=Any)
 class Runtime:
     """Owns a store, the default model and event sinks; runs things durably.
 
-    `durability="async"` (default) writes model and read-tool steps behind the
-    run (group-committed) and waits for the commit of write-tool steps,
-    answers and status changes (fsync'd on SQLite); `"sync"` waits for every
-    step's commit.
+    `durability="async"` (default) writes model and read-tool steps behind the run
+    (group-committed) and waits for the commit of write-tool steps, answers and
+    status changes (fsync'd on SQLite); `"sync"` waits for every step's commit.
 
-    A run works here only while this runtime holds its lease in the store
-    (`owner`, renewed every third of `lease_ttl` seconds): `run`, `resume` and
-    `fork` claim it before anything executes, so another process (a second
-    `resume --approve`, a worker) is refused, and a process that dies leaves a
-    lease that ends after `lease_ttl`, after which anyone may resume the run.
+    A run works here only while this runtime holds its lease in the store (`owner`,
+    renewed every third of `lease_ttl` seconds): `run`, `resume` and `fork` claim it
+    before anything executes, so another process (a second `resume --approve`, a
+    worker) is refused, and a process that dies leaves a lease that ends after
+    `lease_ttl`, after which anyone may resume the run.
 
     `breakers` and `rate_limits` keep the state of circuit breakers and rate limits
-    (default: the store's, shared by every worker on it, where it has them; else
-    this process's). `secrets` are values to keep out of journals, events, error
-    texts and what models read (`orchestrion.register_secret`, for the process).
-    """
+    (default: the store's, shared by every worker on it, where it has them; else this
+    process's). `secrets` are values to keep out of journals, events, error texts and
+    what models read (`orchestrion.register_secret`, for the process)."""
 
     def __init__(
         self,
@@ -536,18 +534,21 @@ class Runtime:
             )
 
     def stop_steps(self, run_ids: Iterable[str]) -> None:
-        """These runs stop before their next step and go back to their queue (their
-        worker is stopping); steps under way finish first."""
+        """These runs go back to their queue at their next step (steps under way finish)."""
         self._leases.stop_steps(run_ids)
+
+    def idle_runs(self, longer_than: float) -> builtins.list[str]:
+        """The runs working here that have only waited (`wait=True` steps) that long."""
+        return self._leases.idle(longer_than)
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Stop a run for good and return its record as it ends.
 
-        A run working in this process stops at once. One working elsewhere is
-        taken from its owner: the lease passes to this runtime (a new fencing
-        token), so the owner's next step is refused by the store before it
-        writes anything, and the status stays `cancelled`. A completed run is
-        left as it is. The runs it queued (`ctx.submit`) are cancelled with it."""
+        A run working in this process stops at once. One working elsewhere is taken
+        from its owner: the lease passes to this runtime (a new fencing token), so the
+        owner's next step is refused by the store before it writes anything, and the
+        status stays `cancelled`. A completed run is left as it is. The runs it
+        queued (`ctx.submit`) are cancelled with it."""
         record = await self._cancel_one(run_id)
         for submitted in submitted_by(await self.store.load(run_id)):
             await self.cancel(submitted)

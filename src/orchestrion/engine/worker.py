@@ -7,6 +7,11 @@ cannot write another step. A worker that dies leaves leases that end; any worker
 on those queues then takes the runs over from their journals. Idle workers wait
 in `RunQueue.wait_for_runs` (LISTEN/NOTIFY on PostgreSQL).
 
+A worker whose slots are all taken puts back a run that has only been waiting
+(`ctx.step(..., wait=True)`) for `poll` seconds when another run can be claimed,
+and works on that one instead: runs that wait on each other (a peer network and
+its agents) never starve for a slot that the waiting ones hold.
+
 `stop()` (SIGTERM in `orchestrion worker`) drains: no new claim; each run stops
 before its next step (steps under way finish and are journaled) and goes back to
 its queue; after `grace` seconds, runs still in a step are cancelled as a crash
@@ -105,7 +110,9 @@ class Worker:
         while not self._stopping.is_set():
             if len(self._active) >= self.concurrency:
                 self._slot_freed.clear()
-                await self._first(self._slot_freed.wait())
+                await self._first(self._slot_freed.wait(), asyncio.sleep(self.poll))
+                if not self._slot_freed.is_set():
+                    await self._make_room()
                 continue
             free = min(self.concurrency - len(self._active), CLAIMS_AT_ONCE)
             try:
@@ -117,9 +124,7 @@ class Worker:
                 await self._first(asyncio.sleep(self.poll))
                 continue
             for record in records:
-                task = asyncio.create_task(self._work(record), name=f"orchestrion-run-{record.id}")
-                self._active[task] = record.id
-                task.add_done_callback(self._done)
+                self._start(record)
             if records:
                 continue
             if until_idle and not self._active:
@@ -134,6 +139,26 @@ class Worker:
                 log.warning("waiting for runs failed: %s: %s", type(exc).__name__, exc)
                 await self._first(asyncio.sleep(self.poll))
 
+    async def _make_room(self) -> None:
+        """Every slot is taken. If a run here has only been waiting (for mail, say)
+        for `poll` seconds and another run can be claimed, work on that one and put
+        the waiting one back on its queue: runs that wait on each other (a network
+        and its agents) never hold every slot while the others wait for one."""
+        idle = self.runtime.idle_runs(self.poll)
+        if not idle:
+            return
+        try:
+            records = await self._queue.claim_next(
+                self.runtime.owner, self.queues, ttl=self.runtime.lease_ttl, limit=1
+            )
+        except StoreError as exc:
+            log.warning("claiming runs failed: %s", exc)
+            return
+        if records:
+            log.info("run %s waits: put back to work on run %s", idle[0], records[0].id)
+            self.runtime.stop_steps(idle[:1])
+            self._start(records[0])
+
     async def _first(self, *waits: Awaitable[object]) -> None:
         """Wait for the first of `waits` (coroutines) or for `stop()`; raise what it raised."""
         tasks = [asyncio.ensure_future(w) for w in (*waits, self._stopping.wait())]
@@ -146,6 +171,11 @@ class Worker:
         for task in done:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 raise exc
+
+    def _start(self, record: RunRecord) -> None:
+        task = asyncio.create_task(self._work(record), name=f"orchestrion-run-{record.id}")
+        self._active[task] = record.id
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._active.pop(task, None)

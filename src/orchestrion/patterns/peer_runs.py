@@ -59,11 +59,12 @@ class Mailboxes(Protocol):
 
     async def done(self, box: str, mail_ids: Sequence[str]) -> None:
         """The mail `mail_ids` was acted on; when no mail is left in flight, the
-        network reports `{"type": "quiet"}`."""
+        network reports `{"type": "quiet"}` and its agents are stopped."""
         ...
 
     async def report(self, box: str, report_id: str, report: dict[str, JSON]) -> None:
-        """Tell the network something (`finish`, `exceeded`, `failed`), once per `report_id`."""
+        """Tell the network something (`finish`, `exceeded`, `failed`), once per
+        `report_id`; each ends the network, so its agents are stopped."""
         ...
 
     async def outcome(self, box: str) -> dict[str, JSON]:
