@@ -102,7 +102,12 @@ def worker(
     ] = 20.0,
     poll: Annotated[
         float,
-        typer.Option("--poll", min=0.05, help="Seconds between looks for runs whose worker died."),
+        typer.Option(
+            "--poll",
+            min=0.05,
+            help="Seconds between looks for runs whose worker died; also how long a run "
+            "only waits before a full worker puts it back for another.",
+        ),
     ] = 1.0,
     max_attempts: Annotated[
         int,
