@@ -362,3 +362,39 @@ async def test_a_network_whose_agents_never_read_their_mail_says_so(
     await boxes.report(box, "r1", {"type": "finish", "answer": "late"})
     assert (await waiting)["type"] == "finish"
     assert "agents ['a', 'b']" in caplog.text and "raise --concurrency" in caplog.text
+
+
+async def test_a_network_goes_on_when_redis_drops_every_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis.asyncio
+
+    effects = tmp_path / "effects.jsonl"
+    monkeypatch.setenv("WK_EFFECTS", str(effects))
+    monkeypatch.setenv("WK_SLEEP", "0.05")
+    killer = redis.asyncio.Redis.from_url(REDIS_URL)
+    async with Runtime("memory://") as runtime:
+        run_id = await runtime.submit(f"{TARGET}:ping_pong", "start 6")
+        worker = Worker(runtime, concurrency=4, poll=0.05)
+        task = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(60):
+                while not effects.exists() or '"bob"' not in effects.read_text():
+                    await asyncio.sleep(0.01)
+                killed = 0
+                for _ in range(5):  # mid-conversation, every client but this one, again and again
+                    killed += await killer.client_kill_filter(_type="normal", skipme=True)
+                    await asyncio.sleep(0.1)
+                assert killed >= 5  # the network's and its agents' connections, each time
+                while (await runtime.get(run_id)).status is RunStatus.RUNNING:
+                    await asyncio.sleep(0.05)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+            await killer.aclose()
+        record = await runtime.get(run_id)
+    assert record.status is RunStatus.COMPLETED, record.error
+    assert record.output == "done after 6"
+    network = await network_of(run_id)
+    assert network["in_flight"] == 0
+    assert await peers.MAILBOXES.messages(str(network["box"])) == ping_pong_mail(6)
