@@ -144,7 +144,8 @@ class Worker:
         for `poll` seconds and another run can be claimed, work on that one and put
         the waiting one back on its queue: runs that wait on each other (a network
         and its agents) never hold every slot while the others wait for one."""
-        idle = self.runtime.idle_runs(self.poll)
+        mine = set(self._active.values())  # not a run its runtime works on outside the queue
+        idle = [run_id for run_id in self.runtime.idle_runs(self.poll) if run_id in mine]
         if not idle:
             return
         try:
