@@ -68,8 +68,8 @@ class Mailboxes(Protocol):
         ...
 
     async def outcome(self, box: str) -> dict[str, JSON]:
-        """Wait for the network's first report; it comes with every message posted
-        (`messages`, as `{"from", "to", "content"}`)."""
+        """Wait for the network's first report; `quiet` comes with every message
+        posted (`messages`, as `{"from", "to", "content"}`)."""
         ...
 
     async def close(self, box: str, agents: Sequence[str]) -> None:
