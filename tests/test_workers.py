@@ -381,3 +381,30 @@ def test_a_peer_network_spread_over_two_workers_survives_one_killed(fleet: Fleet
     pings = Counter(e["mail"] for e in fleet.log("bob"))
     assert set(pings) == {f"Message from alice:\nping {k} of 6" for k in range(1, 7)}
     assert all(n <= 2 for n in pings.values())
+
+
+def test_cancelling_a_peer_network_from_another_process_stops_its_agents(fleet: Fleet) -> None:
+    async def submit() -> str:
+        async with Runtime(fleet.store) as runtime:
+            return await runtime.submit(f"{PEERS}:ping_pong", "start 100")
+
+    run_id = asyncio.run(submit())
+    worker = fleet.worker("--lease-ttl", "1.5", WK_SLEEP="0.1")
+    fleet.wait(lambda: len(fleet.log("bob")) >= 2, "bob answered two pings")
+    code, out, err = fleet.cli("cancel", run_id)
+    assert code == 0, err
+    runs = fleet.runs()
+    assert {r.name: r.status for r in runs.values()} == {
+        "ping-pong": RunStatus.CANCELLED,
+        "ping-pong.alice": RunStatus.CANCELLED,
+        "ping-pong.bob": RunStatus.CANCELLED,
+    }
+    # The worker finds its leases taken (its next heartbeat) and lets go of the runs.
+    time.sleep(1.5)
+    answered = len(fleet.log("bob"))
+    time.sleep(0.5)
+    assert len(fleet.log("bob")) == answered  # nothing works on them any more
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert {r.status for r in fleet.runs().values()} == {RunStatus.CANCELLED}

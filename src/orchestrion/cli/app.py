@@ -457,8 +457,9 @@ def cancel(
     store: common.StoreOption = DEFAULT_STORE_URL,
     as_json: common.JsonOption = False,
 ) -> None:
-    """Stop a run for good. A run working in another process is taken from it: that
-    process stops at its next step, before any further write."""
+    """Stop a run for good, with the runs it queued (a peer network's agents). A run
+    working in another process is taken from it: that process stops at its next
+    step, before any further write."""
 
     async def stop() -> Any:
         async with Runtime(store) as runtime:
