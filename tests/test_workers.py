@@ -391,7 +391,7 @@ def test_cancelling_a_peer_network_from_another_process_stops_its_agents(fleet: 
     run_id = asyncio.run(submit())
     worker = fleet.worker("--lease-ttl", "1.5", WK_SLEEP="0.1")
     fleet.wait(lambda: len(fleet.log("bob")) >= 2, "bob answered two pings")
-    code, out, err = fleet.cli("cancel", run_id)
+    code, _, err = fleet.cli("cancel", run_id)
     assert code == 0, err
     runs = fleet.runs()
     assert {r.name: r.status for r in runs.values()} == {
