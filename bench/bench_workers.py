@@ -922,7 +922,7 @@ def parse() -> argparse.Namespace:
     add("--inproc-stores", type=lambda s: s.split(","), default=["memory", "sqlite"])
     add("--gc-modes", type=lambda s: s.split(","),
         default=["default", "freeze", "threshold", "freeze+threshold", "off"])  # fmt: skip
-    add("--gc-threshold", type=numbers(int), default=[50_000, 20, 100])
+    add("--gc-threshold", type=numbers(int), default=[50_000, 200, 100])
     add("--warmup", type=int, default=200, help="runs before the in-process measurement")
     add("--profile-runs", type=int, default=10_000)
     add("--top", type=int, default=15)
