@@ -48,9 +48,9 @@ class Mailboxes(Protocol):
         ...
 
     async def receive(self, box: str, agent: str, reader: str) -> list[dict[str, JSON]]:
-        """Wait for `agent`'s mail and take all that waits (`{"id", "entry", "from",
-        "content"}`, or `{"entry", "stop": true}` when the network stops it): first what
-        `reader` took before and did not `ack`, then new mail."""
+        """Wait for `agent`'s mail and take all that waits, as strings (`{"id", "entry",
+        "from", "content"}`, or `{"entry", "stop": "1"}` when the network stops it): first
+        what `reader` took before and did not `ack`, then new mail."""
         ...
 
     async def ack(self, box: str, agent: str, entries: Sequence[str]) -> None:
