@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Coroutine
 from contextvars import ContextVar
 from typing import Any
 
@@ -11,7 +11,8 @@ from orchestrion import keys
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.engine.agent_loop import run_agent
-from orchestrion.engine.execution import Context, Execution, thread
+from orchestrion.engine.divergence import THREAD, Thread
+from orchestrion.engine.execution import Context, Execution
 from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.records import GaveUp
 from orchestrion.errors import NestingTooDeep, RunError, RunHalted, describe
@@ -26,17 +27,9 @@ _depth: ContextVar[int] = ContextVar("orchestrion_nesting", default=0)
 of a gather counts its own."""
 
 
-def run_child(
-    ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON
-) -> Coroutine[Any, Any, Any]:
+async def run_child(ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON) -> Any:
     """Run `runnable` in `scope` with its steps keyed under `key`, its member key
     (`keys.member_keys`: `<scope>/<its name>`, or its bare name at the root of a run)."""
-    if not scope:  # the run itself: its task is the run's first sequential thread
-        return thread("", _run_child(ex, scope, key, runnable, input))
-    return _run_child(ex, scope, key, runnable, input)  # no coroutine of its own: fan-outs
-
-
-async def _run_child(ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON) -> Any:
     depth = _depth.get() + 1 if scope else 1  # a run started inside a tool starts over
     if depth > MAX_NESTING:
         raise NestingTooDeep(
@@ -45,20 +38,21 @@ async def _run_child(ex: Execution, scope: str, key: str, runnable: Runnable, in
             "that ends it."
         )
     token = _depth.set(depth)
+    # The run itself: its task is the run's first sequential thread (as `thread("")`
+    # makes it, without a coroutine more for each run held at once).
+    root = None if scope else THREAD.set(Thread(asyncio.current_task(), ""))
     try:
-        return await _run(ex, scope, key, runnable, input)
+        if isinstance(runnable, Agent):
+            if runnable.fallback_agents:
+                output = await _with_fallback(ex, key, runnable, input)
+            else:
+                output = await run_agent(ex, key, runnable, input)
+        else:
+            output = await runnable.invoke(Context(ex, key), input)
     finally:
         _depth.reset(token)
-
-
-async def _run(ex: Execution, scope: str, key: str, runnable: Runnable, input: JSON) -> Any:
-    if isinstance(runnable, Agent):
-        if runnable.fallback_agents:
-            output = await _with_fallback(ex, key, runnable, input)
-        else:
-            output = await run_agent(ex, key, runnable, input)
-    else:
-        output = await runnable.invoke(Context(ex, key), input)
+        if root is not None:
+            THREAD.reset(root)
     if scope:  # a member, not the run itself: a run stopped at a limit returns these
         ex.outputs[key] = output
     return output
