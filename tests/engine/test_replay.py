@@ -25,7 +25,7 @@ from orchestrion import (
 from orchestrion.errors import RunNotResumable
 from orchestrion.testing import ScriptedModel, call
 
-from ..conftest import make_store
+from ..conftest import drop_schema, make_store
 from ._support import Crash, tool_results
 
 
@@ -465,6 +465,7 @@ async def test_crash_anywhere_then_resume_matches_a_straight_run(
         )
     finally:
         await store.close()
+        await drop_schema(store)  # one PostgreSQL schema per example, else left behind
 
 
 async def test_resume_uses_the_runs_own_agent_not_a_namesake(runtime: Runtime) -> None:
