@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrion._json import JSON, dumps_str, loads
-from orchestrion.bus.redis_streams import DEFAULT_PREFIX, connect
+from orchestrion.bus.redis_streams import DEFAULT_PREFIX, as_text, connect
 from orchestrion.errors import RunError
 from orchestrion.redact import redact_url
 
@@ -244,10 +244,11 @@ class RedisMailboxes:
     async def _warn_unread(self, box: str) -> None:
         """Log the agents that never read their mailbox: their runs found no worker slot."""
         client = self._client()
-        meta: Any = await client.hgetall(self._key(box, "meta"))
+        meta = _network(await client.hgetall(self._key(box, "meta")))
         unread = []
-        for agent in loads(meta.get(b"agents", b"[]")):
-            groups: Any = await client.xinfo_groups(self._key(box, "in", agent))
+        agents: Any = meta["agents"]
+        for agent in agents:
+            groups: Any = await client.xinfo_groups(self._key(box, "in", str(agent)))
             if not any(g["consumers"] for g in groups):
                 unread.append(agent)
         if unread:
@@ -255,8 +256,8 @@ class RedisMailboxes:
                 "PeerNetwork %s (run %s): agents %s have not read their mailboxes after %d s. "
                 "Are the workers' slots all taken? A network holds one slot per agent, plus "
                 "one, while it works: raise --concurrency, or add workers.",
-                _text(meta.get(b"network", b"")),
-                _text(meta.get(b"run_id", b"")),
+                meta["network"],
+                meta["run_id"],
                 unread,
                 UNREAD_AFTER,
             )
@@ -264,7 +265,11 @@ class RedisMailboxes:
     async def _messages(self, box: str) -> list[JSON]:
         entries: Any = await self._client().xrange(self._key(box, "log"))
         return [
-            {"from": _text(f[b"from"]), "to": _text(f[b"to"]), "content": _text(f[b"content"])}
+            {
+                "from": as_text(f[b"from"]),
+                "to": as_text(f[b"to"]),
+                "content": as_text(f[b"content"]),
+            }
             for _, f in entries
         ]
 
@@ -284,9 +289,9 @@ async def networks(url: str, prefix: str = DEFAULT_PREFIX) -> list[dict[str, JSO
     found: list[dict[str, JSON]] = []
     try:
         async for raw in client.scan_iter(match=f"{prefix}:mail:*:meta", count=500):
-            meta_key = _text(raw)
+            meta_key = as_text(raw)
             base = meta_key.removesuffix(":meta")
-            meta: Any = await client.hgetall(meta_key)
+            meta = _network(await client.hgetall(meta_key))
             pipe = client.pipeline(transaction=False)
             pipe.get(f"{base}:flight")
             pipe.xlen(f"{base}:log")
@@ -296,9 +301,7 @@ async def networks(url: str, prefix: str = DEFAULT_PREFIX) -> list[dict[str, JSO
             found.append(
                 {
                     "box": base.rsplit(":", 1)[-1].strip("{}"),
-                    "network": _text(meta.get(b"network", b"")),
-                    "run_id": _text(meta.get(b"run_id", b"")),
-                    "agents": loads(meta.get(b"agents", b"[]")),
+                    **meta,
                     "posted": posted,
                     "in_flight": int(flight or 0),
                     "outcome": None if report is None else report.get("type"),
@@ -309,18 +312,23 @@ async def networks(url: str, prefix: str = DEFAULT_PREFIX) -> list[dict[str, JSO
     return sorted(found, key=lambda n: (str(n["network"]), str(n["run_id"])))
 
 
-def _letter(entry: bytes, fields: dict[bytes, bytes] | None) -> dict[str, JSON]:
-    if not fields:  # deleted from the stream while pending: nothing to read
-        return {"entry": _text(entry)}
-    if b"stop" in fields:
-        return {"entry": _text(entry), "stop": "1"}
+def _network(meta: Any) -> dict[str, JSON]:
+    """A network's `meta` hash as `open` wrote it: its name, run id and agents."""
     return {
-        "entry": _text(entry),
-        "id": _text(fields[b"id"]),
-        "from": _text(fields[b"from"]),
-        "content": _text(fields[b"content"]),
+        "network": as_text(meta.get(b"network", b"")),
+        "run_id": as_text(meta.get(b"run_id", b"")),
+        "agents": loads(meta.get(b"agents", b"[]")),
     }
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _letter(entry: bytes, fields: dict[bytes, bytes] | None) -> dict[str, JSON]:
+    if not fields:  # deleted from the stream while pending: nothing to read
+        return {"entry": as_text(entry)}
+    if b"stop" in fields:
+        return {"entry": as_text(entry), "stop": "1"}
+    return {
+        "entry": as_text(entry),
+        "id": as_text(fields[b"id"]),
+        "from": as_text(fields[b"from"]),
+        "content": as_text(fields[b"content"]),
+    }

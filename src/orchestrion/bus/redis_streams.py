@@ -188,10 +188,10 @@ async def streams(url: str, prefix: str = DEFAULT_PREFIX) -> list[dict[str, JSON
                 {
                     "stream": name,
                     "length": info["length"],
-                    "last_id": _text(info["last-generated-id"]),
+                    "last_id": as_text(info["last-generated-id"]),
                     "groups": [
                         {
-                            "name": _text(g["name"]),
+                            "name": as_text(g["name"]),
                             "consumers": g["consumers"],
                             "pending": g["pending"],
                             "lag": g.get("lag"),
@@ -205,5 +205,6 @@ async def streams(url: str, prefix: str = DEFAULT_PREFIX) -> list[dict[str, JSON
     return sorted(found, key=lambda s: str(s["stream"]))
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
+    """A value Redis gave back (bytes, mostly) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,10 +7,10 @@ import time
 from secrets import token_hex
 from typing import Any
 
-from orchestrion import keys
 from orchestrion._json import JSON, to_jsonable
 from orchestrion.engine.interrupts import answer_to_json, interrupt_id, normalize_approval
 from orchestrion.engine.journal import Entry, RunRecord, RunStatus, StepStatus
+from orchestrion.engine.queue import submit_steps
 from orchestrion.engine.records import ModelResponded, ToolReturned, WriteStarted, encode, expect
 from orchestrion.engine.replay_log import idempotency_key_of
 from orchestrion.errors import UserError
@@ -33,7 +33,7 @@ def fork_prefix(
             f"Run {run_id} has no step {at!r}. Its steps: {known[:20]}"
             f"{' ...' if len(known) > 20 else ''} (see `orchestrion show {run_id}`)."
         )
-    submits = [e.key for e in entries[:index] if e.kind == "step" and keys.is_submit(e.key)]
+    submits = [e.key for e in submit_steps(entries[:index])]
     if submits:
         raise UserError(
             f"Run {run_id} queued separate runs before step {at!r} (ctx.submit, at "

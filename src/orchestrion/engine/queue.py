@@ -115,13 +115,18 @@ async def submit_member(
     return await _enqueue(store, member, target, input, record.queue, sooner, idempotency_key, None)
 
 
-def submitted_by(entries: Sequence[Entry]) -> list[str]:
-    """The ids of the runs that a run queued with `ctx.submit`, from its journal."""
+def submit_steps(entries: Sequence[Entry]) -> list[Entry]:
+    """The completed steps of a journal that queued separate runs (`ctx.submit`)."""
     return [
-        str(value_of(e))
+        e
         for e in entries
         if e.kind == "step" and e.status is StepStatus.COMPLETED and keys.is_submit(e.key)
     ]
+
+
+def submitted_by(entries: Sequence[Entry]) -> list[str]:
+    """The ids of the runs that a run queued with `ctx.submit`, from its journal."""
+    return [str(value_of(e)) for e in submit_steps(entries)]
 
 
 async def _enqueue(

@@ -251,4 +251,8 @@ async def run_network(
             f"PeerNetwork {name!r}: agent {agent} (run {outcome.get('run_id')}) failed with "
             f"{found.get('type')}: {found.get('message')}"
         )
-    raise RunError(f"PeerNetwork {name!r}: its mailboxes reported {outcome!r}; runs: {runs}.")
+    raise RunError(
+        f"PeerNetwork {name!r}: its mailboxes reported {outcome!r}, which this orchestrion "
+        f"does not know (agents' runs: {runs}): are the workers on different versions of "
+        "orchestrion? Run one version, then resume the run."
+    )
