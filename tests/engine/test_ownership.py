@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrion import Agent, Approve, RunContext, RunStatus, Runtime, tool
-from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.journal import RunRecord, StepStatus
 from orchestrion.engine.replay_log import idempotency_key_of
 from orchestrion.engine.store import Store
 from orchestrion.errors import AnswerError, LeaseLost, RunBusy, RunNotResumable, UserError
@@ -495,14 +495,15 @@ async def test_a_write_run_again_after_a_crash_is_not_run_once_the_run_was_cance
     crashed.cancel()  # a crash: the write is journaled started, not completed
     await asyncio.gather(crashed, return_exceptions=True)
 
-    real_update = store.update_run
+    real_claim = store.claim
 
-    async def cancelled_right_after(run_id: str, **kwargs: Any) -> None:
-        await real_update(run_id, **kwargs)
-        if kwargs.get("status") is RunStatus.RUNNING:  # the resume has begun replaying
+    async def cancelled_right_after(run_id: str, owner: str, **kwargs: Any) -> RunRecord:
+        record = await real_claim(run_id, owner, **kwargs)
+        if not kwargs.get("steal"):  # the resume's claim (the cancel's own steals the run)
             await Runtime(store).cancel(run_id)
+        return record
 
-    store.update_run = cancelled_right_after  # type: ignore[method-assign]
+    store.claim = cancelled_right_after  # type: ignore[method-assign]
     again = Agent(name="payer", model=ScriptedModel(["never asked"]), tools=[pay])
     result = await Runtime(store).resume("r1", runnable=again)
     assert result.status is RunStatus.CANCELLED

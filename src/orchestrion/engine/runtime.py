@@ -693,9 +693,10 @@ class Runtime:
         self._leases.hold(lease, log)
         try:
             try:
-                if resumed:
+                if resumed and record.status is not RunStatus.RUNNING:
                     # Pending interrupts stay listed until the run suspends again or
-                    # ends, so a crash during this resume leaves them answerable.
+                    # ends, so a crash during this resume leaves them answerable. (A
+                    # worker's claim has marked its run running already.)
                     await self.store.update_run(
                         run_id,
                         status=RunStatus.RUNNING,

@@ -50,7 +50,7 @@ picked AS (
 UPDATE runs SET status = 'running', token = token + 1, attempts = attempts + 1,
     lease_owner = $1, lease_since = $2, lease_until = $3
 FROM picked WHERE id = picked_id
-RETURNING {RUN_COLUMNS}
+RETURNING {RUN_COLUMNS}, next_seq
 """
 
 

@@ -148,6 +148,9 @@ class PostgresStore:
         self._writer: _Writer | None = None
         self._failed: dict[str, WriteFailure] = {}
         self._known: set[str] = set()
+        self._empty: set[str] = set()
+        """Runs just claimed (`claim_next`) with nothing journaled yet: a queued run's
+        first `load` needs no query, since no one else can append under the new token."""
         self._closed = False
         self._listener: Listener | None = None
         self.commits = 0
@@ -524,6 +527,7 @@ class PostgresStore:
                 raise RunBusy(run_id, held[0], held[1], held[2])
             self._failed.pop(run_id, None)  # a new owner starts from what was saved
             self._known.add(run_id)
+            self._empty.discard(run_id)
             return _record(row)
 
         record: RunRecord = await self._call(apply)
@@ -547,6 +551,8 @@ class PostgresStore:
         return lost
 
     async def release(self, run_id: str, token: int) -> None:
+        self._empty.discard(run_id)
+
         async def apply(conn: Any) -> None:
             await conn.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_since = NULL, lease_until = NULL "
@@ -593,6 +599,7 @@ class PostgresStore:
         token: int | None = None,
         release: bool = False,
     ) -> None:
+        self._empty.discard(run_id)
         if self._failed:
             self._refuse(run_id, token)
         values = (
@@ -635,6 +642,8 @@ class PostgresStore:
             for row in rows:
                 self._failed.pop(row["id"], None)
                 self._known.add(row["id"])
+                if row["next_seq"] == 0:
+                    self._empty.add(row["id"])
             records = [_record(row) for row in rows]
             return sorted(records, key=lambda r: (-r.priority, r.created_at))
 
@@ -663,6 +672,8 @@ class PostgresStore:
     ) -> None:
         if self._failed:
             self._refuse(run_id, token)
+        if self._empty:
+            self._empty.discard(run_id)
         queued = entries if isinstance(entries, tuple) else tuple(entries)
         rows = _rows(run_id, queued)
         if not durable and run_id in self._known:
@@ -675,6 +686,9 @@ class PostgresStore:
         await waiter
 
     async def load(self, run_id: str) -> list[Entry]:
+        if run_id in self._empty:
+            self._empty.discard(run_id)
+            return []
         await self._flushed()
         failure = self._failed.get(run_id)
         if failure is not None and not issubclass(failure.kind, LeaseLost):
