@@ -237,14 +237,18 @@ async def _watched_tool_calls(
     """This turn's tool results, each with the note of the loop it closes, if any. The
     loop guard looks at the calls before they run (a looping write is stopped before
     it happens) and at their results."""
-    if agent.loop_guard is None or not calls:
-        return await _run_tool_calls(ex, agent, prefix, calls, final_problem)
-    ctx: Context[Any] = Context(ex, prefix)
-    for i, c in enumerate(calls):
-        if watch.watches_write(agent, c):
-            await watch.check(ctx, WriteAhead(agent=agent, calls=calls, index=i))
-    results = await _run_tool_calls(ex, agent, prefix, calls, final_problem)
-    return await watch.calls_done(ctx, agent, calls, results)
+    ctx: Context[Any] | None = None
+    if agent.loop_guard is not None and calls:
+        ctx = Context(ex, prefix)
+        for i, c in enumerate(calls):
+            if watch.watches_write(agent, c):
+                await watch.check(ctx, WriteAhead(agent=agent, calls=calls, index=i))
+    if len(calls) == 1:  # the usual turn: awaited here, one coroutine fewer per call held
+        key = keys.tool_keys(prefix, calls)[0]
+        results = [await _run_tool_call(ex, agent, key, calls[0], final_problem)]
+    else:
+        results = await _run_tool_calls(ex, agent, prefix, calls, final_problem)
+    return results if ctx is None else await watch.calls_done(ctx, agent, calls, results)
 
 
 async def _run_tool_calls(

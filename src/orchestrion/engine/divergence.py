@@ -216,3 +216,9 @@ class Divergence:
         while path and path not in into:
             into.add(path)
             path = keys.parent(path) or ""
+
+
+NO_DIVERGENCE = Divergence((), {})
+"""A run's with an empty journal (every new run's): there is nothing to compare, and
+one object serves them all. It stays empty: `asked` and `forked` are called only
+while `waiting`, which is False here, and `skipped` finds nothing to remove."""

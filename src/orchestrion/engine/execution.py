@@ -81,6 +81,8 @@ T = TypeVar("T")
 J = TypeVar("J", bound=JSON)
 
 COMPLETED = StepStatus.COMPLETED
+NONE_ANSWERED: frozenset[str] = frozenset()
+"""`Execution.answered` until an interrupt is answered (one empty set for every run)."""
 
 
 class Suspended(Suspension):
@@ -136,7 +138,7 @@ class Execution:
         self.events = events
         self.answers = answers
         """Answers given to the run's interrupts and not journaled yet, by interrupt id."""
-        self.answered: set[str] = set()
+        self.answered: frozenset[str] = NONE_ANSWERED
         """Ids of interrupts answered (and journaled) during this execution."""
         self.outputs: dict[str, Any] = {}
         """The output of every member (`ctx.run`) finished so far, by scope key: a run
@@ -311,7 +313,7 @@ class Execution:
         if iid in self.answers:
             answer = validate(iid, self.answers.pop(iid))
             await self.completed(key, step_kind, Answered(answer=answer), time.time(), durable=True)
-            self.answered.add(iid)
+            self.answered |= {iid}
             return answer
         if key not in self.log.replay:
             await self.log.record(key, step_kind, InterruptAsked(payload=payload), time.time())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Protocol, runtime_checkable
 
 from orchestrion import keys
@@ -190,7 +191,7 @@ def with_answers(record: RunRecord, checked: dict[str, JSON]) -> list[JSON]:
     return pending
 
 
-def unanswered(pending: list[JSON], answered: set[str]) -> list[JSON]:
+def unanswered(pending: list[JSON], answered: AbstractSet[str]) -> list[JSON]:
     """The interrupts of `pending` not in `answered`, without the answers kept for
     them (one was refused: they are asked again)."""
     return [

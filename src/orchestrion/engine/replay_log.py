@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from orchestrion import keys
 from orchestrion._json import JSON, clean_data
-from orchestrion.engine.divergence import Divergence
+from orchestrion.engine.divergence import NO_DIVERGENCE, Divergence
 from orchestrion.engine.journal import Entry, StepStatus, latest_by_key
 from orchestrion.engine.records import Record, WriteStarted, encode, expect
 from orchestrion.engine.store import Store
@@ -81,28 +81,29 @@ class ReplayLog:
         self.failures: Mapping[str, list[Entry]] = failures
         """Failed attempts journaled before this execution, by step key: where a
         step's retries and fallbacks resume."""
-        self._writes: set[str] = set()
-        """Keys of the write-tool calls that started, journaled or live."""
+        self._writes: set[str] | None = None
+        """Keys of the write-tool calls that started, journaled or live (made by the
+        first: most runs make no write, and each run's empty sets add up)."""
         self._origin_keys: dict[str, str] = {}
         """Idempotency keys of writes that started in the run this one was forked from."""
         for e in entries:
             if e.status is StepStatus.FAILED:
                 failures.setdefault(e.key, []).append(e)
             elif e.status is StepStatus.STARTED:
-                self._writes.add(e.key)
+                self._started(e.key)
                 origin = expect(e, WriteStarted).origin_key
                 if origin is not None:
                     self._origin_keys[e.key] = origin
         self._seq = entries[-1].seq + 1 if entries else 0
-        self.divergence = Divergence(entries, self.replay)
+        self.divergence = Divergence(entries, self.replay) if entries else NO_DIVERGENCE
         """Catches code that takes another path than the journal's on resume."""
         self._claimed: dict[str, str] = {}
         """Where each key claimed so far was claimed (the code site), by key."""
         self.steps = 0
         """Steps claimed in this execution (model requests, tool calls, answers, custom steps)."""
-        self._cut_off: set[str] = set()
+        self._cut_off: set[str] | None = None
         """Keys of write tools cancelled mid-call (e.g. by a branch's timeout)."""
-        self._live_writes: set[str] = set()
+        self._live_writes: set[str] | None = None
         """Keys of the write-tool calls under way in this execution (started, not ended)."""
         self._waits: set[asyncio.Future[object]] | None = None
         """The steps under way that only wait (`wait_for`): `stop_steps` ends them.
@@ -148,7 +149,9 @@ class ReplayLog:
         """Append `record` as the state of the step at `key` (a `WriteStarted` also
         counts the write as started)."""
         if isinstance(record, WriteStarted):
-            self._writes.add(key)
+            self._started(key)
+            if self._live_writes is None:
+                self._live_writes = set()
             self._live_writes.add(key)
         return self.append(key, kind, record.status, encode(record), started_at, durable)
 
@@ -221,7 +224,7 @@ class ReplayLog:
         return bool(self._live_writes)
 
     def _in_write(self, key: str) -> bool:
-        return any(keys.is_below(key, w) for w in self._live_writes)
+        return any(keys.is_below(key, w) for w in self._live_writes or ())
 
     async def confirm_owner(self) -> None:
         """Confirm in the store that this process still owns the run (`LeaseLost` if
@@ -233,10 +236,17 @@ class ReplayLog:
 
     def writes_below(self, key: str) -> list[str]:
         """The write-tool calls below `key` that started (journaled or live), sorted."""
-        return sorted(k for k in self._writes if keys.is_below(k, key))
+        return sorted(k for k in self._writes or () if keys.is_below(k, key))
+
+    def _started(self, key: str) -> None:
+        if self._writes is None:
+            self._writes = set()
+        self._writes.add(key)
 
     def cut_off(self, key: str) -> None:
         """The write tool at `key` was cancelled mid-call: its effect is unknown."""
+        if self._cut_off is None:
+            self._cut_off = set()
         self._cut_off.add(key)
 
     def cut_off_below(self, key: str) -> list[str]:

@@ -219,9 +219,11 @@ class WriteCalls(ToolCalls):
         await ex.log.record(key, "tool", WriteStarted(), time.time(), durable=True)
 
 
-async def invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any]) -> Any:
+def invoke(ex: Execution, key: str, tool: Tool, arguments: dict[str, Any]) -> Awaitable[Any]:
+    """The call of `tool`, to await (the tool's own coroutine: no frame of ours
+    stays above it while it runs)."""
     args: tuple[Any, ...] = (Context(ex, key),) if tool.takes_context else ()
     if tool.is_async:
-        return await tool.function(*args, **arguments)
+        return tool.function(*args, **arguments)  # type: ignore[no-any-return]
     # Synchronous tools may block: run them off the event loop.
-    return await asyncio.to_thread(tool.function, *args, **arguments)
+    return asyncio.to_thread(tool.function, *args, **arguments)
