@@ -56,6 +56,9 @@ RETURNING {RUN_COLUMNS}, next_seq
 
 NOTIFY = "SELECT pg_notify($1, $2)"
 
+_CONNECTING_AT_CLOSE = 5.0
+"""Seconds `Listener.close` waits for a connection under way before it cuts it off."""
+
 
 def channel(schema: str) -> str:
     """The notification channel of a store's schema (at most 63 bytes, as
@@ -75,6 +78,7 @@ class Listener:
         self._heard: asyncio.Event | None = None
         self._queues: frozenset[str] = frozenset()
         """The queues of the waiting worker: a run queued on another wakes nobody here."""
+        self._connecting: asyncio.Future[bool] | None = None
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return once a run was queued on one of `queues` since the last call, or
@@ -83,9 +87,17 @@ class Listener:
         self._queues = frozenset(queues)
         if self._loop is not asyncio.get_running_loop():
             self._conn = None  # the connection of another event loop: left to it
+            self._connecting = None
         conn, heard = self._conn, self._heard
         if conn is None or conn.is_closed() or heard is None:
-            if not await self._listen():
+            connecting = self._connecting
+            if connecting is None or connecting.done():
+                connecting = self._connecting = asyncio.ensure_future(self._listen())
+                self._loop = asyncio.get_running_loop()
+            # Shielded: a waiter cut off (a worker's slot freed first) leaves the
+            # connection to be made, and the next wait uses it. (asyncpg complains of
+            # a connection attempt cancelled midway, and it is one more backend.)
+            if not await asyncio.shield(connecting):
                 await asyncio.sleep(timeout)  # the server is away: the caller's claim says so
             return  # newly listening: what was queued before is found by a claim
         if not heard.is_set():
@@ -96,7 +108,7 @@ class Listener:
     async def _listen(self) -> bool:
         import asyncpg
 
-        await self.close()
+        await self._disconnect()
         self._heard = asyncio.Event()  # of this event loop
         try:
             conn = await self._connect()
@@ -122,6 +134,14 @@ class Listener:
             self._heard.set()
 
     async def close(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.done():
+            with contextlib.suppress(Exception):  # a connection under way is made, then closed
+                await asyncio.wait_for(asyncio.shield(connecting), _CONNECTING_AT_CLOSE)
+            connecting.cancel()
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):
