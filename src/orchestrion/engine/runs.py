@@ -1,19 +1,21 @@
 """Starting runs: a new run's record, whether a request repeats the one that used
-its idempotency key (for `Runtime.run` and `Runtime.submit` alike), and the
-checks of a runtime's settings and secrets."""
+its idempotency key (for `Runtime.run` and `Runtime.submit` alike), the checks of
+a runtime's settings and secrets, and the reservation of a run working in a process."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from secrets import token_hex
+from typing import Any
 
 from orchestrion._json import JSONInput, short_json, to_jsonable
 from orchestrion.agent import Agent
 from orchestrion.engine.journal import RunRecord, RunStatus
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
 from orchestrion.engine.targets import is_runnable, normalize_target
-from orchestrion.errors import UserError
+from orchestrion.errors import RunNotResumable, UserError
 from orchestrion.policy import Policy
 from orchestrion.redact import SupportsSecret, register_secret
 
@@ -111,3 +113,38 @@ def check_settings(lease_ttl: object, durability: object, policy: object) -> Non
             "Runtime(policy=...): the runtime's fallback lists models; give fallback "
             "agents to an agent's policy."
         )
+
+
+class Working:
+    """A run reserved for the task working on it in this process, while in the `with`
+    (`Runtime._working`). A class rather than a generator's context manager: it is
+    held for the whole run, by every run at once."""
+
+    __slots__ = ("_active", "_finished", "run_id")
+
+    def __init__(
+        self,
+        active: MutableMapping[str, asyncio.Task[Any]],
+        finished: MutableMapping[str, asyncio.Event],
+        run_id: str,
+    ) -> None:
+        self._active = active
+        self._finished = finished
+        self.run_id = run_id
+
+    def __enter__(self) -> str:
+        run_id = self.run_id
+        if run_id in self._active:
+            raise RunNotResumable(
+                f"Run {run_id} is already working in this process: wait for it to finish "
+                f"or stop it with `runtime.cancel({run_id!r})`."
+            )
+        task = asyncio.current_task()
+        assert task is not None, "runs work inside an asyncio task"
+        self._active[run_id] = task
+        return run_id
+
+    def __exit__(self, *exc: object) -> None:
+        del self._active[self.run_id]
+        if (finished := self._finished.pop(self.run_id, None)) is not None:
+            finished.set()

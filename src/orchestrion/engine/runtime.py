@@ -6,8 +6,7 @@ import asyncio
 import builtins
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from functools import partial
 from secrets import token_hex
 from typing import Any, Literal, overload
@@ -44,7 +43,13 @@ from orchestrion.engine.queue import (
 from orchestrion.engine.rate_limits import Limits, limits_for
 from orchestrion.engine.replay_log import ReplayLog, StepsStopped
 from orchestrion.engine.result import RunResult, StepInfo, described, result_of, step_history
-from orchestrion.engine.runs import check_settings, find_submitted, new_record, register_given
+from orchestrion.engine.runs import (
+    Working,
+    check_settings,
+    find_submitted,
+    new_record,
+    register_given,
+)
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import find_runnable, remember
 from orchestrion.errors import (
@@ -620,24 +625,10 @@ class Runtime:
         remember(self._runnables, record.id, runnable)
         return record, lease
 
-    @contextmanager
-    def _working(self, run_id: str) -> Iterator[str]:
+    def _working(self, run_id: str) -> Working:
         """Reserve `run_id` for the current task before any await, so two resumes
         of one run in this process cannot both execute it."""
-        if run_id in self._active:
-            raise RunNotResumable(
-                f"Run {run_id} is already working in this process: wait for it to finish "
-                f"or stop it with `runtime.cancel({run_id!r})`."
-            )
-        task = asyncio.current_task()
-        assert task is not None, "runs work inside an asyncio task"
-        self._active[run_id] = task
-        try:
-            yield run_id
-        finally:
-            del self._active[run_id]
-            if (finished := self._finished.pop(run_id, None)) is not None:
-                finished.set()
+        return Working(self._active, self._finished, run_id)
 
     async def _stopped_working(self, run_id: str) -> None:
         """Wait until the run working here under `run_id` stops working here."""

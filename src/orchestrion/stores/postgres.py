@@ -89,7 +89,9 @@ class _Append:
 @dataclass(slots=True)
 class _Write:
     """Any other write: `apply(conn)` gives its result, or raises the refusal that
-    is its result (an `OrchestrionError`) without breaking the batch."""
+    is its result (an `OrchestrionError`) without breaking the batch. A write alone
+    in its batch runs outside any transaction: `apply` must be right so too (each
+    statement committing by itself, or a transaction of its own)."""
 
     run_id: str | None
     """The run whose later writes a failure refuses (None: a failure is the caller's alone)."""
@@ -313,6 +315,16 @@ class PostgresStore:
                 results = await self._append_all(conn, ops)  # type: ignore[arg-type]
                 self.commits += 1
                 return results
+            if len(ops) == 1 and isinstance(ops[0], _Write):
+                # One write alone (a run created, or ending, in-process): its statements
+                # commit by themselves, which every `apply` here allows (a write of
+                # several statements that must stand together opens its own transaction).
+                try:
+                    results = [await ops[0].apply(conn)]
+                except OrchestrionError as refused:
+                    results = [refused]
+                self.commits += 1
+                return results
             async with conn.transaction():
                 if not durable:
                     await conn.execute("SET LOCAL synchronous_commit = off")
@@ -482,12 +494,16 @@ class PostgresStore:
             import asyncpg
 
             try:
-                async with conn.transaction():  # a savepoint: a refusal fails this run alone
+                if rows or queued is not None or conn.is_in_transaction():
+                    # In a batch, a savepoint: a refusal fails this run alone.
+                    async with conn.transaction():
+                        await conn.execute(INSERT_RUN, *values)
+                        if rows:
+                            await conn.executemany(INSERT_ENTRY, rows)
+                        if queued is not None:  # delivered when the batch commits
+                            await conn.execute(NOTIFY, channel(self.schema), queued)
+                else:  # a write alone: one statement, committed by itself
                     await conn.execute(INSERT_RUN, *values)
-                    if rows:
-                        await conn.executemany(INSERT_ENTRY, rows)
-                    if queued is not None:  # delivered when the batch commits
-                        await conn.execute(NOTIFY, channel(self.schema), queued)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "runs_pkey":
                     raise StoreError(
