@@ -14,7 +14,7 @@ import pytest
 
 from orchestrion.engine.journal import RunStatus
 from orchestrion.engine.store import open_store
-from orchestrion.errors import StoreError, UserError
+from orchestrion.errors import LeaseLost, StoreError, UserError
 from orchestrion.stores._pg_schema import MIGRATIONS
 from orchestrion.stores.postgres import PostgresStore
 
@@ -130,6 +130,50 @@ async def test_read_only_reads_an_existing_schema_and_creates_or_changes_nothing
     with pytest.raises(StoreError, match="read-only"):
         await reader.update_run("r1", status=RunStatus.COMPLETED)
     await reader.close()
+
+
+async def test_a_batchs_run_updates_go_in_one_statement_and_a_stale_one_fails_alone(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs ending at once (a worker's) are updated by one statement, among their
+    appends; a stale owner's update is refused alone, and two updates of one run in
+    the batch apply in their order."""
+    from orchestrion.stores import _pg_batch
+
+    store = PostgresStore.from_url(f"{POSTGRES_URL}?schema={schema}")
+    for r in range(5):
+        await store.create_run(run(f"r{r}"))
+    tokens = [(await store.claim(f"r{r}", "w")).token for r in range(5)]
+    await store.claim("r4", "other", steal=True)  # r4's first owner is stale now
+    grouped: list[int] = []
+    real = _pg_batch._update_all
+
+    async def spy(conn: object, ops: list[object]) -> list[object]:
+        grouped.append(len(ops))
+        return await real(conn, ops)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_pg_batch, "_update_all", spy)
+    outcomes = await asyncio.gather(
+        *(
+            store.update_run(f"r{r}", status=RunStatus.COMPLETED, output=r, token=tokens[r])
+            for r in range(5)
+        ),
+        store.append("r1", [entry(0)], durable=False, token=tokens[1]),
+        store.update_run("r0", status=RunStatus.FAILED, error={"why": "later"}, token=tokens[0]),
+        return_exceptions=True,
+    )
+    assert outcomes[:4] == [None] * 4 and outcomes[5:] == [None, None]
+    assert isinstance(outcomes[4], LeaseLost)
+    assert grouped == [6]  # every update of the batch in one call: one statement
+    records = [await store.get_run(f"r{r}") for r in range(5)]
+    assert [r.status if r else None for r in records] == [
+        RunStatus.FAILED,  # the second update of r0, applied after the first
+        *[RunStatus.COMPLETED] * 3,
+        RunStatus.RUNNING,  # the stale update changed nothing
+    ]
+    assert records[1] is not None and records[1].output == 1
+    assert [e.seq for e in await store.load("r1")] == [0]
+    await store.close()
 
 
 async def test_a_run_refused_by_the_server_in_a_batch_fails_alone(schema: str) -> None:

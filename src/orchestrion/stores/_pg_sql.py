@@ -60,3 +60,18 @@ UPDATE_RUN = (
     "attempts = CASE WHEN $9 THEN 0 ELSE attempts END "
     "WHERE id = $1 AND ($8::bigint IS NULL OR token = $8) RETURNING token, queue"
 )
+
+UPDATE_RUNS = """
+UPDATE runs SET status = u.status, output = u.output, error = u.error, pending = u.pending,
+    usage = coalesce(u.usage, runs.usage), updated_at = u.updated_at,
+    lease_owner = CASE WHEN u.release THEN NULL ELSE runs.lease_owner END,
+    lease_since = CASE WHEN u.release THEN NULL ELSE runs.lease_since END,
+    lease_until = CASE WHEN u.release THEN NULL ELSE runs.lease_until END,
+    attempts = CASE WHEN u.release THEN 0 ELSE runs.attempts END
+FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::jsonb[], $6::jsonb[],
+    $7::float8[], $8::bigint[], $9::bool[])
+    AS u(id, status, output, error, pending, usage, updated_at, token, release)
+WHERE runs.id = u.id AND (u.token IS NULL OR runs.token = u.token)
+RETURNING runs.id, runs.token, runs.queue
+"""
+"""`UPDATE_RUN` for several runs (one each), in one statement (`_pg_batch`)."""

@@ -53,19 +53,26 @@ from orchestrion.errors import (
 )
 from orchestrion.redact import redact_url
 from orchestrion.stores._failures import WriteFailure, lost_writes
+from orchestrion.stores._pg_batch import (
+    Append,
+    Barrier,
+    Op,
+    Write,
+    append_all,
+    apply_in_order,
+    store_error,
+)
 from orchestrion.stores._pg_breakers import PostgresBreakers
 from orchestrion.stores._pg_limits import PostgresLimits
 from orchestrion.stores._pg_queue import NOTIFY, Listener, channel, claim_next_sql
 from orchestrion.stores._pg_schema import check_version, migrate
 from orchestrion.stores._pg_sql import (
-    APPEND_ONE,
-    APPEND_SPANS,
     INSERT_ENTRY,
     INSERT_RUN,
     RUN_COLUMNS,
     UPDATE_RUN,
 )
-from orchestrion.stores.memory import idempotency_key_error, seq_error
+from orchestrion.stores.memory import idempotency_key_error
 
 DEFAULT_SCHEMA = "orchestrion"
 DEFAULT_POOL_SIZE = 10
@@ -73,45 +80,12 @@ _MAX_BATCH = 500
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-# -- the writer's operations ---------------------------------------------------------
+# -- the writer ----------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _Append:
-    run_id: str
-    entries: tuple[Entry, ...]
-    rows: list[tuple[Any, ...]]
-    token: int | None
-    waiter: asyncio.Future[Any] | None
-    durable: bool
-
-
-@dataclass(slots=True)
-class _Write:
-    """Any other write: `apply(conn)` gives its result, or raises the refusal that
-    is its result (an `OrchestrionError`) without breaking the batch. A write alone
-    in its batch runs outside any transaction: `apply` must be right so too (each
-    statement committing by itself, or a transaction of its own)."""
-
-    run_id: str | None
-    """The run whose later writes a failure refuses (None: a failure is the caller's alone)."""
-    token: int | None
-    apply: Any
-    waiter: asyncio.Future[Any]
-    durable: bool = True
-
-
-@dataclass(slots=True)
-class _Barrier:
-    waiter: asyncio.Future[Any]
-
-
-_Op = _Append | _Write | _Barrier
-
-
-@dataclass(slots=True)
-class _Writer:
-    queue: asyncio.Queue[_Op] = field(default_factory=asyncio.Queue)
+class Writer:
+    queue: asyncio.Queue[Op] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
 
@@ -147,7 +121,7 @@ class PostgresStore:
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
         self._failed: dict[str, WriteFailure] = {}
         self._known: set[str] = set()
         self._empty: set[str] = set()
@@ -244,8 +218,8 @@ class PostgresStore:
 
     # -- the writer -------------------------------------------------------------------
 
-    async def _queue(self, op: _Op) -> None:
-        if self.read_only and not isinstance(op, _Barrier):
+    async def _queue(self, op: Op) -> None:
+        if self.read_only and not isinstance(op, Barrier):
             raise StoreError(
                 f"The store {self.url} was opened read-only (for runs and show): it cannot "
                 "write. Open it without read_only to run or resume."
@@ -255,7 +229,7 @@ class PostgresStore:
             raise StoreError(f"The store {self.url} is closed: open it again to use it.")
         writer = self._writer
         if writer is None or writer.task is None or writer.task.done():
-            writer = self._writer = _Writer()
+            writer = self._writer = Writer()
             writer.task = asyncio.get_running_loop().create_task(
                 self._drain(writer), name="orchestrion-postgres"
             )
@@ -263,10 +237,10 @@ class PostgresStore:
 
     async def _call(self, apply: Any, run_id: str | None = None, token: int | None = None) -> Any:
         waiter = asyncio.get_running_loop().create_future()
-        await self._queue(_Write(run_id, token, apply, waiter))
+        await self._queue(Write(run_id, token, apply, waiter))
         return await waiter
 
-    async def _drain(self, writer: _Writer) -> None:
+    async def _drain(self, writer: Writer) -> None:
         queue = writer.queue
         while True:
             batch = [await queue.get()]
@@ -276,46 +250,46 @@ class PostgresStore:
                 await self._commit(batch)
             except Exception as exc:  # a bug here must not leave a caller or a run unaware
                 for op in batch:
-                    if isinstance(op, _Barrier):
+                    if isinstance(op, Barrier):
                         if not op.waiter.done():
                             op.waiter.set_result(None)
                     else:
-                        self._deliver(op, _store_error(self.url, exc))
+                        self._deliver(op, store_error(self.url, exc))
 
-    async def _commit(self, batch: list[_Op]) -> None:
-        writes = [op for op in batch if not isinstance(op, _Barrier)]
+    async def _commit(self, batch: list[Op]) -> None:
+        writes = [op for op in batch if not isinstance(op, Barrier)]
         results: list[object] = []
         if writes:
             try:
                 results = await self._transaction(writes)
             except Exception as exc:
                 if not _is_postgres_error(exc):
-                    results = [_store_error(self.url, exc)] * len(writes)
+                    results = [store_error(self.url, exc)] * len(writes)
                 else:  # one write broke the batch: each alone, so it fails alone
                     results = []
                     for op in writes:
                         try:
                             results += await self._transaction([op])
                         except Exception as one:
-                            results.append(_store_error(self.url, one))
+                            results.append(store_error(self.url, one))
         for op, result in zip(writes, results, strict=True):
             self._deliver(op, result)
         for barrier in batch:
-            if isinstance(barrier, _Barrier) and not barrier.waiter.done():
+            if isinstance(barrier, Barrier) and not barrier.waiter.done():
                 barrier.waiter.set_result(None)
 
-    async def _transaction(self, ops: Sequence[_Append | _Write]) -> list[object]:
+    async def _transaction(self, ops: Sequence[Append | Write]) -> list[object]:
         pool = self._pool
         results: list[object] = []
         durable = any(op.durable for op in ops)
         async with pool.acquire() as conn:
-            if durable and all(isinstance(op, _Append) for op in ops):
+            if durable and all(isinstance(op, Append) for op in ops):
                 # Appends only (a durable step's usual batch): one statement, which
                 # commits alone, flushed: one round trip rather than four.
-                results = await self._append_all(conn, ops)  # type: ignore[arg-type]
+                results = await append_all(conn, ops, self._known, url=self.url)  # type: ignore[arg-type]
                 self.commits += 1
                 return results
-            if len(ops) == 1 and isinstance(ops[0], _Write):
+            if len(ops) == 1 and isinstance(ops[0], Write):
                 # One write alone (a run created, or ending, in-process): its statements
                 # commit by themselves, which every `apply` here allows (a write of
                 # several statements that must stand together opens its own transaction).
@@ -328,84 +302,11 @@ class PostgresStore:
             async with conn.transaction():
                 if not durable:
                     await conn.execute("SET LOCAL synchronous_commit = off")
-                i = 0
-                while i < len(ops):
-                    op = ops[i]
-                    if isinstance(op, _Append):  # a run of appends: one statement for all
-                        j = i + 1
-                        while j < len(ops) and isinstance(ops[j], _Append):
-                            j += 1
-                        results += await self._append_all(conn, ops[i:j])  # type: ignore[arg-type]
-                        i = j
-                        continue
-                    try:
-                        results.append(await op.apply(conn))
-                    except OrchestrionError as refused:  # this write's own: the batch goes on
-                        results.append(refused)
-                    i += 1
+                results = await apply_in_order(conn, ops, self._known)
         self.commits += 1
         return results
 
-    async def _append_all(self, conn: Any, ops: Sequence[_Append]) -> list[object]:
-        """Apply consecutive appends in one statement: it moves every run's journal
-        end on (where its token and end are as the appends expect) and inserts those
-        runs' entries. A run whose appends do not fit is done append by append,
-        which finds each one's refusal."""
-        spans: dict[str, list[Any]] = {}  # run -> [token, first seq, next seq, fits]
-        for op in ops:
-            first = op.entries[0].seq if op.entries else None
-            contiguous = all(e.seq == first + k for k, e in enumerate(op.entries))  # type: ignore[operator]
-            span = spans.get(op.run_id)
-            if span is None:
-                spans[op.run_id] = span = [op.token, first, first, contiguous]
-            elif span[0] != op.token or (first is not None and first != span[2]):
-                span[3] = False
-            span[3] = span[3] and contiguous and first is not None
-            if span[3]:
-                span[2] = first + len(op.entries)  # type: ignore[operator]
-        fitting = [r for r, span in spans.items() if span[3]]
-        alone = not conn.is_in_transaction()  # the statement below commits by itself
-        moved: set[str] = set()
-        if fitting:
-            rows = [row for op in ops if spans[op.run_id][3] for row in op.rows]
-            if len(rows) == 1:  # one step's entry (a durable step's usual batch): no arrays
-                (run_id, *entry) = rows[0]
-                token, first, end, _ = spans[run_id]
-                done = await conn.fetchval(APPEND_ONE, run_id, token, first, end, *entry)
-                moved = {run_id} if done else set()
-            else:
-                moved_rows = await conn.fetch(
-                    APPEND_SPANS,
-                    fitting,
-                    [spans[r][0] for r in fitting],
-                    [spans[r][1] for r in fitting],
-                    [spans[r][2] for r in fitting],
-                    *zip(*rows, strict=True),
-                )
-                moved = {r[0] for r in moved_rows}
-            self._known.update(moved)
-        results: list[object] = []
-        for op in ops:
-            if op.run_id in moved:
-                results.append(None)
-                continue
-            try:
-                if alone:
-                    async with conn.transaction():
-                        await self._append_rows(conn, op)
-                else:
-                    await self._append_rows(conn, op)
-                results.append(None)
-            except OrchestrionError as refused:
-                results.append(refused)
-            except Exception as exc:
-                if not alone:
-                    raise  # the batch's transaction is broken: the batch is redone op by op
-                # The statement above committed the runs that fit: this append fails alone.
-                results.append(_store_error(self.url, exc))
-        return results
-
-    def _deliver(self, op: _Append | _Write, result: object) -> None:
+    def _deliver(self, op: Append | Write, result: object) -> None:
         waiter = op.waiter
         if isinstance(result, StoreError) and op.run_id and op.run_id not in self._failed:
             # Kept for the run: its next call hears of it (see the module docstring);
@@ -419,31 +320,6 @@ class PostgresStore:
             waiter.set_exception(result)
         else:
             waiter.set_result(result)
-
-    async def _append_rows(self, conn: Any, op: _Append) -> None:
-        run_id, entries = op.run_id, op.entries
-        first = entries[0].seq if entries else 0
-        for i, e in enumerate(entries):
-            if e.seq != first + i:
-                raise seq_error(run_id, e.seq, first + i)
-        done = await conn.fetchval(
-            "UPDATE runs SET next_seq = $4 WHERE id = $1 AND next_seq = $3 "
-            "AND ($2::bigint IS NULL OR token = $2) RETURNING next_seq",
-            run_id,
-            op.token,
-            first,
-            first + len(entries),
-        )
-        if done is None:
-            row = await conn.fetchrow("SELECT token, next_seq FROM runs WHERE id = $1", run_id)
-            if row is None:
-                raise StoreError(f"Cannot append to run {run_id!r}: it does not exist.")
-            if op.token is not None and row["token"] != op.token:
-                raise lease_lost(run_id, op.token, row["token"])
-            raise seq_error(run_id, first, row["next_seq"])
-        if entries:
-            await conn.executemany(INSERT_ENTRY, op.rows)
-        self._known.add(run_id)
 
     # -- Store protocol ---------------------------------------------------------------
 
@@ -638,12 +514,18 @@ class PostgresStore:
                     raise StoreError(f"Cannot update run {run_id!r}: it does not exist.")
                 assert token is not None
                 raise lease_lost(run_id, token, current)
-            if status == RunStatus.QUEUED and done[1] is not None:  # put back: wake a worker
-                await conn.execute(NOTIFY, channel(self.schema), done[1])
+            await updated(conn, done)
+
+        async def updated(conn: Any, done: Any) -> None:
+            """After the update (`done`: the run's id, token and queue as updated)."""
+            if status == RunStatus.QUEUED and done["queue"] is not None:  # put back: wake a worker
+                await conn.execute(NOTIFY, channel(self.schema), done["queue"])
             if release:  # its owner let it go: nothing kept per run in a long-lived process
                 self._known.discard(run_id)
 
-        await self._call(apply, run_id, token)
+        waiter = asyncio.get_running_loop().create_future()
+        await self._queue(Write(run_id, token, apply, waiter, update=values, updated=updated))
+        await waiter
 
     # -- the queue (see `_pg_queue`) ------------------------------------------------
 
@@ -693,12 +575,12 @@ class PostgresStore:
         queued = entries if isinstance(entries, tuple) else tuple(entries)
         rows = _rows(run_id, queued)
         if not durable and run_id in self._known:
-            await self._queue(_Append(run_id, queued, rows, token, None, False))
+            await self._queue(Append(run_id, queued, rows, token, None, False))
             return
         # Durable, or a run this store has not seen: wait, so that appending to a
         # missing run fails here as it does in every store.
         waiter = asyncio.get_running_loop().create_future()
-        await self._queue(_Append(run_id, queued, rows, token, waiter, True))
+        await self._queue(Append(run_id, queued, rows, token, waiter, True))
         await waiter
 
     async def load(self, run_id: str) -> list[Entry]:
@@ -728,7 +610,7 @@ class PostgresStore:
         if writer is None or writer.task is None or writer.task.done():
             return
         waiter = asyncio.get_running_loop().create_future()
-        writer.queue.put_nowait(_Barrier(waiter))
+        writer.queue.put_nowait(Barrier(waiter))
         await waiter
 
     async def close(self) -> None:
@@ -818,11 +700,3 @@ def _is_postgres_error(exc: BaseException) -> bool:
     import asyncpg
 
     return isinstance(exc, asyncpg.PostgresError)
-
-
-def _store_error(url: str, exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    error = StoreError(f"Writing to PostgreSQL at {url} failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
