@@ -231,29 +231,40 @@ async def test_connections_killed_by_the_server_lose_nothing_and_the_run_goes_on
     await store.close()
 
 
+class SlowListen:
+    """The store's LISTEN connections, made 0.1 s late, and counted."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.connecting = asyncio.Event()
+        self.attempts = 0
+        self.made: list[asyncpg.Connection] = []
+        self._real = store._listen_connection
+        store._listen_connection = self._connect  # type: ignore[method-assign]
+
+    async def _connect(self) -> asyncpg.Connection:
+        self.attempts += 1
+        self.connecting.set()
+        await asyncio.sleep(0.1)
+        conn = await self._real()
+        self.made.append(conn)
+        return conn
+
+    async def cut_off_a_wait(self, store: PostgresStore) -> None:
+        """A wait for runs cut off while its connection is being made."""
+        waiting = asyncio.create_task(store.wait_for_runs(["default"], 10))
+        await self.connecting.wait()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+
+
 async def test_a_wait_cut_off_while_connecting_leaves_one_listen_connection(schema: str) -> None:
     """A worker's wait for runs is cut off whenever a slot frees first. When that
     happens while the LISTEN connection is being made, the connection is made
     anyway and the next wait uses it: one connection, none abandoned midway (asyncpg
     warns of those, and each is a backend started for nothing)."""
     store = PostgresStore.from_url(f"{POSTGRES_URL}?schema={schema}")
-    connecting = asyncio.Event()
-    attempts, made = [0], []
-    real = store._listen_connection
-
-    async def slow_connection() -> object:
-        attempts[0] += 1
-        connecting.set()
-        await asyncio.sleep(0.1)
-        conn = await real()
-        made.append(conn)
-        return conn
-
-    store._listen_connection = slow_connection  # type: ignore[method-assign]
-    cut_off = asyncio.create_task(store.wait_for_runs(["default"], 10))
-    await connecting.wait()
-    cut_off.cancel()  # a slot freed first
-    await asyncio.gather(cut_off, return_exceptions=True)
+    listen = SlowListen(store)
+    await listen.cut_off_a_wait(store)  # a slot freed first
     await store.wait_for_runs(["default"], 0.01)  # finds the connection made meanwhile
 
     async def queue_one() -> None:
@@ -263,28 +274,14 @@ async def test_a_wait_cut_off_while_connecting_leaves_one_listen_connection(sche
     task = asyncio.create_task(queue_one())
     await asyncio.wait_for(store.wait_for_runs(["default"], 10), 5)  # heard, not timed out
     await task
-    assert attempts == [1] and len(made) == 1
+    assert listen.attempts == 1 and len(listen.made) == 1
     await store.close()
-    assert all(conn.is_closed() for conn in made)  # type: ignore[attr-defined]
+    assert listen.made[0].is_closed()
 
 
 async def test_closing_while_the_listen_connection_is_made_closes_it(schema: str) -> None:
     store = PostgresStore.from_url(f"{POSTGRES_URL}?schema={schema}")
-    connecting = asyncio.Event()
-    made: list[object] = []
-    real = store._listen_connection
-
-    async def slow_connection() -> object:
-        connecting.set()
-        await asyncio.sleep(0.1)
-        conn = await real()
-        made.append(conn)
-        return conn
-
-    store._listen_connection = slow_connection  # type: ignore[method-assign]
-    waiting = asyncio.create_task(store.wait_for_runs(["default"], 10))
-    await connecting.wait()
-    waiting.cancel()
-    await asyncio.gather(waiting, return_exceptions=True)
+    listen = SlowListen(store)
+    await listen.cut_off_a_wait(store)
     await store.close()
-    assert len(made) == 1 and made[0].is_closed()  # type: ignore[attr-defined]
+    assert len(listen.made) == 1 and listen.made[0].is_closed()
