@@ -13,6 +13,8 @@ from orchestrion.engine.queue import RunQueue, queue_of
 from orchestrion.engine.store import Store
 from orchestrion.errors import RunBusy
 
+from .test_conformance import entry
+
 T0 = 1_700_000_000.0
 
 
@@ -186,3 +188,21 @@ async def test_an_idle_wait_is_not_ended_by_a_run_of_another_queue(store: Store)
     claimed = await q.claim_next("w", ["billing"], ttl=30)
     assert claimed is not None and claimed.id == "r2"  # woken by its own queue's run
     assert await store.get_run("r2") is not None
+
+
+async def test_a_claim_says_how_long_the_runs_journal_is(store: Store) -> None:
+    """So a worker reads no journal for a run that has none (a queued run's first
+    claim), and reads a taken-over run's whole."""
+    q = queue_of(store)
+    await store.create_run(queued("begun"))
+    [first] = await q.claim_next("w1", ["default"], ttl=0.1)
+    assert first.id == "begun" and first.journal_size == 0
+    await store.append("begun", [entry(0), entry(1)], durable=True, token=first.token)
+    await store.create_run(queued("new", at=1))
+    await asyncio.sleep(0.15)  # w1 died: its lease ended
+    claimed = await q.claim_next("w2", ["default"], ttl=30, limit=2)
+    assert {r.id: r.journal_size for r in claimed} == {"begun": 2, "new": 0}
+    [again] = [r for r in claimed if r.id == "begun"]
+    await store.append("begun", [entry(2)], durable=True, token=again.token)  # goes on
+    assert [e.seq for e in await store.load("begun")] == [0, 1, 2]
+    assert (await store.get_run("begun")).journal_size is None  # type: ignore[union-attr]

@@ -160,6 +160,10 @@ class RunRecord:
     """Times a worker took the run since it last stopped working cleanly (with a
     status: waiting, done, put back). Each death of a worker that held it counts."""
     v: int = SCHEMA_VERSION
+    journal_size: int | None = field(default=None, compare=False)
+    """How many entries the run's journal held when the store gave this record, where
+    the store says (a worker's claim: an empty journal needs no read); None if not
+    known. Not stored: it is true as of the read only."""
 
     def orphaned_since(self, now: float) -> float | None:
         """When a `running` run lost its owner (its lease ended, or it has none),

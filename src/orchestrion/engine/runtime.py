@@ -529,7 +529,9 @@ class Runtime:
         with self._working(record.id):
             try:
                 runnable = await runnable_of(record, self._targets)
-                entries = await self.store.load(record.id)
+                # A queued run claimed before any step: no journal to read (no one
+                # else may append to it under this claim's token).
+                entries = [] if record.journal_size == 0 else await self.store.load(record.id)
                 answers = not_yet_answered(record.id, entries, given_answers(record))
             except Exception as exc:
                 await refuse_start(self.store, record, exc)

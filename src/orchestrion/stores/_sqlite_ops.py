@@ -513,7 +513,13 @@ class Transaction:
             row = self.conn.execute(
                 f"SELECT {self.state.run_columns} FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
-            claimed.append(self._take(run_record(row), op.owner, now, op.ttl))
+            record = self._take(run_record(row), op.owner, now, op.ttl)
+            record.journal_size = self.conn.execute(
+                "SELECT count(*) FROM journal WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
+            # Read under the claim: the run's first append need not look its end up.
+            self.ends[run_id] = record.journal_size
+            claimed.append(record)
         return claimed
 
     def _take(self, record: RunRecord, owner: str, now: float, ttl: float) -> RunRecord:

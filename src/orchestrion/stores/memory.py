@@ -129,7 +129,9 @@ class MemoryStore:
         for run in waiting[:limit]:
             run.status = RunStatus.RUNNING  # marked running as it is claimed
             run.attempts += 1
-            claimed.append(await self.claim(run.id, owner, ttl=ttl))
+            record = await self.claim(run.id, owner, ttl=ttl)
+            record.journal_size = len(self._journals[run.id])
+            claimed.append(record)
         return claimed
 
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:

@@ -124,9 +124,6 @@ class PostgresStore:
         self._writer: Writer | None = None
         self._failed: dict[str, WriteFailure] = {}
         self._known: set[str] = set()
-        self._empty: set[str] = set()
-        """Runs just claimed (`claim_next`) with nothing journaled yet: a queued run's
-        first `load` needs no query, since no one else can append under the new token."""
         self._closed = False
         self._listener: Listener | None = None
         self.commits = 0
@@ -419,7 +416,6 @@ class PostgresStore:
                 raise RunBusy(run_id, held[0], held[1], held[2])
             self._failed.pop(run_id, None)  # a new owner starts from what was saved
             self._known.add(run_id)
-            self._empty.discard(run_id)
             return _record(row)
 
         record: RunRecord = await self._call(apply)
@@ -443,8 +439,6 @@ class PostgresStore:
         return lost
 
     async def release(self, run_id: str, token: int) -> None:
-        self._empty.discard(run_id)
-
         async def apply(conn: Any) -> None:
             await conn.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_since = NULL, lease_until = NULL "
@@ -491,7 +485,6 @@ class PostgresStore:
         token: int | None = None,
         release: bool = False,
     ) -> None:
-        self._empty.discard(run_id)
         if self._failed:
             self._refuse(run_id, token)
         values = (
@@ -540,9 +533,7 @@ class PostgresStore:
             for row in rows:
                 self._failed.pop(row["id"], None)
                 self._known.add(row["id"])
-                if row["next_seq"] == 0:
-                    self._empty.add(row["id"])
-            records = [_record(row) for row in rows]
+            records = [_record(row, journal_size=row["next_seq"]) for row in rows]
             return sorted(records, key=lambda r: (-r.priority, r.created_at))
 
         claimed: list[RunRecord] = await self._call(apply)
@@ -570,8 +561,6 @@ class PostgresStore:
     ) -> None:
         if self._failed:
             self._refuse(run_id, token)
-        if self._empty:
-            self._empty.discard(run_id)
         queued = entries if isinstance(entries, tuple) else tuple(entries)
         rows = _rows(run_id, queued)
         if not durable and run_id in self._known:
@@ -584,9 +573,6 @@ class PostgresStore:
         await waiter
 
     async def load(self, run_id: str) -> list[Entry]:
-        if run_id in self._empty:
-            self._empty.discard(run_id)
-            return []
         await self._flushed()
         failure = self._failed.get(run_id)
         if failure is not None and not issubclass(failure.kind, LeaseLost):
@@ -668,7 +654,7 @@ def _rows(run_id: str, entries: Sequence[Entry]) -> list[tuple[Any, ...]]:
     ]
 
 
-def _record(row: Any) -> RunRecord:
+def _record(row: Any, *, journal_size: int | None = None) -> RunRecord:
     owner = row["lease_owner"]
     return RunRecord(
         id=row["id"],
@@ -693,6 +679,7 @@ def _record(row: Any) -> RunRecord:
         priority=row["priority"],
         attempts=row["attempts"],
         v=row["v"],
+        journal_size=journal_size,
     )
 
 
