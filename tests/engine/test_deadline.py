@@ -32,12 +32,15 @@ async def test_a_block_that_finishes_in_time_is_left_alone(mode: str) -> None:
 
 
 async def test_a_cancellation_from_outside_stays_a_cancellation(mode: str) -> None:
+    inside = asyncio.Event()
+
     async def body() -> None:
         with Deadline(10.0):
+            inside.set()
             await asyncio.Event().wait()
 
     task = asyncio.create_task(body())
-    await asyncio.sleep(0.01)
+    await inside.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

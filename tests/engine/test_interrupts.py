@@ -439,12 +439,13 @@ async def test_cancelling_an_interrupted_run(runtime: Runtime) -> None:
 
 
 async def test_open_questions_stay_answerable_after_a_crash_during_resume(runtime: Runtime) -> None:
-    hang = asyncio.Event()
+    hang, paying = asyncio.Event(), asyncio.Event()
 
     @tool(effect="write", approval=True)
     async def pay(n: int) -> str:
         """Pay."""
         if n == 1 and not hang.is_set():
+            paying.set()
             await asyncio.Event().wait()
         return f"paid {n}"
 
@@ -454,7 +455,7 @@ async def test_open_questions_stay_answerable_after_a_crash_during_resume(runtim
     waiting = await runtime.run(Agent(name="p", model=model, tools=[pay]), "go")
     first, second = (i.id for i in waiting.interrupts)
     task = asyncio.create_task(runtime.resume(waiting.run_id, {first: Approve()}))
-    await asyncio.sleep(0.05)
+    await paying.wait()
     task.cancel()  # the resume dies while paying n=1
     await asyncio.gather(task, return_exceptions=True)
     hang.set()

@@ -377,7 +377,8 @@ async def test_a_resume_after_a_breaker_fallback_goes_to_the_fallback(store: Sto
     runtime = Runtime(store, breakers=MemoryBreakers(Clock()))
     assert (await runtime.run(agent, "trip the circuit")).output == "backup"
     task = asyncio.create_task(runtime.run(agent, "go", run_id="b"))
-    await asyncio.sleep(0.05)  # circuit open -> fallback -> the backup hangs: crash here
+    while backup.faults.calls < 2:  # circuit open -> fallback -> the backup hangs: crash here
+        await asyncio.sleep(0.005)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     [attempt] = await failed_attempts(runtime, "b", "a/turn-1/model")
@@ -393,7 +394,9 @@ async def test_retries_stop_at_the_runs_budget(store: Store) -> None:
 
     model = FaultyModel(answering(), Faults.rate(1.0, kinds=[ServerError(503)]))
     retry = Retry(attempts=50, initial=0.02, multiplier=1, jitter=0)
-    runtime = Runtime(store, policy=Policy(retry=retry), budget=Budget(seconds=0.1))
+    # 0.3 s: enough for the first call even on a loaded machine (a budget spent
+    # before it would stop the run with no attempt), far less than 50 waits of 0.02 s.
+    runtime = Runtime(store, policy=Policy(retry=retry), budget=Budget(seconds=0.3))
     result = await runtime.run(Agent(name="a", model=model), "go")
     # Every retry checks the budget first: the run stops (resumable) instead of
     # retrying 50 times, and the attempts made are in the journal.
