@@ -229,17 +229,19 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeat(
     """Also when a renewal raises what a driver may raise: the next beat renews."""
 
     async def slow(request: ModelRequest) -> str:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.8)
         return "finally"
 
     flaky = FailingRenewal(store)
     owned: Any = flaky if renewals == "failing once" else store
-    owner, other = Runtime(owned, lease_ttl=0.15), Runtime(store)
+    # Renewed every 0.1 s: a failed renewal and a late one (a loaded machine) still
+    # leave the lease 0.1 s to spare.
+    owner, other = Runtime(owned, lease_ttl=0.3), Runtime(store)
     work = asyncio.create_task(
         owner.run(Agent(name="a", model=FunctionModel(slow)), "go", run_id="r1")
     )
     for _ in range(4):
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.15)
         with pytest.raises(RunBusy):
             await other.resume("r1", runnable=Agent(name="a", model=ScriptedModel(["x"])))
     assert (await work).output == "finally"
