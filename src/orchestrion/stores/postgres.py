@@ -84,7 +84,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 @dataclass(slots=True)
-class Writer:
+class _Writer:
     queue: asyncio.Queue[Op] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
@@ -121,7 +121,7 @@ class PostgresStore:
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
-        self._writer: Writer | None = None
+        self._writer: _Writer | None = None
         self._failed: dict[str, WriteFailure] = {}
         self._known: set[str] = set()
         self._closed = False
@@ -226,7 +226,7 @@ class PostgresStore:
             raise StoreError(f"The store {self.url} is closed: open it again to use it.")
         writer = self._writer
         if writer is None or writer.task is None or writer.task.done():
-            writer = self._writer = Writer()
+            writer = self._writer = _Writer()
             writer.task = asyncio.get_running_loop().create_task(
                 self._drain(writer), name="orchestrion-postgres"
             )
@@ -237,7 +237,7 @@ class PostgresStore:
         await self._queue(Write(run_id, token, apply, waiter))
         return await waiter
 
-    async def _drain(self, writer: Writer) -> None:
+    async def _drain(self, writer: _Writer) -> None:
         queue = writer.queue
         while True:
             batch = [await queue.get()]
