@@ -418,6 +418,10 @@ class Transaction:
         # Unknown, or what the thread knew may be stale (another process may have
         # appended since): the file decides.
         self.state.next_seq.pop(run_id, None)
+        return self._end_in_file(run_id)
+
+    def _end_in_file(self, run_id: str) -> int:
+        """The seq the run's next entry must have, as the file holds it."""
         cur = self.conn.execute("SELECT MAX(seq) FROM journal WHERE run_id = ?", (run_id,))
         last = cur.fetchone()[0]
         return 0 if last is None else last + 1
@@ -514,11 +518,8 @@ class Transaction:
                 f"SELECT {self.state.run_columns} FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
             record = self._take(run_record(row), op.owner, now, op.ttl)
-            record.journal_size = self.conn.execute(
-                "SELECT count(*) FROM journal WHERE run_id = ?", (run_id,)
-            ).fetchone()[0]
             # Read under the claim: the run's first append need not look its end up.
-            self.ends[run_id] = record.journal_size
+            record.journal_size = self.ends[run_id] = self._end_in_file(run_id)
             claimed.append(record)
         return claimed
 

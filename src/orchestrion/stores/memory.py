@@ -9,9 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
-import orjson
-
-from orchestrion._json import JSON
+from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus, StepStatus
 from orchestrion.engine.store import DEFAULT_LEASE_TTL
 from orchestrion.errors import RunBusy, RunNotFound, StoreError, lease_lost
@@ -26,7 +24,7 @@ def _kept(entry: Entry) -> Kept:
     and nothing the engine holds is shared with the store."""
     seq, key, kind, status, result, started_at, ended_at, v = entry
     # As text: the bytes orjson returns keep its whole output buffer (about 4 KB).
-    return seq, key, kind, status, orjson.dumps(result).decode(), started_at, ended_at, v
+    return seq, key, kind, status, dumps_str(result), started_at, ended_at, v
 
 
 def duplicate_seq_error(run_id: str, seq: int) -> StoreError:
@@ -242,7 +240,7 @@ class MemoryStore:
 
     async def load(self, run_id: str) -> list[Entry]:
         return [
-            Entry(seq, key, kind, status, orjson.loads(result), started_at, ended_at, v)
+            Entry(seq, key, kind, status, loads(result), started_at, ended_at, v)
             for seq, key, kind, status, result, started_at, ended_at, v in self._journals.get(
                 run_id, ()
             )
