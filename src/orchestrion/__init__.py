@@ -85,6 +85,7 @@ from orchestrion.policy import Breaker, Policy, RateLimit, Retry
 from orchestrion.pricing import Price, Prices
 from orchestrion.redact import redact, register_secret
 from orchestrion.runnable import Runnable, Workflow
+from orchestrion.telemetry.instrument import Instrumentation
 from orchestrion.tools.tool import ModelRetry, Tool, tool
 
 __all__ = [
@@ -108,6 +109,7 @@ __all__ = [
     "FallbackUsed",
     "GroupChat",
     "Handoff",
+    "Instrumentation",
     "Interrupt",
     "InterruptRequested",
     "JSONInput",

@@ -320,6 +320,11 @@ def parent(key: str) -> str | None:
     return key[:cut] if cut > 0 else None
 
 
+def last(key: str) -> str:
+    """The last segment of `key`: a step's own name (`pay` in `team/step/pay`)."""
+    return key.rpartition(SEP)[2]
+
+
 def ancestors(key: str) -> list[str]:
     """Every scope `key` sits in, outermost first."""
     return [key[:i] for i, c in enumerate(key) if c == SEP]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from contextvars import ContextVar
 from typing import Any
 
@@ -44,11 +45,15 @@ async def run_child(ex: Execution, scope: str, key: str, runnable: Runnable, inp
     try:
         if isinstance(runnable, Agent):
             if runnable.fallback_agents:
-                output = await _with_fallback(ex, key, runnable, input)
+                work: Awaitable[Any] = _with_fallback(ex, key, runnable, input)
             else:
-                output = await run_agent(ex, key, runnable, input)
+                work = run_agent(ex, key, runnable, input)
         else:
-            output = await runnable.invoke(Context(ex, key), input)
+            work = runnable.invoke(Context(ex, key), input)
+        tracing = ex.env.tracing
+        if tracing is not None and scope:  # (the run itself is its execution's span)
+            work = tracing.member(ex.run_id, key, runnable, work)
+        output = await work
     finally:
         _depth.reset(token)
         if root is not None:

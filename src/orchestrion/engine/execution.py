@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from random import Random
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from uuid import UUID, uuid4
 
 import pydantic
@@ -76,6 +76,9 @@ from orchestrion.models.base import Model
 from orchestrion.policy import Policy
 from orchestrion.tools.tool import clean_schema
 
+if TYPE_CHECKING:
+    from orchestrion.engine.tracing import Tracing
+
 DepsT = TypeVar("DepsT")
 T = TypeVar("T")
 J = TypeVar("J", bound=JSON)
@@ -115,6 +118,8 @@ class RunEnv:
     submit: Callable[[str, str, Any, JSON], Awaitable[str]] | None = None
     """Queues a separate run of a member of a run (`ctx.submit`): given the run's id,
     the new run's idempotency key, the member and its input; the new run's id."""
+    tracing: Tracing | None = None
+    """The runtime's tracer (`engine.tracing`), if it traces its runs."""
 
 
 class Execution:
@@ -198,31 +203,37 @@ class Execution:
             response = expect(done, ModelResponded).response
             self.events.step_replayed(key, "model", done.result)
         else:
-            started = time.time()
             if self.events.listening:
                 self.events.step_started(key, "model", size)
-            response = await request_with_policy(self, key, chain, request)
-            index = chain.position
-            if response.usage.requests < 1:  # a model that does not count itself still counts
-                response = replace(response, usage=replace(response.usage, requests=1))
-            response = _clean_response(response)  # the run goes on with what is journaled
-            answered = targets[index].name
-            if accounts.prices is not None and (pricer := accounts.prices.pricer(answered)):
-                response = replace(
-                    response, usage=replace(response.usage, cost=pricer(response.usage))
-                )
-            fallback = answered if index else None
-            await self.completed_as(key, "model", model_responded(response, fallback), started)
-            limit = targets[index].settings.rate_limit
-            if limit is not None:
-                usage = response.usage
-                await self.env.limits.spend(
-                    key_of(answered, limit),
-                    limit,
-                    usage.input_tokens + usage.output_tokens,
-                    usage.cost,
-                )
+            tracing = self.env.tracing
+            asked = self._ask(key, chain, request)
+            response = await (
+                asked if tracing is None else tracing.chat(self.run_id, key, chain, request, asked)
+            )
         accounts.spent(response.usage)
+        return response
+
+    async def _ask(self, key: str, chain: ModelCalls, request: ModelRequest) -> ModelResponse:
+        """The live model step at `key`: the response of the first model of `chain` that
+        answers, cleaned, priced and journaled."""
+        started = time.time()
+        response = await request_with_policy(self, key, chain, request)
+        index = chain.position
+        if response.usage.requests < 1:  # a model that does not count itself still counts
+            response = replace(response, usage=replace(response.usage, requests=1))
+        response = _clean_response(response)  # the run goes on with what is journaled
+        answered = chain.targets[index].name
+        prices = self.accounts.prices
+        if prices is not None and (pricer := prices.pricer(answered)):
+            response = replace(response, usage=replace(response.usage, cost=pricer(response.usage)))
+        fallback = answered if index else None
+        await self.completed_as(key, "model", model_responded(response, fallback), started)
+        limit = chain.targets[index].settings.rate_limit
+        if limit is not None:
+            usage = response.usage
+            await self.env.limits.spend(
+                key_of(answered, limit), limit, usage.input_tokens + usage.output_tokens, usage.cost
+            )
         return response
 
     async def custom_step(
@@ -243,7 +254,9 @@ class Execution:
         if self.events.listening:
             self.events.step_started(key, kind)
         try:
-            done_ = await (self.log.wait_for(fn()) if wait else fn())
+            work = self.log.wait_for(fn()) if wait else fn()
+            tracing = self.env.tracing
+            done_ = await (work if tracing is None else tracing.step(self.run_id, key, kind, work))
             value = journaled(done_, "result", f"Step {key}")
         except (Suspended, DeterminismError):
             raise  # the run waits, or its code is wrong: not a failure of this step

@@ -159,6 +159,10 @@ class RunRecord:
     attempts: int = 0
     """Times a worker took the run since it last stopped working cleanly (with a
     status: waiting, done, put back). Each death of a worker that held it counts."""
+    trace: str | None = None
+    """The W3C `traceparent` of the span the run's traces hang under (its submitter's,
+    or its first traced execution's), so that every execution of it, in any process,
+    is part of one trace; None until something traces it."""
     v: int = SCHEMA_VERSION
     journal_size: int | None = field(default=None, compare=False)
     """How many entries the run's journal held when the store gave this record, where
@@ -196,6 +200,7 @@ class RunRecord:
             "queue": self.queue,
             "priority": self.priority,
             "attempts": self.attempts,
+            "trace": self.trace,
         }
 
     @classmethod
@@ -226,6 +231,7 @@ class RunRecord:
             queue=data.get("queue"),
             priority=int(data.get("priority") or 0),
             attempts=int(data.get("attempts") or 0),
+            trace=data.get("trace"),
             v=version,
         )
 

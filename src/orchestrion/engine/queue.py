@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from orchestrion import keys
 from orchestrion._json import JSON, JSONInput, as_object, clean_data, short_json
@@ -29,6 +29,9 @@ from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store
 from orchestrion.engine.targets import load_target, member_target
 from orchestrion.errors import AnswerError, RunNotResumable, StoreError, UserError, describe
 from orchestrion.runnable import Runnable
+
+if TYPE_CHECKING:
+    from orchestrion.engine.tracing import Tracing
 
 DEFAULT_QUEUE = "default"
 
@@ -76,10 +79,18 @@ async def submit(
     priority: int,
     idempotency_key: str | None,
     run_id: str | None,
+    tracing: Tracing | None = None,
+    traceparent: str | None = None,
 ) -> str:
     """Queue a run of `target` on `input`; its id. With an `idempotency_key`
-    already used, the id of the run submitted with it (same target and input)."""
+    already used, the id of the run submitted with it (same target and input).
+    Its traces hang under `traceparent` if given, else (when `tracing`) under the
+    span current here."""
     queue_of(store)
+    if traceparent is not None:
+        from orchestrion.engine.tracing import parse_traceparent  # imports OpenTelemetry
+
+        traceparent = parse_traceparent(traceparent)
     check_queue(queue)
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**31:
         raise UserError(
@@ -87,12 +98,24 @@ async def submit(
             "(higher runs first)."
         )
     runnable = load_target(target)  # a wrong target fails here, not in a worker
-    return await _enqueue(store, runnable, target, input, queue, priority, idempotency_key, run_id)
+    record = new_record(
+        runnable,
+        input,
+        run_id,
+        status=RunStatus.QUEUED,
+        target=target,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        priority=priority,
+    )
+    record.trace = traceparent
+    return await _enqueue(store, record, tracing)
 
 
 async def submit_member(
     store: Store,
     targets: dict[str, Runnable],
+    tracing: Tracing | None,
     run_id: str,
     idempotency_key: str,
     member: Runnable,
@@ -113,7 +136,17 @@ async def submit_member(
     target = member_target(record.target, target_of(record, targets), member)
     sooner = min(record.priority + 1, 2**31 - 1)  # work already begun goes first
     targets.setdefault(target, member)
-    return await _enqueue(store, member, target, input, record.queue, sooner, idempotency_key, None)
+    submitted = new_record(
+        member,
+        input,
+        None,
+        status=RunStatus.QUEUED,
+        target=target,
+        idempotency_key=idempotency_key,
+        queue=record.queue,
+        priority=sooner,
+    )
+    return await _enqueue(store, submitted, tracing)  # traced under the submitting step
 
 
 def submit_steps(entries: Sequence[Entry]) -> list[Entry]:
@@ -130,30 +163,16 @@ def submitted_by(entries: Sequence[Entry]) -> list[str]:
     return [str(value_of(e)) for e in submit_steps(entries)]
 
 
-async def _enqueue(
-    store: Store,
-    runnable: Runnable,
-    target: str,
-    input: JSONInput,
-    queue: str,
-    priority: int,
-    idempotency_key: str | None,
-    run_id: str | None,
-) -> str:
-    record = new_record(
-        runnable,
-        input,
-        run_id,
-        status=RunStatus.QUEUED,
-        target=target,
-        idempotency_key=idempotency_key,
-        queue=queue,
-        priority=priority,
-    )
+async def _enqueue(store: Store, record: RunRecord, tracing: Tracing | None) -> str:
+    """Write queued run `record` (hung under the span current here, if traced and it
+    has no trace yet); its id, or the id of the run its idempotency key is held by."""
+    idempotency_key = record.idempotency_key
     if idempotency_key is not None:
         existing = await _submitted(store, idempotency_key, record)
         if existing is not None:
             return existing
+    if tracing is not None and record.trace is None:
+        tracing.submitted(record)
     try:
         await store.create_run(record)
     except StoreError:

@@ -9,24 +9,24 @@ import socket
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from functools import partial
 from secrets import token_hex
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import TypeVar
 
-from orchestrion import keys
 from orchestrion._json import JSON, JSONInput
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.accounts import Accounts
 from orchestrion.engine.answers import check_answers, not_yet_answered
 from orchestrion.engine.breakers import Breakers, BreakerState, breakers_for
-from orchestrion.engine.dispatch import partial_outputs, run_child
+from orchestrion.engine.dispatch import run_child
 from orchestrion.engine.events import Event, RunFinished, Sink, events_for, fan_out
-from orchestrion.engine.execution import Execution, RunEnv, Suspended, journaled
+from orchestrion.engine.execution import Execution, RunEnv
 from orchestrion.engine.forks import NO_EDIT, fork_prefix, fork_record
 from orchestrion.engine.interrupts import Answer, Approve, Reject
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.engine.leases import Leases, cancel_elsewhere, claim_within, quietly
+from orchestrion.engine.outcome import work
 from orchestrion.engine.queue import (
     DEFAULT_QUEUE,
     given_answers,
@@ -38,7 +38,6 @@ from orchestrion.engine.queue import (
     submit,
     submit_member,
     submitted_by,
-    unanswered,
 )
 from orchestrion.engine.rate_limits import Limits, limits_for
 from orchestrion.engine.replay_log import ReplayLog, StepsStopped
@@ -54,10 +53,7 @@ from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import find_runnable, remember
 from orchestrion.errors import (
     AnswerError,
-    DeterminismError,
     LeaseLost,
-    RunError,
-    RunLimitReached,
     RunNotFound,
     RunNotResumable,
     StoreError,
@@ -69,6 +65,10 @@ from orchestrion.policy import Policy
 from orchestrion.pricing import Price, Prices
 from orchestrion.redact import SupportsSecret
 from orchestrion.runnable import Runnable, Workflow
+from orchestrion.telemetry.instrument import Instrumentation, instrumentation
+
+if TYPE_CHECKING:
+    from orchestrion.engine.tracing import Tracing
 
 Durability = Literal["sync", "async"]
 DepsT = TypeVar("DepsT")
@@ -92,7 +92,11 @@ class Runtime:
     `breakers` and `rate_limits` keep the state of circuit breakers and rate limits
     (default: the store's, shared by every worker on it, where it has them; else this
     process's). `secrets` are values to keep out of journals, events, error texts and
-    what models read (`orchestrion.register_secret`, for the process)."""
+    what models read (`orchestrion.register_secret`, for the process).
+
+    `instrument=True` (or an `Instrumentation`) traces the runs with OpenTelemetry
+    (see `engine.tracing`); not given, the `ORCHESTRION_INSTRUMENT` environment
+    variable decides (`1`: on)."""
 
     def __init__(
         self,
@@ -108,8 +112,10 @@ class Runtime:
         rate_limits: Limits | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         secrets: Iterable[str | SupportsSecret | None] = (),
+        instrument: bool | Instrumentation | None = None,
     ) -> None:
         register_given(secrets)
+        settings = instrumentation(instrument)
         check_settings(lease_ttl, durability, policy)
         if store is None or isinstance(store, str):
             store = open_store(store)
@@ -139,6 +145,12 @@ class Runtime:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{token_hex(3)}"
         """This runtime's name in the leases it holds: host, process id and a nonce."""
         self._leases = Leases(store, self.lease_ttl)
+        self.tracing: Tracing | None = None
+        """Makes the spans of this runtime's runs (`instrument=`), or None: not traced."""
+        if settings is not None:
+            from orchestrion.engine.tracing import Tracing  # imports OpenTelemetry: only here
+
+            self.tracing = Tracing(settings)
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -461,7 +473,7 @@ class Runtime:
         runnable = runnable or find_runnable(record, self._runnables)
         fork = fork_record(record, at, new_run_id)
         with self._working(fork.id):
-            lease = await self.store.create_run(fork, prefix, owner=self.owner, ttl=self.lease_ttl)
+            lease = await self._created(fork, runnable, prefix)
             assert lease is not None
             remember(self._runnables, fork.id, runnable)
             try:
@@ -486,11 +498,13 @@ class Runtime:
         priority: int = 0,
         idempotency_key: str | None = None,
         run_id: str | None = None,
+        traceparent: str | None = None,
     ) -> str:
         """Queue a run of `target` (`module:attr` or `path/to/file.py:attr`) on
         `input` for a worker (`orchestrion worker`) and return its id at once;
         `priority`: higher first. With an `idempotency_key` already used, the id
-        of the run submitted with it."""
+        of the run submitted with it. `traceparent` (W3C) is the span the run's
+        traces hang under; else, when traced, the span current here."""
         return await submit(
             self.store,
             target,
@@ -499,6 +513,8 @@ class Runtime:
             priority=priority,
             idempotency_key=idempotency_key,
             run_id=run_id,
+            tracing=self.tracing,
+            traceparent=traceparent,
         )
 
     async def requeue(
@@ -622,10 +638,28 @@ class Runtime:
         )
         if isinstance(runnable, Agent):  # a missing model fails before the run exists
             self._model_for(runnable.model, runnable.name)
-        lease = await self.store.create_run(record, owner=self.owner, ttl=self.lease_ttl)
-        assert lease is not None
+        lease = await self._created(record, runnable)
         remember(self._runnables, record.id, runnable)
         return record, lease
+
+    async def _created(
+        self, record: RunRecord, runnable: Runnable, entries: Sequence[Entry] = ()
+    ) -> Lease:
+        """Write a run that starts here, claimed by this runtime (and, when traced,
+        hung under its trace first)."""
+        tracing = self.tracing
+        if tracing is not None:
+            tracing.begin(record, runnable)
+        try:
+            lease = await self.store.create_run(
+                record, entries, owner=self.owner, ttl=self.lease_ttl
+            )
+        except BaseException:
+            if tracing is not None:
+                tracing.abandon(record.id)
+            raise
+        assert lease is not None
+        return lease
 
     def _working(self, run_id: str) -> Working:
         """Reserve `run_id` for the current task before any await, so two resumes
@@ -679,14 +713,20 @@ class Runtime:
                 policy=self.policy,
                 breakers=self._breakers,
                 limits=self._limits,
-                submit=partial(submit_member, self.store, self._targets),
+                submit=partial(submit_member, self.store, self._targets, self.tracing),
+                tracing=self.tracing,
             )
         events = events_for(run_id, sink)
+        span = None
+        if self.tracing is not None:
+            events = self.tracing.events(events)
+            span = self.tracing.execution(record, runnable, resumed)
         ex = Execution(env, log, accounts, events, answers)
         self._leases.hold(lease, log)
         try:
             try:
-                if resumed and record.status is not RunStatus.RUNNING:
+                trace = None if span is None else span.new_trace
+                if (resumed and record.status is not RunStatus.RUNNING) or trace is not None:
                     # Pending interrupts stay listed until the run suspends again or
                     # ends, so a crash during this resume leaves them answerable. (A
                     # worker's claim has marked its run running already.)
@@ -696,9 +736,11 @@ class Runtime:
                         pending=record.pending,
                         usage=record.usage,
                         token=lease.token,
+                        trace=trace,
                     )
                 events.run_started(record.name, resumed)
-                result = await self._work(ex, record, runnable)
+                working = work(ex, record, runnable, self._end, self._cancelling)
+                result = await (working if span is None else span.around(working))
             except LeaseLost:
                 # Cancelled from another process (or taken over after this one stalled
                 # past its lease): the store says how the run stands.
@@ -714,61 +756,6 @@ class Runtime:
             await self._leases.let_go(run_id)
         events.run_finished(result)
         return result
-
-    async def _work(self, ex: Execution, record: RunRecord, runnable: Runnable) -> RunResult[Any]:
-        run_id = record.id
-        try:
-            value = await run_child(ex, "", keys.child("", runnable.name), runnable, record.input)
-            output = journaled(value, "output", f"Run {run_id}")
-            if ex.answers:
-                raise DeterminismError(
-                    f"Run {run_id} finished without reaching the interrupts answered "
-                    f"({sorted(ex.answers)}): the code differs from the code that started it."
-                )
-        except Suspended as suspended:
-            pending: builtins.list[JSON] = [i.to_json() for i in suspended.interrupts]
-            await self._end(ex, RunStatus.INTERRUPTED, pending=pending)
-            return RunResult(
-                run_id,
-                RunStatus.INTERRUPTED,
-                interrupts=tuple(suspended.interrupts),
-                usage=ex.accounts.usage,
-            )
-        except AnswerError as exc:
-            # Answers validated before the bad one were journaled: they no longer wait.
-            # The others wait again, without the answers kept for them.
-            pending = unanswered(record.pending, ex.answered)
-            await self._end(
-                ex, RunStatus.INTERRUPTED, pending=pending, usage=record.usage, error=described(exc)
-            )
-            raise
-        except RunLimitReached as exc:
-            partial = partial_outputs(ex.outputs)
-            error = {**described(exc), "partial": partial}
-            await self._end(ex, RunStatus.STOPPED, error=error)
-            return RunResult(
-                run_id, RunStatus.STOPPED, error=error, partial=partial, usage=ex.accounts.usage
-            )
-        except RunError as exc:
-            error = described(exc)
-            await self._end(ex, RunStatus.FAILED, error=error)
-            return RunResult(run_id, RunStatus.FAILED, error=error, usage=ex.accounts.usage)
-        except asyncio.CancelledError:
-            # Only `Runtime.cancel` ends a run for good. Any other cancellation (Ctrl-C,
-            # a caller's timeout, shutdown) is a crash: the run stays resumable.
-            if run_id in self._cancelling:
-                self._cancelling.discard(run_id)
-                await asyncio.shield(self._end(ex, RunStatus.CANCELLED))
-            raise
-        except BaseException as exc:
-            if isinstance(exc, BaseExceptionGroup) and exc.split(StepsStopped)[1] is None:
-                raise StepsStopped(str(exc)) from exc  # every branch stopped at a boundary
-            # A bug or a configuration mistake: keep the store honest, then surface it.
-            if not isinstance(exc, StoreError | StepsStopped):
-                await self._end(ex, RunStatus.FAILED, error=described(exc))
-            raise
-        await self._end(ex, RunStatus.COMPLETED, output=output)
-        return RunResult(run_id, RunStatus.COMPLETED, value=value, usage=ex.accounts.usage)
 
     async def _end(
         self,

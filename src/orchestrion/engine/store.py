@@ -92,9 +92,11 @@ class Store(Protocol):
         usage: list[JSON] | None = None,
         token: int | None = None,
         release: bool = False,
+        trace: str | None = None,
     ) -> None:
         """Set a run's status and outcome; durable when it returns. With `token`,
-        refused (`LeaseLost`) unless it is the run's; `release` ends the lease too."""
+        refused (`LeaseLost`) unless it is the run's; `release` ends the lease too.
+        `trace` sets the run's trace context if it has none (one set stays)."""
         ...
 
     async def append(

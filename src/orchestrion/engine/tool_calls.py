@@ -53,7 +53,7 @@ def tool_settings(ex: Execution, agent: Agent[Any], tool: Tool) -> Settings:
     return NO_SETTINGS if policy is None else policy.settings()
 
 
-async def execute(
+def execute(
     ex: Execution,
     agent: Agent[Any],
     key: str,
@@ -61,8 +61,9 @@ async def execute(
     call: ToolCall,
     arguments: dict[str, Any],
     note: str = "",
-) -> ToolResult:
-    """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the call)."""
+) -> Awaitable[ToolResult]:
+    """Run the tool; `note` prefixes what the model reads (e.g. that a human edited the
+    call). (A plain function returning the call's coroutine: no frame more per call.)"""
     resumed = False
     write = tool.effect == "write"
     if write:
@@ -76,6 +77,14 @@ async def execute(
     )
     if ex.events.listening:
         ex.events.step_started(key, "tool")
+    work = _executed(ex, key, path, call, note)
+    tracing = ex.env.tracing
+    return work if tracing is None else tracing.tool(ex.run_id, key, tool, call, resumed, work)
+
+
+async def _executed(
+    ex: Execution, key: str, path: ToolCalls, call: ToolCall, note: str
+) -> ToolResult:
     try:
         value = await attempt_loop(ex, key, path)
     except asyncio.CancelledError:

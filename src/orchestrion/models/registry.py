@@ -77,6 +77,18 @@ def infer_model(model: Model | str) -> Model:
     return factory(rest)
 
 
+def provider_and_model(name: str) -> tuple[str, str]:
+    """The provider and the provider's own model name in a model's `name`
+    (`openai:gpt-4.1-mini` -> `openai`, `gpt-4.1-mini`; an `openai-compatible` name's
+    model follows its `#`). A name without a provider is its own model's."""
+    prefix, sep, rest = name.partition(":")
+    if not sep:
+        return "", name
+    if prefix == "openai-compatible":
+        rest = rest.rpartition("#")[2] or rest
+    return prefix, rest
+
+
 def resolve_model(
     model: Model | str | None, agent: str, *, default: Model | str | None, cache: dict[str, Model]
 ) -> Model:

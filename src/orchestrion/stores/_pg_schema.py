@@ -88,6 +88,8 @@ MIGRATIONS: tuple[str, ...] = (
         at double precision NOT NULL
     );
     """,
+    # 5: the trace context a run's spans hang under (`RunRecord.trace`).
+    "ALTER TABLE runs ADD COLUMN trace text;",
 )
 
 _LOCK = 0x6F72636865737472  # "orchestr": serialises migrations across processes

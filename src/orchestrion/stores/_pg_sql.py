@@ -4,15 +4,15 @@
 RUN_COLUMNS = (
     "id, name, status, input, target, output, error, pending, created_at, updated_at, "
     "parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, lease_since, lease_until, "
-    "queue, priority, attempts"
+    "queue, priority, attempts, trace"
 )
 
 INSERT_RUN = (
     "INSERT INTO runs (id, name, status, input, target, output, error, pending, created_at, "
     "updated_at, parent_id, fork_at, idempotency_key, usage, v, token, lease_owner, "
-    "lease_since, lease_until, next_seq, queue, priority) VALUES ($1, $2, $3, $4::jsonb, $5, "
-    "$6::jsonb, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17, $18, "
-    "$19, $20, $21, $22)"
+    "lease_since, lease_until, next_seq, queue, priority, trace) VALUES ($1, $2, $3, $4::jsonb, "
+    "$5, $6::jsonb, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17, "
+    "$18, $19, $20, $21, $22, $23)"
 )
 
 INSERT_ENTRY = (
@@ -57,7 +57,7 @@ UPDATE_RUN = (
     "lease_owner = CASE WHEN $9 THEN NULL ELSE lease_owner END, "
     "lease_since = CASE WHEN $9 THEN NULL ELSE lease_since END, "
     "lease_until = CASE WHEN $9 THEN NULL ELSE lease_until END, "
-    "attempts = CASE WHEN $9 THEN 0 ELSE attempts END "
+    "attempts = CASE WHEN $9 THEN 0 ELSE attempts END, trace = coalesce(trace, $10) "
     "WHERE id = $1 AND ($8::bigint IS NULL OR token = $8) RETURNING token, queue"
 )
 
@@ -67,10 +67,11 @@ UPDATE runs SET status = u.status, output = u.output, error = u.error, pending =
     lease_owner = CASE WHEN u.release THEN NULL ELSE runs.lease_owner END,
     lease_since = CASE WHEN u.release THEN NULL ELSE runs.lease_since END,
     lease_until = CASE WHEN u.release THEN NULL ELSE runs.lease_until END,
-    attempts = CASE WHEN u.release THEN 0 ELSE runs.attempts END
+    attempts = CASE WHEN u.release THEN 0 ELSE runs.attempts END,
+    trace = coalesce(runs.trace, u.trace)
 FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::jsonb[], $6::jsonb[],
-    $7::float8[], $8::bigint[], $9::bool[])
-    AS u(id, status, output, error, pending, usage, updated_at, token, release)
+    $7::float8[], $8::bigint[], $9::bool[], $10::text[])
+    AS u(id, status, output, error, pending, usage, updated_at, token, release, trace)
 WHERE runs.id = u.id AND (u.token IS NULL OR runs.token = u.token)
 RETURNING runs.id, runs.token, runs.queue
 """

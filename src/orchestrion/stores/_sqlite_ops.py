@@ -478,7 +478,10 @@ class Transaction:
         if op.token is not None and current != op.token:
             return lease_lost(op.run_id, op.token, current)
         data = loads(saved)
-        data.update(loads(op.patch))
+        patch = loads(op.patch)
+        if data.get("trace") is not None:
+            patch.pop("trace", None)  # a run's trace context, once set, stays
+        data.update(patch)
         if op.release:
             self.released.append(op.run_id)
         self.conn.execute(

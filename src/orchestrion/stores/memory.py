@@ -208,8 +208,11 @@ class MemoryStore:
         usage: list[JSON] | None = None,
         token: int | None = None,
         release: bool = False,
+        trace: str | None = None,
     ) -> None:
         run = self._fence(run_id, token, "update")
+        if run.trace is None:
+            run.trace = trace
         if release:
             run.lease, run.attempts = None, 0
         run.status = status

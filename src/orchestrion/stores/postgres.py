@@ -359,6 +359,7 @@ class PostgresStore:
             entries[-1].seq + 1 if entries else 0,
             run.queue,
             run.priority,
+            run.trace,
         )
         rows = _rows(run.id, entries)
         queued = run.queue if run.status == RunStatus.QUEUED else None
@@ -484,6 +485,7 @@ class PostgresStore:
         usage: list[JSON] | None = None,
         token: int | None = None,
         release: bool = False,
+        trace: str | None = None,
     ) -> None:
         if self._failed:
             self._refuse(run_id, token)
@@ -497,6 +499,7 @@ class PostgresStore:
             time.time(),
             token,
             release,
+            trace,
         )
 
         async def apply(conn: Any) -> None:
@@ -678,6 +681,7 @@ def _record(row: Any, *, journal_size: int | None = None) -> RunRecord:
         queue=row["queue"],
         priority=row["priority"],
         attempts=row["attempts"],
+        trace=row["trace"],
         v=row["v"],
         journal_size=journal_size,
     )

@@ -274,6 +274,7 @@ class SQLiteStore:
         usage: list[JSON] | None = None,
         token: int | None = None,
         release: bool = False,
+        trace: str | None = None,
     ) -> None:
         if self._failed:
             self._refuse(run_id, token)
@@ -288,6 +289,8 @@ class SQLiteStore:
         }
         if usage is not None:
             patch["usage"] = list(usage)
+        if trace is not None:
+            patch["trace"] = trace  # kept only where the run has none (`_sqlite_ops`)
         await self._call(
             Update,
             run_id=run_id,
