@@ -30,6 +30,7 @@ from orchestrion.cli.render import (
     summarize,
     timeline,
 )
+from orchestrion.cli.telemetry import configure_tracing
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
 from orchestrion.engine.journal import RunRecord, RunStatus
 from orchestrion.engine.result import RunResult, result_of
@@ -59,6 +60,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _setup() -> None:
+    """Run, inspect, resume and fork durable agent runs."""
+    with common.errors():
+        configure_tracing()  # ORCHESTRION_INSTRUMENT=1: spans exported (see cli.telemetry)
 
 
 app.command()(workers.submit)

@@ -46,6 +46,15 @@ def submit(
             help="A key for this request: submitted again, it gives the run it queued.",
         ),
     ] = None,
+    traceparent: Annotated[
+        str | None,
+        typer.Option(
+            "--traceparent",
+            envvar="TRACEPARENT",
+            help="W3C trace context of the span the run's traces hang under "
+            "(00-<trace id>-<span id>-<flags>).",
+        ),
+    ] = None,
     store: common.StoreOption = DEFAULT_STORE_URL,
     as_json: common.JsonOption = False,
 ) -> None:
@@ -63,6 +72,7 @@ def submit(
                 priority=priority,
                 idempotency_key=idempotency_key,
                 run_id=run_id,
+                traceparent=traceparent or None,
             )
 
     with common.errors():
