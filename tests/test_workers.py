@@ -408,3 +408,63 @@ def test_cancelling_a_peer_network_from_another_process_stops_its_agents(fleet: 
     _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert {r.status for r in fleet.runs().values()} == {RunStatus.CANCELLED}
+
+
+def test_a_workers_metrics_are_scraped_over_http(fleet: Fleet) -> None:
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ids = fleet.submit(3)
+    worker = fleet.worker("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+
+    def samples() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as got:
+                text = got.read().decode()
+        except OSError:
+            return {}
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def finished() -> bool:
+        done = samples().get(
+            (
+                "orchestrion_runs_finished_total",
+                frozenset({("runnable", "payer"), ("status", "completed")}),
+            )
+        )
+        return done == 3
+
+    fleet.wait(finished, "served 3 completed runs")
+    assert fleet.all_done(ids)
+    s = samples()
+    assert s[("orchestrion_worker_claims_total", frozenset({("queue", "default")}))] == 3
+    assert (
+        s[("orchestrion_steps_total", frozenset({("kind", "tool"), ("status", "completed")}))] == 9
+    )
+    assert (
+        s[("orchestrion_steps_total", frozenset({("kind", "model"), ("status", "completed")}))]
+        == 12
+    )
+    assert s[("orchestrion_worker_runs_in_flight", frozenset())] == 0
+    chats = frozenset(
+        {
+            ("gen_ai_operation_name", "chat"),
+            ("gen_ai_provider_name", "test"),
+            ("gen_ai_request_model", "function"),
+        }
+    )
+    assert s[("gen_ai_client_operation_duration_seconds_count", chats)] == 12
+    assert not any(i in str(labels) for i in ids for _, labels in s)  # no run id as a label
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in err

@@ -1,5 +1,7 @@
 """orchestrion: durable orchestration for teams of AI agents."""
 
+from typing import TYPE_CHECKING
+
 from orchestrion._json import JSON, JSONInput
 from orchestrion.agent import Agent, ContextLimit
 from orchestrion.budget import Budget
@@ -121,6 +123,7 @@ __all__ = [
     "MaxTurns",
     "MaxTurnsExceeded",
     "MemoryBreakers",
+    "Metrics",
     "Model",
     "ModelDelta",
     "ModelError",
@@ -191,3 +194,14 @@ __all__ = [
     "with_policy",
     "workflow",
 ]
+
+if TYPE_CHECKING:
+    from orchestrion.engine.metrics import Metrics
+
+
+def __getattr__(name: str) -> object:
+    if name == "Metrics":  # imports prometheus_client: only for those who ask for it
+        from orchestrion.engine.metrics import Metrics
+
+        return Metrics
+    raise AttributeError(f"module 'orchestrion' has no attribute {name!r}")

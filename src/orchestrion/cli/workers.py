@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -25,6 +25,10 @@ from orchestrion.engine.runtime import Runtime
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL
 from orchestrion.engine.targets import load_object
 from orchestrion.engine.worker import Worker
+from orchestrion.errors import UserError
+
+if TYPE_CHECKING:
+    from orchestrion.engine.metrics import Metrics
 
 
 def submit(
@@ -135,6 +139,20 @@ def worker(
             "of a dead worker whose leases have not ended yet do not count as waiting).",
         ),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="ORCHESTRION_METRICS_PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on this port (http://HOST:PORT/metrics).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option("--metrics-host", help="The address the metrics are served on."),
+    ] = "0.0.0.0",
     lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
     max_model_calls: common.MaxModelCallsOption = None,
     bus: common.BusOption = None,
@@ -162,11 +180,18 @@ def worker(
         given = None if deps is None else load_object(deps)
         made = given() if callable(given) else given
 
+    metrics = None
+    if metrics_port is not None:
+        with common.errors():
+            metrics = serve_metrics(metrics_host, metrics_port)
+
     async def go() -> Worker:
         events = None if bus is None else RedisEvents(bus)
         try:
             sinks = [events] if events else []
-            async with Runtime(store, lease_ttl=lease_ttl, sinks=sinks, budget=budget) as runtime:
+            async with Runtime(
+                store, lease_ttl=lease_ttl, sinks=sinks, budget=budget, metrics=metrics
+            ) as runtime:
                 return await work_on_queues(runtime)
         finally:
             if events is not None:
@@ -200,6 +225,24 @@ def worker(
     console(stderr=True).print(
         Text(f"worker stopped: {done.finished} run(s) worked on"), soft_wrap=True
     )
+
+
+def serve_metrics(host: str, port: int) -> Metrics:
+    """prometheus_client's registry, served over HTTP on `host`:`port`, with
+    orchestrion's metrics in it."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    from orchestrion.engine.metrics import Metrics
+
+    try:
+        start_http_server(port, host, registry=REGISTRY)
+    except OSError as exc:
+        raise UserError(
+            f"Cannot serve metrics on {host}:{port}: {exc.strerror or exc}. Pick another "
+            "--metrics-port (or stop what listens there)."
+        ) from None
+    logging.getLogger("orchestrion.worker").info("metrics on http://%s:%d/metrics", host, port)
+    return Metrics.of(REGISTRY)
 
 
 def _shared(store: str) -> None:

@@ -67,7 +67,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
     for turn in range(1, agent.max_turns + 1):
         prefix, model_key = keys.turn_keys(scope, turn)
         size = 0
-        if ex.events.listening or agent.context_limit is not None:
+        if ex.events.streaming or agent.context_limit is not None:
             size = _estimate(agent, instructions, messages)
             limit = agent.context_limit
             if limit is not None and size > limit.max_tokens:

@@ -185,6 +185,12 @@ class Events(Protocol):
 
     @property
     def listening(self) -> bool:
+        """Whether anything hears each step start and end (a sink, metrics): the
+        engine calls `step_started` and `step_completed` only then."""
+        ...
+
+    @property
+    def streaming(self) -> bool:
         """Whether a sink receives the events: only then does the engine estimate
         request sizes and stream model responses, work no one else reads."""
         ...
@@ -227,6 +233,7 @@ class NoEvents:
     __slots__ = ()
 
     listening = False
+    streaming = False
 
     def run_started(self, name: str, resumed: bool) -> None:
         pass
@@ -279,6 +286,7 @@ class Emitter:
     __slots__ = ("run_id", "sink")
 
     listening = True
+    streaming = True
 
     def __init__(self, run_id: str, sink: Sink) -> None:
         self.run_id = run_id

@@ -77,6 +77,7 @@ from orchestrion.policy import Policy
 from orchestrion.tools.tool import clean_schema
 
 if TYPE_CHECKING:
+    from orchestrion.engine.metrics import Metrics
     from orchestrion.engine.tracing import Tracing
 
 DepsT = TypeVar("DepsT")
@@ -120,6 +121,8 @@ class RunEnv:
     the new run's idempotency key, the member and its input; the new run's id."""
     tracing: Tracing | None = None
     """The runtime's tracer (`engine.tracing`), if it traces its runs."""
+    metrics: Metrics | None = None
+    """The runtime's Prometheus metrics (`engine.metrics`), if it keeps them."""
 
 
 class Execution:
@@ -203,37 +206,43 @@ class Execution:
             response = expect(done, ModelResponded).response
             self.events.step_replayed(key, "model", done.result)
         else:
+            started = time.time()
             if self.events.listening:
                 self.events.step_started(key, "model", size)
             tracing = self.env.tracing
-            asked = self._ask(key, chain, request)
-            response = await (
-                asked if tracing is None else tracing.chat(self.run_id, key, chain, request, asked)
-            )
+            span = None if tracing is None else tracing.chat(self.run_id, key, chain, request)
+            try:
+                response = await request_with_policy(self, key, chain, request)
+                index = chain.position
+                if response.usage.requests < 1:  # a model that does not count itself counts
+                    response = replace(response, usage=replace(response.usage, requests=1))
+                response = _clean_response(response)  # the run goes on with what is journaled
+                answered = targets[index].name
+                if accounts.prices is not None and (pricer := accounts.prices.pricer(answered)):
+                    usage = response.usage
+                    response = replace(response, usage=replace(usage, cost=pricer(usage)))
+                fallback = answered if index else None
+                await self.completed_as(key, "model", model_responded(response, fallback), started)
+            except BaseException as exc:
+                if span is not None:
+                    span.failed(exc)
+                raise
+            if span is not None:
+                span.responded(response, answered)
+            if self.env.metrics is not None:
+                self.env.metrics.model_called(
+                    chain.agent, answered, response.usage, time.time() - chain.started
+                )
+            limit = targets[index].settings.rate_limit
+            if limit is not None:
+                usage = response.usage
+                await self.env.limits.spend(
+                    key_of(answered, limit),
+                    limit,
+                    usage.input_tokens + usage.output_tokens,
+                    usage.cost,
+                )
         accounts.spent(response.usage)
-        return response
-
-    async def _ask(self, key: str, chain: ModelCalls, request: ModelRequest) -> ModelResponse:
-        """The live model step at `key`: the response of the first model of `chain` that
-        answers, cleaned, priced and journaled."""
-        started = time.time()
-        response = await request_with_policy(self, key, chain, request)
-        index = chain.position
-        if response.usage.requests < 1:  # a model that does not count itself still counts
-            response = replace(response, usage=replace(response.usage, requests=1))
-        response = _clean_response(response)  # the run goes on with what is journaled
-        answered = chain.targets[index].name
-        prices = self.accounts.prices
-        if prices is not None and (pricer := prices.pricer(answered)):
-            response = replace(response, usage=replace(response.usage, cost=pricer(response.usage)))
-        fallback = answered if index else None
-        await self.completed_as(key, "model", model_responded(response, fallback), started)
-        limit = chain.targets[index].settings.rate_limit
-        if limit is not None:
-            usage = response.usage
-            await self.env.limits.spend(
-                key_of(answered, limit), limit, usage.input_tokens + usage.output_tokens, usage.cost
-            )
         return response
 
     async def custom_step(

@@ -44,7 +44,7 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> ModelCalls:
     outer = agent.policy.over(env.policy) if agent.policy is not None else env.policy
     if outer is None and not isinstance(primary, PolicyModel):
         name = primary.name  # a `name` may be computed: once
-        return ModelCalls((primary,), (Target(name, name, DEFAULT_SETTINGS),))
+        return ModelCalls((primary,), (Target(name, name, DEFAULT_SETTINGS),), agent.name)
     own = primary.policy if isinstance(primary, PolicyModel) else None
     models = [primary]
     for policy in (own, agent.policy, env.policy):  # the innermost fallback models win
@@ -58,7 +58,7 @@ def model_chain(ex: Execution, agent: Agent[Any]) -> ModelCalls:
         name = m.name  # a `name` may be computed: once each
         policy = m.policy.over(outer) if isinstance(m, PolicyModel) else outer
         targets.append(Target(name, name, model_settings(policy)))
-    return ModelCalls(tuple(models), tuple(targets))
+    return ModelCalls(tuple(models), tuple(targets), agent.name)
 
 
 def model_settings(policy: Policy | None) -> Settings:
@@ -79,13 +79,15 @@ class ModelCalls:
     each with the settings its calls get. Made once per agent run (its model
     requests are made one after the other), it is given each request in turn."""
 
-    __slots__ = ("models", "position", "request", "site", "started", "targets")
+    __slots__ = ("agent", "models", "position", "request", "site", "started", "targets")
 
     kind = "model"
     durable = False  # a failed attempt is no side effect: lost in a crash, it is made again
     before = None
 
-    def __init__(self, models: tuple[Model, ...], targets: tuple[Target, ...]) -> None:
+    def __init__(self, models: tuple[Model, ...], targets: tuple[Target, ...], agent: str) -> None:
+        self.agent = agent
+        """The name of the agent whose requests these are."""
         self.models = models
         self.targets = targets
         """Each model as the attempt loop calls it (their names are the models')."""
@@ -100,7 +102,7 @@ class ModelCalls:
         request, model, events = self.request, self.models[index], ex.events
         assert request is not None  # set by `request_with_policy`
         # Streamed to the run's sink if one listens, else one request.
-        return _stream(events, key, model, request) if events.listening else model.request(request)
+        return _stream(events, key, model, request) if events.streaming else model.request(request)
 
     def failure(self, exc: Exception, target: Target, *, expired: bool) -> Failure:
         """Any failure of the model as a `ModelError` (a transient one for timeouts,

@@ -54,6 +54,11 @@ class RunQueue(Protocol):
         after `timeout` seconds; an idle worker waits here between claims."""
         ...
 
+    async def run_counts(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
+        """How many runs of `queues` are queued, running or waiting for humans
+        (`interrupted`), by (status, queue); what a worker's metrics show."""
+        ...
+
 
 def queue_of(store: Store) -> RunQueue:
     if not isinstance(store, RunQueue):

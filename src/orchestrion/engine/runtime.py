@@ -68,6 +68,7 @@ from orchestrion.runnable import Runnable, Workflow
 from orchestrion.telemetry.instrument import Instrumentation, instrumentation
 
 if TYPE_CHECKING:
+    from orchestrion.engine.metrics import Metrics
     from orchestrion.engine.tracing import Tracing
 
 Durability = Literal["sync", "async"]
@@ -96,7 +97,8 @@ class Runtime:
 
     `instrument=True` (or an `Instrumentation`) traces the runs with OpenTelemetry
     (see `engine.tracing`); not given, the `ORCHESTRION_INSTRUMENT` environment
-    variable decides (`1`: on)."""
+    variable decides (`1`: on). `metrics` (`Metrics.of(registry)`) counts runs,
+    steps, tokens and costs, retries and the rest in a Prometheus registry."""
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class Runtime:
         lease_ttl: float = DEFAULT_LEASE_TTL,
         secrets: Iterable[str | SupportsSecret | None] = (),
         instrument: bool | Instrumentation | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         register_given(secrets)
         settings = instrumentation(instrument)
@@ -151,6 +154,8 @@ class Runtime:
             from orchestrion.engine.tracing import Tracing  # imports OpenTelemetry: only here
 
             self.tracing = Tracing(settings)
+        self.metrics = metrics
+        """Counts this runtime's runs, steps, tokens, ... (`engine.metrics`), or None."""
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -473,7 +478,12 @@ class Runtime:
         runnable = runnable or find_runnable(record, self._runnables)
         fork = fork_record(record, at, new_run_id)
         with self._working(fork.id):
-            lease = await self._created(fork, runnable, prefix)
+            if self.tracing is None:
+                lease = await self.store.create_run(
+                    fork, prefix, owner=self.owner, ttl=self.lease_ttl
+                )
+            else:
+                lease = await self._traced_create(fork, runnable, prefix)
             assert lease is not None
             remember(self._runnables, fork.id, runnable)
             try:
@@ -638,28 +648,27 @@ class Runtime:
         )
         if isinstance(runnable, Agent):  # a missing model fails before the run exists
             self._model_for(runnable.model, runnable.name)
-        lease = await self._created(record, runnable)
+        if self.tracing is None:
+            lease = await self.store.create_run(record, owner=self.owner, ttl=self.lease_ttl)
+        else:
+            lease = await self._traced_create(record, runnable)
+        assert lease is not None
         remember(self._runnables, record.id, runnable)
         return record, lease
 
-    async def _created(
+    async def _traced_create(
         self, record: RunRecord, runnable: Runnable, entries: Sequence[Entry] = ()
-    ) -> Lease:
-        """Write a run that starts here, claimed by this runtime (and, when traced,
-        hung under its trace first)."""
-        tracing = self.tracing
-        if tracing is not None:
-            tracing.begin(record, runnable)
+    ) -> Lease | None:
+        """Write a run that starts here, claimed by this runtime, hung under its trace."""
+        assert self.tracing is not None
+        self.tracing.begin(record, runnable)
         try:
-            lease = await self.store.create_run(
+            return await self.store.create_run(
                 record, entries, owner=self.owner, ttl=self.lease_ttl
             )
         except BaseException:
-            if tracing is not None:
-                tracing.abandon(record.id)
+            self.tracing.abandon(record.id)
             raise
-        assert lease is not None
-        return lease
 
     def _working(self, run_id: str) -> Working:
         """Reserve `run_id` for the current task before any await, so two resumes
@@ -715,8 +724,11 @@ class Runtime:
                 limits=self._limits,
                 submit=partial(submit_member, self.store, self._targets, self.tracing),
                 tracing=self.tracing,
+                metrics=self.metrics,
             )
         events = events_for(run_id, sink)
+        if self.metrics is not None:
+            events = self.metrics.events(events)
         span = None
         if self.tracing is not None:
             events = self.tracing.events(events)

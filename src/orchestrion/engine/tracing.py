@@ -222,15 +222,10 @@ class Tracing:
 
     # -- live steps -------------------------------------------------------------------
 
-    async def chat(
-        self,
-        run_id: str,
-        key: str,
-        chain: ModelCalls,
-        request: ModelRequest,
-        work: Awaitable[ModelResponse],
-    ) -> ModelResponse:
-        """`work`, a model request at `key` to `chain`'s models, in a `chat` span."""
+    def chat(self, run_id: str, key: str, chain: ModelCalls, request: ModelRequest) -> ChatSpan:
+        """The `chat` span of a model request at `key` to `chain`'s models, opened and
+        current until its `responded` or `failed` (the model step has no frame of
+        ours around its request, traced or not)."""
         first = chain.targets[0].name
         provider, model = provider_and_model(first)
         attributes: Attributes = {
@@ -250,30 +245,7 @@ class Tracing:
             if request.instructions:
                 attributes[sc.SYSTEM_INSTRUCTIONS] = content.instructions(request.instructions)
         scope = self._live(f"{sc.CHAT} {model}", attributes, SpanKind.CLIENT)
-        response = await self._within(scope, work)
-        span = scope.span
-        assert span is not None
-        if chain.position:  # a fallback model answered
-            provider, model = provider_and_model(chain.targets[chain.position].name)
-            span.update_name(f"{sc.CHAT} {model}")
-            span.set_attributes(
-                {sc.PROVIDER_NAME: provider, sc.REQUEST_MODEL: model, sc.FALLBACK_FROM: first}
-            )
-        usage = response.usage
-        answered: Attributes = {
-            sc.RESPONSE_MODEL: response.model or model,
-            sc.USAGE_INPUT_TOKENS: usage.input_tokens,
-            sc.USAGE_OUTPUT_TOKENS: usage.output_tokens,
-        }
-        if response.finish_reason:
-            answered[sc.RESPONSE_FINISH_REASONS] = (response.finish_reason,)
-        if usage.cost:
-            answered[sc.USAGE_COST] = usage.cost
-        if self.capture:
-            answered[sc.OUTPUT_MESSAGES] = content.output_messages(response)
-        span.set_attributes(answered)
-        span.end()
-        return response
+        return ChatSpan(scope, first, self.capture)
 
     async def tool(
         self,
@@ -358,6 +330,66 @@ class Tracing:
             scope.span.add_event(name, attributes)
 
 
+class _Current:
+    """A scope made current (ours and OpenTelemetry's) until `leave`."""
+
+    __slots__ = ("attached", "scope", "token")
+
+    def __init__(self, scope: _Scope) -> None:
+        assert scope.context is not None
+        self.scope = scope
+        self.token = _current.set(scope)
+        self.attached = otel.attach(scope.context)
+
+    def leave(self) -> Span:
+        otel.detach(self.attached)
+        _current.reset(self.token)
+        span = self.scope.span
+        assert span is not None
+        return span
+
+
+class ChatSpan(_Current):
+    """The span of one model step, current while it works."""
+
+    __slots__ = ("capture", "first")
+
+    def __init__(self, scope: _Scope, first: str, capture: bool) -> None:
+        super().__init__(scope)
+        self.first = first
+        self.capture = capture
+
+    def responded(self, response: ModelResponse, answered: str) -> None:
+        """`answered` (a model of the chain) gave `response`, as journaled."""
+        span = self.leave()
+        if answered != self.first:  # a fallback model answered
+            provider, model = provider_and_model(answered)
+            span.update_name(f"{sc.CHAT} {model}")
+            span.set_attributes(
+                {sc.PROVIDER_NAME: provider, sc.REQUEST_MODEL: model, sc.FALLBACK_FROM: self.first}
+            )
+        else:
+            model = provider_and_model(answered)[1]
+        usage = response.usage
+        answer: Attributes = {
+            sc.RESPONSE_MODEL: response.model or model,
+            sc.USAGE_INPUT_TOKENS: usage.input_tokens,
+            sc.USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        }
+        if response.finish_reason:
+            answer[sc.RESPONSE_FINISH_REASONS] = (response.finish_reason,)
+        if usage.cost:
+            answer[sc.USAGE_COST] = usage.cost
+        if self.capture:
+            answer[sc.OUTPUT_MESSAGES] = content.output_messages(response)
+        span.set_attributes(answer)
+        span.end()
+
+    def failed(self, error: BaseException) -> None:
+        self.leave()
+        self.scope.end(error)
+
+
 class ExecutionSpan:
     """The span of one execution of a run."""
 
@@ -426,12 +458,13 @@ class TracedEvents:
     """`Events` that also mark the span each happens in: retries, fallbacks, breaker
     changes, loop guards and handoffs are span events."""
 
-    __slots__ = ("inner", "listening", "tracing")
+    __slots__ = ("inner", "listening", "streaming", "tracing")
 
     def __init__(self, inner: Events, tracing: Tracing) -> None:
         self.inner = inner
         self.tracing = tracing
         self.listening = inner.listening
+        self.streaming = inner.streaming
 
     def run_started(self, name: str, resumed: bool) -> None:
         self.inner.run_started(name, resumed)

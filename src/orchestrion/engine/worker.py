@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrion.engine.journal import RunRecord
 from orchestrion.engine.queue import DEFAULT_QUEUE, RunQueue, check_queue, queue_of, refuse_start
 from orchestrion.engine.runtime import Runtime
 from orchestrion.errors import RunError, StoreError, UserError
+
+if TYPE_CHECKING:
+    from orchestrion.engine.metrics import Metrics
 
 log = logging.getLogger("orchestrion.worker")
 
@@ -43,7 +46,9 @@ class Worker:
     `deps` is given to every run (a bank client, say). `poll` is how often, in
     seconds, an idle worker looks for runs whose lease ended (a dead worker's:
     nothing announces those); `grace` how long `stop()` lets runs reach a step
-    boundary.
+    boundary. With the runtime's `metrics`, the worker counts its claims and
+    takeovers and the runs in flight, and every `metrics_poll` seconds the store's
+    runs queued, running and waiting for humans on its queues.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class Worker:
         poll: float = 1.0,
         grace: float = 20.0,
         max_attempts: int = 5,
+        metrics_poll: float = 5.0,
     ) -> None:
         if isinstance(queues, str):
             queues = (queues,)
@@ -83,6 +89,7 @@ class Worker:
         self._active: dict[asyncio.Task[None], str] = {}
         """The task working on each run here, and the run's id."""
         self._slot_freed = asyncio.Event()
+        self.metrics_poll = float(metrics_poll)
 
     @property
     def active(self) -> int:
@@ -100,10 +107,15 @@ class Worker:
         """Claim and work on runs until `stop()` (or, with `until_idle`, until no run
         waits on the queues and none works here: a dead worker's runs whose leases
         have not ended yet are not waiting), then drain."""
+        metrics = self.runtime.metrics
+        counting = None if metrics is None else asyncio.create_task(self._count(metrics))
         try:
             await self._claim_loop(until_idle)
         finally:
             await self._drain()
+            if counting is not None:
+                counting.cancel()
+                await asyncio.gather(counting, return_exceptions=True)
 
     async def _claim_loop(self, until_idle: bool) -> None:
         runtime, queues = self.runtime, self.queues
@@ -173,15 +185,33 @@ class Worker:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 raise exc
 
+    async def _count(self, metrics: Metrics) -> None:
+        """Poll the store's counts of the queues' runs into `metrics`, until cancelled."""
+        while True:
+            try:
+                metrics.polled(await self._queue.run_counts(self.queues))
+            except Exception as exc:  # the store is away: the claims say so too
+                log.warning("counting runs failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.metrics_poll)
+
     def _start(self, record: RunRecord) -> None:
         task = asyncio.create_task(self._work(record), name=f"orchestrion-run-{record.id}")
         self._active[task] = record.id
         task.add_done_callback(self._done)
+        metrics = self.runtime.metrics
+        if metrics is not None:
+            queue = record.queue or ""
+            metrics.claims.labels(queue).inc()
+            if record.attempts > 1:  # its last worker died holding it, or stalled
+                metrics.takeovers.labels(queue).inc()
+            metrics.in_flight.inc()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._active.pop(task, None)
         self.finished += 1
         self._slot_freed.set()
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.in_flight.dec()
 
     async def _work(self, record: RunRecord) -> None:
         if record.attempts > self.max_attempts:

@@ -213,6 +213,11 @@ class Load(NamedTuple):
     run_id: str
 
 
+class Count(NamedTuple):
+    waiter: Waiter
+    queues: tuple[str, ...]
+
+
 class Stop(NamedTuple):
     """Commit what is queued before this, then end the thread."""
 
@@ -220,7 +225,7 @@ class Stop(NamedTuple):
 
 
 Write: TypeAlias = Create | Update | Append | Claim | ClaimNext | Renew | Release | Allow | Trip
-Read: TypeAlias = Get | Find | List | Load
+Read: TypeAlias = Get | Find | List | Load | Count
 Op: TypeAlias = Write | Read | Stop
 WRITES = (Append, Update, Create, Claim, ClaimNext, Renew, Release, Allow, Trip)
 """The classes of `Write`, for `isinstance` (the most frequent first)."""
@@ -664,6 +669,8 @@ class Reads:
                     return self._read_record("idempotency_key", op.idempotency_key)
                 case List():
                     return self._read_list(op)
+                case Count():
+                    return self._read_count(op)
                 case _:
                     assert_never(op)
         except (sqlite3.Error, ValueError, KeyError) as exc:
@@ -700,3 +707,12 @@ class Reads:
         else:
             cur = self.conn.execute(select + " WHERE status = ?" + ORDER, (op.status, op.limit))
         return [run_record(row) for row in cur]
+
+    def _read_count(self, op: Count) -> dict[tuple[str, str], int]:
+        marks = ", ".join("?" * len(op.queues))
+        cur = self.conn.execute(
+            "SELECT status, queue, count(*) FROM runs WHERE status IN "
+            f"('queued', 'running', 'interrupted') AND queue IN ({marks}) GROUP BY status, queue",
+            op.queues,
+        )
+        return {(status, queue): n for status, queue, n in cur}

@@ -61,6 +61,10 @@ def idempotency_key_error(run_id: str, key: str, owner: str | None) -> StoreErro
     )
 
 
+_ACTIVE = ("queued", "running", "interrupted")
+"""The statuses `run_counts` counts."""
+
+
 class MemoryStore:
     url = "memory://"
 
@@ -188,6 +192,14 @@ class MemoryStore:
             if run.idempotency_key == idempotency_key:
                 return dataclasses.replace(run)
         return None
+
+    async def run_counts(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for run in self._runs.values():
+            if run.queue is not None and run.queue in queues and run.status.value in _ACTIVE:
+                key = (str(run.status.value), run.queue)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50

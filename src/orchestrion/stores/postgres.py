@@ -462,6 +462,15 @@ class PostgresStore:
         )
         return None if row is None else _record(row)
 
+    async def run_counts(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
+        pool = await self._ready()
+        rows = await pool.fetch(
+            "SELECT status, queue, count(*) AS n FROM runs WHERE queue = ANY($1::text[]) "
+            "AND status IN ('queued', 'running', 'interrupted') GROUP BY status, queue",
+            list(queues),
+        )
+        return {(r["status"], r["queue"]): r["n"] for r in rows}
+
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50
     ) -> list[RunRecord]:

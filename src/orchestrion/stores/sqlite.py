@@ -56,6 +56,7 @@ from orchestrion.stores._sqlite_ops import (
     Append,
     Claim,
     ClaimNext,
+    Count,
     Create,
     Find,
     Get,
@@ -254,6 +255,10 @@ class SQLiteStore:
     async def find_run(self, *, idempotency_key: str) -> RunRecord | None:
         record: RunRecord | None = await self._call(Find, idempotency_key)
         return record
+
+    async def run_counts(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = await self._call(Count, tuple(dict.fromkeys(queues)))
+        return counts
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50
