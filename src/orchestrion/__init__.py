@@ -1,5 +1,6 @@
 """orchestrion: durable orchestration for teams of AI agents."""
 
+import logging
 from typing import TYPE_CHECKING
 
 from orchestrion._json import JSON, JSONInput
@@ -194,6 +195,8 @@ __all__ = [
     "with_policy",
     "workflow",
 ]
+
+logging.getLogger("orchestrion").addHandler(logging.NullHandler())  # silent until configured
 
 if TYPE_CHECKING:
     from orchestrion.engine.metrics import Metrics

@@ -208,6 +208,15 @@ class StepKey:
                 return None
 
     @property
+    def agent(self) -> str | None:
+        """The agent whose step (model request, tool call, approval) this key is."""
+        step = self.step
+        if step is None:
+            return None
+        at = self.parts.index(step)
+        return self.parts[at - 1].name if at else None
+
+    @property
     def turn(self) -> int | None:
         step = self.step
         return None if step is None else step.turn

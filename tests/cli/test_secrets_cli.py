@@ -104,3 +104,36 @@ def test_a_traceback_does_not_print_a_database_password(env: dict[str, str]) -> 
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "ValueError: cannot migrate" in done.stderr
     assert password not in done.stdout + done.stderr
+
+
+def test_json_logs_carry_the_run_the_step_and_the_trace_but_no_api_key(
+    key: str, env: dict[str, str]
+) -> None:
+    import json
+
+    traced = {**env, "ORCHESTRION_INSTRUMENT": "1", "OTEL_TRACES_EXPORTER": "none"}
+    done = cli(
+        "--log-format", "json", "--log-level", "debug",
+        "run", f"{TARGETS}:cashier", "--run-id", "logged-1", env=traced,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert key not in done.stderr and key not in done.stdout
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    run = [r for r in records if r["logger"] == "orchestrion.run"]
+    assert {r["run_id"] for r in run} == {"logged-1"}
+    assert run[0]["message"] == "run logged-1 started (cashier)"
+    fallback = next(r for r in run if "takes over" in r["message"])
+    assert fallback["level"] == "WARNING"
+    assert fallback["step_key"] == "cashier/turn-1/model" and fallback["agent"] == "cashier"
+    assert len(fallback["trace_id"]) == 32 and len(fallback["span_id"]) == 16
+    retried = next(r for r in run if "retried in" in r["message"])
+    assert retried["step_key"] == "cashier/turn-1/tool/charge#c1"
+    assert "[REDACTED]" in retried["message"] or "<redacted>" in retried["message"]
+    assert run[-1]["level"] == "WARNING" and run[-1]["message"].startswith("run logged-1 failed")
+
+
+def test_nothing_is_logged_unless_asked(key: str, env: dict[str, str]) -> None:
+    done = cli("run", f"{TARGETS}:cashier", "--run-id", "quiet-1", "--json", env=env)
+    assert done.returncode == 1
+    assert "orchestrion.run" not in done.stderr and "takes over" not in done.stderr

@@ -63,9 +63,15 @@ app = typer.Typer(
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(
+    log_format: common.LogFormatOption = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", envvar="ORCHESTRION_LOG_LEVEL", help="DEBUG, INFO, ...")
+    ] = "INFO",
+) -> None:
     """Run, inspect, resume and fork durable agent runs."""
     with common.errors():
+        common.logs(log_format, log_level)
         configure_tracing()  # ORCHESTRION_INSTRUMENT=1: spans exported (see cli.telemetry)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, NoReturn
@@ -11,6 +12,7 @@ from rich.text import Text
 
 from orchestrion._json import JSON, loads
 from orchestrion.budget import DEFAULT_MODEL_CALLS
+from orchestrion.cli.logs import configure_logging
 from orchestrion.cli.render import console
 from orchestrion.errors import OrchestrionError, RunBusy, UserError
 from orchestrion.redact import redact
@@ -30,6 +32,15 @@ BusOption = Annotated[
         "--bus",
         envvar="ORCHESTRION_BUS",
         help="Redis URL (redis://host:6379/0) where run events are published and followed.",
+    ),
+]
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        envvar="ORCHESTRION_LOG_FORMAT",
+        help="Log to stderr as text or json (one JSON object a line, with run_id, step_key, "
+        "agent, trace_id and span_id).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -99,3 +110,15 @@ def parse_input(text: str | None) -> JSON:
             fail(f"--input looks like JSON but does not parse: {exc}", USAGE_ERROR)
         return value
     return text
+
+
+def logs(log_format: str | None, level: str = "INFO") -> None:
+    """Configure logging as `--log-format` and `--log-level` say (nothing without a format)."""
+    if log_format is None:
+        return
+    if log_format not in ("text", "json"):
+        raise UserError(f"--log-format {log_format!r}: give text or json.")
+    name = level.upper()
+    if not isinstance(logging.getLevelName(name), int):
+        raise UserError(f"--log-level {level!r}: give DEBUG, INFO, WARNING or ERROR.")
+    configure_logging("json" if log_format == "json" else "text", name)

@@ -7,7 +7,6 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -153,6 +152,7 @@ def worker(
         str,
         typer.Option("--metrics-host", help="The address the metrics are served on."),
     ] = "0.0.0.0",
+    log_format: common.LogFormatOption = None,
     lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
     max_model_calls: common.MaxModelCallsOption = None,
     bus: common.BusOption = None,
@@ -166,9 +166,9 @@ def worker(
     common.utf8(*(("--queue", q) for q in queues))
     _shared(store)
     budget = None if max_model_calls is None else Budget(model_calls=max_model_calls or None)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
+    with common.errors():
+        if log_format is not None or not logging.getLogger().handlers:
+            common.logs(log_format or "text")  # a worker logs, as text unless told otherwise
     # A worker holds many runs at once, each a few hundred objects alive for seconds:
     # the default thresholds scan the whole heap again and again (bench_workers.py:
     # half the time of 10,000 concurrent runs in the collector, a tenth with these).

@@ -26,6 +26,7 @@ from orchestrion.engine.forks import NO_EDIT, fork_prefix, fork_record
 from orchestrion.engine.interrupts import Answer, Approve, Reject
 from orchestrion.engine.journal import Entry, Lease, RunRecord, RunStatus
 from orchestrion.engine.leases import Leases, cancel_elsewhere, claim_within, quietly
+from orchestrion.engine.logs import logged
 from orchestrion.engine.outcome import work
 from orchestrion.engine.queue import (
     DEFAULT_QUEUE,
@@ -726,7 +727,7 @@ class Runtime:
                 tracing=self.tracing,
                 metrics=self.metrics,
             )
-        events = events_for(run_id, sink)
+        events = logged(events_for(run_id, sink), run_id)
         if self.metrics is not None:
             events = self.metrics.events(events)
         span = None

@@ -216,17 +216,34 @@ class Worker:
     async def _work(self, record: RunRecord) -> None:
         if record.attempts > self.max_attempts:
             await refuse_start(self.runtime.store, record, _poison(record))
-            log.error("run %s failed: taken %d times without finishing", record.id, record.attempts)
+            log.error(
+                "run %s failed: taken %d times without finishing",
+                record.id,
+                record.attempts,
+                extra={"run_id": record.id},
+            )
             return
         try:
             result = await self.runtime.work_on(record, deps=self.deps)
-            log.info("run %s (%s): %s", record.id, record.name, result.status.value)
+            log.info(
+                "run %s (%s): %s",
+                record.id,
+                record.name,
+                result.status.value,
+                extra={"run_id": record.id},
+            )
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             # The run failed with the reason, or its claim ends (a store that went
             # away): another claim continues it. One run's trouble never stops the worker.
-            log.warning("run %s stopped working here: %s: %s", record.id, type(exc).__name__, exc)
+            log.warning(
+                "run %s stopped working here: %s: %s",
+                record.id,
+                type(exc).__name__,
+                exc,
+                extra={"run_id": record.id},
+            )
 
     async def _drain(self) -> None:
         if not self._active:
