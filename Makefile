@@ -36,6 +36,7 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/bench_patterns.py
 	$(BIN)/python bench/bench_workers.py --repeat 1
 	$(BIN)/python bench/bench_peers.py
+	$(BIN)/python bench/bench_tracing.py
 
 # 1,000 runs with 20% injected faults on a SQLite file (not in CI): see bench/soak.py.
 soak: $(STAMP)

@@ -80,6 +80,22 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "retrying with Authorization: Bearer <redacted>",
     ),
 }
+PRINTS["observability.md"] = (
+    "You have 4,800.00.\n"
+    "invoke_workflow bank\n"
+    "  invoke_agent manager\n"
+    "    chat scripted\n"
+    "    execute_tool delegate_to_teller\n"
+    "      invoke_agent teller\n"
+    "        chat scripted\n"
+    "        execute_tool balance\n"
+    "        chat scripted\n"
+    "    chat scripted\n",
+    'orchestrion_runs_finished_total{runnable="teller",status="completed"} 1.0\n'
+    'orchestrion_steps_total{kind="model",status="completed"} 2.0\n'
+    'orchestrion_steps_total{kind="tool",status="completed"} 1.0\n',
+    '"logger": "orchestrion.run", "message": "run ',
+)
 NEVER_PRINTED = {"security.md": ("vault-7f3a9c2e41", "hunter2")}
 
 

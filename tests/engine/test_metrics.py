@@ -178,3 +178,28 @@ async def test_the_stores_counts_of_a_queues_runs_become_gauges(
     s = scrape(metrics.registry)
     assert value(s, "orchestrion_runs", status="queued", queue="q") == 2
     assert value(s, "orchestrion_runs", status="queued", queue="other") == 1
+
+
+def test_the_grafana_dashboard_queries_only_metrics_that_exist(metrics: Metrics) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "docs" / "grafana" / "orchestrion.json").read_text()
+    )
+    exposed = {
+        name
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for name in (family.name, f"{family.name}_total", f"{family.name}_bucket")
+    }
+    labels = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"}
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(?:orchestrion|gen_ai)_\w+", target["expr"])
+        if name not in labels
+    }
+    assert queried and queried <= exposed, queried - exposed
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
