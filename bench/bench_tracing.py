@@ -1,7 +1,8 @@
 """What tracing costs per step: the bench_core workload (one agent, 10 tool calls,
-then its answer) untraced, and traced into OpenTelemetry's SDK with a batch span
-processor whose exporter drops everything (the cost of making the spans, not of
-shipping them), with and without message content.
+then its answer) untraced; traced into OpenTelemetry's no-op provider (orchestrion's
+own part); and traced into its SDK with a batch span processor whose exporter drops
+everything (the cost of making the spans, not of shipping them), with and without
+message content.
 
     .venv/bin/python bench/bench_tracing.py --repeat 300
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_core import STEPS, lookup, record, script
 from harness import Row, measure, table
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -43,6 +45,11 @@ async def rows(warmup: int, repeat: int, tmp: Path) -> list[Row]:
     provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 16))
     variants = [
         ("memory", "memory://", False),
+        (
+            "memory traced, no-op provider",
+            "memory://",
+            Instrumentation(tracer_provider=trace.NoOpTracerProvider()),
+        ),
         ("memory traced", "memory://", Instrumentation(tracer_provider=provider)),
         (
             "memory traced + content",
@@ -92,6 +99,7 @@ async def main() -> None:
     by = {r.name: r.stats.median_ms for r in found}
     print("\ntracing's cost per step (a model request or a tool call: 21 spans a run):")
     for traced, plain in [
+        ("memory traced, no-op provider", "memory"),
         ("memory traced", "memory"),
         ("memory traced + content", "memory"),
         ("sqlite traced", "sqlite"),

@@ -336,6 +336,58 @@ class Emitter:
         self.sink(RunFinished(self.run_id, result))
 
 
+class Relay:
+    """`Events` that pass every event on to `inner`: the base of those that also do
+    something with some of them (trace, count, log), each overriding just those."""
+
+    __slots__ = ("inner", "listening", "streaming")
+
+    def __init__(self, inner: Events, *, listening: bool = False) -> None:
+        self.inner = inner
+        self.listening = inner.listening or listening
+        self.streaming = inner.streaming
+
+    def run_started(self, name: str, resumed: bool) -> None:
+        self.inner.run_started(name, resumed)
+
+    def step_started(self, key: str, kind: str, size: int = 0) -> None:
+        self.inner.step_started(key, kind, size)
+
+    def step_replayed(self, key: str, kind: str, result: JSON) -> None:
+        self.inner.step_replayed(key, kind, result)
+
+    def step_completed(self, key: str, kind: str, result: JSON, started_at: float) -> None:
+        self.inner.step_completed(key, kind, result, started_at)
+
+    def step_failed(self, key: str, kind: str, error: BaseException) -> None:
+        self.inner.step_failed(key, kind, error)
+
+    def model_delta(self, key: str, text: str) -> None:
+        self.inner.model_delta(key, text)
+
+    def retrying(
+        self, key: str, kind: str, target: str, attempt: int, error: BaseException, wait: float
+    ) -> None:
+        self.inner.retrying(key, kind, target, attempt, error, wait)
+
+    def fallback_used(self, key: str, failed: str, used: str, error: BaseException) -> None:
+        self.inner.fallback_used(key, failed, used, error)
+
+    def breaker_changed(self, key: str, name: str, old: str, new: str) -> None:
+        self.inner.breaker_changed(key, name, old, new)
+
+    def loop_guard_triggered(
+        self, key: str, kind: str, subject: str, times: int, action: str
+    ) -> None:
+        self.inner.loop_guard_triggered(key, kind, subject, times, action)
+
+    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
+        self.inner.transferred(key, source, target, reason)
+
+    def run_finished(self, result: RunResult[object]) -> None:
+        self.inner.run_finished(result)
+
+
 def events_for(run_id: str, sink: Sink | None) -> Events:
     """What run `run_id` emits through: to `sink`, or nowhere."""
     return NO_EVENTS if sink is None else Emitter(run_id, sink)

@@ -15,11 +15,11 @@ import time
 from typing import TYPE_CHECKING
 
 from orchestrion import keys
+from orchestrion.engine.events import Events, Relay
 from orchestrion.redact import redact
 
 if TYPE_CHECKING:
     from orchestrion._json import JSON
-    from orchestrion.engine.events import Events
     from orchestrion.engine.result import RunResult
 
 log = logging.getLogger("orchestrion.run")
@@ -33,17 +33,15 @@ def logged(inner: Events, run_id: str) -> Events:
     return LoggedEvents(inner, run_id, log.isEnabledFor(logging.DEBUG))
 
 
-class LoggedEvents:
+class LoggedEvents(Relay):
     """`Events` that also log (see the module's docstring)."""
 
-    __slots__ = ("debug", "inner", "listening", "run_id", "streaming")
+    __slots__ = ("debug", "run_id")
 
     def __init__(self, inner: Events, run_id: str, debug: bool) -> None:
-        self.inner = inner
+        super().__init__(inner, listening=debug)  # DEBUG logs every step's end
         self.run_id = run_id
         self.debug = debug
-        self.listening = inner.listening or debug
-        self.streaming = inner.streaming
 
     def _at(self, key: str) -> dict[str, object]:
         return {"run_id": self.run_id, "step_key": key, "agent": keys.parse(key).agent}
@@ -52,12 +50,6 @@ class LoggedEvents:
         self.inner.run_started(name, resumed)
         how = "resumed" if resumed else "started"
         log.info("run %s %s (%s)", self.run_id, how, name, extra={"run_id": self.run_id})
-
-    def step_started(self, key: str, kind: str, size: int = 0) -> None:
-        self.inner.step_started(key, kind, size)
-
-    def step_replayed(self, key: str, kind: str, result: JSON) -> None:
-        self.inner.step_replayed(key, kind, result)
 
     def step_completed(self, key: str, kind: str, result: JSON, started_at: float) -> None:
         self.inner.step_completed(key, kind, result, started_at)
@@ -68,9 +60,6 @@ class LoggedEvents:
     def step_failed(self, key: str, kind: str, error: BaseException) -> None:
         self.inner.step_failed(key, kind, error)
         log.warning("%s step %s failed: %s", kind, key, _text(error), extra=self._at(key))
-
-    def model_delta(self, key: str, text: str) -> None:
-        self.inner.model_delta(key, text)
 
     def retrying(
         self, key: str, kind: str, target: str, attempt: int, error: BaseException, wait: float

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from orchestrion.engine.events import Events, Relay
 from orchestrion.models.registry import provider_and_model
 
 if TYPE_CHECKING:
     from orchestrion._json import JSON
-    from orchestrion.engine.events import Events
     from orchestrion.engine.result import RunResult
     from orchestrion.messages import Usage
 
@@ -232,17 +232,15 @@ class Metrics:
             self.runs_by_status.labels(status, queue).set(n)
 
 
-class MeteredEvents:
+class MeteredEvents(Relay):
     """`Events` that also count: runs, steps, retries, fallbacks, breakers, loops,
     handoffs and interrupts."""
 
-    __slots__ = ("inner", "listening", "metrics", "name", "streaming")
+    __slots__ = ("metrics", "name")
 
     def __init__(self, inner: Events, metrics: Metrics) -> None:
-        self.inner = inner
+        super().__init__(inner, listening=True)  # every step's end is counted
         self.metrics = metrics
-        self.listening = True  # every step's end is counted
-        self.streaming = inner.streaming
         self.name = ""
         """The runnable's name (from `run_started`): the run's label."""
 
@@ -250,12 +248,6 @@ class MeteredEvents:
         self.inner.run_started(name, resumed)
         self.name = name
         self.metrics.runs_started.labels(name, "true" if resumed else "false").inc()
-
-    def step_started(self, key: str, kind: str, size: int = 0) -> None:
-        self.inner.step_started(key, kind, size)
-
-    def step_replayed(self, key: str, kind: str, result: JSON) -> None:
-        self.inner.step_replayed(key, kind, result)
 
     def step_completed(self, key: str, kind: str, result: JSON, started_at: float) -> None:
         self.inner.step_completed(key, kind, result, started_at)
@@ -265,9 +257,6 @@ class MeteredEvents:
     def step_failed(self, key: str, kind: str, error: BaseException) -> None:
         self.inner.step_failed(key, kind, error)
         self.metrics.steps.labels(kind, "failed").inc()
-
-    def model_delta(self, key: str, text: str) -> None:
-        self.inner.model_delta(key, text)
 
     def retrying(
         self, key: str, kind: str, target: str, attempt: int, error: BaseException, wait: float

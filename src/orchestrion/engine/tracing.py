@@ -36,7 +36,7 @@ from opentelemetry.util.types import AttributeValue
 
 from orchestrion import keys
 from orchestrion.agent import Agent
-from orchestrion.engine.events import Events
+from orchestrion.engine.events import Events, Relay
 from orchestrion.engine.journal import RunRecord, RunStatus
 from orchestrion.errors import Suspension, UserError
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, ToolResult
@@ -49,7 +49,6 @@ from orchestrion.tools.roles import Delegate
 from orchestrion.tools.tool import Tool
 
 if TYPE_CHECKING:
-    from orchestrion._json import JSON
     from orchestrion.engine.model_calls import ModelCalls
     from orchestrion.engine.result import RunResult
 
@@ -454,35 +453,15 @@ def _member(run_id: str, name: str, runnable: object) -> tuple[str, Attributes]:
     return f"{sc.INVOKE_WORKFLOW} {name}", attributes
 
 
-class TracedEvents:
+class TracedEvents(Relay):
     """`Events` that also mark the span each happens in: retries, fallbacks, breaker
     changes, loop guards and handoffs are span events."""
 
-    __slots__ = ("inner", "listening", "streaming", "tracing")
+    __slots__ = ("tracing",)
 
     def __init__(self, inner: Events, tracing: Tracing) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.tracing = tracing
-        self.listening = inner.listening
-        self.streaming = inner.streaming
-
-    def run_started(self, name: str, resumed: bool) -> None:
-        self.inner.run_started(name, resumed)
-
-    def step_started(self, key: str, kind: str, size: int = 0) -> None:
-        self.inner.step_started(key, kind, size)
-
-    def step_replayed(self, key: str, kind: str, result: JSON) -> None:
-        self.inner.step_replayed(key, kind, result)
-
-    def step_completed(self, key: str, kind: str, result: JSON, started_at: float) -> None:
-        self.inner.step_completed(key, kind, result, started_at)
-
-    def step_failed(self, key: str, kind: str, error: BaseException) -> None:
-        self.inner.step_failed(key, kind, error)
-
-    def model_delta(self, key: str, text: str) -> None:
-        self.inner.model_delta(key, text)
 
     def retrying(
         self, key: str, kind: str, target: str, attempt: int, error: BaseException, wait: float
@@ -543,6 +522,3 @@ class TracedEvents:
                 "orchestrion.reason": redact(reason),
             },
         )
-
-    def run_finished(self, result: RunResult[object]) -> None:
-        self.inner.run_finished(result)
