@@ -210,10 +210,10 @@ class StepKey:
     @property
     def agent(self) -> str | None:
         """The agent whose step (model request, tool call, approval) this key is."""
-        step = self.step
-        if step is None:
+        kind = self.kind
+        if kind not in ("model", "tool", "approval"):
             return None
-        at = self.parts.index(step)
+        at = len(self.parts) - (2 if kind == "approval" else 1)  # the step's own level
         return self.parts[at - 1].name if at else None
 
     @property

@@ -173,11 +173,13 @@ async def test_the_stores_counts_of_a_queues_runs_become_gauges(
     await runtime.submit("tests.workers.target:agent", "x", queue="other")
     counts = await store.run_counts(["q"])  # type: ignore[attr-defined]
     assert counts == {("queued", "q"): 2}
-    metrics.polled(counts)
-    metrics.polled(await store.run_counts(["q", "other"]))  # type: ignore[attr-defined]
+    metrics.polled(["q"], counts)
+    metrics.polled(["q", "other"], await store.run_counts(["q", "other"]))  # type: ignore[attr-defined]
     s = scrape(metrics.registry)
     assert value(s, "orchestrion_runs", status="queued", queue="q") == 2
     assert value(s, "orchestrion_runs", status="queued", queue="other") == 1
+    assert ("orchestrion_runs", frozenset({("status", "running"), ("queue", "q")})) in s  # a 0
+    assert await store.run_counts([]) == {}  # type: ignore[attr-defined]
 
 
 def test_the_grafana_dashboard_queries_only_metrics_that_exist(metrics: Metrics) -> None:
@@ -203,3 +205,23 @@ def test_the_grafana_dashboard_queries_only_metrics_that_exist(metrics: Metrics)
     }
     assert queried and queried <= exposed, queried - exposed
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+async def test_an_interrupt_still_waiting_after_a_resume_is_not_counted_again(
+    metrics: Metrics,
+) -> None:
+    @tool(effect="write", approval=True)
+    def transfer(amount: float) -> str:
+        """Moves money."""
+        return "moved"
+
+    agent = Agent(
+        name="a", model=ScriptedModel([call("transfer", {"amount": 1.0}), "ok"]), tools=[transfer]
+    )
+    async with Runtime("memory://", metrics=metrics) as runtime:
+        waiting = await runtime.run(agent, "go")
+        again = await runtime.resume(waiting.run_id)  # no answer: it waits again
+    assert again.status is RunStatus.INTERRUPTED
+    s = scrape(metrics.registry)
+    assert value(s, "orchestrion_interrupts_total", kind="approval") == 1
+    assert value(s, "orchestrion_runs_finished_total", runnable="a", status="interrupted") == 2

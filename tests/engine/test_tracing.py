@@ -26,13 +26,16 @@ from orchestrion import (
     RunStatus,
     Runtime,
     UserError,
+    keys,
     register_secret,
     tool,
 )
 from orchestrion.demos import DEMOS
 from orchestrion.demos.runner import run_approving
 from orchestrion.engine.store import Store
+from orchestrion.errors import StoreError
 from orchestrion.redact import REDACTED
+from orchestrion.stores.memory import MemoryStore
 from orchestrion.testing import (
     Faults,
     FaultyModel,
@@ -482,3 +485,51 @@ async def test_a_group_chat_is_its_speakers_turns_under_it(traces: Traces) -> No
         "invoke_agent writer",
     ]
     assert all([c.name for c in traces.children(s)] == ["chat scripted"] for s in turns)
+
+
+async def test_a_resume_reports_no_handoff_and_no_member_it_only_replayed(
+    traces: Traces,
+) -> None:
+    module = importlib.import_module(DEMOS["support-triage"])
+    async with traces.runtime("memory://") as runtime:
+        result = await run_approving(runtime, module.agent, module.TASK)
+        history = await runtime.history(result.run_id)
+    executions = [s for s in traces.spans if (s.attributes or {}).get("orchestrion.run.id")]
+    assert len(executions) >= 2  # it waited for an approval, and was resumed
+    agents = Counter(s.name for s in traces.spans if s.name.startswith("invoke_agent"))
+    handoffs = [e for s in traces.spans for e in s.events if e.name == "orchestrion.handoff"]
+    assert agents["invoke_agent triage"] == 1  # replayed in the resume: no second span
+    answering = {keys.parse(s.key).agent for s in history if s.kind == "model"}
+    assert len(answering) >= 2
+    assert len(handoffs) == len(answering) - 1  # each hand-off once, as it happened
+
+
+class FailingResumes(MemoryStore):
+    """A store whose status writes fail while `failing` is set."""
+
+    failing = False
+
+    async def update_run(self, run_id: str, **kw: Any) -> None:
+        if self.failing:
+            raise StoreError("the database went away")
+        await super().update_run(run_id, **kw)
+
+
+async def test_an_execution_that_cannot_start_still_ends_its_span(traces: Traces) -> None:
+    @tool(effect="write", approval=True)
+    def transfer(amount: float) -> str:
+        """Moves money."""
+        return "moved"
+
+    agent = Agent(
+        name="a", model=ScriptedModel([call("transfer", {"amount": 1.0}), "ok"]), tools=[transfer]
+    )
+    store = FailingResumes()
+    async with traces.runtime(store) as runtime:
+        waiting = await runtime.run(agent, "go")
+        store.failing = True
+        with pytest.raises(StoreError):
+            await runtime.resume(waiting.run_id, {waiting.interrupts[0].id: Approve()})
+    _, second = sorted(traces.named("invoke_agent a"), key=lambda s: s.start_time or 0)
+    assert second.status.status_code is StatusCode.ERROR
+    assert (second.attributes or {})["error.type"] == "StoreError"

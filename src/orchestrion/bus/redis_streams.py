@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -105,7 +106,7 @@ class RedisEvents:
         self._queue.put_nowait(event)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
-                self._send(), name="orchestrion-redis-events"
+                self._send(), name="orchestrion-redis-events", context=contextvars.Context()
             )
 
     async def _send(self) -> None:

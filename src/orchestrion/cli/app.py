@@ -65,9 +65,7 @@ app = typer.Typer(
 @app.callback()
 def _setup(
     log_format: common.LogFormatOption = None,
-    log_level: Annotated[
-        str, typer.Option("--log-level", envvar="ORCHESTRION_LOG_LEVEL", help="DEBUG, INFO, ...")
-    ] = "INFO",
+    log_level: common.LogLevelOption = None,
 ) -> None:
     """Run, inspect, resume and fork durable agent runs."""
     with common.errors():

@@ -43,6 +43,14 @@ LogFormatOption = Annotated[
         "agent, trace_id and span_id).",
     ),
 ]
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-level",
+        envvar="ORCHESTRION_LOG_LEVEL",
+        help="DEBUG, INFO (the default once logging is on), WARNING or ERROR.",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 LeaseOption = Annotated[
     float,
@@ -112,10 +120,13 @@ def parse_input(text: str | None) -> JSON:
     return text
 
 
-def logs(log_format: str | None, level: str = "INFO") -> None:
-    """Configure logging as `--log-format` and `--log-level` say (nothing without a format)."""
-    if log_format is None:
+def logs(log_format: str | None, level: str | None = None) -> None:
+    """Configure logging as `--log-format` and `--log-level` say (text at INFO when
+    only one is given; nothing when neither is)."""
+    if log_format is None and level is None:
         return
+    log_format = log_format or "text"
+    level = level or "INFO"
     if log_format not in ("text", "json"):
         raise UserError(f"--log-format {log_format!r}: give text or json.")
     name = level.upper()

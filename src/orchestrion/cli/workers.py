@@ -153,6 +153,7 @@ def worker(
         typer.Option("--metrics-host", help="The address the metrics are served on."),
     ] = "0.0.0.0",
     log_format: common.LogFormatOption = None,
+    log_level: common.LogLevelOption = None,
     lease_ttl: common.LeaseOption = DEFAULT_LEASE_TTL,
     max_model_calls: common.MaxModelCallsOption = None,
     bus: common.BusOption = None,
@@ -167,8 +168,8 @@ def worker(
     _shared(store)
     budget = None if max_model_calls is None else Budget(model_calls=max_model_calls or None)
     with common.errors():
-        if log_format is not None or not logging.getLogger().handlers:
-            common.logs(log_format or "text")  # a worker logs, as text unless told otherwise
+        if log_format or log_level or not logging.getLogger().handlers:
+            common.logs(log_format or "text", log_level)  # a worker logs: text at INFO unless told
     # A worker holds many runs at once, each a few hundred objects alive for seconds:
     # the default thresholds scan the whole heap again and again (bench_workers.py:
     # half the time of 10,000 concurrent runs in the collector, a tenth with these).
@@ -235,12 +236,13 @@ def serve_metrics(host: str, port: int) -> Metrics:
     from orchestrion.engine.metrics import Metrics
 
     try:
-        start_http_server(port, host, registry=REGISTRY)
+        server, _ = start_http_server(port, host, registry=REGISTRY)
     except OSError as exc:
         raise UserError(
             f"Cannot serve metrics on {host}:{port}: {exc.strerror or exc}. Pick another "
             "--metrics-port (or stop what listens there)."
         ) from None
+    port = server.server_port  # the one bound, for --metrics-port 0
     logging.getLogger("orchestrion.worker").info("metrics on http://%s:%d/metrics", host, port)
     return Metrics.of(REGISTRY)
 

@@ -30,6 +30,7 @@ from orchestrion.engine.interrupts import (
     decision_of,
     normalize_approval,
 )
+from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.model_calls import model_chain
 from orchestrion.engine.records import ToolReturned, expect
 from orchestrion.engine.tool_calls import execute, invoke
@@ -75,6 +76,8 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
         request = ModelRequest(
             instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
         )
+        recorded = ex.log.replay.get(model_key)
+        replayed = recorded is not None and recorded.status is StepStatus.COMPLETED
         response = await ex.model_step(model_key, chain, request, size)
         messages.append(response)
         calls = response.tool_calls
@@ -101,7 +104,7 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
             messages.append(UserMessage(problem))
         handed = _handed_off(agent, calls, messages) if agent.handoffs else None
         if handed is not None:
-            ex.events.transferred(prefix, agent.name, handed.target, handed.reason)
+            ex.events.transferred(prefix, agent.name, handed.target, handed.reason, replayed)
             return handed
     raise MaxTurnsExceeded(
         f"Agent {agent.name!r} reached max_turns={agent.max_turns} without a final answer. "

@@ -216,10 +216,18 @@ class Events(Protocol):
     def breaker_changed(self, key: str, name: str, old: str, new: str) -> None: ...
 
     def loop_guard_triggered(
-        self, key: str, kind: str, subject: str, times: int, action: str
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        times: int,
+        action: str,
+        replayed: bool = False,
     ) -> None: ...
 
-    def transferred(self, key: str, source: str, target: str, reason: str) -> None: ...
+    def transferred(
+        self, key: str, source: str, target: str, reason: str, replayed: bool = False
+    ) -> None: ...
 
     def run_finished(self, result: RunResult[object]) -> None:
         """The run stopped working here: its interrupts, if any, then `RunFinished`."""
@@ -265,11 +273,19 @@ class NoEvents:
         pass
 
     def loop_guard_triggered(
-        self, key: str, kind: str, subject: str, times: int, action: str
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        times: int,
+        action: str,
+        replayed: bool = False,
     ) -> None:
         pass
 
-    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
+    def transferred(
+        self, key: str, source: str, target: str, reason: str, replayed: bool = False
+    ) -> None:
         pass
 
     def run_finished(self, result: RunResult[object]) -> None:
@@ -323,11 +339,19 @@ class Emitter:
         self.sink(BreakerChanged(self.run_id, key, name, old, new))
 
     def loop_guard_triggered(
-        self, key: str, kind: str, subject: str, times: int, action: str
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        times: int,
+        action: str,
+        replayed: bool = False,
     ) -> None:
         self.sink(LoopGuardTriggered(self.run_id, key, kind, subject, times, action))
 
-    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
+    def transferred(
+        self, key: str, source: str, target: str, reason: str, replayed: bool = False
+    ) -> None:
         self.sink(Transferred(self.run_id, key, source, target, reason))
 
     def run_finished(self, result: RunResult[object]) -> None:
@@ -377,12 +401,20 @@ class Relay:
         self.inner.breaker_changed(key, name, old, new)
 
     def loop_guard_triggered(
-        self, key: str, kind: str, subject: str, times: int, action: str
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        times: int,
+        action: str,
+        replayed: bool = False,
     ) -> None:
-        self.inner.loop_guard_triggered(key, kind, subject, times, action)
+        self.inner.loop_guard_triggered(key, kind, subject, times, action, replayed)
 
-    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
-        self.inner.transferred(key, source, target, reason)
+    def transferred(
+        self, key: str, source: str, target: str, reason: str, replayed: bool = False
+    ) -> None:
+        self.inner.transferred(key, source, target, reason, replayed)
 
     def run_finished(self, result: RunResult[object]) -> None:
         self.inner.run_finished(result)

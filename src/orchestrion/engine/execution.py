@@ -213,6 +213,7 @@ class Execution:
             span = None if tracing is None else tracing.chat(self.run_id, key, chain, request)
             try:
                 response = await request_with_policy(self, key, chain, request)
+                answered_at = time.time()
                 index = chain.position
                 if response.usage.requests < 1:  # a model that does not count itself counts
                     response = replace(response, usage=replace(response.usage, requests=1))
@@ -231,7 +232,7 @@ class Execution:
                 span.responded(response, answered)
             if self.env.metrics is not None:
                 self.env.metrics.model_called(
-                    chain.agent, answered, response.usage, time.time() - chain.started
+                    chain.agent, answered, response.usage, answered_at - chain.started
                 )
             limit = targets[index].settings.rate_limit
             if limit is not None:
@@ -263,9 +264,12 @@ class Execution:
         if self.events.listening:
             self.events.step_started(key, kind)
         try:
-            work = self.log.wait_for(fn()) if wait else fn()
             tracing = self.env.tracing
-            done_ = await (work if tracing is None else tracing.step(self.run_id, key, kind, work))
+            if tracing is not None:
+                call = (lambda: self.log.wait_for(fn())) if wait else fn
+                done_ = await tracing.step(self.run_id, key, kind, call)
+            else:
+                done_ = await (self.log.wait_for(fn()) if wait else fn())
             value = journaled(done_, "result", f"Step {key}")
         except (Suspended, DeterminismError):
             raise  # the run waits, or its code is wrong: not a failure of this step
@@ -481,7 +485,11 @@ class Context(Generic[DepsT]):
         return self._ex.env.run_child(self._ex, scope, member, runnable, input)
 
     def loop_detected(self, kind: str, subject: str, times: int, action: str) -> None:
-        self._ex.events.loop_guard_triggered(self.key, kind, subject, times, action)
+        # Found again while journaled steps are still to be replayed: reported before.
+        # (An approximation where branches run at once: one still replaying hides
+        # another's live finding.)
+        replayed = self._ex.log.divergence.waiting
+        self._ex.events.loop_guard_triggered(self.key, kind, subject, times, action, replayed)
 
     async def gather(self, *steps: Awaitable[T]) -> list[T]:
         self._gathering += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Iterable
 
@@ -39,7 +40,9 @@ class Leases:
         loop = asyncio.get_running_loop()
         beat = self._heartbeat
         if beat is None or beat.done() or beat.get_loop() is not loop:
-            self._heartbeat = loop.create_task(self._renew(), name="orchestrion-leases")
+            self._heartbeat = loop.create_task(  # outlives the run (and span) that started it
+                self._renew(), name="orchestrion-leases", context=contextvars.Context()
+            )
 
     async def confirm(self, run_id: str, token: int) -> None:
         """Renew the run's lease now; `LeaseLost` if the store says it is not ours."""

@@ -27,8 +27,8 @@ log = logging.getLogger("orchestrion.run")
 
 def logged(inner: Events, run_id: str) -> Events:
     """The run's events, each also logged: `inner` itself when no record would be
-    kept (the logger is not enabled for INFO)."""
-    if not log.isEnabledFor(logging.INFO):
+    kept (the logger is not enabled for WARNING)."""
+    if not log.isEnabledFor(logging.WARNING):
         return inner
     return LoggedEvents(inner, run_id, log.isEnabledFor(logging.DEBUG))
 
@@ -83,16 +83,28 @@ class LoggedEvents(Relay):
         log.log(level, "circuit %s: %s -> %s", name, old, new, extra=self._at(key))
 
     def loop_guard_triggered(
-        self, key: str, kind: str, subject: str, times: int, action: str
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        times: int,
+        action: str,
+        replayed: bool = False,
     ) -> None:
-        self.inner.loop_guard_triggered(key, kind, subject, times, action)
+        self.inner.loop_guard_triggered(key, kind, subject, times, action, replayed)
+        if replayed:
+            return  # seen when it happened
         log.warning(
             "loop guard at %s: %s loop on %s (%d times), %s", key, kind, subject, times, action,
             extra=self._at(key),
         )  # fmt: skip
 
-    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
-        self.inner.transferred(key, source, target, reason)
+    def transferred(
+        self, key: str, source: str, target: str, reason: str, replayed: bool = False
+    ) -> None:
+        self.inner.transferred(key, source, target, reason, replayed)
+        if replayed:
+            return  # seen when it happened
         extra = {**self._at(key), "agent": source}
         log.info("%s hands off to %s at %s", source, target, key, extra=extra)
 

@@ -14,7 +14,7 @@ Replayed steps are not counted again.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -65,6 +65,8 @@ _STEP_BUCKETS = (
     60,
     300,
 )
+COUNTED = ("queued", "running", "interrupted")
+"""The statuses of `orchestrion_runs` (`RunCounts.run_counts`)."""
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 """`orchestrion_breaker_state`'s values."""
 
@@ -211,9 +213,10 @@ class Metrics:
             found = _shared[id(registry)] = cls(registry)
         return found
 
-    def events(self, inner: Events) -> Events:
-        """The run's events, each also counted."""
-        return MeteredEvents(inner, self)
+    def events(self, inner: Events, asked: Iterable[str] = ()) -> Events:
+        """The run's events, each also counted; `asked`: the ids of the interrupts the
+        run waited for already (counted when first asked)."""
+        return MeteredEvents(inner, self, frozenset(asked))
 
     def model_called(self, agent: str, model: str, usage: Usage, seconds: float) -> None:
         """A live model request of `agent` that `model` answered."""
@@ -225,22 +228,25 @@ class Metrics:
         if usage.cost:
             self.cost.labels(model, agent).inc(usage.cost)
 
-    def polled(self, counts: Mapping[tuple[str, str], int]) -> None:
-        """The store's runs by (status, queue), as a worker last counted them."""
-        self.runs_by_status.clear()
-        for (status, queue), n in counts.items():
-            self.runs_by_status.labels(status, queue).set(n)
+    def polled(self, queues: Iterable[str], counts: Mapping[tuple[str, str], int]) -> None:
+        """The store's runs of `queues` by (status, queue), as a worker last counted
+        them (0 where none): each series is set, none removed, so a scrape never sees
+        a queue missing."""
+        for queue in queues:
+            for status in COUNTED:
+                self.runs_by_status.labels(status, queue).set(counts.get((status, queue), 0))
 
 
 class MeteredEvents(Relay):
     """`Events` that also count: runs, steps, retries, fallbacks, breakers, loops,
     handoffs and interrupts."""
 
-    __slots__ = ("metrics", "name")
+    __slots__ = ("asked", "metrics", "name")
 
-    def __init__(self, inner: Events, metrics: Metrics) -> None:
+    def __init__(self, inner: Events, metrics: Metrics, asked: frozenset[str]) -> None:
         super().__init__(inner, listening=True)  # every step's end is counted
         self.metrics = metrics
+        self.asked = asked
         self.name = ""
         """The runnable's name (from `run_started`): the run's label."""
 
@@ -274,17 +280,30 @@ class MeteredEvents(Relay):
         self.metrics.breaker_changes.labels(name, new).inc()
 
     def loop_guard_triggered(
-        self, key: str, kind: str, subject: str, times: int, action: str
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        times: int,
+        action: str,
+        replayed: bool = False,
     ) -> None:
-        self.inner.loop_guard_triggered(key, kind, subject, times, action)
+        self.inner.loop_guard_triggered(key, kind, subject, times, action, replayed)
+        if replayed:
+            return  # seen when it happened
         self.metrics.loop_guards.labels(kind, action).inc()
 
-    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
-        self.inner.transferred(key, source, target, reason)
+    def transferred(
+        self, key: str, source: str, target: str, reason: str, replayed: bool = False
+    ) -> None:
+        self.inner.transferred(key, source, target, reason, replayed)
+        if replayed:
+            return  # seen when it happened
         self.metrics.handoffs.labels(source, target).inc()
 
     def run_finished(self, result: RunResult[object]) -> None:
         self.inner.run_finished(result)
         for interrupt in result.interrupts:
-            self.metrics.interrupts.labels(interrupt.kind).inc()
+            if interrupt.id not in self.asked:  # else asked by an earlier execution
+                self.metrics.interrupts.labels(interrupt.kind).inc()
         self.metrics.runs_finished.labels(self.name, result.status.value).inc()

@@ -54,9 +54,15 @@ class RunQueue(Protocol):
         after `timeout` seconds; an idle worker waits here between claims."""
         ...
 
+
+@runtime_checkable
+class RunCounts(Protocol):
+    """What a store adds so that workers' metrics show its queues (the built-in
+    stores do; a store without it works, its queues uncounted)."""
+
     async def run_counts(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
         """How many runs of `queues` are queued, running or waiting for humans
-        (`interrupted`), by (status, queue); what a worker's metrics show."""
+        (`interrupted`), by (status, queue)."""
         ...
 
 

@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from functools import partial
 from secrets import token_hex
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import TypeVar
 
-from orchestrion._json import JSON, JSONInput
+from orchestrion._json import JSON, JSONInput, as_object
 from orchestrion.agent import Agent
 from orchestrion.budget import Budget
 from orchestrion.engine.accounts import Accounts
@@ -714,7 +715,12 @@ class Runtime:
             created_at=record.created_at,
         )
         env = self._env
-        if env is None or env.deps is not deps or env.policy is not self.policy:
+        if (
+            env is None
+            or env.deps is not deps
+            or env.policy is not self.policy
+            or env.metrics is not self.metrics
+        ):
             # Runs with the same deps share one (the usual case: every run).
             env = self._env = RunEnv(
                 deps=deps,
@@ -729,7 +735,7 @@ class Runtime:
             )
         events = logged(events_for(run_id, sink), run_id)
         if self.metrics is not None:
-            events = self.metrics.events(events)
+            events = self.metrics.events(events, (str(as_object(i)["id"]) for i in record.pending))
         span = None
         if self.tracing is not None:
             events = self.tracing.events(events)
@@ -766,6 +772,8 @@ class Runtime:
                 self._leases.released(run_id)
                 result = RunResult(run_id, status, usage=accounts.usage)
         finally:
+            if span is not None:  # if `around` did not end it (the start was not written)
+                span.end(sys.exc_info()[1])
             await self._leases.let_go(run_id)
         events.run_finished(result)
         return result

@@ -23,8 +23,9 @@ Off (the default) this module is not even imported; the engine tests
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,7 +39,8 @@ from orchestrion import keys
 from orchestrion.agent import Agent
 from orchestrion.engine.events import Events, Relay
 from orchestrion.engine.journal import RunRecord, RunStatus
-from orchestrion.errors import Suspension, UserError
+from orchestrion.engine.replay_log import StepsStopped
+from orchestrion.errors import LeaseLost, Suspension, UserError
 from orchestrion.messages import ModelRequest, ModelResponse, ToolCall, ToolResult
 from orchestrion.models.registry import provider_and_model
 from orchestrion.redact import redact
@@ -65,7 +67,17 @@ class _Scope:
     """A span to be, opened when something live happens under it (or at once, for a
     step), starting when the scope began."""
 
-    __slots__ = ("attributes", "context", "kind", "name", "parent", "root", "span", "start")
+    __slots__ = (
+        "attributes",
+        "context",
+        "ended",
+        "kind",
+        "name",
+        "parent",
+        "root",
+        "span",
+        "start",
+    )
 
     def __init__(
         self,
@@ -85,6 +97,7 @@ class _Scope:
         self.start = time.time_ns()
         self.span: Span | None = None
         self.context: otel.Context | None = None
+        self.ended = False
 
     def open(self, tracer: trace.Tracer) -> otel.Context:
         """The context holding this scope's span, the span (and its parents') made now
@@ -99,12 +112,19 @@ class _Scope:
 
     def end(self, error: BaseException | None = None) -> None:
         span = self.span
-        if span is None:
-            return  # nothing executed under it: no span
-        if error is not None and not isinstance(error, Suspension):  # waiting is no failure
+        if span is None or self.ended:
+            return  # nothing executed under it (no span), or ended already
+        self.ended = True
+        if isinstance(error, _NOT_FAILURES):  # it waits, or its process stops working on it
+            span.add_event("orchestrion.stopped", {"orchestrion.reason": type(error).__qualname__})
+        elif error is not None:
             failed(span, type(error).__qualname__, str(error))
         span.end()
 
+
+_NOT_FAILURES = (Suspension, StepsStopped, asyncio.CancelledError, LeaseLost)
+"""What ends a scope without its work failing: a wait for humans, a worker that puts the
+run back, a cancellation (Ctrl-C, a lost race), a run taken by another process."""
 
 _current: ContextVar[_Scope | None] = ContextVar("orchestrion_trace_scope", default=None)
 """The scope the code running here is in (each branch of a gather has its own)."""
@@ -162,10 +182,9 @@ class Tracing:
             self._started[record.id] = scope
 
     def abandon(self, run_id: str) -> None:
-        """The run `begin` was called for was not written after all."""
-        scope = self._started.pop(run_id, None)
-        if scope is not None:
-            scope.end()
+        """The run `begin` was called for was not written after all: its span is dropped
+        unended (never exported), not reported as a run that did nothing."""
+        self._started.pop(run_id, None)
 
     def submitted(self, record: RunRecord) -> None:
         """Before a queued run is written: hang it under the span current here, or else
@@ -282,17 +301,17 @@ class Tracing:
             span.set_attribute(sc.TOOL_CALL_RESULT, content.text(result.content))
         if result.is_error:  # the model is told the call did not work
             failed(span, "tool_error", result.content)
-        span.end()
+        scope.end()
         return result
 
-    async def step(self, run_id: str, key: str, kind: str, work: Awaitable[T]) -> T:
-        """`work`, a custom step at `key`, in a `step` span (a journaled clock read,
-        seed or uuid gets none)."""
+    async def step(self, run_id: str, key: str, kind: str, work: Callable[[], Awaitable[T]]) -> T:
+        """`work()`, a custom step at `key`, called and awaited in a `step` span (a
+        journaled clock read, seed or uuid gets none)."""
         if kind not in _SPAN_KINDS:
-            return await work
+            return await work()
         attributes: Attributes = {sc.CONVERSATION_ID: run_id, sc.STEP_KEY: key, sc.STEP_KIND: kind}
         scope = self._live(f"step {keys.last(key)}", attributes)
-        value = await self._within(scope, work)
+        value = await self._within(scope, _called(work))
         scope.end()
         return value
 
@@ -382,7 +401,7 @@ class ChatSpan(_Current):
         if self.capture:
             answer[sc.OUTPUT_MESSAGES] = content.output_messages(response)
         span.set_attributes(answer)
-        span.end()
+        self.scope.end()
 
     def failed(self, error: BaseException) -> None:
         self.leave()
@@ -425,12 +444,17 @@ class ExecutionSpan:
             )
         if result.status in (RunStatus.FAILED, RunStatus.STOPPED) and result.error:
             failed(span, str(result.error.get("type")), str(result.error.get("message")))
-        span.end()
+        self.scope.end()
         return result
 
-    def end(self, error: BaseException) -> None:
-        """The execution stopped before `around` (its start could not be written)."""
+    def end(self, error: BaseException | None = None) -> None:
+        """End the span if `around` did not: the execution stopped before it (its
+        start could not be written), or without a result of its own."""
         self.scope.end(error)
+
+
+async def _called(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()  # called here: its synchronous part runs in the scope too
 
 
 def _member(run_id: str, name: str, runnable: object) -> tuple[str, Attributes]:
@@ -498,9 +522,17 @@ class TracedEvents(Relay):
         )
 
     def loop_guard_triggered(
-        self, key: str, kind: str, subject: str, times: int, action: str
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        times: int,
+        action: str,
+        replayed: bool = False,
     ) -> None:
-        self.inner.loop_guard_triggered(key, kind, subject, times, action)
+        self.inner.loop_guard_triggered(key, kind, subject, times, action, replayed)
+        if replayed:
+            return  # seen when it happened
         self.tracing.note(
             sc.LOOP_GUARD,
             {
@@ -512,8 +544,12 @@ class TracedEvents(Relay):
             },
         )
 
-    def transferred(self, key: str, source: str, target: str, reason: str) -> None:
-        self.inner.transferred(key, source, target, reason)
+    def transferred(
+        self, key: str, source: str, target: str, reason: str, replayed: bool = False
+    ) -> None:
+        self.inner.transferred(key, source, target, reason, replayed)
+        if replayed:
+            return  # seen when it happened
         self.tracing.note(
             sc.HANDOFF,
             {

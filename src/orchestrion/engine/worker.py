@@ -26,7 +26,14 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrion.engine.journal import RunRecord
-from orchestrion.engine.queue import DEFAULT_QUEUE, RunQueue, check_queue, queue_of, refuse_start
+from orchestrion.engine.queue import (
+    DEFAULT_QUEUE,
+    RunCounts,
+    RunQueue,
+    check_queue,
+    queue_of,
+    refuse_start,
+)
 from orchestrion.engine.runtime import Runtime
 from orchestrion.errors import RunError, StoreError, UserError
 
@@ -107,8 +114,10 @@ class Worker:
         """Claim and work on runs until `stop()` (or, with `until_idle`, until no run
         waits on the queues and none works here: a dead worker's runs whose leases
         have not ended yet are not waiting), then drain."""
-        metrics = self.runtime.metrics
-        counting = None if metrics is None else asyncio.create_task(self._count(metrics))
+        metrics, store = self.runtime.metrics, self.runtime.store
+        counting = None
+        if metrics is not None and isinstance(store, RunCounts):
+            counting = asyncio.create_task(self._count(metrics, store))
         try:
             await self._claim_loop(until_idle)
         finally:
@@ -185,11 +194,11 @@ class Worker:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 raise exc
 
-    async def _count(self, metrics: Metrics) -> None:
+    async def _count(self, metrics: Metrics, store: RunCounts) -> None:
         """Poll the store's counts of the queues' runs into `metrics`, until cancelled."""
         while True:
             try:
-                metrics.polled(await self._queue.run_counts(self.queues))
+                metrics.polled(self.queues, await store.run_counts(self.queues))
             except Exception as exc:  # the store is away: the claims say so too
                 log.warning("counting runs failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self.metrics_poll)

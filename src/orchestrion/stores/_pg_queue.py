@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -92,7 +93,10 @@ class Listener:
         if conn is None or conn.is_closed() or heard is None:
             connecting = self._connecting
             if connecting is None or connecting.done():
-                connecting = self._connecting = asyncio.ensure_future(self._listen())
+                connecting = self._connecting = asyncio.get_running_loop().create_task(
+                    self._listen(),
+                    context=contextvars.Context(),  # outlives this wait
+                )
                 self._loop = asyncio.get_running_loop()
             # Shielded: a waiter cut off (a worker's slot freed first) leaves the
             # connection to be made, and the next wait uses it. (asyncpg complains of

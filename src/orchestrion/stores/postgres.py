@@ -30,6 +30,7 @@ another order than the one the run first saw.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -227,8 +228,9 @@ class PostgresStore:
         writer = self._writer
         if writer is None or writer.task is None or writer.task.done():
             writer = self._writer = _Writer()
+            # A context of its own: it outlives the step (and span) that started it.
             writer.task = asyncio.get_running_loop().create_task(
-                self._drain(writer), name="orchestrion-postgres"
+                self._drain(writer), name="orchestrion-postgres", context=contextvars.Context()
             )
         writer.queue.put_nowait(op)
 

@@ -257,6 +257,8 @@ class SQLiteStore:
         return record
 
     async def run_counts(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
+        if not queues:
+            return {}
         counts: dict[tuple[str, str], int] = await self._call(Count, tuple(dict.fromkeys(queues)))
         return counts
 

@@ -44,7 +44,13 @@ def instrumentation(
         given = flag(env, INSTRUMENT_ENV)
     if not given:
         return None
-    return Instrumentation(capture_content=flag(env, CAPTURE_ENV))
+    return Instrumentation(capture_content=_captures(env.get(CAPTURE_ENV, "")))
+
+
+def _captures(value: str) -> bool:
+    """OpenTelemetry's content switch: a boolean, or (its newer GenAI utilities) a mode,
+    of which those that put content on spans count here; anything else is off."""
+    return value.strip().lower() in (*_TRUE, "span_only", "span_and_event")
 
 
 def flag(env: Mapping[str, str], name: str) -> bool:
