@@ -34,7 +34,7 @@ def test_run_completed_exits_0_with_json_output(store_url: str) -> None:
     assert code == 0
     assert result["status"] == "completed"
     assert result["output"] == "echo: hello"
-    assert result["run_id"] == "r1"
+    assert result["id"] == "r1"
 
 
 def test_json_input_object_is_passed_as_json(store_url: str) -> None:
@@ -211,7 +211,7 @@ def test_an_idempotency_key_shows_the_run_it_started(store_url: str) -> None:
     code, first = run_json(store_url, "echo", "--input", "hi", "--idempotency-key", "req-1")
     assert code == 0
     code, again = run_json(store_url, "echo", "--input", "hi", "--idempotency-key", "req-1")
-    assert code == 0 and again["run_id"] == first["run_id"] and again["output"] == "echo: hi"
+    assert code == 0 and again["id"] == first["id"] and again["output"] == "echo: hi"
     code, out, _ = invoke("runs", "--store", store_url, "--json")
     assert len(json.loads(out)) == 1
     code, out, err = invoke(

@@ -7,7 +7,6 @@ import asyncio
 import importlib
 import os
 import sys
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn
@@ -16,9 +15,9 @@ import typer
 from rich.live import Live
 from rich.text import Text
 
-from orchestrion._json import JSON, dumps_str, loads, to_jsonable
+from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.budget import Budget
-from orchestrion.cli import common, prompts, workers
+from orchestrion.cli import common, prompts, usage, workers
 from orchestrion.cli.follow import follow_run
 from orchestrion.cli.render import (
     LiveView,
@@ -31,8 +30,10 @@ from orchestrion.cli.render import (
     timeline,
 )
 from orchestrion.cli.telemetry import configure_tracing
+from orchestrion.cli.views import result_json, run_json, step_json, totals_json
+from orchestrion.engine.costs import by_agent_and_model
 from orchestrion.engine.interrupts import Approve, Interrupt, Reject
-from orchestrion.engine.journal import RunRecord, RunStatus
+from orchestrion.engine.journal import RunStatus
 from orchestrion.engine.result import RunResult, result_of
 from orchestrion.engine.runtime import Runtime
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL, open_store
@@ -76,6 +77,7 @@ def _setup(
 app.command()(workers.submit)
 app.command()(workers.worker)
 app.command(name="bus")(workers.bus)
+app.command(name="usage")(usage.usage)
 
 
 def main() -> None:
@@ -152,15 +154,9 @@ async def _read(store: str, work: Callable[[Runtime], Awaitable[Any]]) -> Any:
         return await work(runtime)
 
 
-def _record_json(record: RunRecord) -> dict[str, JSON]:
-    data: dict[str, JSON] = record.to_json()
-    data["orphaned_since"] = record.orphaned_since(time.time())
-    return data
-
-
 def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
     if as_json:
-        print(dumps_str(_result_json(result)))
+        print(dumps_str(result_json(result)))
         raise typer.Exit(EXIT[result.status])
     # Everything from a run is printed as text, never read as markup; the lines
     # with an id or a command are never wrapped, so that they can be copied.
@@ -193,24 +189,6 @@ def _report(result: RunResult[Any], as_json: bool) -> NoReturn:
             soft_wrap=True,
         )
     raise typer.Exit(EXIT[result.status])
-
-
-def _result_json(result: RunResult[Any]) -> dict[str, JSON]:
-    u = result.usage
-    return {
-        "run_id": result.run_id,
-        "status": result.status.value,
-        "output": to_jsonable(result.value),
-        "error": result.error,
-        "interrupts": [i.to_json() for i in result.interrupts],
-        "usage": {
-            "input_tokens": u.input_tokens,
-            "output_tokens": u.output_tokens,
-            "requests": u.requests,
-            "cost": u.cost,
-        },
-        "partial": result.partial,
-    }
 
 
 @app.command()
@@ -266,7 +244,7 @@ def runs(
 
         records = asyncio.run(_read(store, lambda rt: rt.list(status=wanted, limit=limit)))
     if as_json:
-        print(dumps_str([_record_json(r) for r in records]))
+        print(dumps_str([run_json(r) for r in records]))
     else:
         console().print(runs_table(records))
 
@@ -314,8 +292,11 @@ def show(
     with common.errors():
         record, steps = asyncio.run(_read(store, fetch))
     if as_json:
-        data = _record_json(record)
-        data["steps"] = [s.to_json() for s in steps]
+        data = run_json(record)
+        data["steps"] = [step_json(s) for s in steps]
+        data["by_agent"] = [
+            totals_json(agent, model, t) for (agent, model), t in by_agent_and_model(steps).items()
+        ]
         print(dumps_str(data))
     else:
         console().print(timeline(record, steps) if flat else run_tree(record, steps))
@@ -480,7 +461,7 @@ def cancel(
     with common.errors():
         record = asyncio.run(stop())
     if as_json:
-        print(dumps_str(_record_json(record)))
+        print(dumps_str(run_json(record)))
     else:
         console().print(
             Text.assemble("run ", (record.id, "bold"), " ", record.status.value), soft_wrap=True

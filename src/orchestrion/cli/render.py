@@ -15,6 +15,7 @@ from rich.tree import Tree
 
 from orchestrion import keys
 from orchestrion._json import dumps_str
+from orchestrion.engine.costs import Totals, by_agent_and_model, spent
 from orchestrion.engine.events import (
     BreakerChanged,
     Event,
@@ -82,12 +83,12 @@ def summarize(result: Any, width: int = 70) -> str:
 
 def runs_table(runs: list[RunRecord]) -> Table:
     table = Table(title="Runs", title_justify="left")
-    for column in ("run id", "name", "status", "created", "waiting", "tokens"):
-        table.add_column(column)
+    for column in ("run id", "name", "status", "created", "waiting", "tokens", "cost"):
+        table.add_column(column, justify="right" if column in ("tokens", "cost") else "left")
     now = time.time()
     for run in runs:
         created = datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M:%S")
-        tokens = str(Usage.from_json(run.usage).total_tokens) if run.usage else "0"
+        usage = Usage.from_json(run.usage) if run.usage else Usage()
         status = _styled(run.status.value)
         orphaned = run.orphaned_since(now)
         if orphaned is not None:
@@ -98,8 +99,40 @@ def runs_table(runs: list[RunRecord]) -> Table:
             status,
             created,
             str(len(run.pending) or ""),
-            tokens,
+            str(usage.total_tokens),
+            dollars(usage.cost),
         )
+    return table
+
+
+def dollars(cost: float) -> str:
+    """A cost in USD, to the cent or to its first significant digits below one; empty
+    for nothing (an unpriced model's cost is not known, not zero)."""
+    if not cost:
+        return ""
+    return f"${cost:,.2f}" if cost >= 1 else f"${cost:.2g}" if cost < 0.0001 else f"${cost:.4f}"
+
+
+def agents_table(steps: list[StepInfo]) -> Table | None:
+    """What each agent's model calls spent, per model (None for a run with none)."""
+    totals = by_agent_and_model(steps)
+    if not totals:
+        return None
+    table = Table(title="model calls by agent", title_justify="left", show_edge=False)
+    for column in ("agent", "model", "calls", "input", "output", "cost", "model time"):
+        table.add_column(column, justify="left" if column in ("agent", "model") else "right")
+    whole = Totals()
+    for (agent, model), t in totals.items():
+        u = t.usage
+        row = (str(t.calls), str(u.input_tokens), str(u.output_tokens), dollars(u.cost))
+        table.add_row(agent, model, *row, f"{t.seconds:.2f} s")
+        whole.merge(t)
+    if len(totals) > 1:
+        u = whole.usage
+        table.add_row(
+            Text("total", style="bold"), "", str(whole.calls), str(u.input_tokens),
+            str(u.output_tokens), dollars(u.cost), f"{whole.seconds:.2f} s",
+        )  # fmt: skip
     return table
 
 
@@ -107,12 +140,14 @@ def run_tree(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
     """A run as a tree of its members (agents and patterns), each with its steps."""
     ordered = sorted(steps, key=lambda step: step.seq)
     body = step_tree([_Step.of(step) for step in ordered], fallback=run.name)
-    return Group(_run_header(run), body, *_run_footer(run))
+    agents = agents_table(ordered)
+    return Group(_run_header(run), body, *_run_footer(run), *([agents] if agents else []))
 
 
 def timeline(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
     """A run's steps as a flat table, in the order they were journaled."""
-    return Group(_run_header(run), _Flat(steps), *_run_footer(run))
+    agents = agents_table(steps)
+    return Group(_run_header(run), _Flat(steps), *_run_footer(run), *([agents] if agents else []))
 
 
 _FLAT_OTHERS = 50
@@ -249,6 +284,12 @@ def _with_attempts(summary: Text, step: StepInfo) -> Text:
     """The summary, after the failed attempts before it and the fallback that answered
     (first, so that a narrow terminal cuts the result rather than them)."""
     notes = []
+    one = spent(step)
+    if one is not None:  # a model step: what it spent, first
+        u = one.usage
+        cost = f", {dollars(u.cost)}" if u.cost else ""
+        spending = Text(f"({u.input_tokens} in, {u.output_tokens} out{cost})  ", style="dim")
+        summary = Text.assemble(spending, summary)
     record = read(step.kind, step.status, step.result, f"Step {step.key}")
     if isinstance(record, ModelResponded) and record.fallback is not None:
         notes.append(f"answered by fallback {record.fallback}")

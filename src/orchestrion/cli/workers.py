@@ -81,7 +81,7 @@ def submit(
     with common.errors():
         submitted = asyncio.run(go())
     if as_json:
-        print(dumps_str({"run_id": submitted, "status": "queued", "queue": queue}))
+        print(dumps_str({"id": submitted, "status": "queued", "queue": queue}))
     else:
         print(submitted)
 

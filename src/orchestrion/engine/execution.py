@@ -223,7 +223,8 @@ class Execution:
                     usage = response.usage
                     response = replace(response, usage=replace(usage, cost=pricer(usage)))
                 fallback = answered if index else None
-                await self.completed_as(key, "model", model_responded(response, fallback), started)
+                responded = model_responded(response, fallback, answered)
+                await self.completed_as(key, "model", responded, started)
             except BaseException as exc:
                 if span is not None:
                     span.failed(exc)

@@ -20,7 +20,8 @@ entry cannot say `completed` with a failure in it.
     fallback              completed  GaveUp
 
 The stored form is that of schema version 1 for every record (versions 2 and 3
-changed run records only): an old journal decodes as it was written. How a
+changed run records only): an old journal decodes as it was written. A field
+added since (`ModelResponded.by`) is optional: older readers ignore it. How a
 record type is added, changed or retired: docs/compatibility.md.
 """
 
@@ -52,6 +53,9 @@ class ModelResponded:
     response: ModelResponse
     fallback: str | None = None
     """The model of the step's fallback chain that answered, when not the first one."""
+    by: str | None = None
+    """The model that answered, as the run names it (`openai:gpt-4.1-mini`): what usage
+    and cost are reported by. None in journals written before it was kept."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,12 +188,16 @@ _ATTEMPT_FIELDS = ("model", "attempt", "opened_circuit", "retry_in", "fallback")
 _GAVE_UP_FIELDS = ("agent", "fallback")
 
 
-def model_responded(response: ModelResponse, fallback: str | None = None) -> JSON:
-    """`encode(ModelResponded(response=response, fallback=fallback))`, with no record
-    made: every model step of a run writes one."""
+def model_responded(
+    response: ModelResponse, fallback: str | None = None, by: str | None = None
+) -> JSON:
+    """`encode(ModelResponded(response=response, fallback=fallback, by=by))`, with no
+    record made: every model step of a run writes one."""
     data = response.to_json()
     if fallback is not None:
         data["fallback"] = fallback
+    if by is not None:
+        data["by"] = by
     return data
 
 
@@ -209,7 +217,7 @@ def encode(record: Record) -> JSON:
     """The `result` an entry holding `record` stores (its status is `record.status`)."""
     match record:  # class patterns without sub-patterns: one isinstance each (hot path)
         case ModelResponded():
-            return model_responded(record.response, record.fallback)
+            return model_responded(record.response, record.fallback, record.by)
         case ToolReturned():
             return tool_returned(record.content, record.is_error)
         case WriteStarted(origin_key=origin):
@@ -312,10 +320,11 @@ def _decode(kind: str, status: StepStatus, result: JSON) -> Record:
     if status is COMPLETED:
         if kind == "model":
             data = as_object(result, "a model response")
-            fallback = data.get("fallback")
+            fallback, by = data.get("fallback"), data.get("by")
             return ModelResponded(
                 response=ModelResponse.from_json(data),
                 fallback=None if fallback is None else as_str(fallback, "its fallback"),
+                by=None if by is None else as_str(by, "its model"),
             )
         if kind == "tool":
             data = as_object(result, "a tool result")
