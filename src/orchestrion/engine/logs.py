@@ -23,12 +23,15 @@ if TYPE_CHECKING:
     from orchestrion.engine.result import RunResult
 
 log = logging.getLogger("orchestrion.run")
+_PACKAGE = logging.getLogger("orchestrion")
+_ROOT = logging.getLogger()
 
 
 def logged(inner: Events, run_id: str) -> Events:
     """The run's events, each also logged: `inner` itself when no record would be
-    kept (the logger is not enabled for WARNING)."""
-    if not log.isEnabledFor(logging.WARNING):
+    kept (the logger is not enabled for WARNING, or no handler but a `NullHandler`
+    would get its records: the default, which costs a run nothing)."""
+    if not _handled() or not log.isEnabledFor(logging.WARNING):
         return inner
     return LoggedEvents(inner, run_id, log.isEnabledFor(logging.DEBUG))
 
@@ -116,6 +119,8 @@ class LoggedEvents(Relay):
                 "run %s waits for a human: %s %s at %s", self.run_id, interrupt.kind,
                 interrupt.id, interrupt.key, extra={**run, "step_key": interrupt.key},
             )  # fmt: skip
+        if not result.error and not log.isEnabledFor(logging.INFO):
+            return
         usage = result.usage
         tokens = f"{usage.input_tokens}+{usage.output_tokens} tokens"
         cost = f", ${usage.cost:.4f}" if usage.cost else ""
@@ -125,6 +130,18 @@ class LoggedEvents(Relay):
             log.warning("run %s %s%s (%s%s)", self.run_id, status, why, tokens, cost, extra=run)
         else:
             log.info("run %s %s (%s%s)", self.run_id, status, tokens, cost, extra=run)
+
+
+def _handled() -> bool:
+    """Whether a handler other than a `NullHandler` may hear `log`: one on the root
+    logger, on `log`, or on the package's logger. Asked for every run, so written
+    for the unconfigured case (no handler anywhere but the package's `NullHandler`)."""
+    if _ROOT.handlers or log.handlers:
+        return True
+    for handler in _PACKAGE.handlers:
+        if type(handler) is not logging.NullHandler:
+            return True
+    return False
 
 
 def _text(error: BaseException) -> str:
