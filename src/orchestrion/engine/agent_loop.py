@@ -76,8 +76,6 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
         request = ModelRequest(
             instructions or None, tuple(messages), agent.tool_definitions, agent.model_settings
         )
-        recorded = ex.log.replay.get(model_key)
-        replayed = recorded is not None and recorded.status is StepStatus.COMPLETED
         response = await ex.model_step(model_key, chain, request, size)
         messages.append(response)
         calls = response.tool_calls
@@ -104,6 +102,8 @@ async def run_agent(ex: Execution, scope: str, agent: Agent[Any, Any], input: JS
             messages.append(UserMessage(problem))
         handed = _handed_off(agent, calls, messages) if agent.handoffs else None
         if handed is not None:
+            found = ex.log.replay.get(model_key)  # the journal as it was: this turn replayed
+            replayed = found is not None and found.status is StepStatus.COMPLETED
             ex.events.transferred(prefix, agent.name, handed.target, handed.reason, replayed)
             return handed
     raise MaxTurnsExceeded(

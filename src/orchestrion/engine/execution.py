@@ -213,7 +213,7 @@ class Execution:
             span = None if tracing is None else tracing.chat(self.run_id, key, chain, request)
             try:
                 response = await request_with_policy(self, key, chain, request)
-                answered_at = time.time()
+                answered_at = time.time() if self.env.metrics is not None else 0.0
                 index = chain.position
                 if response.usage.requests < 1:  # a model that does not count itself counts
                     response = replace(response, usage=replace(response.usage, requests=1))

@@ -138,7 +138,7 @@ def _handled() -> bool:
     for the unconfigured case (no handler anywhere but the package's `NullHandler`)."""
     if _ROOT.handlers or log.handlers:
         return True
-    for handler in _PACKAGE.handlers:
+    for handler in _PACKAGE.handlers:  # noqa: SIM110 (a loop: no generator made every run)
         if type(handler) is not logging.NullHandler:
             return True
     return False
