@@ -26,7 +26,9 @@ from orchestrion import (
 )
 from orchestrion.cli import app
 from orchestrion.cli.render import LiveView
+from orchestrion.cli.views import run_json, step_json, totals_json
 from orchestrion.demos import loan_team
+from orchestrion.engine.costs import by_agent_and_model
 from orchestrion.messages import ModelRequest, ToolResult
 from orchestrion.testing import FunctionModel, ScriptedModel, call
 
@@ -117,7 +119,9 @@ def test_loan_team_nests_workers_under_their_delegations_before_and_after_approv
     assert nested(lines, "payments", "tool pay_loan#call_pay", "approval") == [3, 4, 5]
     i, _ = find(lines, "approval")
     assert "approval  pending" in lines[i][1]
-    assert find(lines, "waiting", i) == (i + 1, 0)  # below the tree, as before
+    j, depth = find(lines, "waiting", i)  # below the tree (and what its model calls spent)
+    assert depth == 0 and all(d == 0 for d, _ in lines[i + 1 : j])
+    assert any(label.startswith("model calls by agent") for _, label in lines[i + 1 : j])
 
     pending = json.loads(invoke("show", "lt", "--store", store_url, "--json")[1])["pending"]
     code, out = invoke("resume", "lt", "--approve", pending[0]["id"], "--store", store_url)
@@ -292,7 +296,8 @@ def test_flat_prints_the_journal_as_a_table_in_order(store_url: str) -> None:
     out = show(store_url, "lt", "--flat", columns=300)
     header = out.splitlines()[1]
     assert [c.strip() for c in header.split("┃")] == ["#", "step", "kind", "status", "ms", "result"]
-    rows = [line.split("│") for line in out.splitlines()[3:] if "│" in line]
+    journal = out.split("model calls by agent")[0]  # the table of spending follows it
+    rows = [line.split("│") for line in journal.splitlines()[3:] if "│" in line]
     keys = [row[1].strip() for row in rows]
     assert keys[0] == "loan-team/manager/turn-1/model"
     assert (
@@ -311,9 +316,12 @@ def test_json_is_the_record_with_its_steps(store_url: str) -> None:
         return await runtime.get("lt"), await runtime.history("lt")
 
     record, steps = run_in(store_url, fetch)
-    expected = record.to_json()
+    expected = run_json(record)
     expected["orphaned_since"] = None  # interrupted: nobody needs to work on it
-    expected["steps"] = [s.to_json() for s in steps]
+    expected["steps"] = [step_json(s) for s in steps]
+    expected["by_agent"] = [
+        totals_json(agent, model, t) for (agent, model), t in by_agent_and_model(steps).items()
+    ]
     assert shown == json.loads(json.dumps(expected))
     assert set(shown["steps"][0]) == {
         "seq",
@@ -324,6 +332,10 @@ def test_json_is_the_record_with_its_steps(store_url: str) -> None:
         "ended_at",
         "result",
         "attempts",
+        "duration_ms",
+        "agent",
+        "model",
+        "usage",
     }
     assert shown["status"] == "interrupted" and len(shown["steps"]) == len(steps) > 10
 

@@ -114,9 +114,10 @@ def dollars(cost: float) -> str:
 
 
 def agents_table(steps: list[StepInfo]) -> Table | None:
-    """What each agent's model calls spent, per model (None for a run with none)."""
+    """What each agent's model calls spent, per model (None for a run with at most one
+    model call: its line says it all). Before the run's outcome, which stays last."""
     totals = by_agent_and_model(steps)
-    if not totals:
+    if sum(t.calls for t in totals.values()) < 2:
         return None
     table = Table(title="model calls by agent", title_justify="left", show_edge=False)
     for column in ("agent", "model", "calls", "input", "output", "cost", "model time"):
@@ -141,13 +142,13 @@ def run_tree(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
     ordered = sorted(steps, key=lambda step: step.seq)
     body = step_tree([_Step.of(step) for step in ordered], fallback=run.name)
     agents = agents_table(ordered)
-    return Group(_run_header(run), body, *_run_footer(run), *([agents] if agents else []))
+    return Group(_run_header(run), body, *([agents] if agents else []), *_run_footer(run))
 
 
 def timeline(run: RunRecord, steps: list[StepInfo]) -> RenderableType:
     """A run's steps as a flat table, in the order they were journaled."""
     agents = agents_table(steps)
-    return Group(_run_header(run), _Flat(steps), *_run_footer(run), *([agents] if agents else []))
+    return Group(_run_header(run), _Flat(steps), *([agents] if agents else []), *_run_footer(run))
 
 
 _FLAT_OTHERS = 50
