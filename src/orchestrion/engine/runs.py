@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Iterable, MutableMapping
 from secrets import token_hex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrion._json import JSONInput, short_json, to_jsonable
 from orchestrion.agent import Agent
@@ -18,6 +18,10 @@ from orchestrion.engine.targets import is_runnable, normalize_target
 from orchestrion.errors import RunNotResumable, UserError
 from orchestrion.policy import Policy
 from orchestrion.redact import SupportsSecret, register_secret
+
+if TYPE_CHECKING:
+    from orchestrion.engine.tracing import Tracing
+    from orchestrion.telemetry.instrument import Instrumentation
 
 
 def new_record(
@@ -148,3 +152,10 @@ class Working:
         del self._active[self.run_id]
         if (finished := self._finished.pop(self.run_id, None)) is not None:
             finished.set()
+
+
+def tracing_for(settings: Instrumentation) -> Tracing:
+    """A runtime's tracer, made only when asked for: it imports OpenTelemetry."""
+    from orchestrion.engine.tracing import Tracing
+
+    return Tracing(settings)

@@ -50,6 +50,7 @@ from orchestrion.engine.runs import (
     find_submitted,
     new_record,
     register_given,
+    tracing_for,
 )
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, Store, open_store
 from orchestrion.engine.targets import find_runnable, remember
@@ -150,12 +151,8 @@ class Runtime:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{token_hex(3)}"
         """This runtime's name in the leases it holds: host, process id and a nonce."""
         self._leases = Leases(store, self.lease_ttl)
-        self.tracing: Tracing | None = None
+        self.tracing: Tracing | None = None if settings is None else tracing_for(settings)
         """Makes the spans of this runtime's runs (`instrument=`), or None: not traced."""
-        if settings is not None:
-            from orchestrion.engine.tracing import Tracing  # imports OpenTelemetry: only here
-
-            self.tracing = Tracing(settings)
         self.metrics = metrics
         """Counts this runtime's runs, steps, tokens, ... (`engine.metrics`), or None."""
 
@@ -480,12 +477,7 @@ class Runtime:
         runnable = runnable or find_runnable(record, self._runnables)
         fork = fork_record(record, at, new_run_id)
         with self._working(fork.id):
-            if self.tracing is None:
-                lease = await self.store.create_run(
-                    fork, prefix, owner=self.owner, ttl=self.lease_ttl
-                )
-            else:
-                lease = await self._traced_create(fork, runnable, prefix)
+            lease = await self._traced_create(fork, runnable, prefix)  # a fork: traced or not
             assert lease is not None
             remember(self._runnables, fork.id, runnable)
             try:
@@ -661,8 +653,12 @@ class Runtime:
     async def _traced_create(
         self, record: RunRecord, runnable: Runnable, entries: Sequence[Entry] = ()
     ) -> Lease | None:
-        """Write a run that starts here, claimed by this runtime, hung under its trace."""
-        assert self.tracing is not None
+        """Write a run that starts here, claimed by this runtime, hung under its trace
+        (when traced)."""
+        if self.tracing is None:
+            return await self.store.create_run(
+                record, entries, owner=self.owner, ttl=self.lease_ttl
+            )
         self.tracing.begin(record, runnable)
         try:
             return await self.store.create_run(
