@@ -1,7 +1,8 @@
 """Small helpers shared by the engine tests (not a test module)."""
 
-from orchestrion import ModelRequest, Runtime
+from orchestrion import Agent, ModelRequest, Runtime, tool
 from orchestrion.messages import ToolResult, UserMessage
+from orchestrion.testing import ScriptedModel, call
 
 
 class Crash(BaseException):
@@ -28,3 +29,15 @@ async def journal_snapshot(runtime: Runtime, run_id: str) -> tuple[object, ...]:
     history = await runtime.history(run_id)
     entries = await runtime.store.load(run_id)
     return tuple(history), tuple(entries)
+
+
+def approving_agent(name: str = "a") -> Agent[None, str]:
+    """An agent that calls a write tool needing approval (`transfer`), then says "ok"."""
+
+    @tool(effect="write", approval=True)
+    def transfer(amount: float) -> str:
+        """Moves money."""
+        return "moved"
+
+    model = ScriptedModel([call("transfer", {"amount": 1.0}), "ok"])
+    return Agent(name=name, model=model, tools=[transfer])

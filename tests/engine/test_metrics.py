@@ -21,7 +21,7 @@ from orchestrion.testing import (
     call,
 )
 
-from ._support import Crash
+from ._support import Crash, approving_agent
 
 
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -142,14 +142,7 @@ async def test_retries_fallbacks_breakers_and_loops_are_counted(metrics: Metrics
 
 
 async def test_an_interrupt_is_counted_when_the_run_stops_for_it(metrics: Metrics) -> None:
-    @tool(effect="write", approval=True)
-    def transfer(amount: float) -> str:
-        """Moves money."""
-        return "moved"
-
-    agent = Agent(
-        name="a", model=ScriptedModel([call("transfer", {"amount": 1.0}), "ok"]), tools=[transfer]
-    )
+    agent = approving_agent()
     async with Runtime("memory://", metrics=metrics) as runtime:
         waiting = await runtime.run(agent, "go")
     s = scrape(metrics.registry)
@@ -210,14 +203,7 @@ def test_the_grafana_dashboard_queries_only_metrics_that_exist(metrics: Metrics)
 async def test_an_interrupt_still_waiting_after_a_resume_is_not_counted_again(
     metrics: Metrics,
 ) -> None:
-    @tool(effect="write", approval=True)
-    def transfer(amount: float) -> str:
-        """Moves money."""
-        return "moved"
-
-    agent = Agent(
-        name="a", model=ScriptedModel([call("transfer", {"amount": 1.0}), "ok"]), tools=[transfer]
-    )
+    agent = approving_agent()
     async with Runtime("memory://", metrics=metrics) as runtime:
         waiting = await runtime.run(agent, "go")
         again = await runtime.resume(waiting.run_id)  # no answer: it waits again

@@ -46,7 +46,7 @@ from orchestrion.testing import (
     call,
 )
 
-from ._support import Crash
+from ._support import Crash, approving_agent
 
 
 class Traces:
@@ -377,14 +377,7 @@ async def test_retries_and_fallbacks_are_events_on_the_chat_span(traces: Traces)
 async def test_an_interrupt_is_an_event_and_the_answer_resumes_in_the_same_trace(
     traces: Traces,
 ) -> None:
-    @tool(effect="write", approval=True)
-    def transfer(amount: float) -> str:
-        """Moves money."""
-        return "moved"
-
-    agent = Agent(
-        name="a", model=ScriptedModel([call("transfer", {"amount": 1.0}), "ok"]), tools=[transfer]
-    )
+    agent = approving_agent()
     async with traces.runtime("memory://") as runtime:
         waiting = await runtime.run(agent, "go")
         [interrupt] = waiting.interrupts
@@ -516,14 +509,7 @@ class FailingResumes(MemoryStore):
 
 
 async def test_an_execution_that_cannot_start_still_ends_its_span(traces: Traces) -> None:
-    @tool(effect="write", approval=True)
-    def transfer(amount: float) -> str:
-        """Moves money."""
-        return "moved"
-
-    agent = Agent(
-        name="a", model=ScriptedModel([call("transfer", {"amount": 1.0}), "ok"]), tools=[transfer]
-    )
+    agent = approving_agent()
     store = FailingResumes()
     async with traces.runtime(store) as runtime:
         waiting = await runtime.run(agent, "go")

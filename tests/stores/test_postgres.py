@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -285,3 +286,34 @@ async def test_closing_while_the_listen_connection_is_made_closes_it(schema: str
     await listen.cut_off_a_wait(store)
     await store.close()
     assert len(listen.made) == 1 and listen.made[0].is_closed()
+
+
+async def test_a_batch_sets_a_runs_trace_only_where_it_has_none(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batched `UPDATE_RUNS` keeps a trace context once set, as a single update does."""
+    from orchestrion.stores import _pg_batch
+
+    store = PostgresStore.from_url(f"{POSTGRES_URL}?schema={schema}")
+    kept = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    given = "00-11111111111111111111111111111111-2222222222222222-01"
+    await store.create_run(dataclasses.replace(run("r0"), trace=kept))
+    for r in (1, 2):
+        await store.create_run(run(f"r{r}"))
+    grouped: list[int] = []
+    real = _pg_batch._update_all
+
+    async def spy(conn: object, ops: list[object]) -> list[object]:
+        grouped.append(len(ops))
+        return await real(conn, ops)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_pg_batch, "_update_all", spy)
+    await asyncio.gather(
+        store.update_run("r0", status=RunStatus.RUNNING, trace=given),
+        store.update_run("r1", status=RunStatus.RUNNING, trace=given),
+        store.update_run("r2", status=RunStatus.RUNNING),
+    )
+    assert grouped == [3]  # one statement
+    traces = [(await store.get_run(f"r{r}")).trace for r in range(3)]  # type: ignore[union-attr]
+    assert traces == [kept, given, None]
+    await store.close()
