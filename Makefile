@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test bench soak lint typecheck clean
+.PHONY: demo test bench soak lint typecheck clean graphviz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,23 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# Graphviz's `dot` draws the pictures of `orchestrion graph` and `show --graph`; the
+# tests draw some. Installed from the system's packages when it is missing.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "error: install Graphviz (its dot program): e.g. brew install graphviz" >&2; exit 1; \
+	  elif [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "error: Graphviz's dot is missing: apt-get install graphviz (as root)" >&2; exit 1; fi; \
+	  echo "installing graphviz (apt-get)"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz >/dev/null \
+	  || { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }; }
+
 demo: $(STAMP)
 	$(BIN)/orchestrion demo
 
-test: $(STAMP)
+test: $(STAMP) graphviz
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples

@@ -41,6 +41,7 @@ _APPROVAL = "approval"
 _SUBMIT = "submit"
 """The stem of the steps that queue separate runs (`ctx.submit`)."""
 _TURN = re.compile(r"turn-(\d+)")
+_NUMBERED = re.compile(r"([a-z]+(?:-[a-z]+)*)-(\d+)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 """Model-chosen text kept out of keys: it would add segments, or fake a call id."""
 _SHORT = 6
@@ -68,6 +69,12 @@ def child(scope: str, name: str) -> str:
 def numbered(stem: str, n: int) -> str:
     """A segment for the `n`-th of a kind: `turn-2`, `branch-3`, `hop-0`, `now-1`."""
     return f"{stem}-{n}"
+
+
+def numbered_of(segment: str) -> tuple[str, int] | None:
+    """The stem and number of a `numbered` segment (`hop-2` -> `("hop", 2)`), else None."""
+    found = _NUMBERED.fullmatch(segment)
+    return None if found is None else (found.group(1), int(found.group(2)))
 
 
 def submitted(name: str) -> str:

@@ -1,6 +1,6 @@
 """Targets for CLI tests."""
 
-from orchestrion import Agent, RunContext, tool
+from orchestrion import Agent, RunContext, Supervisor, tool
 from orchestrion.testing import FunctionModel, call
 
 
@@ -71,3 +71,19 @@ def _looping_policy(request):  # type: ignore[no-untyped-def]
 
 
 looper = Agent(name="looper", model=FunctionModel(_looping_policy), tools=[look], loop_guard=None)
+
+
+def _lead_policy(request):  # type: ignore[no-untyped-def]
+    from orchestrion.messages import ToolResult
+
+    results = [m for m in request.messages if isinstance(m, ToolResult)]
+    if not results:
+        return call("delegate_to_echo", {"task": "hi"}, id="d1")
+    return f"lead heard {results[-1].content}"
+
+
+desk = Supervisor(
+    name="desk",
+    manager=Agent(name="lead", model=FunctionModel(_lead_policy)),
+    workers=[echo, mover],
+)

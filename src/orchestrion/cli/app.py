@@ -17,7 +17,7 @@ from rich.text import Text
 
 from orchestrion._json import JSON, dumps_str, loads
 from orchestrion.budget import Budget
-from orchestrion.cli import common, prompts, usage, workers
+from orchestrion.cli import common, graphs, prompts, usage, workers
 from orchestrion.cli.follow import follow_run
 from orchestrion.cli.render import (
     LiveView,
@@ -39,6 +39,7 @@ from orchestrion.engine.runtime import Runtime
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL, open_store
 from orchestrion.engine.targets import load_target
 from orchestrion.errors import UserError
+from orchestrion.graph import flow
 from orchestrion.redact import redact
 
 EXIT = {
@@ -78,6 +79,7 @@ app.command()(workers.submit)
 app.command()(workers.worker)
 app.command(name="bus")(workers.bus)
 app.command(name="usage")(usage.usage)
+app.command(name="graph")(graphs.graph)
 
 
 def main() -> None:
@@ -278,9 +280,27 @@ def show(
         ),
     ] = False,
     bus: common.BusOption = None,
+    graph: Annotated[
+        bool,
+        typer.Option(
+            "--graph",
+            help="Draw what flowed instead: who gave work to whom (delegations, handoffs, "
+            "messages) and the tools called, with counts, tokens and cost (see --format).",
+        ),
+    ] = False,
+    format: graphs.FormatOption = None,
+    output: graphs.OutputOption = None,
 ) -> None:
     """A run as a tree of its agents and patterns, each step with its status, timing and result."""
     common.utf8(("RUN_ID", run_id))
+    if (format or output) and not graph:
+        common.fail("--format and --output draw a graph: add --graph.", common.USAGE_ERROR)
+    if graph and (follow or flat or (as_json and format)):
+        common.fail(
+            "--graph draws the run as it stands: without --follow or --flat, and with "
+            "either --json or --format.",
+            common.USAGE_ERROR,
+        )
     if follow:
         with common.errors():
             status = asyncio.run(follow_run(store, run_id, bus, as_json))
@@ -291,6 +311,11 @@ def show(
 
     with common.errors():
         record, steps = asyncio.run(_read(store, fetch))
+    if graph:
+        with common.errors():
+            drawn = flow(f"{record.name}, run {record.id}", steps)
+            graphs.emit(drawn, "json" if as_json else format, output)
+        return
     if as_json:
         data = run_json(record)
         data["steps"] = [step_json(s) for s in steps]

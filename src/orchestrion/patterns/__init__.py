@@ -15,6 +15,7 @@ from orchestrion.patterns.handoff import Handoff, text_only
 from orchestrion.patterns.peer_network import InProcessBus, Mail, PeerNetwork
 from orchestrion.patterns.peer_runs import Mailboxes
 from orchestrion.patterns.sequential import Sequential
+from orchestrion.patterns.shape import Link, LinkKind, Shape, Shaped
 from orchestrion.patterns.supervisor import Supervisor
 from orchestrion.patterns.termination import (
     ChatState,
@@ -38,6 +39,8 @@ __all__ = [
     "GroupChat",
     "Handoff",
     "InProcessBus",
+    "Link",
+    "LinkKind",
     "Mail",
     "Mailboxes",
     "MaxHandoffsExceeded",
@@ -47,6 +50,8 @@ __all__ = [
     "PeerNetwork",
     "RoundsExceeded",
     "Sequential",
+    "Shape",
+    "Shaped",
     "Supervisor",
     "TextMention",
     "Timeout",

@@ -17,6 +17,7 @@ from orchestrion.context import RunContext
 from orchestrion.errors import NotEnoughBranches as NotEnoughBranches  # where users found it
 from orchestrion.errors import RunError, RunHalted, UserError, describe
 from orchestrion.patterns._names import check_members, check_name
+from orchestrion.patterns.shape import Link, LinkKind, Shape
 from orchestrion.runnable import Runnable, Workflow
 
 
@@ -114,6 +115,18 @@ class Concurrent(Generic[OutputT]):
         if isinstance(self.aggregator, Agent | Workflow):
             return await ctx.run(self.aggregator, [r.to_json() for r in results], key="aggregate")
         return self.aggregator(results)
+
+    def shape(self) -> Shape:
+        """A function aggregator is part of the pattern, not a member: the branches'
+        results go to the output through it."""
+        branches = range(len(self._branches))
+        links = [Link(None, b, "fans out") for b in branches]
+        if not isinstance(self.aggregator, Agent | Workflow):
+            kind: LinkKind = "output" if self.aggregator is None else "aggregates"
+            return Shape(self._branches, (*links, *(Link(b, None, kind) for b in branches)))
+        at = len(self._branches)
+        links += [Link(b, at, "aggregates") for b in branches]
+        return Shape((*self._branches, self.aggregator), (*links, Link(at, None, "output")))
 
     async def _branch(
         self, ctx: RunContext[Any], key: str, member: Runnable, input: JSON

@@ -16,6 +16,7 @@ from orchestrion.errors import UserError
 from orchestrion.guards import LoopGuard
 from orchestrion.loops import ChatTurn, LoopWatch
 from orchestrion.patterns._names import check_name
+from orchestrion.patterns.shape import Link, Shape
 from orchestrion.patterns.termination import ChatState, Condition, MaxTurns
 
 SpeakerPolicy = (
@@ -85,6 +86,21 @@ class GroupChat:
             seen = ChatTurn(chat=self.name, speaker=speaker, said=said, turn=turn)
             note = await watch.check(ctx, seen)
         raise UserError(f"GroupChat {self.name!r} never terminated: give it a MaxTurns condition.")
+
+    def shape(self) -> Shape:
+        """Round robin passes the turn around the circle; a selector agent picks each
+        speaker; a function policy is part of the chat: any participant may speak."""
+        people = range(len(self.participants))
+        output = [Link(p, None, "output") for p in people]
+        if isinstance(self.speaker, Agent):
+            at = len(self.participants)
+            picks = [Link(None, at, "input"), *(Link(at, p, "selects") for p in people)]
+            return Shape((*self.participants, self.speaker), (*picks, *output))
+        if self.speaker == "round_robin":
+            n = len(people)
+            turns = [Link(p, (p + 1) % n, "speaks after") for p in people] if n > 1 else []
+            return Shape(tuple(self.participants), (Link(None, 0, "input"), *turns, *output))
+        return Shape(tuple(self.participants), (*(Link(None, p, "input") for p in people), *output))
 
     async def _next(
         self, ctx: RunContext[Any], state: ChatState, names: tuple[str, ...], turn: int

@@ -32,6 +32,7 @@ from orchestrion.messages import (
     UserMessage,
 )
 from orchestrion.patterns._names import agents_only, check_name
+from orchestrion.patterns.shape import Shape, mesh
 
 InputFilter = Callable[[tuple[Message, ...]], tuple[Message, ...]]
 
@@ -120,6 +121,10 @@ class Handoff(Generic[OutputT]):
             f"Handoff {self.name!r}: more than max_handoffs={self.max_handoffs} transfers; the "
             "agents keep passing the conversation on. Raise max_handoffs or tighten the routes."
         )
+
+    def shape(self) -> Shape:
+        routes = {name: agent.handoffs for name, agent in self._agents.items()}
+        return mesh(self.agents, routes, self.start, "hands off")
 
 
 def transcript(messages: tuple[Message, ...]) -> str:

@@ -30,6 +30,7 @@ from orchestrion.guards import LoopGuard
 from orchestrion.loops import LoopWatch, MailRound
 from orchestrion.patterns._names import agents_only, check_name
 from orchestrion.patterns.peer_runs import Mailboxes, Peer, network_tools, run_network
+from orchestrion.patterns.shape import Shape, mesh
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,10 @@ class PeerNetwork:
             f"PeerNetwork {self.name!r}: messages still flowing after max_rounds={self.max_rounds}. "
             "Raise max_rounds, or tell the agents when to finish."
         )
+
+    def shape(self) -> Shape:
+        """Any agent may end the run with `finish`, so each may give the output."""
+        return mesh(self.agents, dict(self._edges), self.entry, "messages")
 
     def _member(
         self, agent: Agent[Any, Any], bus: Bus, finished: list[tuple[str, str]]

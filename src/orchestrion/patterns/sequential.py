@@ -13,6 +13,7 @@ from orchestrion._json import JSON, dumps_str, to_jsonable
 from orchestrion.context import RunContext
 from orchestrion.errors import UserError
 from orchestrion.patterns._names import check_members, check_name
+from orchestrion.patterns.shape import Shape, chain
 from orchestrion.runnable import Runnable
 
 Outputs = list[tuple[str, JSON]]
@@ -84,6 +85,9 @@ class Sequential(Generic[OutputT]):
             outputs.append((member.name, to_jsonable(output)))
         last: OutputT = output  # the last member's output, as `__init__`'s overloads type it
         return last
+
+    def shape(self) -> Shape:
+        return chain(self._members, "next")
 
     def _input_for(self, task: JSON, outputs: Outputs) -> JSON:
         if callable(self.context):

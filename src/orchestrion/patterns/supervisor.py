@@ -24,6 +24,7 @@ from orchestrion.agent import Agent
 from orchestrion.context import RunContext
 from orchestrion.errors import MaxTurnsExceeded, RunError, RunHalted, UserError
 from orchestrion.patterns._names import check_members, check_name
+from orchestrion.patterns.shape import Link, Shape
 from orchestrion.runnable import Runnable
 from orchestrion.tools.roles import Delegate
 from orchestrion.tools.tool import ModelRetry, Tool
@@ -78,6 +79,11 @@ class Supervisor(Generic[OutputT]):
                 "rounds without a final answer. Raise Supervisor(max_rounds=...) or tell the "
                 "manager when to stop delegating."
             ) from exc
+
+    def shape(self) -> Shape:
+        workers = range(1, len(self.workers) + 1)
+        links = (Link(None, 0, "input"), *(Link(0, w, "delegates") for w in workers))
+        return Shape((self.manager, *self.workers), (*links, Link(0, None, "output")))
 
     def _delegation(self, worker: Runnable) -> Tool:
         max_depth = self.max_depth

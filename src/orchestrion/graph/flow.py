@@ -1,0 +1,294 @@
+"""What flowed in a run, read from its journal alone (`orchestrion show RUN --graph`):
+which agents worked, who gave them their work, which tools they called, and what
+each cost.
+
+An *activation* is one run of an agent: the scope its turns are keyed under. Who
+gave it its work is read from where that scope sits, the nearest level up that says:
+
+    .../lead/turn-1/tool/delegate_to_w#d/w    a tool call of `lead` ran it: delegates
+    .../billing/fallback/b                    `billing` failed and `b` took over
+    .../hop-2/b          the agent of hop 1 handed off (Handoff)
+    .../step-2/m         the last agent of step 1 passed its output on (Sequential)
+    .../branch-0/m       the input fans out (Concurrent); `aggregate/m`: the branches
+    .../turn-3/speaker   the selector of `select-3`, else turn 2's speaker (GroupChat)
+    .../round-3/b        whoever sent `b` mail in round 2 (PeerNetwork)
+
+and, at the top, the run's input. An agent node counts its activations and its own
+model calls; an edge counts how often work went along it (a message edge: the
+messages sent) and what that work cost, everything done under it included, so
+nested delegations are counted on every edge above them. An activation woken by
+mail from several agents has its cost shared among their messages.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from orchestrion import keys
+from orchestrion._json import loads
+from orchestrion.engine.costs import spent
+from orchestrion.engine.journal import StepStatus
+from orchestrion.engine.records import GaveUp, ModelResponded, ToolReturned, read
+from orchestrion.engine.result import StepInfo
+from orchestrion.graph.model import Flowed, Graph, Node
+from orchestrion.graph.structure import INPUT
+from orchestrion.messages import ToolCall, Usage
+
+_MAIL = "send_message"
+"""The tool a peer network gives its agents to write to each other (in `round-N` scopes)."""
+_FOLLOWS = {"hop": "hands off", "step": "next"}
+"""Numbered members that take over from the member before them, and the edge's kind."""
+
+
+@dataclass(slots=True)
+class _Activation:
+    scope: str
+    agent: str
+    parts: tuple[keys.Part, ...]
+    first: int
+    last: int
+    """The sequence numbers of its first and last steps."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    node: str
+    kind: str
+    weight: int = 1
+
+
+@dataclass(slots=True)
+class _Journal:
+    """A run's steps, indexed for the questions the graph asks."""
+
+    activations: dict[str, _Activation] = field(default_factory=dict)
+    within: dict[str, list[_Activation]] = field(default_factory=lambda: defaultdict(list))
+    """The activations at or below each scope (of any activation's ancestors)."""
+    spent: dict[str, Usage] = field(default_factory=lambda: defaultdict(Usage))
+    """The model usage at or below each scope."""
+    calls: dict[str, ToolCall] = field(default_factory=dict)
+    """The tool call each tool step's key was made for."""
+    mail: dict[tuple[str, int, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    """(network scope, round, recipient) -> the senders of each message sent in that round."""
+
+
+def flow(title: str, steps: Sequence[StepInfo]) -> Graph:
+    """The graph of what flowed in the run whose steps (`Runtime.history`) are `steps`."""
+    journal = _read(steps)
+    graph = Graph(title=title, kind="flow")
+    graph.node(Node(INPUT, "input", "input"))
+    for act in sorted(journal.activations.values(), key=lambda a: a.first):
+        node = graph.node(Node(act.agent, "agent", act.agent, flowed=Flowed()))
+        _flowed(node).count += 1
+        sources = _sources(journal, act)
+        shares = _shares(journal.spent[act.scope], [s.weight for s in sources])
+        for source, share in zip(sources, shares, strict=True):
+            edge = graph.edge(source.node, act.agent, source.kind)
+            edge.flowed = edge.flowed or Flowed()
+            if source.kind != "messages":  # messages are counted where they are sent
+                edge.flowed.count += source.weight
+            edge.flowed.usage += share
+    _steps(graph, journal, steps)
+    return graph
+
+
+def _read(steps: Sequence[StepInfo]) -> _Journal:
+    journal = _Journal()
+    for step in steps:
+        parsed = keys.parse(step.key)
+        if parsed.kind not in ("model", "tool"):
+            continue
+        scope = keys.join(parsed.parts[:-1])
+        act = journal.activations.get(scope)
+        if act is None:
+            act = _Activation(scope, parsed.agent or "?", parsed.parts[:-1], step.seq, step.seq)
+            journal.activations[scope] = act
+        act.first, act.last = min(act.first, step.seq), max(act.last, step.seq)
+        one = spent(step)
+        if one is not None:
+            for scope_above in keys.ancestors(step.key):
+                journal.spent[scope_above] += one.usage
+            record = read(step.kind, step.status, step.result, f"Step {step.key}")
+            if isinstance(record, ModelResponded):
+                turn = keys.parent(step.key) or ""
+                made = record.response.tool_calls
+                journal.calls.update(zip(keys.tool_keys(turn, made), made, strict=True))
+    for act in journal.activations.values():
+        for scope in (*keys.ancestors(act.scope), act.scope):
+            journal.within[scope].append(act)
+    for step in steps:
+        _mail(journal, step)
+    return journal
+
+
+def _mail(journal: _Journal, step: StepInfo) -> None:
+    """Note a message a peer network's agent sent (a `send_message` call in `round-N`)."""
+    if step.kind != "tool" or step.status is not StepStatus.COMPLETED:
+        return
+    call = journal.calls.get(step.key)
+    parsed = keys.parse(step.key)
+    if call is None or call.name != _MAIL or len(parsed.parts) < 3:
+        return
+    numbered = keys.numbered_of(parsed.parts[-3].text)
+    record = read(step.kind, step.status, step.result, f"Step {step.key}")
+    if numbered is None or numbered[0] != "round" or not isinstance(record, ToolReturned):
+        return
+    try:
+        to = loads(call.arguments).get("to")
+    except (ValueError, AttributeError):
+        return
+    if isinstance(to, str) and not record.is_error:
+        network = keys.join(parsed.parts[:-3])
+        journal.mail[(network, numbered[1], to)].append(parsed.agent or "?")
+
+
+def _sources(journal: _Journal, act: _Activation) -> list[_Source]:
+    """Who gave `act` its work: the nearest level above its scope that says (see above)."""
+    parts = act.parts
+    kind = "input"
+    for j in range(len(parts) - 2, -1, -1):
+        part = parts[j]
+        if part.tool is not None and j:
+            return [_Source(parts[j - 1].name, "delegates")]
+        if part.text == "fallback" and j:
+            return [_Source(parts[j - 1].name, "falls back")]
+        scope = keys.join(parts[:j])
+        if part.text == "aggregate":
+            branches = _numbered_scopes(journal, scope, "branch")
+            return [_Source(a, "aggregates") for b in branches for a in _exits(journal, b)]
+        numbered = keys.numbered_of(part.text) if part.turn is None else None
+        if numbered is None:
+            continue
+        found = _numbered_sources(journal, act, scope, *numbered)
+        if found:
+            return found
+        if numbered[0] == "branch":
+            kind = "fans out"
+    return [_Source(INPUT, kind)]
+
+
+def _numbered_sources(
+    journal: _Journal, act: _Activation, scope: str, stem: str, n: int
+) -> list[_Source]:
+    def before(stem: str, kind: str) -> list[_Source]:
+        at = keys.child(scope, keys.numbered(stem, n - 1))
+        return [_Source(a, kind) for a in _exits(journal, at)] if n > 0 else []
+
+    match stem:
+        case "hop" | "step":
+            return before(stem, _FOLLOWS[stem])
+        case "turn":
+            selector = keys.child(scope, keys.numbered("select", n))
+            if selector in journal.within:
+                return [_Source(a, "selects") for a in _exits(journal, selector)]
+            return before("turn", "speaks after") if n > 1 else []
+        case "round":
+            senders = Counter(journal.mail.get((scope, n - 1, act.agent), ()))
+            return [_Source(s, "messages", c) for s, c in sorted(senders.items())]
+    return []
+
+
+def _numbered_scopes(journal: _Journal, scope: str, stem: str) -> list[str]:
+    found: list[str] = []
+    while (at := keys.child(scope, keys.numbered(stem, len(found)))) in journal.within:
+        found.append(at)
+    return found
+
+
+def _exits(journal: _Journal, scope: str) -> list[str]:
+    """The agents whose output left `scope`: the last to finish in it, or in each branch
+    of a Concurrent without an aggregator that it holds."""
+    acts = journal.within.get(scope, [])
+    groups: dict[str, list[_Activation]] = defaultdict(list)
+    depth = len(keys.parse(scope).parts) if scope else 0
+    for act in acts:
+        for part in act.parts[depth:-1]:
+            if part.tool is not None:
+                break
+            numbered = keys.numbered_of(part.text)
+            if part.text == "aggregate" or (numbered and numbered[0] == "branch"):
+                groups[part.text].append(act)
+                break
+    if "aggregate" in groups or not groups:
+        pool = groups.get("aggregate") or acts
+        return [max(pool, key=lambda a: a.last).agent] if pool else []
+    return [max(g, key=lambda a: a.last).agent for g in groups.values()]
+
+
+def _steps(graph: Graph, journal: _Journal, steps: Sequence[StepInfo]) -> None:
+    """Each agent's own model calls, its tool calls (delegations and mail are edges),
+    the messages sent, and the steps that failed."""
+    hosts = {scope for act in journal.activations.values() for scope in keys.ancestors(act.scope)}
+    for (_, _, to), senders in journal.mail.items():
+        for sender, count in Counter(senders).items():
+            edge = graph.edge(sender, to, "messages")
+            edge.flowed = edge.flowed or Flowed()
+            edge.flowed.count += count
+            graph.node(Node(to, "agent", to, flowed=Flowed()))
+    for step in steps:
+        if step.kind == "fallback":
+            _gave_up(graph, step)
+            continue
+        parsed = keys.parse(step.key)
+        agent = parsed.agent
+        if agent is None or parsed.kind not in ("model", "tool") or agent not in graph.nodes:
+            continue
+        owner = _flowed(graph.nodes[agent])
+        failed = step.status is StepStatus.FAILED
+        owner.errors += failed
+        one = spent(step)
+        if one is not None:
+            owner.usage += one.usage
+            models = graph.nodes[agent].detail.split(", ") if graph.nodes[agent].detail else []
+            if one.model not in models:
+                graph.nodes[agent].detail = ", ".join([*models, one.model])
+        call = journal.calls.get(step.key)
+        if parsed.kind != "tool" or step.key in hosts or (call and call.name == _MAIL):
+            continue
+        _tool_call(graph, agent, parsed.tool or "?", step, failed)
+
+
+def _gave_up(graph: Graph, step: StepInfo) -> None:
+    """An agent that failed, its fallback taking over, failed once more."""
+    record = read(step.kind, step.status, step.result, f"Step {step.key}")
+    if isinstance(record, GaveUp) and record.agent in graph.nodes:
+        _flowed(graph.nodes[record.agent]).errors += 1
+
+
+def _tool_call(graph: Graph, agent: str, tool: str, step: StepInfo, failed: bool) -> None:
+    node = graph.node(Node(f"{agent}:{tool}", "tool", tool, flowed=Flowed()))
+    flowed = _flowed(node)
+    flowed.count += 1
+    if step.status is StepStatus.COMPLETED:
+        record = read(step.kind, step.status, step.result, f"Step {step.key}")
+        failed = failed or (isinstance(record, ToolReturned) and record.is_error)
+    flowed.errors += failed
+    edge = graph.edge(agent, node.id, "calls")
+    edge.flowed = edge.flowed or Flowed()
+    edge.flowed.count += 1
+
+
+def _flowed(node: Node) -> Flowed:
+    if node.flowed is None:
+        node.flowed = Flowed()
+    return node.flowed
+
+
+def _shares(used: Usage, weights: list[int]) -> list[Usage]:
+    """`used` split in proportion to `weights`, whole tokens that add up to it (what
+    the division leaves goes to the first ones)."""
+    total = sum(weights)
+
+    def split(value: int) -> list[int]:
+        parts = [value * w // total for w in weights]
+        left = value - sum(parts)
+        return [p + (i < left) for i, p in enumerate(parts)]
+
+    fields = zip(
+        split(used.input_tokens), split(used.output_tokens), split(used.requests), strict=True
+    )
+    return [
+        Usage(i, o, r, used.cost * w / total) for (i, o, r), w in zip(fields, weights, strict=True)
+    ]

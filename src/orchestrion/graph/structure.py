@@ -1,0 +1,123 @@
+"""A team's graph before it runs: its patterns as clusters, its agents and their
+tools as nodes, and who may pass work to whom as edges (`orchestrion graph`).
+
+Each pattern says how it is put together (`Shape`); a member pattern is drawn
+inside its parent's cluster, and a link to it goes to the members that take its
+input (from the members that give its output). A workflow that cannot say what
+it runs (`@workflow`) is one node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrion.agent import Agent
+from orchestrion.graph.model import Cluster, Graph, Node
+from orchestrion.patterns.shape import Link, LinkKind, Shape, Shaped
+from orchestrion.runnable import Runnable
+
+INPUT, OUTPUT = "(input)", "(output)"
+"""The ids of the run's input and output nodes (no member name has parentheses)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """A node that takes a member's input (or gives its output), and what the link
+    to it carries inside the member (`fans out` to a Concurrent's branches)."""
+
+    node: str
+    kind: LinkKind
+
+
+@dataclass(frozen=True, slots=True)
+class _Ends:
+    entries: tuple[_End, ...]
+    exits: tuple[_End, ...]
+
+
+def structure(root: Runnable) -> Graph:
+    """The graph of `root` and everything it holds."""
+    graph = Graph(title=root.name, kind="structure")
+    graph.node(Node(INPUT, "input", "input"))
+    ends = _place(graph, root, "", None)
+    graph.node(Node(OUTPUT, "output", "output"))
+    for end in ends.entries:
+        graph.edge(INPUT, end.node, end.kind)
+    for end in ends.exits:
+        graph.edge(end.node, OUTPUT, end.kind)
+    return graph
+
+
+def _place(graph: Graph, member: Runnable, scope: str, cluster: str | None) -> _Ends:
+    """Add `member` (and what it holds) inside `cluster`; where its input and output are."""
+    at = f"{scope}:{member.name}" if scope else member.name
+    if isinstance(member, Agent):
+        return _agent(graph, member, at, cluster)
+    if not isinstance(member, Shaped):
+        graph.node(Node(at, "workflow", member.name, "custom flow", cluster))
+        return _Ends((_End(at, "input"),), (_End(at, "output"),))
+    shape = member.shape()
+    graph.clusters.setdefault(at, Cluster(at, f"{type(member).__name__} {member.name}", cluster))
+    placed = [_place(graph, m, at, at) for m in shape.members]
+    return _link(graph, shape, placed)
+
+
+def _link(graph: Graph, shape: Shape, placed: list[_Ends]) -> _Ends:
+    entries: list[_End] = []
+    exits: list[_End] = []
+    for link in shape.links:
+        sources = _sources(link, placed)
+        targets = placed[link.target].entries if link.target is not None else ()
+        if link.source is None:
+            entries += [_End(t.node, _within(link.kind, t.kind)) for t in targets]
+        elif link.target is None:
+            exits += [_End(s.node, _within(link.kind, s.kind, "output")) for s in sources]
+        else:
+            for source in sources:
+                for target in targets:
+                    graph.edge(source.node, target.node, link.kind)
+    return _Ends(tuple(entries), tuple(exits))
+
+
+def _sources(link: Link, placed: list[_Ends]) -> tuple[_End, ...]:
+    return placed[link.source].exits if link.source is not None else ()
+
+
+def _within(outer: LinkKind, inner: LinkKind, plain: LinkKind = "input") -> LinkKind:
+    """What a link into (or out of) a member pattern is labelled: the outer link's
+    kind, unless that just says `input` (`output`): then what the member says."""
+    return inner if outer == plain else outer
+
+
+def _agent(graph: Graph, agent: Agent[Any, Any], at: str, cluster: str | None) -> _Ends:
+    graph.node(Node(at, "agent", agent.name, _model_of(agent), cluster))
+    for name, tool in agent.tool_map.items():
+        if tool.role is not None:
+            continue  # control tools (transfers, delegations, final result) are edges
+        about = tool.effect + (", approval" if tool.approval else "")
+        graph.node(Node(f"{at}:tool:{name}", "tool", name, about, cluster))
+        graph.edge(at, f"{at}:tool:{name}", "calls")
+    exits = [_End(at, "output")]
+    previous = at
+    for fallback in agent.fallback_agents:  # in the order they take over
+        ends = _agent(graph, fallback, f"{at}:fallback:{fallback.name}", cluster)
+        graph.edge(previous, ends.entries[0].node, "falls back")
+        exits += ends.exits[:1]
+        previous = ends.entries[0].node
+    return _Ends((_End(at, "input"),), tuple(exits))
+
+
+def _model_of(agent: Agent[Any, Any]) -> str:
+    model = agent.model
+    named = "default model" if model is None else model if isinstance(model, str) else model.name
+    fallback = agent.policy.fallback if agent.policy is not None else None
+    models = [
+        f if isinstance(f, str) else f.name for f in fallback or () if not isinstance(f, Agent)
+    ]
+    output = (
+        ""
+        if agent.output_type is str
+        else f" → {getattr(agent.output_type, '__name__', agent.output_type)}"
+    )
+    return " / ".join([named, *models]) + output
