@@ -95,6 +95,16 @@ PRINTS["observability.md"] = (
     'orchestrion_steps_total{kind="model",status="completed"} 2.0\n'
     'orchestrion_steps_total{kind="tool",status="completed"} 1.0\n',
     '"logger": "orchestrion.run", "message": "run ',
+    '  subgraph c0["Supervisor bank"]\n'
+    '    n1["manager<br/>test:scripted"]\n'
+    '    n2["balances<br/>test:scripted"]\n'
+    '    n3[["get_balance<br/>read"]]\n'
+    "  end\n"
+    '  n2 -.->|"calls"| n3\n'
+    '  n1 -->|"delegates"| n2\n',
+    "(input) input manager: 1 time(s), 174 tokens\n"
+    "manager delegates balances: 1 time(s), 26 tokens\n"
+    "get_balance: 1 call(s), 0 failed\n",
 )
 NEVER_PRINTED = {"security.md": ("vault-7f3a9c2e41", "hunter2")}
 

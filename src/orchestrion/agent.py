@@ -258,6 +258,23 @@ class Agent(Generic[DepsT, OutputT]):
         return tuple(agents)
 
 
+def fallback_chain(agent: Agent[Any, Any]) -> list[Agent[Any, Any]]:
+    """The agent, then its fallback agents depth first (each with its own), each once:
+    the order in which they take over its input, each keyed `<agent>/fallback/<name>`."""
+    chain: list[Agent[Any, Any]] = []
+    seen: set[str] = set()
+
+    def add(a: Agent[Any, Any]) -> None:
+        if a.name not in seen:
+            seen.add(a.name)
+            chain.append(a)
+            for f in a.fallback_agents:
+                add(f)
+
+    add(agent)
+    return chain
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ContextLimit:
     """The most an agent may send in one model request, estimated at four

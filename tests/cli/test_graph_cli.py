@@ -38,6 +38,7 @@ def test_graph_writes_a_picture_of_the_format_its_suffix_names(tmp_path: Path) -
 def test_graph_json_and_dot_hold_the_same_nodes() -> None:
     _, out, _ = invoke("graph", f"{TARGETS}:desk", "--format", "json")
     data = json.loads(out)
+    assert json.loads(invoke("graph", f"{TARGETS}:desk", "--json")[1]) == data
     _, source, _ = invoke("graph", f"{TARGETS}:desk", "--format", "dot")
 
     assert data["kind"] == "structure" and data["title"] == "desk"

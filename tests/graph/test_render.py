@@ -11,7 +11,8 @@ import pytest
 
 from orchestrion import Agent, Concurrent, Supervisor, tool
 from orchestrion.errors import UserError
-from orchestrion.graph import Graph, dot, mermaid, picture, structure
+from orchestrion.graph import Flowed, Graph, Node, dot, mermaid, picture, structure
+from orchestrion.messages import Usage
 from orchestrion.testing import ScriptedModel
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -98,3 +99,20 @@ def test_without_graphviz_a_picture_fails_with_what_to_install(
 
     with pytest.raises(UserError, match=r"apt-get install graphviz.*--format mermaid"):
         picture(Graph(title="t", kind="structure"), "svg")
+
+
+def test_text_that_could_end_a_line_or_start_markup_stays_text(tmp_path: Path) -> None:
+    graph = Graph(title="run\nclick n1 call alert()", kind="flow")
+    graph.node(Node("a", "agent", "a", detail="model\nclick n0 href &amp; <i>"))
+    graph.node(Node("b", "agent", "b"))
+    graph.edge("a", "b", "next").flowed = Flowed(1, Usage(5, 0, 0, 0.00001))
+
+    text = mermaid(graph)
+
+    lines = text.splitlines()
+    assert len(lines) == 5  # the header, the comment, 2 nodes and 1 edge: no line more
+    assert not [line for line in lines if line.strip().startswith("click")]
+    assert "model click n0 href #38;amp; #lt;i#gt;" in text
+    assert '"next \N{MULTIPLICATION SIGN}1 · 5 tokens · $0.00001"' in text  # shown without calls
+    texts = {t.text for t in ET.fromstring(picture(graph, "svg")).iter(f"{SVG}text")}
+    assert "model click n0 href &amp; <i>" in texts

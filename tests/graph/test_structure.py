@@ -167,9 +167,19 @@ def test_a_peer_network_draws_who_may_message_whom() -> None:
                 (INPUT, "chat:host", "input"),
                 ("chat:host", "chat:x", "selects"),
                 ("chat:host", "chat:y", "selects"),
+                ("chat:x", "chat:host", "speaks after"),  # it reads each turn, picks again
+                ("chat:y", "chat:host", "speaks after"),
             },
         ),
-        ("function", {(INPUT, "chat:x", "input"), (INPUT, "chat:y", "input")}),
+        (
+            "function",
+            {
+                (INPUT, "chat:x", "input"),
+                (INPUT, "chat:y", "input"),
+                ("chat:x", "chat:y", "speaks after"),
+                ("chat:y", "chat:x", "speaks after"),
+            },
+        ),
     ],
 )
 def test_a_group_chat_draws_how_its_speakers_are_chosen(
@@ -189,8 +199,8 @@ def test_a_group_chat_draws_how_its_speakers_are_chosen(
     assert {e[0] for e in edges(graph) if e[1] == OUTPUT} == {"chat:x", "chat:y"}
 
 
-def test_an_agent_s_fallback_chain_and_models_are_drawn() -> None:
-    backup = agent("backup", tools=[balance])
+def test_an_agent_s_fallback_chain_and_models_are_drawn_in_the_order_they_take_over() -> None:
+    backup = agent("backup", tools=[balance], policy=Policy(fallback=[agent("deep")]))
     primary = agent(
         "primary", policy=Policy(fallback=["openai:gpt-4.1-mini", backup, agent("last")])
     )
@@ -198,14 +208,17 @@ def test_an_agent_s_fallback_chain_and_models_are_drawn() -> None:
     graph = structure(primary)
 
     assert graph.nodes["primary"].detail == "test:scripted / openai:gpt-4.1-mini"
+    fallback = "primary:fallback:"
     assert edges(graph) == {
         (INPUT, "primary", "input"),
-        ("primary", "primary:fallback:backup", "falls back"),
-        ("primary:fallback:backup", "primary:fallback:last", "falls back"),
-        ("primary:fallback:backup", "primary:fallback:backup:tool:balance", "calls"),
+        ("primary", f"{fallback}backup", "falls back"),
+        (f"{fallback}backup", f"{fallback}deep", "falls back"),  # a fallback's own first
+        (f"{fallback}deep", f"{fallback}last", "falls back"),
+        (f"{fallback}backup", f"{fallback}backup:tool:balance", "calls"),
         ("primary", OUTPUT, "output"),
-        ("primary:fallback:backup", OUTPUT, "output"),
-        ("primary:fallback:last", OUTPUT, "output"),
+        (f"{fallback}backup", OUTPUT, "output"),
+        (f"{fallback}deep", OUTPUT, "output"),
+        (f"{fallback}last", OUTPUT, "output"),
     }
 
 

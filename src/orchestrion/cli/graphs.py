@@ -47,12 +47,15 @@ def graph(
     target: Annotated[str, typer.Argument(help="path/to/file.py:team or package.module:team")],
     format: FormatOption = None,
     output: OutputOption = None,
+    as_json: common.JsonOption = False,
 ) -> None:
     """Draw TARGET's team before it runs: its patterns, agents and tools, and who may
     delegate, hand off or send messages to whom."""
     common.utf8(("TARGET", target))
+    if as_json and format:
+        common.fail("Give --json or --format, not both.", common.USAGE_ERROR)
     with common.errors():
-        emit(structure(load_target(target)), format, output)
+        emit(structure(load_target(target)), "json" if as_json else format, output)
 
 
 def emit(drawn: Graph, format: str | None, output: Path | None) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrion import keys
 from orchestrion._json import JSON, to_jsonable
-from orchestrion.agent import Agent
+from orchestrion.agent import Agent, fallback_chain
 from orchestrion.engine.agent_loop import run_agent
 from orchestrion.engine.divergence import THREAD, Thread
 from orchestrion.engine.execution import Context, Execution
@@ -69,7 +69,7 @@ async def _with_fallback(ex: Execution, primary: str, agent: Agent[Any, Any], in
     journaled step `<its key>/gave-up`, so a resume goes straight to the agent that
     was working. An agent whose write tool ran is not replaced: its replacement
     would repeat the write under another idempotency key."""
-    chain = _chain(agent)
+    chain = fallback_chain(agent)
     for i, member in enumerate(chain):
         key = primary if i == 0 else keys.fallback_key(primary, member.name)
         if i == len(chain) - 1:
@@ -104,22 +104,6 @@ async def _with_fallback(ex: Execution, primary: str, agent: Agent[Any, Any], in
             await ex.completed(mark, "fallback", gave_up, started)
             ex.events.fallback_used(key, member.name, following, exc)
     raise AssertionError("unreachable: the last agent of the chain returns or raises")
-
-
-def _chain(agent: Agent[Any, Any]) -> list[Agent[Any, Any]]:
-    """The agent, then its fallback agents depth first (each with its own), each once."""
-    chain: list[Agent[Any, Any]] = []
-    seen: set[str] = set()
-
-    def add(a: Agent[Any, Any]) -> None:
-        if a.name not in seen:
-            seen.add(a.name)
-            chain.append(a)
-            for f in a.fallback_agents:
-                add(f)
-
-    add(agent)
-    return chain
 
 
 def partial_outputs(outputs: dict[str, Any]) -> dict[str, JSON]:

@@ -6,18 +6,20 @@ An *activation* is one run of an agent: the scope its turns are keyed under. Who
 gave it its work is read from where that scope sits, the nearest level up that says:
 
     .../lead/turn-1/tool/delegate_to_w#d/w    a tool call of `lead` ran it: delegates
-    .../billing/fallback/b                    `billing` failed and `b` took over
+    .../billing/fallback/b    `billing` (or the fallback before `b`) gave up to `b`
     .../hop-2/b          the agent of hop 1 handed off (Handoff)
     .../step-2/m         the last agent of step 1 passed its output on (Sequential)
     .../branch-0/m       the input fans out (Concurrent); `aggregate/m`: the branches
-    .../turn-3/speaker   the selector of `select-3`, else turn 2's speaker (GroupChat)
+    .../turn-3/speaker   the selector of `select-3`, else turn 2's speaker (GroupChat);
+    .../select-3/host    turn 2's speaker
     .../round-3/b        whoever sent `b` mail in round 2 (PeerNetwork)
 
-and, at the top, the run's input. An agent node counts its activations and its own
-model calls; an edge counts how often work went along it (a message edge: the
-messages sent) and what that work cost, everything done under it included, so
-nested delegations are counted on every edge above them. An activation woken by
-mail from several agents has its cost shared among their messages.
+and, at the top, the run's input. An agent node counts its activations, the ones
+that failed, and its own model calls; an edge counts how often work went along it
+(a message edge: the messages sent) and what that work cost, everything done under
+it included, so nested delegations are counted on every edge above them. An
+activation fed by several agents (mail from several peers, a fan-out's branches)
+has its cost shared among them.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from orchestrion.messages import ToolCall, Usage
 
 _MAIL = "send_message"
 """The tool a peer network gives its agents to write to each other (in `round-N` scopes)."""
-_FOLLOWS = {"hop": "hands off", "step": "next"}
+_FOLLOWS = {"hop": "hands off", "step": "next", "turn": "speaks after"}
 """Numbered members that take over from the member before them, and the edge's kind."""
+_FALLBACK = keys.last(keys.fallback_scope("x"))
+"""The segment under which an agent's fallback agents are keyed."""
 
 
 @dataclass(slots=True)
@@ -50,6 +54,8 @@ class _Activation:
     first: int
     last: int
     """The sequence numbers of its first and last steps."""
+    failed: bool = False
+    """A step of it failed for good, or it gave up and a fallback took over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,10 @@ class _Journal:
     """The tool call each tool step's key was made for."""
     mail: dict[tuple[str, int, str], list[str]] = field(default_factory=lambda: defaultdict(list))
     """(network scope, round, recipient) -> the senders of each message sent in that round."""
+    handovers: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(the primary agent's scope, a fallback agent) -> the agent that gave up to it."""
+    exits: dict[str, Counter[str]] = field(default_factory=dict)
+    """`_exits` of each scope asked about, worked out once."""
 
 
 def flow(title: str, steps: Sequence[StepInfo]) -> Graph:
@@ -80,23 +90,36 @@ def flow(title: str, steps: Sequence[StepInfo]) -> Graph:
     graph = Graph(title=title, kind="flow")
     graph.node(Node(INPUT, "input", "input"))
     for act in sorted(journal.activations.values(), key=lambda a: a.first):
-        node = graph.node(Node(act.agent, "agent", act.agent, flowed=Flowed()))
-        _flowed(node).count += 1
+        flowed = _flowed(graph.node(Node(act.agent, "agent", act.agent)))
+        flowed.count += 1
+        flowed.errors += act.failed
         sources = _sources(journal, act)
         shares = _shares(journal.spent[act.scope], [s.weight for s in sources])
         for source, share in zip(sources, shares, strict=True):
             edge = graph.edge(source.node, act.agent, source.kind)
             edge.flowed = edge.flowed or Flowed()
             if source.kind != "messages":  # messages are counted where they are sent
-                edge.flowed.count += source.weight
+                edge.flowed.count += 1
             edge.flowed.usage += share
+    for (_, _, to), senders in journal.mail.items():
+        graph.node(Node(to, "agent", to))  # mail may wait for an agent that never ran
+        for sender, count in Counter(senders).items():
+            edge = graph.edge(sender, to, "messages")
+            edge.flowed = edge.flowed or Flowed()
+            edge.flowed.count += count
     _steps(graph, journal, steps)
+    for edge in list(graph.edges.values()):  # every end is an agent that ran; made sure of
+        graph.node(Node(edge.source, "agent", edge.source))
     return graph
 
 
 def _read(steps: Sequence[StepInfo]) -> _Journal:
     journal = _Journal()
+    gave_up: list[StepInfo] = []
     for step in steps:
+        if step.kind == "fallback":
+            gave_up.append(step)
+            continue
         parsed = keys.parse(step.key)
         if parsed.kind not in ("model", "tool"):
             continue
@@ -106,6 +129,7 @@ def _read(steps: Sequence[StepInfo]) -> _Journal:
             act = _Activation(scope, parsed.agent or "?", parsed.parts[:-1], step.seq, step.seq)
             journal.activations[scope] = act
         act.first, act.last = min(act.first, step.seq), max(act.last, step.seq)
+        act.failed = act.failed or step.status is StepStatus.FAILED
         one = spent(step)
         if one is not None:
             for scope_above in keys.ancestors(step.key):
@@ -118,9 +142,24 @@ def _read(steps: Sequence[StepInfo]) -> _Journal:
     for act in journal.activations.values():
         for scope in (*keys.ancestors(act.scope), act.scope):
             journal.within[scope].append(act)
+    for step in gave_up:
+        _gave_up(journal, step)
     for step in steps:
         _mail(journal, step)
     return journal
+
+
+def _gave_up(journal: _Journal, step: StepInfo) -> None:
+    """Note an agent that gave up (`<its key>/gave-up`), and to which fallback."""
+    record = read(step.kind, step.status, step.result, f"Step {step.key}")
+    member = keys.parent(step.key)
+    act = journal.activations.get(member or "")
+    if not isinstance(record, GaveUp) or act is None:
+        return
+    act.failed = True
+    at_fallback = len(act.parts) > 2 and act.parts[-2].text == _FALLBACK
+    primary = keys.join(act.parts[:-2]) if at_fallback else act.scope
+    journal.handovers[(primary, record.fallback)] = record.agent
 
 
 def _mail(journal: _Journal, step: StepInfo) -> None:
@@ -145,19 +184,24 @@ def _mail(journal: _Journal, step: StepInfo) -> None:
 
 
 def _sources(journal: _Journal, act: _Activation) -> list[_Source]:
-    """Who gave `act` its work: the nearest level above its scope that says (see above)."""
+    """Who gave `act` its work: the nearest level above its scope that says (see above),
+    each agent once, weighted by how many times it fed it."""
     parts = act.parts
     kind = "input"
     for j in range(len(parts) - 2, -1, -1):
-        part = parts[j]
+        part, scope = parts[j], keys.join(parts[:j])
         if part.tool is not None and j:
             return [_Source(parts[j - 1].name, "delegates")]
-        if part.text == "fallback" and j:
-            return [_Source(parts[j - 1].name, "falls back")]
-        scope = keys.join(parts[:j])
+        if part.text == _FALLBACK and j and scope in journal.activations:
+            gave_up = journal.handovers.get((scope, act.agent), parts[j - 1].name)
+            return [_Source(gave_up, "falls back")]
         if part.text == "aggregate":
             branches = _numbered_scopes(journal, scope, "branch")
-            return [_Source(a, "aggregates") for b in branches for a in _exits(journal, b)]
+            if branches:
+                fed = Counter[str]()
+                for branch in branches:
+                    fed.update(_exits(journal, branch))
+                return _weighted(fed, "aggregates")
         numbered = keys.numbered_of(part.text) if part.turn is None else None
         if numbered is None:
             continue
@@ -169,24 +213,29 @@ def _sources(journal: _Journal, act: _Activation) -> list[_Source]:
     return [_Source(INPUT, kind)]
 
 
+def _weighted(fed: Counter[str], kind: str) -> list[_Source]:
+    return [_Source(node, kind, weight) for node, weight in fed.items()]
+
+
 def _numbered_sources(
     journal: _Journal, act: _Activation, scope: str, stem: str, n: int
 ) -> list[_Source]:
-    def before(stem: str, kind: str) -> list[_Source]:
+    def after(stem: str) -> list[_Source]:
         at = keys.child(scope, keys.numbered(stem, n - 1))
-        return [_Source(a, kind) for a in _exits(journal, at)] if n > 0 else []
+        return _weighted(_exits(journal, at), _FOLLOWS[stem]) if n > 0 else []
 
     match stem:
         case "hop" | "step":
-            return before(stem, _FOLLOWS[stem])
+            return after(stem)
         case "turn":
             selector = keys.child(scope, keys.numbered("select", n))
             if selector in journal.within:
-                return [_Source(a, "selects") for a in _exits(journal, selector)]
-            return before("turn", "speaks after") if n > 1 else []
+                return _weighted(_exits(journal, selector), "selects")
+            return after("turn")
+        case "select":  # the selector reads the chat after each turn
+            return after("turn")
         case "round":
-            senders = Counter(journal.mail.get((scope, n - 1, act.agent), ()))
-            return [_Source(s, "messages", c) for s, c in sorted(senders.items())]
+            return _weighted(Counter(journal.mail.get((scope, n - 1, act.agent), ())), "messages")
     return []
 
 
@@ -197,77 +246,63 @@ def _numbered_scopes(journal: _Journal, scope: str, stem: str) -> list[str]:
     return found
 
 
-def _exits(journal: _Journal, scope: str) -> list[str]:
+def _exits(journal: _Journal, scope: str) -> Counter[str]:
     """The agents whose output left `scope`: the last to finish in it, or in each branch
-    of a Concurrent without an aggregator that it holds."""
+    of the Concurrent it is (when it has no aggregator), with how many branches each."""
+    known = journal.exits.get(scope)
+    if known is not None:
+        return known
     acts = journal.within.get(scope, [])
     groups: dict[str, list[_Activation]] = defaultdict(list)
     depth = len(keys.parse(scope).parts) if scope else 0
     for act in acts:
-        for part in act.parts[depth:-1]:
-            if part.tool is not None:
-                break
+        for part in act.parts[depth:-1]:  # to the first level that says how it ran
             numbered = keys.numbered_of(part.text)
             if part.text == "aggregate" or (numbered and numbered[0] == "branch"):
                 groups[part.text].append(act)
+            if part.tool is not None or numbered or part.text == "aggregate":
                 break
     if "aggregate" in groups or not groups:
         pool = groups.get("aggregate") or acts
-        return [max(pool, key=lambda a: a.last).agent] if pool else []
-    return [max(g, key=lambda a: a.last).agent for g in groups.values()]
+        exits = Counter([max(pool, key=lambda a: a.last).agent] if pool else [])
+    else:
+        exits = Counter(max(g, key=lambda a: a.last).agent for g in groups.values())
+    journal.exits[scope] = exits
+    return exits
 
 
 def _steps(graph: Graph, journal: _Journal, steps: Sequence[StepInfo]) -> None:
-    """Each agent's own model calls, its tool calls (delegations and mail are edges),
-    the messages sent, and the steps that failed."""
+    """Each agent's own model calls and models, and its tool calls (delegations and
+    mail are edges)."""
     hosts = {scope for act in journal.activations.values() for scope in keys.ancestors(act.scope)}
-    for (_, _, to), senders in journal.mail.items():
-        for sender, count in Counter(senders).items():
-            edge = graph.edge(sender, to, "messages")
-            edge.flowed = edge.flowed or Flowed()
-            edge.flowed.count += count
-            graph.node(Node(to, "agent", to, flowed=Flowed()))
+    models: dict[str, dict[str, None]] = defaultdict(dict)
     for step in steps:
-        if step.kind == "fallback":
-            _gave_up(graph, step)
-            continue
         parsed = keys.parse(step.key)
         agent = parsed.agent
         if agent is None or parsed.kind not in ("model", "tool") or agent not in graph.nodes:
             continue
-        owner = _flowed(graph.nodes[agent])
-        failed = step.status is StepStatus.FAILED
-        owner.errors += failed
         one = spent(step)
         if one is not None:
-            owner.usage += one.usage
-            models = graph.nodes[agent].detail.split(", ") if graph.nodes[agent].detail else []
-            if one.model not in models:
-                graph.nodes[agent].detail = ", ".join([*models, one.model])
+            _flowed(graph.nodes[agent]).usage += one.usage
+            models[agent][one.model] = None
         call = journal.calls.get(step.key)
         if parsed.kind != "tool" or step.key in hosts or (call and call.name == _MAIL):
             continue
-        _tool_call(graph, agent, parsed.tool or "?", step, failed)
+        _tool_call(graph, agent, parsed.tool or "?", step)
+    for agent, named in models.items():
+        graph.nodes[agent].detail = ", ".join(named)
 
 
-def _gave_up(graph: Graph, step: StepInfo) -> None:
-    """An agent that failed, its fallback taking over, failed once more."""
-    record = read(step.kind, step.status, step.result, f"Step {step.key}")
-    if isinstance(record, GaveUp) and record.agent in graph.nodes:
-        _flowed(graph.nodes[record.agent]).errors += 1
-
-
-def _tool_call(graph: Graph, agent: str, tool: str, step: StepInfo, failed: bool) -> None:
-    node = graph.node(Node(f"{agent}:{tool}", "tool", tool, flowed=Flowed()))
+def _tool_call(graph: Graph, agent: str, tool: str, step: StepInfo) -> None:
+    node = graph.node(Node(f"{agent}:{tool}", "tool", tool))
     flowed = _flowed(node)
     flowed.count += 1
+    failed = step.status is StepStatus.FAILED
     if step.status is StepStatus.COMPLETED:
         record = read(step.kind, step.status, step.result, f"Step {step.key}")
-        failed = failed or (isinstance(record, ToolReturned) and record.is_error)
+        failed = isinstance(record, ToolReturned) and record.is_error
     flowed.errors += failed
-    edge = graph.edge(agent, node.id, "calls")
-    edge.flowed = edge.flowed or Flowed()
-    edge.flowed.count += 1
+    graph.edge(agent, node.id, "calls")
 
 
 def _flowed(node: Node) -> Flowed:

@@ -38,7 +38,7 @@ _DOT_SHAPES = {
 def mermaid(graph: Graph) -> str:
     """A Mermaid flowchart: nodes in nested subgraphs (the patterns), labelled edges."""
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
-    lines = ["flowchart LR", f"  %% {graph.kind} of {graph.title}"]
+    lines = ["flowchart LR", f"  %% {graph.kind} of {_one_line(graph.title)}"]
     nodes_in: dict[str | None, list[Node]] = defaultdict(list)
     for node in graph.nodes.values():
         nodes_in[node.cluster].append(node)
@@ -130,32 +130,43 @@ def _edge_lines(edge: Edge) -> list[str]:
 def _flowed(flowed: Flowed, what: str) -> str:
     parts = [_plural(flowed.count, what)]
     if flowed.usage.requests:
-        parts += [_plural(flowed.usage.requests, "model call"), *_spent(flowed.usage)]
+        parts.append(_plural(flowed.usage.requests, "model call"))
+    parts += _spent(flowed.usage)
     if flowed.errors:
         parts.append(f"{flowed.errors} failed")
     return " · ".join(parts)
 
 
 def _spent(usage: Usage) -> list[str]:
-    if not usage.requests:
-        return []
-    spent = [f"{usage.total_tokens:,} tokens"]
-    return [*spent, f"${usage.cost:.4f}"] if usage.cost else spent
+    spent = [f"{usage.total_tokens:,} tokens"] if usage.total_tokens else []
+    return [*spent, _dollars(usage.cost)] if usage.cost else spent
+
+
+def _dollars(cost: float) -> str:
+    """Cents for most costs; two significant digits for the tiny ones."""
+    return f"${cost:,.4f}" if cost >= 0.001 else f"${cost:.8f}".rstrip("0")
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
+_MERMAID_CODES = str.maketrans(
+    {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#38;", "\n": " ", "\r": " "}
+)
+"""Characters that Mermaid would read as markup (or as the end of a line), as its codes."""
+
+
 def _mermaid_text(lines: list[str], joiner: str) -> str:
-    """Text inside a Mermaid label's quotes: its entity codes, not markup."""
-    escaped = (
-        line.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
-        for line in lines
-    )
-    return joiner.join(escaped)
+    """Text inside a Mermaid label's quotes: shown as written, never read as markup."""
+    return joiner.join(line.translate(_MERMAID_CODES) for line in lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
 
 
 def _dot_text(lines: list[str]) -> str:
-    r"""A DOT label: backslashes kept as text, lines joined by `\n`."""
-    return "\\n".join(line.replace("\\", "\\\\") for line in lines)
+    r"""A DOT label: shown as written (backslashes and `&` are not escapes), lines
+    joined by `\n`."""
+    return "\\n".join(_one_line(line).replace("\\", "\\\\").replace("&", "&amp;") for line in lines)

@@ -9,10 +9,11 @@ it runs (`@workflow`) is one node.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrion.agent import Agent
+from orchestrion.agent import Agent, fallback_chain
 from orchestrion.graph.model import Cluster, Graph, Node
 from orchestrion.patterns.shape import Link, LinkKind, Shape, Shaped
 from orchestrion.runnable import Runnable
@@ -91,21 +92,20 @@ def _within(outer: LinkKind, inner: LinkKind, plain: LinkKind = "input") -> Link
 
 
 def _agent(graph: Graph, agent: Agent[Any, Any], at: str, cluster: str | None) -> _Ends:
-    graph.node(Node(at, "agent", agent.name, _model_of(agent), cluster))
-    for name, tool in agent.tool_map.items():
-        if tool.role is not None:
-            continue  # control tools (transfers, delegations, final result) are edges
-        about = tool.effect + (", approval" if tool.approval else "")
-        graph.node(Node(f"{at}:tool:{name}", "tool", name, about, cluster))
-        graph.edge(at, f"{at}:tool:{name}", "calls")
-    exits = [_End(at, "output")]
-    previous = at
-    for fallback in agent.fallback_agents:  # in the order they take over
-        ends = _agent(graph, fallback, f"{at}:fallback:{fallback.name}", cluster)
-        graph.edge(previous, ends.entries[0].node, "falls back")
-        exits += ends.exits[:1]
-        previous = ends.entries[0].node
-    return _Ends((_End(at, "input"),), tuple(exits))
+    """The agent and its tools, then its fallback agents in the order they take over
+    (theirs too, depth first), each one's output the agent's."""
+    chain = fallback_chain(agent)
+    nodes = [at, *(f"{at}:fallback:{f.name}" for f in chain[1:])]
+    for one, node in zip(chain, nodes, strict=True):
+        graph.node(Node(node, "agent", one.name, _model_of(one), cluster))
+        for name, tool in one.tool_map.items():
+            if tool.role is None:  # control tools (transfers, delegations, final result) are edges
+                about = tool.effect + (", approval" if tool.approval else "")
+                graph.node(Node(f"{node}:tool:{name}", "tool", name, about, cluster))
+                graph.edge(node, f"{node}:tool:{name}", "calls")
+    for before, after in itertools.pairwise(nodes):
+        graph.edge(before, after, "falls back")
+    return _Ends((_End(at, "input"),), tuple(_End(n, "output") for n in nodes))
 
 
 def _model_of(agent: Agent[Any, Any]) -> str:

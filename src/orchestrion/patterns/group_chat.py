@@ -89,18 +89,22 @@ class GroupChat:
 
     def shape(self) -> Shape:
         """Round robin passes the turn around the circle; a selector agent picks each
-        speaker; a function policy is part of the chat: any participant may speak."""
+        speaker, and reads the chat after each turn; with a function, any participant
+        may speak first, and after any other."""
         people = range(len(self.participants))
         output = [Link(p, None, "output") for p in people]
         if isinstance(self.speaker, Agent):
             at = len(self.participants)
             picks = [Link(None, at, "input"), *(Link(at, p, "selects") for p in people)]
-            return Shape((*self.participants, self.speaker), (*picks, *output))
+            reads = [Link(p, at, "speaks after") for p in people]
+            return Shape((*self.participants, self.speaker), (*picks, *reads, *output))
         if self.speaker == "round_robin":
             n = len(people)
             turns = [Link(p, (p + 1) % n, "speaks after") for p in people] if n > 1 else []
             return Shape(tuple(self.participants), (Link(None, 0, "input"), *turns, *output))
-        return Shape(tuple(self.participants), (*(Link(None, p, "input") for p in people), *output))
+        firsts = [Link(None, p, "input") for p in people]
+        turns = [Link(p, q, "speaks after") for p in people for q in people if p != q]
+        return Shape(tuple(self.participants), (*firsts, *turns, *output))
 
     async def _next(
         self, ctx: RunContext[Any], state: ChatState, names: tuple[str, ...], turn: int
