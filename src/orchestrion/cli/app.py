@@ -39,7 +39,7 @@ from orchestrion.engine.runtime import Runtime
 from orchestrion.engine.store import DEFAULT_LEASE_TTL, DEFAULT_STORE_URL, open_store
 from orchestrion.engine.targets import load_target
 from orchestrion.errors import UserError
-from orchestrion.graph import flow
+from orchestrion.graph.runs import run_flow
 from orchestrion.redact import redact
 
 EXIT = {
@@ -306,16 +306,17 @@ def show(
             status = asyncio.run(follow_run(store, run_id, bus, as_json))
         raise typer.Exit(EXIT[status])
 
+    if graph:
+        with common.errors():
+            drawn = asyncio.run(_read(store, lambda runtime: run_flow(runtime, run_id)))
+            graphs.emit(drawn, "json" if as_json else format, output)
+        return
+
     async def fetch(runtime: Runtime) -> tuple[Any, Any]:
         return await runtime.get(run_id), await runtime.history(run_id)
 
     with common.errors():
         record, steps = asyncio.run(_read(store, fetch))
-    if graph:
-        with common.errors():
-            drawn = flow(f"{record.name}, run {record.id}", steps)
-            graphs.emit(drawn, "json" if as_json else format, output)
-        return
     if as_json:
         data = run_json(record)
         data["steps"] = [step_json(s) for s in steps]

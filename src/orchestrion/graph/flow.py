@@ -25,14 +25,14 @@ has its cost shared among them.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrion import keys
 from orchestrion._json import loads
 from orchestrion.engine.costs import spent
 from orchestrion.engine.journal import StepStatus
-from orchestrion.engine.records import GaveUp, ModelResponded, ToolReturned, read
+from orchestrion.engine.records import GaveUp, ModelResponded, StepReturned, ToolReturned, read
 from orchestrion.engine.result import StepInfo
 from orchestrion.graph.model import Flowed, Graph, Node
 from orchestrion.graph.structure import INPUT
@@ -42,6 +42,10 @@ _MAIL = "send_message"
 """The tool a peer network gives its agents to write to each other (in `round-N` scopes)."""
 _FOLLOWS = {"hop": "hands off", "step": "next", "turn": "speaks after"}
 """Numbered members that take over from the member before them, and the edge's kind."""
+_INBOX = "inbox"
+"""The stem of the steps in which a peer in its own run takes its mail (`inbox-N`)."""
+_USER = "user"
+"""The sender of the mail that carries a peer network's input."""
 _FALLBACK = keys.last(keys.fallback_scope("x"))
 """The segment under which an agent's fallback agents are keyed."""
 
@@ -78,22 +82,52 @@ class _Journal:
     """The tool call each tool step's key was made for."""
     mail: dict[tuple[str, int, str], list[str]] = field(default_factory=lambda: defaultdict(list))
     """(network scope, round, recipient) -> the senders of each message sent in that round."""
+    letters: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    """(a peer's run scope, turn) -> the senders of the mail that turn acted on (an agent
+    of a `PeerNetwork` with mailboxes, in its own run)."""
+    sent: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(sender, recipient) -> the messages sent."""
+    submitted: dict[str, str] = field(default_factory=dict)
+    """The id of each run queued with `ctx.submit` -> the key of the step that did."""
     handovers: dict[tuple[str, str], str] = field(default_factory=dict)
     """(the primary agent's scope, a fallback agent) -> the agent that gave up to it."""
     exits: dict[str, Counter[str]] = field(default_factory=dict)
     """`_exits` of each scope asked about, worked out once."""
 
 
-def flow(title: str, steps: Sequence[StepInfo]) -> Graph:
-    """The graph of what flowed in the run whose steps (`Runtime.history`) are `steps`."""
-    journal = _read(steps)
+def flow(
+    title: str,
+    steps: Sequence[StepInfo],
+    submitted: Mapping[str, Sequence[StepInfo]] | None = None,
+) -> Graph:
+    """The graph of what flowed in the run whose steps (`Runtime.history`) are `steps`,
+    and in the runs it queued (`ctx.submit`: a `PeerNetwork`'s agents with mailboxes)
+    whose steps `submitted` has by run id: their agents join the graph, reached from
+    the agent that queued them, or through the mail they read."""
     graph = Graph(title=title, kind="flow")
     graph.node(Node(INPUT, "input", "input"))
+    _draw(graph, steps, submitted or {}, None, set())
+    for edge in list(graph.edges.values()):  # every end is an agent that ran; made sure of
+        graph.node(Node(edge.source, "agent", edge.source))
+    return graph
+
+
+def _draw(
+    graph: Graph,
+    steps: Sequence[StepInfo],
+    submitted: Mapping[str, Sequence[StepInfo]],
+    via: _Source | None,
+    seen: set[str],
+) -> None:
+    """Add one run's flow; `via` is who queued it (its input comes from them)."""
+    journal = _read(steps)
     for act in sorted(journal.activations.values(), key=lambda a: a.first):
         flowed = _flowed(graph.node(Node(act.agent, "agent", act.agent)))
         flowed.count += 1
         flowed.errors += act.failed
         sources = _sources(journal, act)
+        if via is not None:
+            sources = [via if s == _Source(INPUT, "input") else s for s in sources]
         shares = _shares(journal.spent[act.scope], [s.weight for s in sources])
         for source, share in zip(sources, shares, strict=True):
             edge = graph.edge(source.node, act.agent, source.kind)
@@ -101,16 +135,25 @@ def flow(title: str, steps: Sequence[StepInfo]) -> Graph:
             if source.kind != "messages":  # messages are counted where they are sent
                 edge.flowed.count += 1
             edge.flowed.usage += share
-    for (_, _, to), senders in journal.mail.items():
+    for (sender, to), count in journal.sent.items():
         graph.node(Node(to, "agent", to))  # mail may wait for an agent that never ran
-        for sender, count in Counter(senders).items():
-            edge = graph.edge(sender, to, "messages")
-            edge.flowed = edge.flowed or Flowed()
-            edge.flowed.count += count
+        edge = graph.edge(sender, to, "messages")
+        edge.flowed = edge.flowed or Flowed()
+        edge.flowed.count += count
     _steps(graph, journal, steps)
-    for edge in list(graph.edges.values()):  # every end is an agent that ran; made sure of
-        graph.node(Node(edge.source, "agent", edge.source))
-    return graph
+    for run_id, key in journal.submitted.items():
+        if run_id in submitted and run_id not in seen:
+            seen.add(run_id)
+            _draw(graph, submitted[run_id], submitted, _queued_by(journal, key) or via, seen)
+
+
+def _queued_by(journal: _Journal, key: str) -> _Source | None:
+    """The agent whose tool queued a run at step `key`; None when a workflow did."""
+    for scope in reversed(keys.ancestors(key)):
+        act = journal.activations.get(scope)
+        if act is not None:
+            return _Source(act.agent, "submits")
+    return None
 
 
 def _read(steps: Sequence[StepInfo]) -> _Journal:
@@ -144,9 +187,38 @@ def _read(steps: Sequence[StepInfo]) -> _Journal:
             journal.within[scope].append(act)
     for step in gave_up:
         _gave_up(journal, step)
+    _inboxes(journal, steps)
     for step in steps:
         _mail(journal, step)
     return journal
+
+
+def submitted_runs(steps: Sequence[StepInfo]) -> list[str]:
+    """The ids of the runs queued (`ctx.submit`) by the run whose steps are `steps`."""
+    return list(_read(steps).submitted)
+
+
+def _inboxes(journal: _Journal, steps: Sequence[StepInfo]) -> None:
+    """Note the runs this one queued, and what each turn of a peer in its own run read:
+    its `inbox-N` steps, in order, each with letters (`{"id", "from", ...}`) feeding
+    its next turn."""
+    turns: Counter[str] = Counter()
+    for step in steps:
+        if step.kind != "step" or step.status is not StepStatus.COMPLETED:
+            continue
+        record = read(step.kind, step.status, step.result, f"Step {step.key}")
+        value = record.value if isinstance(record, StepReturned) else None
+        if keys.is_submit(step.key) and isinstance(value, str):
+            journal.submitted[value] = step.key
+        numbered = keys.numbered_of(keys.last(step.key))
+        if numbered is None or numbered[0] != _INBOX or not isinstance(value, list):
+            continue
+        senders = [m.get("from") for m in value if isinstance(m, dict) and "id" in m]
+        if senders:
+            scope = keys.parent(step.key) or ""
+            turns[scope] += 1
+            named = [s if isinstance(s, str) and s != _USER else INPUT for s in senders]
+            journal.letters[(scope, turns[scope])] = named
 
 
 def _gave_up(journal: _Journal, step: StepInfo) -> None:
@@ -171,16 +243,21 @@ def _mail(journal: _Journal, step: StepInfo) -> None:
     if call is None or call.name != _MAIL or len(parsed.parts) < 3:
         return
     numbered = keys.numbered_of(parsed.parts[-3].text)
+    network = keys.join(parsed.parts[:-3])
     record = read(step.kind, step.status, step.result, f"Step {step.key}")
-    if numbered is None or numbered[0] != "round" or not isinstance(record, ToolReturned):
+    in_round = numbered is not None and numbered[0] == "round"
+    in_own_run = numbered is not None and (network, numbered[1]) in journal.letters
+    if not (in_round or in_own_run) or not isinstance(record, ToolReturned) or record.is_error:
         return
     try:
         to = loads(call.arguments).get("to")
     except (ValueError, AttributeError):
         return
-    if isinstance(to, str) and not record.is_error:
-        network = keys.join(parsed.parts[:-3])
-        journal.mail[(network, numbered[1], to)].append(parsed.agent or "?")
+    if isinstance(to, str) and numbered is not None:
+        sender = parsed.agent or "?"
+        journal.sent[(sender, to)] += 1
+        if in_round:
+            journal.mail[(network, numbered[1], to)].append(sender)
 
 
 def _sources(journal: _Journal, act: _Activation) -> list[_Source]:
@@ -228,6 +305,11 @@ def _numbered_sources(
         case "hop" | "step":
             return after(stem)
         case "turn":
+            if (scope, n) in journal.letters:  # a peer in its own run, woken by mail
+                fed = Counter(journal.letters[(scope, n)])
+                return [
+                    _Source(s, "input" if s == INPUT else "messages", w) for s, w in fed.items()
+                ]
             selector = keys.child(scope, keys.numbered("select", n))
             if selector in journal.within:
                 return _weighted(_exits(journal, selector), "selects")

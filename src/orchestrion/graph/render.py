@@ -117,7 +117,7 @@ def _lines(node: Node) -> list[str]:
     if node.detail:
         lines.append(node.detail)
     if node.flowed is not None and node.kind in ("agent", "tool"):
-        lines.append(_flowed(node.flowed, "run" if node.kind == "agent" else "call"))
+        lines.append(_flowed(node.flowed, "task" if node.kind == "agent" else "call"))
     return lines
 
 
