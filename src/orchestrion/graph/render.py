@@ -35,23 +35,30 @@ _DOT_SHAPES = {
 }
 
 
+class _Nesting:
+    """What each cluster (None: the top) holds: its nodes, and the clusters inside it."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.nodes: dict[str | None, list[Node]] = defaultdict(list)
+        for node in graph.nodes.values():
+            self.nodes[node.cluster].append(node)
+        self.clusters: dict[str | None, list[str]] = defaultdict(list)
+        for cluster in graph.clusters.values():
+            self.clusters[cluster.parent].append(cluster.id)
+
+
 def mermaid(graph: Graph) -> str:
     """A Mermaid flowchart: nodes in nested subgraphs (the patterns), labelled edges."""
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     lines = ["flowchart LR", f"  %% {graph.kind} of {_one_line(graph.title)}"]
-    nodes_in: dict[str | None, list[Node]] = defaultdict(list)
-    for node in graph.nodes.values():
-        nodes_in[node.cluster].append(node)
-    children: dict[str | None, list[str]] = defaultdict(list)
-    for cluster in graph.clusters.values():
-        children[cluster.parent].append(cluster.id)
+    nest = _Nesting(graph)
     clusters = {c: f"c{i}" for i, c in enumerate(graph.clusters)}
 
     def block(cluster: str | None, indent: str) -> Iterator[str]:
-        for node in nodes_in[cluster]:
+        for node in nest.nodes[cluster]:
             shape = _MERMAID_SHAPES[node.kind].format(_mermaid_text(_lines(node), "<br/>"))
             yield f"{indent}{ids[node.id]}{shape}"
-        for child in children[cluster]:
+        for child in nest.clusters[cluster]:
             label = _mermaid_text([graph.clusters[child].label], "")
             yield f'{indent}subgraph {clusters[child]}["{label}"]'
             yield from block(child, indent + "  ")
@@ -73,19 +80,14 @@ def dot(graph: Graph) -> graphviz.Digraph:
         node_attr={"fontname": "Helvetica"},
         edge_attr={"fontname": "Helvetica", "fontsize": "10"},
     )
-    nodes_in: dict[str | None, list[Node]] = defaultdict(list)
-    for node in graph.nodes.values():
-        nodes_in[node.cluster].append(node)
-    children: dict[str | None, list[str]] = defaultdict(list)
-    for cluster in graph.clusters.values():
-        children[cluster.parent].append(cluster.id)
+    nest = _Nesting(graph)
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     names = {c: f"cluster_{i}" for i, c in enumerate(graph.clusters)}
 
     def fill(into: graphviz.Digraph, cluster: str | None) -> None:
-        for node in nodes_in[cluster]:
+        for node in nest.nodes[cluster]:
             into.node(ids[node.id], label=_dot_text(_lines(node)), **_DOT_SHAPES[node.kind])
-        for child in children[cluster]:
+        for child in nest.clusters[cluster]:
             with into.subgraph(name=names[child]) as sub:
                 sub.attr(label=_dot_text([graph.clusters[child].label]), style="rounded")
                 fill(sub, child)
