@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from orchestrion import (
     RunContext,
     Sequential,
     Supervisor,
+    UserError,
     tool,
     workflow,
 )
@@ -265,3 +267,44 @@ def test_an_agent_with_a_typed_output_names_it() -> None:
     graph = structure(agent("planner", output_type=Plan))
 
     assert graph.nodes["planner"].detail == "test:scripted → Plan"
+
+
+class Drawn:
+    """A workflow of one's own whose `shape()` is whatever the test gives it."""
+
+    name = "drawn"
+
+    def __init__(self, shape: Any) -> None:
+        self.drawn = shape
+
+    async def invoke(self, ctx: RunContext[Any], input: Any) -> Any:
+        return input
+
+    def shape(self) -> Any:
+        return self.drawn
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (
+            Shape((agent("a"),), (Link(None, 1, "input"),)),
+            "Drawn drawn: shape() has Link(source=None, target=1, kind='input'), but its "
+            "members are numbered 0 to 0",
+        ),
+        ({"members": []}, "Drawn drawn: shape() gave {'members': []}, not a Shape"),
+    ],
+)
+def test_a_shape_of_one_s_own_that_links_no_member_is_a_clear_error(
+    shape: Any, message: str
+) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        structure(Drawn(shape))
+
+
+def test_a_workflow_that_holds_itself_is_a_clear_error() -> None:
+    looping = Drawn(None)
+    looping.drawn = Shape((looping,), (Link(None, 0, "input"),))
+
+    with pytest.raises(UserError, match=r"Drawn drawn holds itself \(through 'drawn:drawn'\)"):
+        structure(looping)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrion.agent import Agent, fallback_chain
+from orchestrion.errors import UserError
 from orchestrion.graph.model import Cluster, Graph, Node
 from orchestrion.patterns.shape import Link, LinkKind, Shape, Shaped
 from orchestrion.runnable import Runnable
@@ -41,7 +42,7 @@ def structure(root: Runnable) -> Graph:
     """The graph of `root` and everything it holds."""
     graph = Graph(title=root.name, kind="structure")
     graph.node(Node(INPUT, "input", "input"))
-    ends = _place(graph, root, "", None)
+    ends = _place(graph, root, "", None, ())
     graph.node(Node(OUTPUT, "output", "output"))
     for end in ends.entries:
         graph.edge(INPUT, end.node, end.kind)
@@ -50,18 +51,42 @@ def structure(root: Runnable) -> Graph:
     return graph
 
 
-def _place(graph: Graph, member: Runnable, scope: str, cluster: str | None) -> _Ends:
-    """Add `member` (and what it holds) inside `cluster`; where its input and output are."""
+def _place(
+    graph: Graph, member: Runnable, scope: str, cluster: str | None, within: tuple[object, ...]
+) -> _Ends:
+    """Add `member` (and what it holds) inside `cluster`, itself inside the patterns
+    `within`; where its input and output are."""
     at = f"{scope}:{member.name}" if scope else member.name
     if isinstance(member, Agent):
         return _agent(graph, member, at, cluster)
     if not isinstance(member, Shaped):
         graph.node(Node(at, "workflow", member.name, "custom flow", cluster))
         return _Ends((_End(at, "input"),), (_End(at, "output"),))
-    shape = member.shape()
-    graph.clusters.setdefault(at, Cluster(at, f"{type(member).__name__} {member.name}", cluster))
-    placed = [_place(graph, m, at, at) for m in shape.members]
+    if any(member is outer for outer in within):
+        raise UserError(f"{_named(member)} holds itself (through {at!r}): it cannot be drawn.")
+    shape = _checked(member, member.shape())
+    graph.clusters.setdefault(at, Cluster(at, _named(member), cluster))
+    placed = [_place(graph, m, at, at, (*within, member)) for m in shape.members]
     return _link(graph, shape, placed)
+
+
+def _named(member: Runnable) -> str:
+    return f"{type(member).__name__} {member.name}"
+
+
+def _checked(member: Runnable, shape: object) -> Shape:
+    """A workflow's own `shape()` is checked: a link to no member is a clear error."""
+    if not isinstance(shape, Shape):
+        raise UserError(f"{_named(member)}: shape() gave {shape!r}, not a Shape(members, links).")
+    count = len(shape.members)
+    for link in shape.links:
+        ends = [end for end in (link.source, link.target) if end is not None]
+        if not all(isinstance(end, int) and 0 <= end < count for end in ends):
+            raise UserError(
+                f"{_named(member)}: shape() has {link}, but its members are numbered 0 to "
+                f"{count - 1} (None is the pattern's own input or output)."
+            )
+    return shape
 
 
 def _link(graph: Graph, shape: Shape, placed: list[_Ends]) -> _Ends:
