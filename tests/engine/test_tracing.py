@@ -22,6 +22,7 @@ from orchestrion import (
     Instrumentation,
     ModelRequest,
     Policy,
+    Reject,
     Retry,
     RunStatus,
     Runtime,
@@ -412,6 +413,49 @@ async def test_a_failed_run_and_a_failed_tool_are_errors(traces: Traces) -> None
     root = traces.one("invoke_agent a")
     assert root.status.status_code is StatusCode.ERROR
     assert (root.attributes or {})["orchestrion.run.status"] == "failed"
+
+
+async def test_calls_answered_with_an_error_without_running_are_tool_spans_too(
+    traces: Traces,
+) -> None:
+    @tool(effect="write", approval=True)
+    def pay(amount: float) -> str:
+        """Pay."""
+        return "paid"
+
+    script = ScriptedModel(
+        [
+            call("nope", {}, id="c1"),
+            call("pay", {"amount": "lots"}, id="c2"),
+            call("pay", {"amount": 5}, id="c3"),
+            "gave up",
+        ]
+    )
+    agent = Agent(name="a", model=script, tools=[pay])
+    async with traces.runtime("memory://") as runtime:
+        waiting = await runtime.run(agent, "go", run_id="r")
+        [asked] = waiting.interrupts
+        spans_before = len(traces.spans)
+        done = await runtime.resume("r", {asked.id: Reject("too much")})
+    assert done.status is RunStatus.COMPLETED
+
+    refused = {
+        s.name + " " + str((s.attributes or {}).get("gen_ai.tool.call.id")): (
+            (s.attributes or {})["error.type"],
+            s.status.status_code,
+            traces.parent(s).name,  # type: ignore[union-attr]
+        )
+        for s in traces.spans
+        if s.name.startswith("execute_tool")
+    }
+    assert refused == {
+        "execute_tool nope c1": ("unknown_tool", StatusCode.ERROR, "invoke_agent a"),
+        "execute_tool pay c2": ("invalid_arguments", StatusCode.ERROR, "invoke_agent a"),
+        "execute_tool pay c3": ("rejected", StatusCode.ERROR, "invoke_agent a"),
+    }
+    # the resume reports the rejection once, and not the two refusals it replayed
+    resumed = [s for s in traces.spans[spans_before:] if s.name.startswith("execute_tool")]
+    assert [s.name for s in resumed] == ["execute_tool pay"]
 
 
 async def test_a_submitted_run_takes_the_traceparent_it_was_given(store: Store) -> None:

@@ -294,23 +294,25 @@ async def _run_tool_call(
     if tool is None:
         known = ", ".join(sorted(d.name for d in agent.tool_definitions)) or "none"
         message = f"Unknown tool {call.name!r}. This agent can call only: {known}."
-        return await _answer_error(ex, key, call, message)
+        return await _answer_error(ex, key, call, "unknown_tool", message)
     try:
         arguments = tool.parse_arguments(call.arguments)
     except pydantic.ValidationError as exc:
-        return await _answer_error(ex, key, call, _argument_problem(tool, call, exc))
+        problem = _argument_problem(tool, call, exc)
+        return await _answer_error(ex, key, call, "invalid_arguments", problem)
     note = ""
     if tool.max_calls is not None:
         # Before the approval: no one is asked in vain.
         refusal = ex.accounts.tool_runs.take(tool, key)
         if refusal is not None:
-            return await _answer_error(ex, key, call, refusal)
+            return await _answer_error(ex, key, call, "limit", refusal)
     if tool.approval is not False and tool.needs_approval(arguments):
         match await _approval(ex, agent, key, tool, call):
             case Reject(reason=reason):
                 ex.accounts.tool_runs.give_back(tool, key)
                 why = reason or "no reason given"
-                return await _answer_error(ex, key, call, f"The user rejected this call: {why}")
+                rejected = f"The user rejected this call: {why}"
+                return await _answer_error(ex, key, call, "rejected", rejected)
             case Approve(arguments=edited) if edited is not None:
                 arguments = tool.parse_arguments(edited)
                 note = f"[The user edited the arguments to {dumps_str(edited)}] "
@@ -349,11 +351,16 @@ async def _approval(
     return decision_of(as_object(answer, f"the answer to approval {key}"))
 
 
-async def _answer_error(ex: Execution, key: str, call: ToolCall, message: str) -> ToolResult:
-    """Answer the model with an error, journaled like any tool result."""
+async def _answer_error(
+    ex: Execution, key: str, call: ToolCall, kind: str, message: str
+) -> ToolResult:
+    """Answer the model with an error, journaled like any tool result; `kind` says why
+    (the span's `error.type`)."""
     started = time.time()
     ex.events.step_started(key, "tool")
     await ex.completed(key, "tool", ToolReturned(content=message, is_error=True), started)
+    if ex.env.tracing is not None:
+        ex.env.tracing.refused(ex.run_id, key, call, kind, message)
     return ToolResult(call.id, call.name, message, True)
 
 

@@ -304,6 +304,25 @@ class Tracing:
         scope.end()
         return result
 
+    def refused(self, run_id: str, key: str, call: ToolCall, kind: str, message: str) -> None:
+        """A call answered with an error without running (an unknown tool, invalid
+        arguments, a human's rejection, a limit): an `execute_tool` span ended at once,
+        with `error.type` `kind`."""
+        attributes: Attributes = {
+            sc.OPERATION_NAME: sc.EXECUTE_TOOL,
+            sc.TOOL_NAME: call.name,
+            sc.TOOL_CALL_ID: call.id,
+            sc.TOOL_TYPE: "function",
+            sc.CONVERSATION_ID: run_id,
+            sc.STEP_KEY: key,
+        }
+        if self.capture:
+            attributes[sc.TOOL_CALL_ARGUMENTS] = content.text(call.arguments)
+        scope = self._live(f"{sc.EXECUTE_TOOL} {call.name}", attributes)
+        assert scope.span is not None
+        failed(scope.span, kind, message)
+        scope.end()
+
     async def step(self, run_id: str, key: str, kind: str, work: Callable[[], Awaitable[T]]) -> T:
         """`work()`, a custom step at `key`, called and awaited in a `step` span (a
         journaled clock read, seed or uuid gets none)."""
