@@ -104,6 +104,15 @@ async def test_delegations_count_each_call_and_carry_the_cost_of_everything_belo
     assert (search_node.count, search_node.usage.requests) == (2, 3)  # its own calls only
     total = sum(n.flowed.usage.total_tokens for n in graph.nodes.values() if n.flowed)
     assert total == 62 + 42 + 33  # agents' own spending adds up to the run's
+    # the patterns, read from the keys, are the clusters (a worker in two: the first)
+    assert {c.id: (c.label, c.parent) for c in graph.clusters.values()} == {
+        "team": ("team", None),
+        "team:inv": ("inv", "team"),
+    }
+    where = {n.id: n.cluster for n in graph.nodes.values()}
+    assert (where[INPUT], where["lead"], where["coord"]) == (None, "team", "team:inv")
+    assert where["search"] in ("team", "team:inv")  # wherever it ran first
+    assert where["search:lookup"] == where["search"]  # an agent's tools sit by it
 
 
 async def test_handoffs_link_each_hop_to_the_agent_that_transferred() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrion import Agent, Concurrent, Supervisor, tool
 from orchestrion.errors import UserError
-from orchestrion.graph import Flowed, Graph, Node, dot, mermaid, picture, structure
+from orchestrion.graph import Cluster, Flowed, Graph, Node, dot, mermaid, picture, structure
 from orchestrion.messages import Usage
 from orchestrion.testing import ScriptedModel
 
@@ -116,3 +116,20 @@ def test_text_that_could_end_a_line_or_start_markup_stays_text(tmp_path: Path) -
     assert '"next \N{MULTIPLICATION SIGN}1 · 5 tokens · $0.00001"' in text  # shown without calls
     texts = {t.text for t in ET.fromstring(picture(graph, "svg")).iter(f"{SVG}text")}
     assert "model click n0 href &amp; <i>" in texts
+
+
+def test_a_cluster_that_holds_no_node_is_not_drawn() -> None:
+    graph = Graph(title="t", kind="flow")
+    graph.clusters["a"] = Cluster("a", "a")
+    graph.clusters["a:b"] = Cluster("a:b", "b", "a")
+    graph.clusters["a:c"] = Cluster("a:c", "c", "a")  # nothing in it
+    graph.node(Node("x", "agent", "x", cluster="a:b"))
+
+    text = mermaid(graph)
+
+    assert [line.strip()[:12] for line in text.splitlines() if "subgraph" in line] == [
+        "subgraph c0[",
+        "subgraph c1[",
+    ]
+    assert 'c2["c"]' not in text
+    assert dot(graph).source.count("subgraph cluster_") == 2

@@ -43,6 +43,12 @@ async def test_a_network_of_separate_runs_is_one_graph_of_its_mail() -> None:
     assert alice is not None and bob is not None
     assert (alice.count, bob.count) == (4, 3)  # turns: woken by the input and 3 pongs
     assert ("alice", "alice:finish", "calls") in graph.edges
+    # each agent's run is a box inside the network's
+    assert (graph.nodes["alice"].cluster, graph.nodes["bob"].cluster) == (
+        "ping-pong:ping-pong.alice",
+        "ping-pong:ping-pong.bob",
+    )
+    assert graph.clusters["ping-pong:ping-pong.bob"].parent == "ping-pong"
     tokens = sum(u[0] + u[1] for u in peers_usage)
     assert alice.usage.total_tokens + bob.usage.total_tokens == tokens
     # what each agent's turns cost is on the mail that woke them

@@ -34,7 +34,7 @@ from orchestrion.engine.costs import spent
 from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.records import GaveUp, ModelResponded, StepReturned, ToolReturned, read
 from orchestrion.engine.result import StepInfo
-from orchestrion.graph.model import Flowed, Graph, Node
+from orchestrion.graph.model import Cluster, Flowed, Graph, Node
 from orchestrion.graph.structure import INPUT
 from orchestrion.messages import ToolCall, Usage
 
@@ -67,6 +67,15 @@ class _Source:
     node: str
     kind: str
     weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """How a run came to be drawn: who queued it, if an agent did (its input comes
+    from them), and in which cluster; both None for the run asked about."""
+
+    by: _Source | None
+    cluster: str | None
 
 
 @dataclass(slots=True)
@@ -106,7 +115,7 @@ def flow(
     the agent that queued them, or through the mail they read."""
     graph = Graph(title=title, kind="flow")
     graph.node(Node(INPUT, "input", "input"))
-    _draw(graph, steps, submitted or {}, None, set())
+    _draw(graph, steps, submitted or {}, _Queued(None, None), set())
     for edge in list(graph.edges.values()):  # every end is an agent that ran; made sure of
         graph.node(Node(edge.source, "agent", edge.source))
     return graph
@@ -116,13 +125,17 @@ def _draw(
     graph: Graph,
     steps: Sequence[StepInfo],
     submitted: Mapping[str, Sequence[StepInfo]],
-    via: _Source | None,
+    queued: _Queued,
     seen: set[str],
 ) -> None:
-    """Add one run's flow; `via` is who queued it (its input comes from them)."""
+    """Add one run's flow, a run queued as `queued` says."""
     journal = _read(steps)
+    via = queued.by
     for act in sorted(journal.activations.values(), key=lambda a: a.first):
-        flowed = _flowed(graph.node(Node(act.agent, "agent", act.agent)))
+        cluster = _cluster(graph, journal, act.parts[:-1], queued.cluster)
+        node = graph.node(Node(act.agent, "agent", act.agent, cluster=cluster))
+        node.cluster = node.cluster or cluster  # made before it ran (mail waiting for it)
+        flowed = _flowed(node)
         flowed.count += 1
         flowed.errors += act.failed
         sources = _sources(journal, act)
@@ -144,7 +157,27 @@ def _draw(
     for run_id, key in journal.submitted.items():
         if run_id in submitted and run_id not in seen:
             seen.add(run_id)
-            _draw(graph, submitted[run_id], submitted, _queued_by(journal, key) or via, seen)
+            by = _queued_by(journal, key) or via
+            within = _cluster(graph, journal, keys.parse(key).parts[:-1], queued.cluster)
+            _draw(graph, submitted[run_id], submitted, _Queued(by, within), seen)
+
+
+def _cluster(
+    graph: Graph, journal: _Journal, parts: tuple[keys.Part, ...], parent: str | None
+) -> str | None:
+    """The cluster of the patterns a scope (its `parts`) lies in, inside `parent`, added
+    to `graph` if new: the named levels of its key that are neither agents nor numbered
+    members, outermost first (an agent in two places is drawn in the first)."""
+    for j, part in enumerate(parts):
+        plain = part.turn is None and keys.numbered_of(part.text) is None
+        if not plain or part.text in (_FALLBACK, "aggregate"):
+            continue
+        if keys.join(parts[: j + 1]) in journal.activations:
+            continue  # an agent, whose tool call ran what follows
+        at = part.text if parent is None else f"{parent}:{part.text}"
+        graph.clusters.setdefault(at, Cluster(at, part.text, parent))
+        parent = at
+    return parent
 
 
 def _queued_by(journal: _Journal, key: str) -> _Source | None:
@@ -376,7 +409,7 @@ def _steps(graph: Graph, journal: _Journal, steps: Sequence[StepInfo]) -> None:
 
 
 def _tool_call(graph: Graph, agent: str, tool: str, step: StepInfo) -> None:
-    node = graph.node(Node(f"{agent}:{tool}", "tool", tool))
+    node = graph.node(Node(f"{agent}:{tool}", "tool", tool, cluster=graph.nodes[agent].cluster))
     flowed = _flowed(node)
     flowed.count += 1
     failed = step.status is StepStatus.FAILED

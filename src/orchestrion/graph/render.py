@@ -36,15 +36,23 @@ _DOT_SHAPES = {
 
 
 class _Nesting:
-    """What each cluster (None: the top) holds: its nodes, and the clusters inside it."""
+    """What each cluster (None: the top) holds: its nodes, and the clusters inside it
+    that hold a node somewhere (an empty one is not drawn)."""
 
     def __init__(self, graph: Graph) -> None:
         self.nodes: dict[str | None, list[Node]] = defaultdict(list)
         for node in graph.nodes.values():
             self.nodes[node.cluster].append(node)
+        held = set()
+        for node in graph.nodes.values():
+            at = node.cluster
+            while at is not None and at not in held:
+                held.add(at)
+                at = graph.clusters[at].parent
         self.clusters: dict[str | None, list[str]] = defaultdict(list)
         for cluster in graph.clusters.values():
-            self.clusters[cluster.parent].append(cluster.id)
+            if cluster.id in held:
+                self.clusters[cluster.parent].append(cluster.id)
 
 
 def mermaid(graph: Graph) -> str:
