@@ -228,7 +228,16 @@ def _read(steps: Sequence[StepInfo]) -> _Journal:
 
 def submitted_runs(steps: Sequence[StepInfo]) -> list[str]:
     """The ids of the runs queued (`ctx.submit`) by the run whose steps are `steps`."""
-    return list(_read(steps).submitted)
+    return [run for run in map(_queued, steps) if run is not None]
+
+
+def _queued(step: StepInfo) -> str | None:
+    """The id of the run a completed `ctx.submit` step queued."""
+    if not keys.is_submit(step.key) or step.status is not StepStatus.COMPLETED:
+        return None
+    record = read(step.kind, step.status, step.result, f"Step {step.key}")
+    value = record.value if isinstance(record, StepReturned) else None
+    return value if isinstance(value, str) else None
 
 
 def _inboxes(journal: _Journal, steps: Sequence[StepInfo]) -> None:
@@ -239,12 +248,16 @@ def _inboxes(journal: _Journal, steps: Sequence[StepInfo]) -> None:
     for step in steps:
         if step.kind != "step" or step.status is not StepStatus.COMPLETED:
             continue
+        queued = _queued(step)
+        if queued is not None:
+            journal.submitted[queued] = step.key
+            continue
+        numbered = keys.numbered_of(keys.last(step.key))
+        if numbered is None or numbered[0] != _INBOX:
+            continue
         record = read(step.kind, step.status, step.result, f"Step {step.key}")
         value = record.value if isinstance(record, StepReturned) else None
-        if keys.is_submit(step.key) and isinstance(value, str):
-            journal.submitted[value] = step.key
-        numbered = keys.numbered_of(keys.last(step.key))
-        if numbered is None or numbered[0] != _INBOX or not isinstance(value, list):
+        if not isinstance(value, list):
             continue
         senders = [m.get("from") for m in value if isinstance(m, dict) and "id" in m]
         if senders:
@@ -268,7 +281,8 @@ def _gave_up(journal: _Journal, step: StepInfo) -> None:
 
 
 def _mail(journal: _Journal, step: StepInfo) -> None:
-    """Note a message a peer network's agent sent (a `send_message` call in `round-N`)."""
+    """Note a message a peer network's agent sent: a `send_message` call in `round-N`,
+    or in a turn of a peer in its own run."""
     if step.kind != "tool" or step.status is not StepStatus.COMPLETED:
         return
     call = journal.calls.get(step.key)
