@@ -92,6 +92,11 @@ def test_ids_and_commands_stay_on_one_line_when_not_on_a_terminal(tmp_path: Path
     inspect = next(line for line in demo.stdout.splitlines() if line.startswith("Inspect it"))
     assert inspect.startswith("Inspect it with: orchestrion show ")
     assert inspect.endswith(f" --store {store_url}")
+    draw = next(line for line in demo.stdout.splitlines() if line.startswith("Draw what"))
+    run = inspect.split()[5]
+    assert (
+        draw == f"Draw what flowed: orchestrion show {run} --store {store_url} --graph -o {run}.svg"
+    )
 
 
 def test_show_flat_never_breaks_a_key(store_url: str) -> None:

@@ -539,7 +539,7 @@ def demo(
         return result
 
     result = _go(store, script, live=interactive, max_model_calls=max_model_calls)
-    out.print(
-        Text(f"Inspect it with: orchestrion show {result.run_id} --store {store}"), soft_wrap=True
-    )
+    show = f"orchestrion show {result.run_id} --store {store}"
+    out.print(Text(f"Inspect it with: {show}"), soft_wrap=True)
+    out.print(Text(f"Draw what flowed: {show} --graph -o {result.run_id}.svg"), soft_wrap=True)
     _report(result, False)
