@@ -41,3 +41,21 @@ def approving_agent(name: str = "a") -> Agent[None, str]:
 
     model = ScriptedModel([call("transfer", {"amount": 1.0}), "ok"])
     return Agent(name=name, model=model, tools=[transfer])
+
+
+def payer_that_dies_once(amount: float = 1.0) -> Agent[None, str]:
+    """An agent `payer` that calls a write tool `pay`, whose first call dies mid-payment
+    (`Crash`) and whose next one pays; then it says "done"."""
+    calls = 0
+
+    @tool(effect="write")
+    def pay(amount: float) -> str:
+        """Pays."""
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Crash("the process died mid-payment")
+        return "paid"
+
+    model = ScriptedModel([call("pay", {"amount": amount}), "done"])
+    return Agent(name="payer", model=model, tools=[pay])

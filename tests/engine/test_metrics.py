@@ -3,8 +3,6 @@ exposition format and parsed with `prometheus_client`'s own parser."""
 
 from __future__ import annotations
 
-from collections import Counter as Tally
-
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +19,7 @@ from orchestrion.testing import (
     call,
 )
 
-from ._support import Crash, approving_agent
+from ._support import Crash, approving_agent, payer_that_dies_once
 
 
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -83,19 +81,7 @@ async def test_a_run_counts_its_steps_tokens_and_outcome(metrics: Metrics) -> No
 
 
 async def test_replayed_steps_are_not_counted_again(metrics: Metrics, store: Store) -> None:
-    crashed = Tally[str]()
-
-    @tool(effect="write")
-    def pay(amount: float) -> str:
-        """Pays."""
-        crashed["pay"] += 1
-        if crashed["pay"] == 1:
-            raise Crash("the process died mid-payment")
-        return "paid"
-
-    agent = Agent(
-        name="payer", model=ScriptedModel([call("pay", {"amount": 1.0}), "done"]), tools=[pay]
-    )
+    agent = payer_that_dies_once()
     with pytest.raises(Crash):
         await Runtime(store, metrics=metrics).run(agent, "pay", run_id="r1")
     await Runtime(store, metrics=metrics).resume("r1", runnable=agent)

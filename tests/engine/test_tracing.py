@@ -47,7 +47,7 @@ from orchestrion.testing import (
     call,
 )
 
-from ._support import Crash, approving_agent
+from ._support import Crash, approving_agent, payer_that_dies_once
 
 
 class Traces:
@@ -260,18 +260,7 @@ async def test_a_handoff_is_an_event_on_the_agent_that_hands_off(traces: Traces)
 async def test_a_resumed_run_is_one_trace_and_its_replayed_steps_make_no_spans(
     traces: Traces, store: Store
 ) -> None:
-    crashed = Counter[str]()
-
-    @tool(effect="write")
-    def pay(amount: float) -> str:
-        """Pays."""
-        crashed["pay"] += 1
-        if crashed["pay"] == 1:
-            raise Crash("the process died mid-payment")
-        return "paid"
-
-    model = ScriptedModel([call("pay", {"amount": 5.0}), "done"])
-    agent = Agent(name="payer", model=model, tools=[pay])
+    agent = payer_that_dies_once(5.0)
     first = traces.runtime(store)
     with pytest.raises(Crash):
         await first.run(agent, "pay it", run_id="r1")

@@ -133,19 +133,10 @@ async def test_read_only_reads_an_existing_schema_and_creates_or_changes_nothing
     await reader.close()
 
 
-async def test_a_batchs_run_updates_go_in_one_statement_and_a_stale_one_fails_alone(
-    schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Runs ending at once (a worker's) are updated by one statement, among their
-    appends; a stale owner's update is refused alone, and two updates of one run in
-    the batch apply in their order."""
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of run updates in each batched `UPDATE_RUNS` from now on, as made."""
     from orchestrion.stores import _pg_batch
 
-    store = PostgresStore.from_url(f"{POSTGRES_URL}?schema={schema}")
-    for r in range(5):
-        await store.create_run(run(f"r{r}"))
-    tokens = [(await store.claim(f"r{r}", "w")).token for r in range(5)]
-    await store.claim("r4", "other", steal=True)  # r4's first owner is stale now
     grouped: list[int] = []
     real = _pg_batch._update_all
 
@@ -154,6 +145,21 @@ async def test_a_batchs_run_updates_go_in_one_statement_and_a_stale_one_fails_al
         return await real(conn, ops)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_pg_batch, "_update_all", spy)
+    return grouped
+
+
+async def test_a_batchs_run_updates_go_in_one_statement_and_a_stale_one_fails_alone(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs ending at once (a worker's) are updated by one statement, among their
+    appends; a stale owner's update is refused alone, and two updates of one run in
+    the batch apply in their order."""
+    store = PostgresStore.from_url(f"{POSTGRES_URL}?schema={schema}")
+    for r in range(5):
+        await store.create_run(run(f"r{r}"))
+    tokens = [(await store.claim(f"r{r}", "w")).token for r in range(5)]
+    await store.claim("r4", "other", steal=True)  # r4's first owner is stale now
+    grouped = batch_sizes(monkeypatch)
     outcomes = await asyncio.gather(
         *(
             store.update_run(f"r{r}", status=RunStatus.COMPLETED, output=r, token=tokens[r])
@@ -292,22 +298,13 @@ async def test_a_batch_sets_a_runs_trace_only_where_it_has_none(
     schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The batched `UPDATE_RUNS` keeps a trace context once set, as a single update does."""
-    from orchestrion.stores import _pg_batch
-
     store = PostgresStore.from_url(f"{POSTGRES_URL}?schema={schema}")
     kept = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     given = "00-11111111111111111111111111111111-2222222222222222-01"
     await store.create_run(dataclasses.replace(run("r0"), trace=kept))
     for r in (1, 2):
         await store.create_run(run(f"r{r}"))
-    grouped: list[int] = []
-    real = _pg_batch._update_all
-
-    async def spy(conn: object, ops: list[object]) -> list[object]:
-        grouped.append(len(ops))
-        return await real(conn, ops)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_pg_batch, "_update_all", spy)
+    grouped = batch_sizes(monkeypatch)
     await asyncio.gather(
         store.update_run("r0", status=RunStatus.RUNNING, trace=given),
         store.update_run("r1", status=RunStatus.RUNNING, trace=given),
