@@ -32,8 +32,11 @@ def spent(step: StepInfo) -> Spent | None:
     if step.kind != "model" or step.status is not StepStatus.COMPLETED:
         return None
     record = read(step.kind, step.status, step.result, f"Step {step.key}")
-    if not isinstance(record, ModelResponded):
-        return None
+    return spent_in(step, record) if isinstance(record, ModelResponded) else None
+
+
+def spent_in(step: StepInfo, record: ModelResponded) -> Spent:
+    """What model step `step`, whose record is `record` (read already), spent."""
     model = record.by or record.fallback or record.response.model or UNKNOWN
     agent = keys.parse(step.key).agent or UNKNOWN
     return Spent(agent, model, record.response.usage, max(step.ended_at - step.started_at, 0.0))

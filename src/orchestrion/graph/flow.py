@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from orchestrion import keys
 from orchestrion._json import loads
-from orchestrion.engine.costs import spent
+from orchestrion.engine.costs import Spent, spent_in
 from orchestrion.engine.journal import StepStatus
 from orchestrion.engine.records import GaveUp, ModelResponded, StepReturned, ToolReturned, read
 from orchestrion.engine.result import StepInfo
@@ -96,6 +96,10 @@ class _Journal:
     of a `PeerNetwork` with mailboxes, in its own run)."""
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(sender, recipient) -> the messages sent."""
+    spending: list[Spent] = field(default_factory=list)
+    """What each completed model step spent, in journal order."""
+    tool_steps: list[tuple[str, str, StepInfo]] = field(default_factory=list)
+    """(agent, tool, step) of each tool step, in journal order."""
     submitted: dict[str, str] = field(default_factory=dict)
     """The id of each run queued with `ctx.submit` -> the key of the step that did."""
     handovers: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -206,12 +210,15 @@ def _read(steps: Sequence[StepInfo]) -> _Journal:
             journal.activations[scope] = act
         act.first, act.last = min(act.first, step.seq), max(act.last, step.seq)
         act.failed = act.failed or step.status is StepStatus.FAILED
-        one = spent(step)
-        if one is not None:
-            for scope_above in keys.ancestors(step.key):
-                journal.spent[scope_above] += one.usage
+        if parsed.kind == "tool":
+            journal.tool_steps.append((act.agent, parsed.tool or "?", step))
+        elif step.status is StepStatus.COMPLETED:
             record = read(step.kind, step.status, step.result, f"Step {step.key}")
             if isinstance(record, ModelResponded):
+                one = spent_in(step, record)
+                journal.spending.append(one)
+                for scope_above in keys.ancestors(step.key):
+                    journal.spent[scope_above] += one.usage
                 turn = keys.parent(step.key) or ""
                 made = record.response.tool_calls
                 journal.calls.update(zip(keys.tool_keys(turn, made), made, strict=True))
@@ -405,19 +412,13 @@ def _steps(graph: Graph, journal: _Journal, steps: Sequence[StepInfo]) -> None:
     mail are edges)."""
     hosts = {scope for act in journal.activations.values() for scope in keys.ancestors(act.scope)}
     models: dict[str, dict[str, None]] = defaultdict(dict)
-    for step in steps:
-        parsed = keys.parse(step.key)
-        agent = parsed.agent
-        if agent is None or parsed.kind not in ("model", "tool") or agent not in graph.nodes:
-            continue
-        one = spent(step)
-        if one is not None:
-            _flowed(graph.nodes[agent]).usage += one.usage
-            models[agent][one.model] = None
+    for one in journal.spending:
+        _flowed(graph.nodes[one.agent]).usage += one.usage
+        models[one.agent][one.model] = None
+    for agent, tool, step in journal.tool_steps:
         call = journal.calls.get(step.key)
-        if parsed.kind != "tool" or step.key in hosts or (call and call.name == _MAIL):
-            continue
-        _tool_call(graph, agent, parsed.tool or "?", step)
+        if step.key not in hosts and not (call and call.name == _MAIL):
+            _tool_call(graph, agent, tool, step)
     for agent, named in models.items():
         graph.nodes[agent].detail = ", ".join(named)
 
