@@ -63,7 +63,10 @@ def _place(
         graph.node(Node(at, "workflow", member.name, "custom flow", cluster))
         return _Ends((_End(at, "input"),), (_End(at, "output"),))
     if any(member is outer for outer in within):
-        raise UserError(f"{_named(member)} holds itself (through {at!r}): it cannot be drawn.")
+        raise UserError(
+            f"{_named(member)} holds itself (through {at!r}), so it would run forever: make "
+            "its members other objects."
+        )
     shape = _checked(member, member.shape())
     graph.clusters.setdefault(at, Cluster(at, _named(member), cluster))
     placed = [_place(graph, m, at, at, (*within, member)) for m in shape.members]
